@@ -1,0 +1,167 @@
+"""ClusterSpec: the machines, their links and how their speed varies. Units are in the names:
+``_gbps`` is gigabits per second (network convention), ``_us`` microseconds, ``_s`` seconds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import check
+
+
+@dataclass(frozen=True)
+class LinkSpec:
+    bandwidth_gbps: float = 100.0
+    """Unidirectional bandwidth, Gbit/s. Intra-node: per accelerator (NVLink bus bandwidth).
+    Inter-node: per node (all its NICs together). WAN: per group of nodes."""
+    latency_us: float = 10.0
+    """One-way latency of one hop, microseconds."""
+
+    def __post_init__(self):
+        check(self.bandwidth_gbps > 0, "bandwidth_gbps", self.bandwidth_gbps, "must be > 0")
+        check(self.latency_us >= 0, "latency_us", self.latency_us, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class WanSpec:
+    groups: int = 1
+    """Groups of nodes (datacenters) joined by the WAN; 1 means there is no WAN tier."""
+    bandwidth_gbps: float = 10.0
+    """Unidirectional WAN bandwidth of one group, Gbit/s."""
+    latency_us: float = 5000.0
+    """One-way WAN latency, microseconds."""
+
+    def __post_init__(self):
+        check(self.groups >= 1, "groups", self.groups, "must be >= 1")
+        check(self.bandwidth_gbps > 0, "bandwidth_gbps", self.bandwidth_gbps, "must be > 0")
+        check(self.latency_us >= 0, "latency_us", self.latency_us, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TransportSpec:
+    """How a collective library turns link bandwidth and latency into time
+    (``../shared/docs/network-and-collectives.md``; NCCL ``src/graph/tuning.cc``)."""
+
+    kind: Literal["nccl", "gloo"] = "nccl"
+    """``nccl``: GPU collectives; ``gloo``: TCP collectives on CPUs."""
+    efficiency: float = 1.0
+    """Fraction of line rate a large transfer reaches (TCP transports often reach <= 0.6)."""
+    base_latency_us: float = 8.4
+    """Fixed cost of launching one collective (NCCL ring/simple: 8.4 us)."""
+    step_overhead_us: float = 0.0
+    """Software cost added to every ring step (gloo on TCP: 200-400 us measured here)."""
+    step_latency: Literal["one_way", "rtt"] = "one_way"
+    """What one ring step waits for: one one-way latency (NCCL) or one round trip (gloo over TCP)."""
+    window_bytes: int = 0
+    """Bytes in flight per ring step; caps throughput at window / RTT on long links. 0: no cap."""
+    segment_bytes: int = 0
+    """Pipelining segment: latency overlaps transfer for messages of a few segments. 0: no pipelining."""
+
+    def __post_init__(self):
+        check(0 < self.efficiency <= 1, "efficiency", self.efficiency, "must be in (0, 1]")
+        check(self.base_latency_us >= 0, "base_latency_us", self.base_latency_us, "must be >= 0")
+        check(self.step_overhead_us >= 0, "step_overhead_us", self.step_overhead_us, "must be >= 0")
+        check(self.window_bytes >= 0, "window_bytes", self.window_bytes, "must be >= 0")
+        check(self.segment_bytes >= 0, "segment_bytes", self.segment_bytes, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ComputeSpec:
+    """Per-accelerator speed: peak FLOP/s and utilisation, or times measured by ``palsgd calibrate``."""
+
+    peak_tflops: float = 312.0
+    """Dense peak in the training precision, TFLOP/s (A100 bf16: 312; H100 SXM bf16: 989)."""
+    utilization: float = 0.4
+    """Achieved fraction of peak (model FLOPs utilisation) in forward + backward."""
+    memory_gbytes_per_s: float = 2039.0
+    """Memory bandwidth, GB/s: optimizer, outer and pseudo-sync steps are memory-bound."""
+    step_time_s: float = 0.0
+    """Measured forward + backward of one optimizer step; overrides the FLOP estimate when > 0."""
+    optimizer_time_s: float = 0.0
+    """Measured inner optimizer step; overrides the memory-traffic estimate when > 0."""
+    pseudo_sync_time_s: float = 0.0
+    """Measured pseudo-sync step; overrides the memory-traffic estimate when > 0."""
+    outer_step_time_s: float = 0.0
+    """Measured outer step; overrides the memory-traffic estimate when > 0."""
+    data_time_s: float = 0.0
+    """Measured data loading per step that prefetching does not hide; overrides the workload's."""
+
+    def __post_init__(self):
+        check(self.peak_tflops > 0, "peak_tflops", self.peak_tflops, "must be > 0")
+        check(0 < self.utilization <= 1, "utilization", self.utilization, "must be in (0, 1]")
+        check(self.memory_gbytes_per_s > 0, "memory_gbytes_per_s", self.memory_gbytes_per_s, "must be > 0")
+        for name in ("step_time_s", "optimizer_time_s", "pseudo_sync_time_s", "outer_step_time_s",
+                     "data_time_s"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+
+
+@dataclass(frozen=True)
+class VariabilitySpec:
+    """How step times vary; it meets the algorithms at their barriers."""
+
+    jitter_cv: float = 0.0
+    """Coefficient of variation of every step's compute time (log-normal, independent per worker)."""
+    slow_workers: int = 0
+    """Workers that are persistently slower (an older GPU generation, a throttled card)."""
+    slow_factor: float = 1.0
+    """Compute-time multiplier of the slow workers."""
+    straggler_prob: float = 0.0
+    """Chance, per worker and step, of a rare spike (OS noise, a page fault storm, a GC pause)."""
+    straggler_factor: float = 1.0
+    """Compute-time multiplier of a spiking step."""
+
+    def __post_init__(self):
+        check(self.jitter_cv >= 0, "jitter_cv", self.jitter_cv, "must be >= 0")
+        check(self.slow_workers >= 0, "slow_workers", self.slow_workers, "must be >= 0")
+        check(self.slow_factor >= 1, "slow_factor", self.slow_factor, "must be >= 1")
+        check(0 <= self.straggler_prob <= 1, "straggler_prob", self.straggler_prob, "must be in [0, 1]")
+        check(self.straggler_factor >= 1, "straggler_factor", self.straggler_factor, "must be >= 1")
+
+
+@dataclass(frozen=True)
+class FailureSpec:
+    """Worker failures, for mean-time-between-failures what-ifs."""
+
+    mtbf_s: float = 0.0
+    """Mean time between failures of one worker, seconds (exponential); 0: workers never fail."""
+    restart_s: float = 60.0
+    """Time from a failure until the worker computes again (detect, restart, reload)."""
+    policy: Literal["wait", "rejoin"] = "wait"
+    """``wait``: everyone waits for the failed worker at the next barrier. ``rejoin`` (local methods
+    only; DDP always waits): a sync goes on without it and it rejoins from the global model."""
+
+    def __post_init__(self):
+        check(self.mtbf_s >= 0, "mtbf_s", self.mtbf_s, "must be >= 0")
+        check(self.restart_s >= 0, "restart_s", self.restart_s, "must be >= 0")
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    name: str = "custom"
+    description: str = ""
+    source: str = ""
+    """Where the numbers come from (datasheets, papers, a calibration run)."""
+    nodes: int = 1
+    gpus_per_node: int = 1
+    """Accelerators per node; one accelerator is one worker is one rank."""
+    intra_node: LinkSpec = field(default_factory=lambda: LinkSpec(2400.0, 3.4))
+    inter_node: LinkSpec = field(default_factory=lambda: LinkSpec(100.0, 14.0))
+    wan: WanSpec = field(default_factory=WanSpec)
+    transport: TransportSpec = field(default_factory=TransportSpec)
+    allreduce: Literal["auto", "ring", "tree", "hierarchical"] = "auto"
+    """All-reduce algorithm; ``auto`` takes the cheapest, as NCCL's tuner does."""
+    compute: ComputeSpec = field(default_factory=ComputeSpec)
+    variability: VariabilitySpec = field(default_factory=VariabilitySpec)
+    failures: FailureSpec = field(default_factory=FailureSpec)
+
+    def __post_init__(self):
+        check(self.nodes >= 1, "nodes", self.nodes, "must be >= 1")
+        check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "must be >= 1")
+        check(self.nodes % self.wan.groups == 0, "wan.groups", self.wan.groups,
+              f"must divide cluster.nodes ({self.nodes})")
+        check(self.variability.slow_workers <= self.workers, "variability.slow_workers",
+              self.variability.slow_workers, f"must be <= the number of workers ({self.workers})")
+
+    @property
+    def workers(self) -> int:
+        return self.nodes * self.gpus_per_node

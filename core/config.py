@@ -1,0 +1,306 @@
+"""Experiment: one typed, frozen, validated description read by the simulator and the real harness.
+
+An experiment is built from layers, each overriding the one before:
+
+1. the defaults of the dataclasses below;
+2. the workload preset (``workload = "gpt-neo-8m"`` or ``--workload``): a partial experiment file
+   with ``[workload]``, ``[train]``, ``[algorithm]`` and ``[budget]`` tables;
+3. the cluster preset (``cluster = "..."`` or ``--cluster``): a file with a ``[cluster]`` table;
+4. the experiment file itself;
+5. command-line options and ``--set key.path=value`` overrides.
+
+The ``[algorithm]`` table holds parameters shared by every algorithm; ``[algorithm.<name>]`` holds
+those of one algorithm only. Every error names the file (or ``--set``), the key, the value and the rule.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from . import presets
+from .algorithms import ALGORITHMS, LOCAL_ALGORITHMS, SKIP_DRAWS, SKIPPED_BATCHES
+from .cluster import ClusterSpec
+from .errors import ConfigError, check
+from .typed import build, merge, set_path, to_dict
+from .workload import TrainSpec, WorkloadSpec
+
+PAYLOAD_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+
+
+@dataclass(frozen=True)
+class AlgorithmSpec:
+    """One algorithm and its parameters; names as in ``../shared/docs/algorithms.md``."""
+
+    name: Literal["ddp", "local_sgd", "diloco", "palsgd"] = "ddp"
+    sync_every: int = 100
+    """H: local steps between two syncs."""
+    warmup_steps: int = 0
+    """W: DDP steps before local training starts (Post-local SGD)."""
+    outer_lr: float = 0.7
+    """DiLoCo / PALSGD outer learning rate."""
+    outer_momentum: float = 0.9
+    """DiLoCo / PALSGD outer Nesterov momentum."""
+    p: float = 0.2
+    """PALSGD: probability that a local step is a pseudo-synchronization step."""
+    eta: float = 0.5
+    """PALSGD: pseudo-synchronization strength."""
+    skip_draws: Literal["shared", "independent"] = "shared"
+    """PALSGD: all workers draw the same pseudo-sync steps (released code) or each its own."""
+    skipped_batches: Literal["consumed", "kept"] = "consumed"
+    """PALSGD: a pseudo-sync step throws its batch away (released code) or leaves it to the next step."""
+    payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Element type of what a sync sends."""
+    bucket_mb: float = 25.0
+    """DDP gradient bucket size, MB (PyTorch's bucket_cap_mb)."""
+    per_tensor_allreduce: bool = False
+    """Sync one tensor at a time, as the paper's released GPT code does, instead of a few flat buffers."""
+    warmup_syncs_optimizer_state: bool = False
+    """Warm-up steps also all-reduce the optimizer state, as the paper's released code does."""
+
+    def __post_init__(self):
+        check(self.name in ALGORITHMS, "name", self.name, f"must be one of {', '.join(ALGORITHMS)}")
+        check(self.sync_every >= 1, "sync_every", self.sync_every, "must be >= 1 (H)")
+        check(self.warmup_steps >= 0, "warmup_steps", self.warmup_steps, "must be >= 0 (W)")
+        check(self.outer_lr > 0, "outer_lr", self.outer_lr, "must be > 0")
+        check(0 <= self.outer_momentum < 1, "outer_momentum", self.outer_momentum, "must be in [0, 1)")
+        check(0 <= self.p < 1, "p", self.p, "must be in [0, 1)")
+        check(self.eta >= 0, "eta", self.eta, "must be >= 0")
+        check(self.skip_draws in SKIP_DRAWS, "skip_draws", self.skip_draws, f"must be one of {SKIP_DRAWS}")
+        check(self.skipped_batches in SKIPPED_BATCHES, "skipped_batches", self.skipped_batches,
+              f"must be one of {SKIPPED_BATCHES}")
+        check(self.bucket_mb > 0, "bucket_mb", self.bucket_mb, "must be > 0")
+
+    @property
+    def is_local(self) -> bool:
+        return self.name in LOCAL_ALGORITHMS
+
+    @property
+    def payload_bytes_per_param(self) -> int:
+        return PAYLOAD_BYTES[self.payload_dtype]
+
+    @property
+    def effective_p(self) -> float:
+        """p as the algorithm uses it: only PALSGD takes pseudo-sync steps."""
+        return self.p if self.name == "palsgd" else 0.0
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    """How long a run is: a number of steps, or a number of epochs of ``workload.dataset_samples``."""
+
+    steps: int = 0
+    epochs: float = 0.0
+
+    def __post_init__(self):
+        check(self.steps >= 0, "steps", self.steps, "must be >= 0")
+        check(self.epochs >= 0, "epochs", self.epochs, "must be >= 0")
+        check((self.steps > 0) != (self.epochs > 0), "steps", self.steps,
+              "give exactly one of budget.steps and budget.epochs (> 0)")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    train: TrainSpec = field(default_factory=TrainSpec)
+    algorithms: tuple[AlgorithmSpec, ...] = (AlgorithmSpec(),)
+    budget: BudgetSpec = field(default_factory=lambda: BudgetSpec(steps=1000))
+    seed: int = 0
+    repeats: int = 1
+    """Monte-Carlo repeats: the simulator runs seeds seed, seed+1, ... and reports the spread."""
+
+    def __post_init__(self):
+        check(self.repeats >= 1, "repeats", self.repeats, "must be >= 1")
+        check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        check(len(self.algorithms) >= 1, "algorithms", [], "name at least one algorithm")
+        names = [a.name for a in self.algorithms]
+        check(len(set(names)) == len(names), "algorithms", names, "names an algorithm twice")
+        if self.budget.epochs:
+            check(self.workload.dataset_samples > 0, "workload.dataset_samples", 0,
+                  "must be > 0 for an epochs budget")
+            check(self.steps_per_epoch >= 1, "budget.epochs", self.budget.epochs,
+                  f"an epoch of {self.workload.dataset_samples} samples is less than one step of "
+                  f"{self.samples_per_step} samples")
+        for algo in self.algorithms:
+            self._check_fits_budget(algo)
+
+    def _check_fits_budget(self, algo: AlgorithmSpec) -> None:
+        if not algo.is_local:
+            return
+        steps = self.nominal_steps
+        key = f"algorithm.{algo.name}"
+        check(algo.warmup_steps < steps, f"{key}.warmup_steps", algo.warmup_steps,
+              f"must be shorter than the run ({steps} steps)")
+        check(algo.sync_every <= steps - algo.warmup_steps, f"{key}.sync_every", algo.sync_every,
+              f"must fit in the run after the warm-up ({steps - algo.warmup_steps} steps)")
+
+    @property
+    def workers(self) -> int:
+        return self.cluster.workers
+
+    @property
+    def samples_per_step(self) -> int:
+        """Samples one optimizer step consumes across all workers."""
+        return self.workload.batch_per_worker * self.workload.grad_accum * self.workers
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.workload.dataset_samples // self.samples_per_step
+
+    @property
+    def nominal_steps(self) -> int:
+        """Steps of the budget, counting every step (pseudo-sync steps included) as one."""
+        if self.budget.steps:
+            return self.budget.steps
+        return max(1, math.floor(self.budget.epochs * self.steps_per_epoch))
+
+    def algorithm(self, name: str) -> AlgorithmSpec:
+        for algo in self.algorithms:
+            if algo.name == name:
+                return algo
+        raise KeyError(name)
+
+    def replace(self, **changes) -> Experiment:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        """Nested plain dict, loadable again with ``from_dict`` (manifests, experiment.toml)."""
+        return experiment_to_dict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path | None = None, *, workload: str | None = None, cluster: str | None = None,
+         algorithms: list[str] | None = None, steps: int | None = None, epochs: float | None = None,
+         seed: int | None = None, overrides: list[str] = ()) -> Experiment:
+    """Build an Experiment from an optional file, CLI options and ``KEY=VALUE`` overrides."""
+    layers: list[tuple[str, dict]] = []
+    own: dict = {}
+    if path is not None:
+        own = read_toml(path)
+    source = str(path) if path is not None else "defaults"
+    wl_ref = workload or _pop_ref(own, "workload") or presets.DEFAULT_WORKLOAD
+    cl_ref = cluster or _pop_ref(own, "cluster") or presets.DEFAULT_CLUSTER
+    wl_path = presets.resolve("workload", wl_ref, "--workload" if workload else source)
+    cl_path = presets.resolve("cluster", cl_ref, "--cluster" if cluster else source)
+    layers.append((str(wl_path), read_toml(wl_path)))
+    layers.append((str(cl_path), read_toml(cl_path)))
+    layers.append((source, own))
+    cli: dict = {}
+    if algorithms:
+        cli["algorithms"] = list(algorithms)
+    if steps is not None:
+        cli["budget"] = {"steps": steps, "epochs": 0.0}
+    if epochs is not None:
+        cli["budget"] = {"epochs": epochs, "steps": 0}
+    if seed is not None:
+        cli["seed"] = seed
+    layers.append(("command line", cli))
+    for item in overrides:
+        layers.append(("--set", parse_override(item)))
+    return from_layers(layers)
+
+
+def _pop_ref(own: dict, key: str) -> str | None:
+    """``workload = "name"`` at the top of a file names a preset; a ``[workload]`` table overrides it."""
+    value = own.get(key)
+    if isinstance(value, str):
+        del own[key]
+        return value
+    if isinstance(value, dict) and isinstance(value.get("preset"), str):
+        return value.pop("preset")
+    return None
+
+
+def read_toml(path: str | Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read: {err}", source=str(path)) from None
+
+
+def parse_override(item: str) -> dict:
+    """``a.b.c=VALUE`` -> {"a": {"b": {"c": VALUE}}}; VALUE is read as TOML, else as a string."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError("expected KEY=VALUE, e.g. cluster.nodes=4", key=item, source="--set")
+    try:
+        value = tomllib.loads(f"v = {raw.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw.strip()
+    out: dict = {}
+    set_path(out, key.split("."), value)
+    return out
+
+
+def from_layers(layers: list[tuple[str, dict]]) -> Experiment:
+    """Merge the layers (later wins), remembering which source set each key, then build."""
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for source, data in layers:
+        if not isinstance(data, dict):
+            raise ConfigError("expected a table", source=source)
+        merge(merged, data, origin, source)
+    return from_dict(merged, origin)
+
+
+def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
+    origin = origin or {}
+
+    def where(key: str) -> str:
+        # The source of the deepest key we know about.
+        parts = key.split(".")
+        for i in range(len(parts), 0, -1):
+            if ".".join(parts[:i]) in origin:
+                return origin[".".join(parts[:i])]
+        return "experiment"
+
+    data = dict(data)
+    algo_table = data.pop("algorithm", {}) or {}
+    names = data.pop("algorithms", list(ALGORITHMS))
+    try:
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError("must be a list of algorithm names", key="algorithms", value=names)
+        specs = tuple(_algorithm_spec(n, algo_table) for n in names)
+        return build(Experiment, {**data, "algorithms": specs}, skip=("algorithms",))
+    except ConfigError as err:
+        raise err.located(where(err.key)) from None
+
+
+def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
+    if not isinstance(table, dict):
+        raise ConfigError("must be a table", key="algorithm", value=table)
+    check(name in ALGORITHMS, "algorithms", name,
+          f"unknown algorithm; expected one of {', '.join(ALGORITHMS)}")
+    shared = {k: v for k, v in table.items() if k not in ALGORITHMS}
+    for key, value in table.items():
+        if key in ALGORITHMS and not isinstance(value, dict):
+            raise ConfigError("must be a table of that algorithm's parameters", key=f"algorithm.{key}",
+                              value=value)
+    own = table.get(name, {})
+    try:
+        return build(AlgorithmSpec, {**shared, **own, "name": name})
+    except ConfigError as err:
+        prefix = f"algorithm.{name}" if err.key in own else "algorithm"
+        raise err.located("", prefix) from None
+
+
+def experiment_to_dict(exp: Experiment) -> dict:
+    out = to_dict(exp)
+    algos = out.pop("algorithms")
+    out["algorithms"] = [a["name"] for a in algos]
+    out["algorithm"] = {a.pop("name"): a for a in algos}
+    return out

