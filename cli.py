@@ -1,5 +1,232 @@
+"""The ``palsgd`` command. Each command parses, calls one library function, prints and writes files.
+
+Bad input (ConfigError) becomes one line on stderr and exit status 2, never a traceback. Heavy modules
+(torch, simpy, seaborn) are imported inside the commands, so ``palsgd --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
 import click
 
+from .core.errors import ConfigError
 
-@click.group()
-def main(): pass
+EXIT_BAD_INPUT = 2
+
+
+def _experiment_options(f):
+    """The options that pick and shape an experiment; shared by simulate, sweep, run and calibrate."""
+    options = [
+        click.argument("experiment", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--workload", help="Workload preset name or TOML file (see `palsgd presets`)."),
+        click.option("--cluster", help="Cluster preset name or TOML file (e.g. a calibration profile)."),
+        click.option("--algorithms", help="Comma-separated subset of ddp,local_sgd,diloco,palsgd."),
+        click.option("--steps", type=int, help="Budget in steps (every local step counts as one)."),
+        click.option("--epochs", type=float, help="Budget in epochs of workload.dataset_samples."),
+        click.option("--seed", type=int, help="Seed of the step plan and of the simulated variability."),
+        click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override any field, e.g. --set cluster.inter_node.bandwidth_gbps=10 (repeatable)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra=()):
+    from .core.config import load
+
+    if steps is not None and epochs is not None:
+        raise ConfigError("give --steps or --epochs, not both", key="--steps", source="command line")
+    names = [a.strip() for a in algorithms.split(",") if a.strip()] if algorithms else None
+    return load(experiment, workload=workload, cluster=cluster, algorithms=names, steps=steps,
+                epochs=epochs, seed=seed, overrides=[*extra, *overrides])
+
+
+def _handle_errors(f):
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except ConfigError as err:
+            click.echo(f"palsgd: error: {err}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            click.echo("palsgd: interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="palsgd")
+def main():
+    """Predict (simulate) and measure (run) how much faster Local SGD, DiLoCo and PALSGD train than DDP."""
+
+
+@main.command()
+@_experiment_options
+@click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the results folder here.")
+@click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary rows as a JSON list and nothing else.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@_handle_errors
+def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, out,
+             overwrite, as_json, report):
+    """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
+    from .harness import simulate as job
+
+    extra = [f"repeats={repeats}"] if repeats is not None else []
+    exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
+    result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report)
+    if as_json:
+        click.echo(json.dumps(job.json_rows(result.runs), indent=2))
+        return
+    click.echo(job.format_summary(exp, result.runs))
+    for line in result.notes:
+        click.echo(line)
+
+
+@main.command()
+@_experiment_options
+@click.option("--vary", "varies", multiple=True, required=True, metavar="KEY=VALUES",
+              help="A field and its values: 'cluster.inter_node.bandwidth_gbps=1,10,100,400', "
+                   "'cluster.nodes=1..64:x2' (geometric), '1..64:8' (step). Once or twice.")
+@click.option("--jobs", type=int, help="Worker processes (default: all cores).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the results folder here.")
+@click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the sweep table as a JSON list and nothing else.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@_handle_errors
+def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, varies, jobs, out,
+          overwrite, as_json, report):
+    """Vary one or two fields and find where each algorithm overtakes DDP."""
+    from .harness import simulate as job
+
+    exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides)
+    result = job.sweep_to_folder(exp, list(varies), jobs=jobs, out=out, overwrite=overwrite, report=report)
+    if as_json:
+        click.echo(result.table.to_json(orient="records", indent=2))
+        return
+    click.echo(job.format_sweep(result))
+
+
+@main.command()
+@click.option("--kind", type=click.Choice(["workload", "cluster", "all"]), default="all", show_default=True)
+@_handle_errors
+def presets(kind):
+    """List the built-in workloads and clusters with their numbers and sources."""
+    from .harness import simulate as job
+
+    click.echo(job.format_presets(kind))
+
+
+@main.command()
+@_experiment_options
+@click.option("--nproc-per-node", type=int, default=2, show_default=True, help="Ranks on this node.")
+@click.option("--nnodes", type=int, default=1, show_default=True, help="Nodes in the job.")
+@click.option("--node-rank", type=int, default=0, show_default=True, help="This node's rank.")
+@click.option("--rdzv-endpoint", metavar="HOST:PORT", help="Rendezvous of a multi-node job.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
+@click.option("--emulate-network", metavar="rate=1gbit,delay=5ms[,jitter=1ms]",
+              help="Put each rank in its own network namespace behind a shaped link (root, Linux).")
+@click.option("--inject-fault", metavar="rank=R,step=S,kind=crash|hang|slow", help="For testing failures.")
+@click.option("--timeout-s", type=float, default=300.0, show_default=True,
+              help="A rank that makes no progress for this long is declared hung.")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@_handle_errors
+def run(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node, nnodes,
+        node_rank, rdzv_endpoint, out, overwrite, resume, emulate_network, inject_fault, timeout_s, report):
+    """Run the algorithms for real under torchrun, measure every step, compare with the prediction."""
+    from .harness import real_job
+
+    extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}"]
+    exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
+    code = real_job.run_to_folder(
+        exp, out, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+        rdzv_endpoint=rdzv_endpoint, overwrite=overwrite, resume=resume, emulate_network=emulate_network,
+        inject_fault=inject_fault, timeout_s=timeout_s, report=report, echo=click.echo,
+    )
+    sys.exit(code)
+
+
+@main.command()
+@_experiment_options
+@click.option("--nproc-per-node", type=int, default=2, show_default=True)
+@click.option("--emulate-network", metavar="rate=1gbit,delay=5ms", help="Calibrate across an emulated network.")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The cluster profile to write (a TOML file that --cluster accepts).")
+@_handle_errors
+def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
+              emulate_network, out):
+    """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
+    from .harness import real_job
+
+    extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}"]
+    exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
+    real_job.calibrate_to_file(exp, out, nproc_per_node=nproc_per_node, emulate_network=emulate_network,
+                               echo=click.echo)
+
+
+@main.command()
+@click.option("--quick", is_flag=True, help="A subset that finishes in a few minutes (what CI runs).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
+@click.option("--no-emulation", is_flag=True, help="Only the unshaped network (no root needed).")
+@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@_handle_errors
+def validate(quick, out, overwrite, no_emulation, report):
+    """Run real runs and predictions of the same experiments; print the error of every prediction."""
+    from .harness import validate as job
+
+    code = job.validate_to_folder(out, quick=quick, overwrite=overwrite, emulate=not no_emulation,
+                                  report=report, echo=click.echo)
+    sys.exit(code)
+
+
+@main.command(name="time-to-target")
+@click.argument("run_folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--loss", "target_loss", type=float, required=True, help="Target held-out loss.")
+@click.option("--cluster", help="Predict on this cluster preset or profile (default: as measured).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field of the cluster.")
+@click.option("--json", "as_json", is_flag=True)
+@_handle_errors
+def time_to_target(run_folder, target_loss, cluster, overrides, as_json):
+    """Wall-clock to reach a held-out loss, from measured loss curves, on a measured or simulated cluster."""
+    from .harness import targets
+
+    table = targets.time_to_target(run_folder, target_loss, cluster=cluster, overrides=list(overrides))
+    click.echo(table.to_json(orient="records", indent=2) if as_json else targets.format_targets(table))
+
+
+@main.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
+              show_default=True)
+@_handle_errors
+def report(results, output):
+    """Turn result folders (simulate, sweep, run, validate) into one self-contained HTML page."""
+    from .reports.render import render_report
+
+    path = render_report(list(results), output)
+    click.echo(f"wrote {path}")
+
+
+@main.command(name="cleanup-network")
+@_handle_errors
+def cleanup_network():
+    """Remove network namespaces left behind by emulated runs whose owner died (needs root)."""
+    from .harness import netem
+
+    removed = netem.cleanup_stale()
+    click.echo(f"removed {len(removed)} leftover namespace(s)" + (f": {', '.join(removed)}" if removed else ""))
+
+
+if __name__ == "__main__":
+    main()

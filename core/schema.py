@@ -41,6 +41,8 @@ PHASES = (
 )
 
 STEP_COLUMNS = ("source", "algorithm", "run", "worker", "step", "phase", "start_s", "end_s", "bytes")
+# Real runs only: one row per worker and step (the loss curve); eval_loss is NaN between evaluations.
+METRIC_COLUMNS = ("source", "algorithm", "run", "worker", "step", "end_s", "loss", "lr", "eval_loss")
 TOTAL_COLUMNS = ("source", "algorithm", "run", "worker", "phase", "duration_s", "bytes", "count")
 
 # One row per (source, algorithm, run). Times are per worker, averaged over workers.

@@ -24,7 +24,10 @@ class ModelSpec:
     vocab: int = 50257
     """Kept at GPT-2's size whatever tokenizer feeds the model, so the payload stays faithful."""
     seq_len: int = 300
-    """Tokens per sample, and the number of learned positions."""
+    """Tokens per sample."""
+    positions: int = 0
+    """Learned positions (the context the model could take); 0: ``seq_len``. GPT-Neo-125M has 1024
+    positions yet the PALSGD paper trains it on 300-token samples."""
     # ResNet
     variant: Literal["resnet50", "resnet18", "cifar"] = "resnet50"
     """``resnet50``/``resnet18``: torchvision layout; ``cifar``: the small 3-stage CIFAR ResNet."""
@@ -36,10 +39,16 @@ class ModelSpec:
     image_size: int = 224
     in_channels: int = 3
 
+    @property
+    def n_positions(self) -> int:
+        return self.positions or self.seq_len
+
     def __post_init__(self):
         for name in ("hidden", "layers", "heads", "vocab", "seq_len", "width", "num_classes",
                      "image_size", "in_channels"):
             check(getattr(self, name) >= 1, name, getattr(self, name), "must be >= 1")
+        check(self.positions == 0 or self.positions >= self.seq_len, "positions", self.positions,
+              f"must be 0 (= seq_len) or >= seq_len ({self.seq_len})")
         check(self.hidden % self.heads == 0, "hidden", self.hidden,
               f"must be a multiple of heads ({self.heads})")
         check(self.depth >= 8 and (self.depth - 2) % 6 == 0, "depth", self.depth,
