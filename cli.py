@@ -191,17 +191,21 @@ def validate(quick, out, overwrite, no_emulation, report):
 
 
 @main.command(name="time-to-target")
-@click.argument("run_folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("curves", type=click.Path(exists=True, path_type=Path))
 @click.option("--loss", "target_loss", type=float, required=True, help="Target held-out loss.")
+@click.option("--workload", help="For a CSV of curves: the workload preset or file they belong to.")
 @click.option("--cluster", help="Predict on this cluster preset or profile (default: as measured).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field of the cluster.")
 @click.option("--json", "as_json", is_flag=True)
 @_handle_errors
-def time_to_target(run_folder, target_loss, cluster, overrides, as_json):
-    """Wall-clock to reach a held-out loss, from measured loss curves, on a measured or simulated cluster."""
+def time_to_target(curves, target_loss, workload, cluster, overrides, as_json):
+    """Wall-clock to reach a held-out loss on a measured or simulated cluster.
+
+    CURVES is a `palsgd run` results folder, or a CSV with columns algorithm, step, loss."""
     from .harness import targets
 
-    table = targets.time_to_target(run_folder, target_loss, cluster=cluster, overrides=list(overrides))
+    table = targets.time_to_target(curves, target_loss, cluster=cluster, overrides=list(overrides),
+                                   workload=workload)
     click.echo(table.to_json(orient="records", indent=2) if as_json else targets.format_targets(table))
 
 

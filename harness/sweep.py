@@ -1,0 +1,183 @@
+"""Sweeps: simulate an experiment over a grid of one or two varied fields, in parallel, and find
+where each algorithm's speedup over DDP crosses 1.
+
+A varied field is any experiment key in dotted form (``cluster.inter_node.bandwidth_gbps``,
+``cluster.nodes``, ``algorithm.sync_every``, ``algorithm.palsgd.p``). Each point is built with
+``core.config.from_dict`` from the base experiment's dict with the override merged, so every point
+is validated like a user's file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import tomllib
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..core import schema
+from ..core.config import Experiment, from_dict
+from ..core.errors import ConfigError
+from ..core.typed import merge, set_path
+from ..sim.engine import simulate_tables
+
+CROSSOVER_COLUMNS = ("algorithm", "key", "value", "direction", "fixed_key", "fixed_value")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    table: pd.DataFrame
+    """One row per (point, algorithm, run): the varied keys (named by their dotted key), then the run
+    table's columns."""
+    crossovers: pd.DataFrame
+    """Where speedup_vs_ddp crosses 1 along a varied key (``CROSSOVER_COLUMNS``)."""
+
+
+def parse_vary(text: str) -> tuple[str, list]:
+    """``KEY=V1,V2,...`` or an integer range: ``KEY=A..B`` (every integer), ``KEY=A..B:S`` (step S),
+    ``KEY=A..B:xF`` (geometric: A, A·F, A·F², ... up to B). Values are read as TOML (numbers,
+    booleans, quoted strings); a bare word is a string."""
+    key, sep, raw = text.partition("=")
+    key, raw = key.strip(), raw.strip()
+    if not sep or not key or not raw or any(not p for p in key.split(".")):
+        raise ConfigError("expected KEY=V1,V2,... or KEY=A..B[:STEP|:xFACTOR]", key=key or text,
+                          source="--vary")
+    if ".." in raw:
+        return key, _range(key, raw)
+    return key, [_value(key, item) for item in raw.split(",")]
+
+
+def _range(key: str, raw: str) -> list[int]:
+    span, _, step = raw.partition(":")
+    lo, _, hi = span.partition("..")
+    rule = "a range is A..B, A..B:STEP or A..B:xFACTOR with integers A <= B, STEP >= 1, FACTOR >= 2"
+    try:
+        a, b = int(lo), int(hi)
+        geometric = step.strip().lower().startswith("x")
+        s = int(step.strip()[1:] if geometric else step) if step.strip() else 1
+    except ValueError:
+        raise ConfigError(rule, key=key, value=raw, source="--vary") from None
+    if a > b or s < (2 if geometric else 1) or (geometric and a < 1):
+        raise ConfigError(rule, key=key, value=raw, source="--vary")
+    if not geometric:
+        return list(range(a, b + 1, s))
+    out = [a]
+    while out[-1] * s <= b:
+        out.append(out[-1] * s)
+    return out
+
+
+def _value(key: str, item: str):
+    item = item.strip()
+    if not item:
+        raise ConfigError("empty value in the list", key=key, value=item, source="--vary")
+    try:
+        return tomllib.loads(f"v = {item}")["v"]
+    except tomllib.TOMLDecodeError:
+        return item
+
+
+def points(base: Experiment, vary: list[tuple[str, list]]) -> list[tuple[dict, Experiment]]:
+    """Every grid point as ({key: value}, validated Experiment)."""
+    if not 1 <= len(vary) <= 2:
+        raise ConfigError("vary one or two fields", key="vary", value=[k for k, _ in vary], source="--vary")
+    for key, values in vary:
+        if not values:
+            raise ConfigError("give at least one value", key=key, value=values, source="--vary")
+    data = base.to_dict()
+    out = []
+    for combo in itertools.product(*(values for _, values in vary)):
+        override: dict = {}
+        for (key, _), value in zip(vary, combo, strict=True):
+            set_path(override, key.split("."), value)
+        merged = _deep_copy(data)
+        merge(merged, override, {}, "--vary")
+        try:
+            exp = from_dict(merged)
+        except ConfigError as err:
+            raise err.located("--vary") from None
+        out.append((dict(zip([k for k, _ in vary], combo, strict=True)), exp))
+    return out
+
+
+def _deep_copy(d):
+    return {k: _deep_copy(v) for k, v in d.items()} if isinstance(d, dict) else d
+
+
+def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:
+    """Simulate some points and summarize them in one ``schema.summarize`` call (pandas costs more
+    than a small simulation): point i's runs are numbered i·R + r there, then numbered back."""
+    totals, extents, offsets = [], [], []
+    offset = 0
+    for _, exp in items:
+        t, e, _ = simulate_tables(exp, record_steps=False, run_offset=offset)
+        totals.append(t)
+        extents.append(e)
+        offsets.append(offset)
+        offset += exp.repeats
+    runs = schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True))
+    point = np.searchsorted(np.array(offsets), runs["run"].to_numpy(), side="right") - 1
+    runs["run"] -= np.array(offsets)[point]
+    keys = list(items[0][0])
+    for j, key in enumerate(keys):
+        runs.insert(j, key, [items[i][0][key] for i in point])
+    runs.insert(0, "_point", point)
+    return runs
+
+
+def sweep(base: Experiment, vary: list[tuple[str, list]], jobs: int | None = None) -> SweepResult:
+    """Simulate every point of the grid on ``jobs`` processes (None: every core)."""
+    grid = points(base, vary)
+    jobs = min(jobs or os.cpu_count() or 1, len(grid))
+    size = max(1, min(32, math.ceil(len(grid) / (jobs * 4))))
+    chunks = [grid[i:i + size] for i in range(0, len(grid), size)]
+    if jobs == 1:
+        parts = [_simulate_chunk(chunk) for chunk in chunks]
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            parts = list(pool.map(_simulate_chunk, chunks))
+    for i, part in enumerate(parts):
+        part["_point"] += i * size
+    table = pd.concat(parts, ignore_index=True)
+    table = table.sort_values(["_point", "run"], kind="stable").drop(columns="_point").reset_index(drop=True)
+    return SweepResult(table=table, crossovers=crossovers(table, [k for k, _ in vary]))
+
+
+def crossovers(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Where the mean speedup_vs_ddp over runs crosses 1 along each numeric varied key, the other key
+    (if any) held fixed. Linear interpolation between neighbouring points, in log space when the
+    values span more than 10x."""
+    rows = []
+    for key in keys:
+        others = [k for k in keys if k != key]
+        group_keys = ["algorithm", *others]
+        for gk, g in table[table["algorithm"] != "ddp"].groupby(group_keys, sort=False):
+            gk = gk if isinstance(gk, tuple) else (gk,)
+            curve = g.groupby(key)["speedup_vs_ddp"].mean().sort_index()
+            fixed_key, fixed_value = (others[0], gk[1]) if others else ("", None)
+            for value, direction in _crossings(curve):
+                rows.append((gk[0], key, value, direction, fixed_key, fixed_value))
+    return pd.DataFrame(rows, columns=list(CROSSOVER_COLUMNS))
+
+
+def _crossings(curve: pd.Series) -> list[tuple[float, str]]:
+    x = curve.index.to_numpy()
+    if len(x) < 2 or not np.issubdtype(x.dtype, np.number):
+        return []
+    x = x.astype(float)
+    y = curve.to_numpy(dtype=float) - 1.0
+    log = x.min() > 0 and x.max() / x.min() > 10
+    u = np.log(x) if log else x
+    out = []
+    for i in range(len(x) - 1):
+        a, b = y[i], y[i + 1]
+        if a == b or not (a <= 0 < b or a > 0 >= b):
+            continue
+        at = u[i] + (u[i + 1] - u[i]) * (-a) / (b - a)
+        value = math.exp(at) if log else at
+        out.append((float(value), "overtakes" if b > a else "falls behind"))
+    return out

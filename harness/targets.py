@@ -1,0 +1,160 @@
+"""Time-to-target: when does each algorithm reach a held-out loss, measured and predicted?
+
+"PALSGD is X% faster than DDP" has two meanings, and the paper's abstract does not say which:
+
+- time to the target: DDP's wall-clock to reach the loss / the algorithm's (needs loss curves);
+- time for the same budget: DDP's wall-clock for the whole run / the algorithm's (needs no curve).
+
+The loss curve of each algorithm, as a function of the *step*, comes from a real run (metrics.csv) or
+from a user's CSV (columns ``algorithm, step, loss``). Reaching the target therefore takes the same
+number of steps on any cluster; only the time per step changes, which the simulator predicts. So the
+predicted time to target on a cluster is the simulated wall-clock at the step where the measured curve
+first reaches the target (linearly interpolated between evaluations).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..core import config, io
+from ..core.errors import ConfigError
+from . import store
+
+TARGET_COLUMNS = ("source", "cluster", "algorithm", "target_loss", "step_at_target", "time_to_target_s",
+                  "speedup_to_target", "wall_clock_budget_s", "speedup_same_budget")
+
+
+def step_at_target(curve: pd.DataFrame, target: float) -> float:
+    """First (fractional) step where the loss falls to ``target``; NaN when it never does.
+    ``curve`` has columns step, loss (one value per step, e.g. the mean over workers)."""
+    curve = curve.dropna().sort_values("step")
+    steps, loss = curve["step"].to_numpy(float), curve["loss"].to_numpy(float)
+    below = np.flatnonzero(loss <= target)
+    if below.size == 0:
+        return math.nan
+    i = below[0]
+    if i == 0:
+        return steps[0]
+    s0, s1, l0, l1 = steps[i - 1], steps[i], loss[i - 1], loss[i]
+    return s0 + (s1 - s0) * (l0 - target) / (l0 - l1)
+
+
+def _curves_from_run(folder: Path) -> pd.DataFrame:
+    """Held-out loss per algorithm and step (mean over workers); training loss when never evaluated."""
+    metrics = store.read_table(folder, io.METRICS)
+    if metrics is None or metrics.empty:
+        raise ConfigError("has no metrics.csv (loss curves); run `palsgd run` first", source=str(folder))
+    column = "eval_loss" if metrics["eval_loss"].notna().any() else "loss"
+    real = metrics[metrics["source"] == "real"] if "source" in metrics else metrics
+    curves = real.groupby(["algorithm", "step"], as_index=False)[[column, "end_s"]].mean()
+    return curves.rename(columns={column: "loss"}).dropna(subset=["loss"])
+
+
+def _read_user_curves(path: Path) -> pd.DataFrame:
+    try:
+        curves = pd.read_csv(path)
+    except Exception as err:
+        raise ConfigError(f"unreadable CSV: {err}", source=str(path)) from None
+    missing = {"algorithm", "step", "loss"} - set(curves.columns)
+    if missing:
+        raise ConfigError(f"needs columns algorithm, step, loss; missing {sorted(missing)}", source=str(path))
+    return curves
+
+
+def time_to_target(source: str | Path, target_loss: float, *, cluster: str | None = None,
+                   overrides: list[str] = (), workload: str | None = None) -> pd.DataFrame:
+    """The target table: measured (from a run folder) and predicted (simulated cluster) rows."""
+    from ..sim.engine import simulate
+
+    source = Path(source)
+    rows: list[dict] = []
+    if source.is_dir():
+        manifest = store.read_manifest(source)
+        exp = config.from_dict(manifest["experiment"])
+        curves = _curves_from_run(source)
+        rows += _measured_rows(source, curves, target_loss, exp.cluster.name)
+        if cluster is not None or overrides:
+            exp = _retarget(exp, cluster, list(overrides))
+    else:
+        curves = _read_user_curves(source)
+        exp = config.load(workload=workload, cluster=cluster, overrides=list(overrides))
+    curves = curves[curves["algorithm"].isin([a.name for a in exp.algorithms])]
+    sim = simulate(exp.replace(budget=config.BudgetSpec(steps=exp.nominal_steps)), record_steps=True)
+    rows += _predicted_rows(sim.steps, sim.runs, curves, target_loss, exp.cluster.name)
+    table = pd.DataFrame(rows, columns=list(TARGET_COLUMNS))
+    return _speedups(table)
+
+
+def _retarget(exp: config.Experiment, cluster: str | None, overrides: list[str]) -> config.Experiment:
+    """The same experiment on another cluster: the workers count stays, the machines change."""
+    layers = [("experiment", exp.to_dict())]
+    if cluster is not None:
+        from ..core import presets
+
+        path = presets.resolve("cluster", cluster, "--cluster")
+        layers.append((str(path), config.read_toml(path)))
+    layers += [("--set", config.parse_override(o)) for o in overrides]
+    return config.from_layers(layers)
+
+
+def _measured_rows(folder: Path, curves: pd.DataFrame, target: float, cluster: str) -> list[dict]:
+    runs = store.read_table(folder, io.RUNS)
+    wall = {}
+    if runs is not None:
+        real = runs[runs["source"] == "real"]
+        wall = real.groupby("algorithm")["wall_clock_s"].mean().to_dict()
+    rows = []
+    for algorithm, g in curves.groupby("algorithm", sort=False):
+        step = step_at_target(g[["step", "loss"]], target)
+        t = float(np.interp(step, g["step"], g["end_s"])) if math.isfinite(step) else math.nan
+        rows.append({"source": "real", "cluster": cluster, "algorithm": algorithm, "target_loss": target,
+                     "step_at_target": step, "time_to_target_s": t,
+                     "wall_clock_budget_s": wall.get(algorithm, math.nan)})
+    return rows
+
+
+def _predicted_rows(steps: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame, target: float,
+                    cluster: str) -> list[dict]:
+    # The wall-clock at the end of step s is when the slowest worker has finished everything of step s.
+    done = steps.groupby(["algorithm", "step"])["end_s"].max()
+    wall = runs.groupby("algorithm")["wall_clock_s"].mean()
+    rows = []
+    for algorithm, g in curves.groupby("algorithm", sort=False):
+        step = step_at_target(g[["step", "loss"]], target)
+        t = math.nan
+        if math.isfinite(step) and algorithm in done.index.get_level_values(0):
+            ends = done.loc[algorithm]
+            t = float(np.interp(step, ends.index.to_numpy(float), ends.to_numpy(float)))
+        rows.append({"source": "sim", "cluster": cluster, "algorithm": algorithm, "target_loss": target,
+                     "step_at_target": step, "time_to_target_s": t,
+                     "wall_clock_budget_s": float(wall.get(algorithm, math.nan))})
+    return rows
+
+
+def _speedups(table: pd.DataFrame) -> pd.DataFrame:
+    for _, g in table.groupby(["source", "cluster"], sort=False):
+        ddp = g[g["algorithm"] == "ddp"]
+        if ddp.empty:
+            continue
+        idx = g.index
+        table.loc[idx, "speedup_to_target"] = ddp["time_to_target_s"].iloc[0] / g["time_to_target_s"]
+        table.loc[idx, "speedup_same_budget"] = ddp["wall_clock_budget_s"].iloc[0] / g["wall_clock_budget_s"]
+    return table
+
+
+def format_targets(table: pd.DataFrame) -> str:
+    from .simulate import human_s
+
+    lines = []
+    for (source, cluster), g in table.groupby(["source", "cluster"], sort=False):
+        lines.append(f"{'measured' if source == 'real' else 'predicted'} on {cluster}:")
+        for r in g.itertuples():
+            reach = (f"reaches {r.target_loss:g} at step {r.step_at_target:.0f} after {human_s(r.time_to_target_s)}"
+                     if math.isfinite(r.step_at_target) else f"does not reach {r.target_loss:g}")
+            lines.append(f"  {r.algorithm:10s} {reach}; to target {r.speedup_to_target:.3f}x DDP, same budget "
+                         f"{r.speedup_same_budget:.3f}x DDP ({human_s(r.wall_clock_budget_s)})")
+    return "\n".join(lines)

@@ -1,0 +1,91 @@
+"""Workers and links built from a ClusterSpec: step-time variability, failures, and the collective
+stream as a SimPy resource.
+
+Variability (``VariabilitySpec``) multiplies every compute time c of worker k at step t:
+
+    c_kt = c · slow_k · J_kt · S_kt
+    J_kt ~ LogNormal(μ, σ²) with σ² = ln(1 + cv²), μ = -σ²/2, so E[J] = 1 and sd(J)/E[J] = cv
+    S_kt = straggler_factor with probability straggler_prob, else 1 (rare spikes: OS noise, GC)
+    slow_k = slow_factor for the last ``slow_workers`` ranks, else 1 (a persistently slower card)
+
+Failures (``FailureSpec``): each worker fails after an exponential time of mean ``mtbf_s``
+(memoryless, independent per worker), is down for ``restart_s``, and its clock restarts from the
+end of the restart. A failure is charged at the start of the step it falls in (the step is redone).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import simpy
+
+from ..core.cluster import ClusterSpec
+
+_JITTER_STREAM = 0x717E
+_FAILURE_STREAM = 0xFA11
+
+
+class Workers:
+    """The K workers of one run: draws their compute times and their failures, vectorized."""
+
+    def __init__(self, cluster: ClusterSpec, seed: int):
+        self.count = cluster.workers
+        self.var = cluster.variability
+        self.fail = cluster.failures
+        self.slow = np.ones(self.count)
+        if self.var.slow_workers:
+            self.slow[self.count - self.var.slow_workers:] = self.var.slow_factor
+        sigma2 = np.log1p(self.var.jitter_cv ** 2)
+        self._sigma, self._mu = np.sqrt(sigma2), -sigma2 / 2
+        self._rng = np.random.default_rng([seed, _JITTER_STREAM])
+        self._frng = np.random.default_rng([seed, _FAILURE_STREAM])
+        self.next_failure = self._draw_failures(np.zeros(self.count))
+
+    @property
+    def varies(self) -> bool:
+        v = self.var
+        return v.jitter_cv > 0 or v.straggler_prob > 0 or v.slow_workers > 0
+
+    def compute(self, c: float, steps: int) -> np.ndarray:
+        """[workers, steps] compute times c_kt (see the module docstring)."""
+        shape = (self.count, steps)
+        if not self.varies:
+            return np.full(shape, c)
+        out = self.slow[:, None] * c
+        if self.var.jitter_cv > 0:
+            out = out * self._rng.lognormal(self._mu, self._sigma, shape)
+        else:
+            out = np.broadcast_to(out, shape).copy()
+        if self.var.straggler_prob > 0:
+            spikes = self._rng.random(shape) < self.var.straggler_prob
+            out[spikes] *= self.var.straggler_factor
+        return out
+
+    def _draw_failures(self, after: np.ndarray) -> np.ndarray:
+        if self.fail.mtbf_s <= 0:
+            return np.full(self.count, np.inf)
+        return after + self._frng.exponential(self.fail.mtbf_s, len(after))
+
+    def failures_before(self, ends: np.ndarray) -> np.ndarray:
+        """Workers whose next failure comes before their ``ends`` time."""
+        return np.flatnonzero(self.next_failure < ends)
+
+    def restart(self, worker: int, back_at: float) -> None:
+        """The worker is back at ``back_at``; its next failure is drawn from then on."""
+        self.next_failure[worker] = self._draw_failures(np.array([back_at]))[0]
+
+
+class Network:
+    """The collective stream of a run as a SimPy resource: collectives issued on one communicator
+    run one at a time, in order (NCCL and gloo serialize a communicator's collectives)."""
+
+    def __init__(self, env: simpy.Environment):
+        self.env = env
+        self.stream = simpy.Resource(env, capacity=1)
+        self.busy_s = 0.0
+
+    def collective(self, seconds: float):
+        """SimPy process: wait for the stream, hold it for ``seconds``."""
+        with self.stream.request() as turn:
+            yield turn
+            yield self.env.timeout(seconds)
+            self.busy_s += seconds

@@ -1,0 +1,192 @@
+"""What one all-reduce of S bytes costs on a ClusterSpec: ring, tree, hierarchical, and ``auto``.
+
+Alpha-beta model (Hockney 1994; Thakur, Rabenseifner & Gropp, "Optimization of Collective
+Communication Operations in MPICH", IJHPCA 2005): a message of c bytes over a link costs
+α + c/B. The transport shapes α and B (``../shared/docs/network-and-collectives.md``):
+
+* α (one ring step) = one-way latency (NCCL) or one round trip (gloo over TCP: measured ~RTT)
+  + ``step_overhead_us`` (gloo: 0.2-0.4 ms of software per step, measured here);
+* B = line rate x ``efficiency``, capped per flow at ``window_bytes`` / RTT (a TCP window on a long
+  link: throughput = window / RTT);
+* ``base_latency_us`` is paid once per collective call (NCCL ``tuning.cc``: 8.4 us ring/simple).
+
+Concurrent collectives that share a link share its bandwidth. A hierarchical all-reduce runs g
+inter-node rings at once (one per local rank), all through the same node NICs: each gets B_inter/g.
+With a WAN tier, the g·k_group flows of a group all leave through the group's WAN link: each gets
+B_wan/(g·k_group). The division is done explicitly in ``_hierarchical``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..core.cluster import ClusterSpec, TransportSpec
+
+ALGORITHMS = ("ring", "tree", "hierarchical")
+_US = 1e-6
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One level of the network: bytes/s a flow gets, one-way latency, and ranks per instance."""
+
+    bandwidth_Bps: float
+    latency_s: float
+
+
+def _tier(bandwidth_gbps: float, latency_us: float, transport: TransportSpec, flows: int = 1) -> Tier:
+    """Line rate x efficiency, shared by ``flows`` concurrent flows, each capped at window / RTT."""
+    bw = bandwidth_gbps * 1e9 / 8 * transport.efficiency / flows
+    rtt = 2 * latency_us * _US
+    if transport.window_bytes and rtt > 0:
+        bw = min(bw, transport.window_bytes / rtt)  # TCP: at most one window in flight per round trip
+    return Tier(bw, latency_us * _US)
+
+
+def _alpha(tier_latency_s: float, transport: TransportSpec) -> float:
+    """Latency of one ring step: one-way (NCCL) or a round trip (gloo over TCP, measured: within 2-16%)."""
+    hops = 2.0 if transport.step_latency == "rtt" else 1.0
+    return hops * tier_latency_s + transport.step_overhead_us * _US
+
+
+def _step(chunk: float, tier: Tier, alpha: float, segment: int) -> float:
+    """One ring step moving ``chunk`` bytes: α + c/B, or pipelined in segments of s bytes.
+
+    Pipelined (gloo, NCCL's chunking): k = ceil(c/s) segments stream back to back, so the latency
+    hides behind the transfer: max(c/B + α/k, α + s/B). k = 1 gives α + c/B again; for large c it
+    tends to c/B. Our approximation, chosen to fit the measured fact that α+β over-predicts
+    256 KiB-4 MiB messages by up to 70% under gloo.
+    """
+    transfer = chunk / tier.bandwidth_Bps
+    if segment <= 0 or chunk <= segment:
+        return alpha + transfer
+    k = math.ceil(chunk / segment)
+    return max(transfer + alpha / k, alpha + segment / tier.bandwidth_Bps)
+
+
+def ring_allreduce(nbytes: float, ranks: int, tier: Tier, transport: TransportSpec,
+                   base: bool = True) -> float:
+    """Ring all-reduce (Patarasuk & Yuan 2009; Thakur et al. 2005, eq. for reduce-scatter + allgather):
+    2(n-1) steps of S/n bytes: T = 2(n-1)·(α + S/(n·B)) = 2(n-1)·α + 2(n-1)/n · S/B."""
+    if ranks <= 1 or nbytes <= 0:
+        return 0.0
+    alpha = _alpha(tier.latency_s, transport)
+    steps = 2 * (ranks - 1)
+    return _base(transport, base) + steps * _step(nbytes / ranks, tier, alpha, transport.segment_bytes)
+
+
+def ring_half(nbytes: float, ranks: int, tier: Tier, transport: TransportSpec) -> float:
+    """Reduce-scatter (or all-gather) on a ring: (n-1) steps of S/n bytes: (n-1)·α + (n-1)/n·S/B."""
+    if ranks <= 1 or nbytes <= 0:
+        return 0.0
+    alpha = _alpha(tier.latency_s, transport)
+    return _base(transport, True) + (ranks - 1) * _step(nbytes / ranks, tier, alpha, transport.segment_bytes)
+
+
+def tree_allreduce(nbytes: float, ranks: int, tier: Tier, transport: TransportSpec) -> float:
+    """Pipelined double binary tree (Sanders, Speck & Träff 2009; NCCL >= 2.4): a reduce up and a
+    broadcast down, 2·ceil(log2 n) latency steps; each rank sends S/2 up one tree, S/2 up the other
+    and S down the tree where it is interior: 2S in all. T = 2·ceil(log2 n)·α + 2·S/B."""
+    if ranks <= 1 or nbytes <= 0:
+        return 0.0
+    alpha = _alpha(tier.latency_s, transport)
+    return _base(transport, True) + 2 * math.ceil(math.log2(ranks)) * alpha + 2 * nbytes / tier.bandwidth_Bps
+
+
+def _base(transport: TransportSpec, charge: bool) -> float:
+    return transport.base_latency_us * _US if charge else 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The cluster's tiers
+
+
+def levels(cluster: ClusterSpec) -> list[tuple[int, Tier]]:
+    """(ranks, tier) of each level of a hierarchical all-reduce, innermost first, with the bandwidth
+    each concurrent flow gets: intra-node (one flow per GPU link), inter-node within a group (g rings
+    share the node NICs), WAN between groups (g·k_group flows share the group's WAN link)."""
+    t = cluster.transport
+    g, groups = cluster.gpus_per_node, cluster.wan.groups
+    per_group = cluster.nodes // groups
+    out = [(g, _tier(cluster.intra_node.bandwidth_gbps, cluster.intra_node.latency_us, t))]
+    out.append((per_group, _tier(cluster.inter_node.bandwidth_gbps, cluster.inter_node.latency_us, t, g)))
+    out.append((groups, _tier(cluster.wan.bandwidth_gbps, cluster.wan.latency_us, t, g * per_group)))
+    return [(r, tier) for r, tier in out if r > 1]
+
+
+def flat_tier(cluster: ClusterSpec) -> Tier:
+    """The tier a flat ring or tree over all ranks sees: ranks are placed node by node, every step
+    waits for its slowest hop, so bandwidth is the minimum and latency the maximum over the tiers it
+    crosses. A node's NICs together carry its ring edges (NCCL spreads channels over all NICs)."""
+    t = cluster.transport
+    tiers = [_tier(cluster.intra_node.bandwidth_gbps, cluster.intra_node.latency_us, t)]
+    if cluster.nodes > 1:
+        tiers.append(_tier(cluster.inter_node.bandwidth_gbps, cluster.inter_node.latency_us, t))
+    if cluster.wan.groups > 1:
+        tiers.append(_tier(cluster.wan.bandwidth_gbps, cluster.wan.latency_us, t))
+    if cluster.gpus_per_node == 1 and cluster.nodes > 1:
+        tiers = tiers[1:]  # one GPU per node: no intra-node hop on the ring
+    return Tier(min(x.bandwidth_Bps for x in tiers), max(x.latency_s for x in tiers))
+
+
+def _hierarchical(nbytes: float, cluster: ClusterSpec) -> float:
+    """Reduce-scatter inward level by level, all-reduce the 1/(g·k...) shard at the outermost level,
+    all-gather outward (Thakur et al. 2005; NCCL's tree/CollNet and Horovod's hierarchical mode):
+    T = Σ_inner 2·[(r-1)·α + (r-1)/r · S_i/B_i] + T_ring(S_last, r_last), S_{i+1} = S_i / r_i.
+    Each level is its own collective call, so each pays the base latency."""
+    lv = levels(cluster)
+    if not lv:
+        return 0.0
+    t, total, size = cluster.transport, 0.0, float(nbytes)
+    for ranks, tier in lv[:-1]:
+        total += 2 * ring_half(size, ranks, tier, t)
+        size /= ranks
+    ranks, tier = lv[-1]
+    return total + ring_allreduce(size, ranks, tier, t)
+
+
+def allreduce_costs(cluster: ClusterSpec, nbytes: float) -> dict[str, float]:
+    """Seconds for each all-reduce algorithm this cluster and transport can run."""
+    n = cluster.workers
+    flat = flat_tier(cluster)
+    t = cluster.transport
+    out = {"ring": ring_allreduce(nbytes, n, flat, t)}
+    if t.kind == "nccl" or cluster.allreduce == "tree":
+        out["tree"] = tree_allreduce(nbytes, n, flat, t)
+    if len(levels(cluster)) > 1:
+        out["hierarchical"] = _hierarchical(nbytes, cluster)
+    return out
+
+
+def choose(cluster: ClusterSpec, nbytes: float) -> str:
+    """The algorithm used for a message: the configured one, or under ``auto`` the cheapest, as
+    NCCL's tuner picks by predicted time (``tuning.cc``). gloo only rings (its default
+    ``allreduce`` on CPU tensors); hierarchical exists only with more than one level."""
+    costs = allreduce_costs(cluster, nbytes)
+    if cluster.allreduce != "auto":
+        return cluster.allreduce if cluster.allreduce in costs else "ring"
+    return min(costs, key=costs.get)
+
+
+def allreduce_time(cluster: ClusterSpec, nbytes: float) -> float:
+    """T_AR(S): seconds for one all-reduce of ``nbytes`` with the chosen algorithm."""
+    return allreduce_costs(cluster, nbytes)[choose(cluster, nbytes)]
+
+
+def bytes_sent(cluster: ClusterSpec, nbytes: float) -> float:
+    """Bytes one worker sends in that all-reduce: ring 2(n-1)/n·S (the nccl-tests busbw factor),
+    tree 2S, hierarchical Σ 2(r-1)/r·S_i over its levels."""
+    n = cluster.workers
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    algo = choose(cluster, nbytes)
+    if algo == "ring":
+        return 2 * (n - 1) / n * nbytes
+    if algo == "tree":
+        return 2.0 * nbytes
+    total, size = 0.0, float(nbytes)
+    for ranks, _ in levels(cluster):
+        total += 2 * (ranks - 1) / ranks * size
+        size /= ranks
+    return total

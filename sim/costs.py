@@ -1,0 +1,118 @@
+"""Cost of one step, per worker, from the workload and the cluster (``../shared/docs/algorithms.md``,
+"Cost of one step"): c, o, u, m, data, T_AR(S) and the DDP gradient buckets.
+
+Every cost is a formula over the specs unless ``palsgd calibrate`` measured it (ComputeSpec ``*_time_s``
+fields > 0 override the formulas).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..core.config import AlgorithmSpec, Experiment
+from . import collectives
+
+MIB = 1 << 20
+FIRST_BUCKET_BYTES = 1 * MIB
+"""PyTorch DDP caps the first bucket (the last layers' gradients) at 1 MiB so that communication
+starts early (``torch.distributed.constants._DEFAULT_FIRST_BUCKET_BYTES``)."""
+FORWARD_SHARE = 1 / 3
+"""Forward ≈ 1/3 of forward + backward (backward ≈ 2x forward: Kaplan et al. 2020, 6N = 2N + 4N)."""
+
+
+@dataclass(frozen=True)
+class StepCosts:
+    """Seconds per worker for one of each kind of step, before variability."""
+
+    compute_s: float  # c: forward + backward of one optimizer step (all micro-batches)
+    optimizer_s: float  # o
+    outer_s: float  # u
+    pseudo_sync_s: float  # m
+    data_s: float  # data loading not hidden by prefetching
+    payload_bytes: float  # S: what a sync sends
+    sync_s: float  # T_AR(S) of one sync (per-tensor latency included when asked)
+    sync_bytes: float  # bytes one worker sends in a sync
+    bucket_s: np.ndarray  # DDP: all-reduce time of each bucket, in the order they become ready
+    bucket_ready: np.ndarray  # DDP: when each bucket is ready, as a fraction of c from step start
+    bucket_bytes_sent: float  # DDP: bytes one worker sends per step
+    warmup_extra_s: float  # blocking all-reduce of the optimizer state in a warm-up step
+    warmup_extra_bytes: float
+
+
+def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
+    wl, comp, cluster = exp.workload, exp.cluster.compute, exp.cluster
+    # c = flops_per_sample · batch_per_worker · grad_accum / (peak · utilisation)
+    flops = wl.flops_per_sample * wl.batch_per_worker * wl.grad_accum
+    c = comp.step_time_s or flops / (comp.peak_tflops * 1e12 * comp.utilization)
+    # Memory-bound steps: passes over 4N bytes at the memory bandwidth (fp32 master weights).
+    pass_s = 4.0 * wl.params / (comp.memory_gbytes_per_s * 1e9)
+    o = comp.optimizer_time_s or wl.optimizer_passes * pass_s
+    u = comp.outer_step_time_s or wl.outer_passes * pass_s
+    m = comp.pseudo_sync_time_s or wl.pseudo_sync_passes * pass_s
+    data = comp.data_time_s or wl.data_time_s
+    payload = float(algo.payload_bytes_per_param * wl.params)
+    sync_s, sync_bytes = _sync(exp, algo, payload)
+    sizes = bucket_sizes(payload, algo.bucket_mb)
+    bucket_s = np.array([collectives.allreduce_time(cluster, b) for b in sizes])
+    # Buckets fill in reverse layer order while the backward runs; gradient bytes are assumed to be
+    # produced at a constant rate, so bucket b is ready after the forward plus the share of the
+    # backward that produced the bytes up to its end.
+    done = np.cumsum(sizes) / payload if payload else np.zeros(0)
+    ready = FORWARD_SHARE + (1 - FORWARD_SHARE) * done
+    extra = wl.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
+    return StepCosts(
+        compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
+        sync_s=sync_s, sync_bytes=sync_bytes, bucket_s=bucket_s, bucket_ready=ready,
+        bucket_bytes_sent=sum(collectives.bytes_sent(cluster, b) for b in sizes),
+        warmup_extra_s=collectives.allreduce_time(cluster, extra) if extra else 0.0,
+        warmup_extra_bytes=collectives.bytes_sent(cluster, extra) if extra else 0.0,
+    )
+
+
+def _sync(exp: Experiment, algo: AlgorithmSpec, payload: float) -> tuple[float, float]:
+    """One sync: T_AR(S), or ``tensors`` all-reduces of S/tensors each when every tensor is sent on
+    its own (the released GPT code), each paying the full latency."""
+    calls = exp.workload.tensors if algo.per_tensor_allreduce else 1
+    part = payload / calls
+    return (calls * collectives.allreduce_time(exp.cluster, part),
+            calls * collectives.bytes_sent(exp.cluster, part))
+
+
+def bucket_sizes(payload: float, bucket_mb: float) -> np.ndarray:
+    """DDP bucket sizes in bytes, in the order they become ready: a 1 MiB first bucket, then
+    ``bucket_mb`` MiB buckets (PyTorch ``bucket_cap_mb`` is in MiB), the remainder last."""
+    if payload <= 0:
+        return np.zeros(0)
+    cap = bucket_mb * MIB
+    first = min(FIRST_BUCKET_BYTES, payload)
+    rest = payload - first
+    full = math.floor(rest / cap)
+    tail = rest - full * cap
+    sizes = [first] + [cap] * full + ([tail] if tail > 0 else [])
+    return np.array(sizes, dtype=float)
+
+
+def ddp_comm_end(cmax: np.ndarray, ready: np.ndarray, bucket_s: np.ndarray) -> np.ndarray:
+    """When the last bucket's all-reduce ends, per step, measured from the start of compute.
+
+    Buckets run one after another on one stream (NCCL/gloo issue DDP's all-reduces in order), and a
+    bucket's collective starts only when every worker has it ready, i.e. at ready_b · c_max. With
+    start_b = max(ready_b·c_max, end_{b-1}) and end_b = start_b + T_b, the max-plus recurrence
+    unrolls to end_B = max_b (ready_b·c_max + Σ_{j>=b} T_j). ``cmax``: [steps].
+    """
+    if len(bucket_s) == 0:
+        return cmax.copy()
+    tail = np.cumsum(bucket_s[::-1])[::-1]  # Σ_{j>=b} T_j
+    return (cmax[:, None] * ready[None, :] + tail[None, :]).max(axis=1)
+
+
+def ddp_comm_end_one(offset: np.ndarray, c: np.ndarray, ready: np.ndarray, bucket_s: np.ndarray) -> float:
+    """``ddp_comm_end`` for one step where workers start compute at different ``offset``s (a worker
+    restarting after a failure): bucket b is ready everywhere at max_k(offset_k + ready_b·c_k)."""
+    if len(bucket_s) == 0:
+        return float((offset + c).max())
+    tail = np.cumsum(bucket_s[::-1])[::-1]
+    return float(((offset[:, None] + c[:, None] * ready[None, :]).max(axis=0) + tail).max())

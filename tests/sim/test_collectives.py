@@ -1,0 +1,93 @@
+"""All-reduce costs against their closed forms."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from palsgd.core.cluster import ClusterSpec, LinkSpec, TransportSpec, WanSpec
+from palsgd.sim import collectives as co
+
+GB = 1e9
+
+
+def cluster(nodes=1, gpus=8, intra=(800.0, 0.0), inter=(100.0, 0.0), wan=None, **transport):
+    t = {"efficiency": 1.0, "base_latency_us": 0.0, **transport}
+    return ClusterSpec(nodes=nodes, gpus_per_node=gpus, intra_node=LinkSpec(*intra),
+                       inter_node=LinkSpec(*inter), wan=wan or WanSpec(), transport=TransportSpec(**t),
+                       allreduce="ring")
+
+
+@pytest.mark.parametrize("n", [2, 3, 8, 64])
+def test_ring_of_large_messages_is_2_n_minus_1_over_n_s_over_b(n):
+    c = cluster(gpus=n, intra=(100.0, 0.0))
+    s, b = 1e9, 100e9 / 8
+    assert co.allreduce_time(c, s) == pytest.approx(2 * (n - 1) / n * s / b, rel=1e-12)
+    # With latency and launch cost the bandwidth term still dominates a 10 GB message.
+    c = cluster(gpus=n, intra=(100.0, 10.0), base_latency_us=8.4)
+    assert co.allreduce_time(c, 1e10) / (2 * (n - 1) / n * 1e10 / b) == pytest.approx(1, rel=1e-3)
+    assert co.bytes_sent(c, s) == pytest.approx(2 * (n - 1) / n * s)
+
+
+def test_ring_latency_terms():
+    # 4 ranks, 10 us one way, NCCL: 6 steps of (10 us + S/4/B) + 8.4 us.
+    c = cluster(gpus=4, intra=(80.0, 10.0), base_latency_us=8.4)
+    assert co.allreduce_time(c, 1e6) == pytest.approx(8.4e-6 + 6 * (10e-6 + 0.25e6 / 10e9))
+    # gloo over TCP: a step waits a round trip plus software overhead.
+    g = cluster(gpus=4, intra=(80.0, 10.0), kind="gloo", step_latency="rtt", step_overhead_us=300.0)
+    assert co.allreduce_time(g, 1e6) == pytest.approx(6 * (20e-6 + 300e-6 + 0.25e6 / 10e9))
+
+
+def test_pipelining_hides_latency_of_middle_messages():
+    plain = cluster(gpus=2, intra=(8.0, 1000.0))  # 1 GB/s, 1 ms one way
+    piped = cluster(gpus=2, intra=(8.0, 1000.0), segment_bytes=1 << 20)
+    s = 8 << 20  # 4 MiB per ring step = 4 segments
+    assert co.allreduce_time(plain, s) == pytest.approx(2 * (1e-3 + s / 2 / 1e9))
+    assert co.allreduce_time(piped, s) == pytest.approx(2 * max(s / 2 / 1e9 + 1e-3 / 4, 1e-3 + (1 << 20) / 1e9))
+    assert co.allreduce_time(piped, 1 << 19) == co.allreduce_time(plain, 1 << 19)  # one segment
+
+
+def test_window_caps_a_long_link():
+    c = cluster(gpus=2, intra=(100.0, 5000.0), window_bytes=1 << 20)  # 10 ms RTT
+    assert co.levels(c)[0][1].bandwidth_Bps == pytest.approx((1 << 20) / 0.01)
+
+
+def test_hierarchical_shares_the_node_nic_among_g_rings():
+    # 2 nodes x 4 GPUs, no latency: intra RS + AG of S at B_intra, inter all-reduce of S/4 on 4
+    # concurrent rings that share B_inter: 2(g-1)/g·S/B_intra + 2(k-1)/k·(S/g)/(B_inter/g).
+    c = cluster(nodes=2, gpus=4, intra=(800.0, 0.0), inter=(100.0, 0.0))
+    s, bi, bn = 1e9, 100e9, 12.5e9
+    expected = 2 * 3 / 4 * s / bi + 2 * 1 / 2 * (s / 4) / (bn / 4)
+    assert co.allreduce_costs(c, s)["hierarchical"] == pytest.approx(expected)
+    # The flat ring crosses the NIC with S/8 per step over 14 steps: slower here.
+    assert co.allreduce_costs(c, s)["ring"] == pytest.approx(2 * 7 / 8 * s / bn)
+    assert co.choose(c.__class__(**{**c.__dict__, "allreduce": "auto"}), s) == "hierarchical"
+
+
+def test_hierarchical_with_a_wan_tier_has_three_levels():
+    wan = WanSpec(groups=2, bandwidth_gbps=10.0, latency_us=0.0)
+    c = cluster(nodes=4, gpus=2, intra=(800.0, 0.0), inter=(100.0, 0.0), wan=wan)
+    s, bi, bn, bw = 1e9, 100e9, 12.5e9, 1.25e9
+    # intra RS/AG (g=2), inter RS/AG within a group (2 nodes, S/2, 2 flows per NIC), WAN all-reduce
+    # of S/4 by the 4 flows of a group sharing the group's WAN link.
+    expected = (2 * 1 / 2 * s / bi + 2 * 1 / 2 * (s / 2) / (bn / 2) + 2 * 1 / 2 * (s / 4) / (bw / 4))
+    assert co.allreduce_costs(c, s)["hierarchical"] == pytest.approx(expected)
+    assert [r for r, _ in co.levels(c)] == [2, 2, 2]
+
+
+def test_tree_wins_small_messages_ring_wins_large_ones():
+    c = cluster(nodes=64, gpus=1, inter=(100.0, 14.0), base_latency_us=8.4)
+    small, large = co.allreduce_costs(c, 1e3), co.allreduce_costs(c, 1e9)
+    assert small["tree"] < small["ring"]
+    assert large["ring"] < large["tree"]
+    assert small["tree"] == pytest.approx(8.4e-6 + 2 * math.ceil(math.log2(64)) * 14e-6 + 2e3 / 12.5e9)
+    auto = c.__class__(**{**c.__dict__, "allreduce": "auto"})
+    assert co.allreduce_time(auto, 1e3) == small["tree"]
+    assert co.allreduce_time(auto, 1e9) == min(large.values())
+
+
+def test_gloo_rings_only_and_one_rank_costs_nothing():
+    g = cluster(gpus=4, kind="gloo")
+    assert set(co.allreduce_costs(g, 1e6)) == {"ring"}
+    assert co.allreduce_time(cluster(gpus=1), 1e9) == 0.0

@@ -1,0 +1,65 @@
+"""Sweeps: parsing, the grid, the table, crossovers, and monotone speedups over bandwidth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from palsgd.core.config import load
+from palsgd.core.errors import ConfigError
+from palsgd.harness.sweep import crossovers, parse_vary, sweep
+
+
+def test_parse_vary_lists_and_ranges():
+    assert parse_vary("cluster.inter_node.bandwidth_gbps=1,10,100,400") == (
+        "cluster.inter_node.bandwidth_gbps", [1, 10, 100, 400])
+    assert parse_vary("cluster.nodes=1..4") == ("cluster.nodes", [1, 2, 3, 4])
+    assert parse_vary("cluster.nodes=1..64:x2")[1] == [1, 2, 4, 8, 16, 32, 64]
+    assert parse_vary("cluster.nodes=1..64:8")[1] == [1, 9, 17, 25, 33, 41, 49, 57]
+    assert parse_vary("cluster.allreduce=ring,tree")[1] == ["ring", "tree"]
+
+
+@pytest.mark.parametrize("text", ["nodes", "cluster.nodes=", "=1,2", "cluster.nodes=4..1", "cluster.nodes=1..8:x1",
+                                  "cluster.nodes=a..b", "cluster.nodes=1,,2", "a..b=1"])
+def test_parse_vary_rejects_bad_text(text):
+    with pytest.raises(ConfigError):
+        parse_vary(text)
+
+
+def test_sweep_validates_every_point():
+    base = load(workload="gpt-neo-8m", cluster="a100-4x8-ib100", steps=300)
+    with pytest.raises(ConfigError, match=r"cluster\.nodes"):
+        sweep(base, [("cluster.nodes", [4, 0])], jobs=1)
+
+
+def test_speedups_never_increase_with_bandwidth_and_crossovers_are_found():
+    base = load(workload="gpt-neo-8m", cluster="a100-4x8-ib100", steps=300,
+                overrides=["cluster.variability.jitter_cv=0.0"])
+    bandwidths = [1, 10, 100, 400, 1600, 6400]
+    res = sweep(base, [("cluster.inter_node.bandwidth_gbps", bandwidths)], jobs=2)
+    key = "cluster.inter_node.bandwidth_gbps"
+    assert list(res.table.columns[:1]) == [key]
+    assert len(res.table) == len(bandwidths) * 4
+    for algo, g in res.table.groupby("algorithm"):
+        sp = g.sort_values(key)["speedup_vs_ddp"].to_numpy()
+        assert (np.diff(sp) <= 1e-9).all(), algo
+    assert res.crossovers.empty or set(res.crossovers["direction"]) <= {"overtakes", "falls behind"}
+
+
+def test_two_key_grid_has_one_row_per_point_algorithm_run():
+    base = load(workload="gpt-neo-8m", cluster="a100-4x8-ib100", steps=200, algorithms=["ddp", "local_sgd"])
+    res = sweep(base, [("cluster.nodes", [1, 2]), ("algorithm.sync_every", [10, 50])], jobs=1)
+    assert len(res.table) == 2 * 2 * 2
+    assert {"cluster.nodes", "algorithm.sync_every", "speedup_vs_ddp"} <= set(res.table.columns)
+
+
+def test_crossover_interpolates_in_log_space_when_values_span_a_decade():
+    table = pd.DataFrame({"bw": [1, 100, 1, 100], "algorithm": ["ddp", "ddp", "local_sgd", "local_sgd"],
+                          "speedup_vs_ddp": [1.0, 1.0, 2.0, 0.5]})
+    out = crossovers(table, ["bw"])
+    # log10 bw goes 0 -> 2 while speedup - 1 goes 1 -> -0.5: crossing at 2/3 of the way, 10^(4/3).
+    assert out.iloc[0]["value"] == pytest.approx(10 ** (4 / 3))
+    assert out.iloc[0]["direction"] == "falls behind"
+    lin = crossovers(table.assign(bw=[1, 4, 1, 4]), ["bw"])
+    assert lin.iloc[0]["value"] == pytest.approx(3.0)
