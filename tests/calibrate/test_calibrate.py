@@ -1,0 +1,73 @@
+"""`calibrate` end to end: real gloo ranks, the fit, the profile the simulator loads."""
+
+import importlib.util
+import tomllib
+
+import pandas as pd
+import pytest
+
+from palsgd.core.config import load
+from palsgd.core.errors import ConfigError
+from palsgd.harness.calibrate import calibrate
+from palsgd.harness.netem import NetemSpec, preflight
+from palsgd.sim.collectives import allreduce_time
+
+
+def _check_outputs(out):
+    folder = out.parent
+    for name in ("collectives.csv", "fit.csv", "tcp_rtt.json"):
+        assert (folder / name).is_file(), name
+    exp = load(cluster=str(out))  # loads as a cluster preset
+    fitted = pd.read_csv(folder / "fit.csv")
+    # The profile reproduces, in the simulator, the predictions the fit reported.
+    sim = [allreduce_time(exp.cluster, s) for s in fitted["size_bytes"]]
+    assert sim == pytest.approx(list(fitted["predicted_s"]), rel=1e-6)
+    return exp, fitted
+
+
+def test_needs_two_ranks(tmp_path):
+    with pytest.raises(ConfigError):
+        calibrate(load(), tmp_path / "p.toml", nproc_per_node=1)
+
+
+def test_loopback_profile(tmp_path):
+    out = calibrate(load(), tmp_path / "profile.toml", nproc_per_node=2, compute=False,
+                    max_bytes=2**20, reps=3)
+    exp, fitted = _check_outputs(out)
+    assert exp.cluster.nodes == 1 and exp.cluster.gpus_per_node == 2
+    assert exp.cluster.transport.kind == "gloo"
+    assert "Measured by" in exp.cluster.source
+    assert len(fitted) >= 4
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("palsgd.real.profile_compute") is None,
+                    reason="real/profile_compute.py not present")
+def test_compute_section(tmp_path):
+    out = calibrate(load(workload="gpt-tiny"), tmp_path / "profile.toml", nproc_per_node=2,
+                    max_bytes=2**16, reps=2, compute_steps=5)
+    exp, _ = _check_outputs(out)
+    raw = tomllib.loads(out.read_text())["cluster"]
+    assert exp.cluster.compute.step_time_s > 0
+    assert "jitter_cv" in raw.get("variability", {})
+    assert (out.parent / "compute.json").is_file()
+
+
+@pytest.mark.netns
+def test_recovers_emulated_link(tmp_path):
+    """Acceptance (issue 4): rate=200mbit, delay=5ms, 2 ranks -> the fitted effective bandwidth is
+    within 10% of 200 Mbit/s and one ring step costs the TCP round trip within 10%. About 30 s."""
+    try:
+        preflight(need_delay_program=True)
+    except ConfigError as err:
+        pytest.skip(str(err))
+    spec = NetemSpec.parse("rate=200mbit,delay=5ms")
+    out = calibrate(load(), tmp_path / "profile.toml", nproc_per_node=2, network=spec, compute=False,
+                    max_bytes=32 * 2**20, reps=5)
+    exp, _ = _check_outputs(out)
+    rtt = pd.read_json(out.parent / "tcp_rtt.json", typ="series")["tcp_rtt_s"]
+    assert 10e-3 <= rtt <= 10e-3 * 1.2  # 2 x 5 ms plus the delay program's wake-ups (docs)
+    link, transport = exp.cluster.intra_node, exp.cluster.transport
+    assert link.bandwidth_gbps == pytest.approx(0.2, rel=0.10)
+    alpha_s = 2 * link.latency_us * 1e-6 + transport.step_overhead_us * 1e-6
+    assert alpha_s == pytest.approx(rtt, rel=0.10)

@@ -1,0 +1,45 @@
+"""The fit recovers the parameters of data the simulator itself generated (no root, no torch)."""
+
+import numpy as np
+import pytest
+
+from palsgd.core.cluster import ClusterSpec
+from palsgd.harness.fit_transport import fit, model_cluster, nelder_mead
+from palsgd.sim.collectives import allreduce_time
+
+SIZES = [2**k for k in range(12, 27, 2)]  # 4 KiB ... 64 MiB
+
+
+def test_nelder_mead_finds_quadratic_minimum():
+    x = nelder_mead(lambda v: float((v[0] - 3) ** 2 + 10 * (v[1] + 1) ** 2), np.array([0.0, 0.0]))
+    assert x == pytest.approx([3, -1], abs=1e-3)
+
+
+def test_two_rank_closed_form():
+    # n = 2, no segments: T = 2·(α + S/2/B) = 2α + S/B, α = 2·latency + overhead.
+    c = model_cluster(ClusterSpec(), 2, "gloo", 1e-3, 125e6, 3e-4, 0, 0)
+    assert allreduce_time(c, 1e6) == pytest.approx(2 * (2e-3 + 3e-4) + 1e6 / 125e6)
+
+
+@pytest.mark.parametrize("ranks, segment", [(2, 0), (4, 0), (2, 2**20)])
+def test_recovers_known_parameters(ranks, segment):
+    truth = model_cluster(ClusterSpec(), ranks, "gloo", 2e-3, 25e6, 4e-4, segment, 0)
+    times = [allreduce_time(truth, s) for s in SIZES]
+    result = fit(SIZES, times, ranks, rtt_s=4e-3)
+    assert result.bandwidth_Bps == pytest.approx(25e6, rel=0.01)
+    assert result.alpha_s == pytest.approx(4.4e-3, rel=0.01)
+    assert result.cluster.transport.segment_bytes == segment
+    assert result.rms_log_error < 0.01
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_noise_stays_within_ten_percent(seed):
+    # 4% log-normal noise per median: what repeated medians show on this shared 2-core machine.
+    rng = np.random.default_rng(seed)
+    truth = model_cluster(ClusterSpec(), 2, "gloo", 5e-3, 25e6, 3e-4, 0, 0)
+    times = [allreduce_time(truth, s) * rng.lognormal(0, 0.04) for s in SIZES]
+    result = fit(SIZES, times, 2, rtt_s=10e-3)
+    assert result.bandwidth_Bps == pytest.approx(25e6, rel=0.10)
+    assert result.alpha_s == pytest.approx(10.3e-3, rel=0.10)
+    # The fitted profile reproduces its own predictions in the simulator.
+    assert [allreduce_time(result.cluster, s) for s in SIZES] == pytest.approx(result.predicted_s)

@@ -1,0 +1,72 @@
+"""NetemSpec parsing and the delay program's release rule (no root needed)."""
+
+import random
+
+import pytest
+
+from palsgd.core.errors import ConfigError
+from palsgd.harness.netdelay import Delayer, release_time
+from palsgd.harness.netem import NetemSpec, tbf_args
+
+
+@pytest.mark.parametrize("text, spec", [
+    ("rate=1gbit,delay=5ms", NetemSpec(1000.0, 5.0)),
+    ("rate=200mbit", NetemSpec(200.0)),
+    ("rate=500kbit,delay=250us,jitter=100us", NetemSpec(0.5, 0.25, 0.1)),
+    (" rate = 2.5gbit , delay=0.01s ", NetemSpec(2500.0, 10.0)),
+])
+def test_parse(text, spec):
+    assert NetemSpec.parse(text) == spec
+
+
+@pytest.mark.parametrize("text", ["", "delay=5ms", "rate=1gb", "rate=fast", "rate=1gbit,delay=5",
+                                  "rate=1gbit,rate=2gbit", "rate=1gbit,loss=1%", "rate=0kbit",
+                                  "rate=1gbit,delay=1ms,jitter=2ms"])
+def test_parse_rejects(text):
+    with pytest.raises(ConfigError) as err:
+        NetemSpec.parse(text)
+    assert err.value.key == "--emulate-network"
+
+
+def test_str_round_trips():
+    spec = NetemSpec(200.0, 2.0, 0.5)
+    assert NetemSpec.parse(str(spec)) == spec
+
+
+def test_tbf_burst_and_limit():
+    # 200 Mbit/s = 25e6 B/s: 1 ms is 25 000 B < 4 jumbo frames (36 056 B); limit = 25e6 * (2*5+10) ms.
+    args = tbf_args(200.0, 5.0)
+    assert args == ["tbf", "rate", "200000kbit", "burst", "36056", "limit", "500000"]
+
+
+def test_release_never_reorders():
+    rng = random.Random(1)
+    last, releases = 0.0, []
+    for i in range(1000):
+        last = release_time(i * 1e-4, 0.005, 0.002, last, rng)
+        releases.append(last)
+    assert releases == sorted(releases)
+    assert all(r >= i * 1e-4 + 0.003 - 1e-12 for i, r in enumerate(releases))
+
+
+class FakePacket:
+    def __init__(self, log, name):
+        self.log, self.name = log, name
+
+    def accept(self):
+        self.log.append(self.name)
+
+
+def test_delayer_holds_for_delay():
+    now = [0.0]
+    d = Delayer(0.010, 0.0, clock=lambda: now[0])
+    log = []
+    d.push(FakePacket(log, "a"))
+    now[0] = 0.004
+    d.push(FakePacket(log, "b"))
+    now[0] = 0.0099
+    assert d.release_due() == pytest.approx(0.0001) and log == []
+    now[0] = 0.010
+    assert d.release_due() == pytest.approx(0.004) and log == ["a"]
+    now[0] = 0.020
+    assert d.release_due() is None and log == ["a", "b"]
