@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import click
 from .core.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
+CPU_CLUSTER = "cpu-2core-gloo"
 
 
 def _experiment_options(f):
@@ -146,6 +148,8 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
     """Run the algorithms for real under torchrun, measure every step, compare with the prediction."""
     from .harness import real_job
 
+    if cluster is None and experiment is None and shutil.which("nvidia-smi") is None:
+        cluster = CPU_CLUSTER  # predict for the CPUs the run uses, not for the default GPU cluster
     extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}"]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     code = real_job.run_to_folder(

@@ -1,0 +1,100 @@
+"""`palsgd run` and `palsgd calibrate`: real runs, with the simulator's prediction for the same experiment.
+
+The launcher (``launch.py``) measures; this module adds what a user asks next: what did the simulator
+predict for exactly this experiment, and how far off was it? The prediction uses the experiment's own
+cluster description, so it is only meaningful when that describes the machines at hand (a profile
+written by ``palsgd calibrate``); the printout says which cluster it used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from ..core import io
+from ..core.config import Experiment
+from . import store
+from .compare import compare, format_comparison
+
+
+def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int, node_rank: int,
+                  rdzv_endpoint: str | None, overwrite: bool, resume: bool, emulate_network: str | None,
+                  inject_fault: str | None, timeout_s: float, report: Path | None,
+                  echo: Callable[[str], None] = print) -> int:
+    """Run, merge, predict, compare; the exit status (0 complete, 1 failed)."""
+    from .faults import FaultSpec
+    from .launch import RunFailed, run_real
+    from .netem import EmulatedNetwork, NetemSpec, preflight
+
+    spec = NetemSpec.parse(emulate_network) if emulate_network else None
+    fault = FaultSpec.parse(inject_fault) if inject_fault else None
+    if spec is not None:
+        if nnodes != 1:
+            from ..core.errors import ConfigError
+
+            raise ConfigError("emulates a network between the ranks of one machine; use --nnodes 1",
+                              key="--emulate-network", value=emulate_network, source="command line")
+        preflight(spec)
+    if node_rank == 0:
+        store.prepare(out, overwrite=overwrite, resume=resume)
+    hosts = nproc_per_node * nnodes
+    network = EmulatedNetwork(hosts, spec) if spec is not None else contextlib.nullcontext()
+    try:
+        with network as net:
+            result = run_real(exp, out, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+                              rdzv_endpoint=rdzv_endpoint, network=net, fault=fault, resume=resume,
+                              timeout_s=timeout_s)
+    except RunFailed as err:
+        echo(f"palsgd: run failed: {err}")
+        _maybe_report(out, report, echo)
+        return 1
+    if node_rank != 0:
+        return 0
+    if result.slow_ranks:
+        echo(f"slow ranks: {result.slow_ranks}")
+    comparison = add_prediction(exp, Path(out), network=str(spec) if spec else "unshaped")
+    echo(f"measured vs predicted on cluster {exp.cluster.name!r} (calibrate with `palsgd calibrate` "
+         "for a prediction of this machine):")
+    echo(format_comparison(comparison))
+    echo(f"wrote {out}/")
+    _maybe_report(out, report, echo)
+    return 0
+
+
+def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str = "") -> pd.DataFrame:
+    """Simulate ``exp``; append the sim rows to runs.csv and write comparison.csv. Returns the comparison."""
+    from ..sim.engine import simulate
+
+    measured = store.read_table(out, io.RUNS)
+    predicted = simulate(exp).runs
+    real = measured[measured["source"] == "real"]
+    store.write_table(out, io.RUNS, pd.concat([real, predicted], ignore_index=True))
+    comparison = compare(predicted, real, case=case or exp.workload.name, workload=exp.workload.name,
+                         network=network, ranks=exp.workers)
+    store.write_table(out, "comparison.csv", comparison)
+    return comparison
+
+
+def _maybe_report(out: Path, report: Path | None, echo) -> None:
+    if report is None:
+        return
+    from ..reports.render import render_report
+
+    echo(f"wrote {render_report([Path(out)], report)}")
+
+
+def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulate_network: str | None,
+                      echo: Callable[[str], None] = print) -> Path:
+    from .calibrate import calibrate
+    from .netem import NetemSpec, preflight
+
+    spec = NetemSpec.parse(emulate_network) if emulate_network else None
+    if spec is not None:
+        preflight(spec)
+    path = calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv))
+    echo(f"wrote {path} (use it with `palsgd simulate --cluster {path}`)")
+    return path

@@ -1,0 +1,201 @@
+"""What every algorithm shares: the DDP step, the local gradient step, the sync skeleton, timing.
+
+The trainer (``real/worker.py``) calls ``algo.step(step, next_batch)`` once per step of the shared plan
+(``core.algorithms.plan``: the same seeded plan the simulator uses). The plan says which kind of step
+this worker takes (DDP / gradient / pseudo-sync) and whether a sync follows it. Subclasses define
+``sync`` (and PALSGD ``pseudo_sync``); communication goes through ``comm`` (``real/dist.py``), so tests
+can drive an algorithm with a fake.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from ...core.algorithms import DDP_STEP, GRADIENT_STEP
+from ...core.config import AlgorithmSpec
+from ...core.workload import TrainSpec
+from ..dist import ring_bytes
+from ..optim import FINAL_LR_FRACTION, lr_at, set_lr
+from ..timing import DDPCommTimer, StepTimer
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[nn.Module, Batch], torch.Tensor]
+
+
+@dataclass
+class Setup:
+    """Everything an algorithm works with; built by the worker (or a test)."""
+
+    model: nn.Module  # the local model x_k
+    optimizer: torch.optim.Optimizer  # the inner optimizer
+    spec: AlgorithmSpec
+    train: TrainSpec
+    kinds: np.ndarray  # this worker's row of the plan
+    sync_after: np.ndarray  # bool per step
+    comm: object  # TorchComm or a fake with the same methods
+    timer: StepTimer
+    loss_fn: LossFn
+    ddp: nn.Module | None = None  # DistributedDataParallel around ``model`` (DDP steps)
+    ddp_timer: DDPCommTimer | None = None
+    grad_accum: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    slow_factor: float = 1.0  # fault injection: each compute phase lasts this many times longer
+
+    @property
+    def total_steps(self) -> int:
+        return len(self.kinds)
+
+
+class Algorithm:
+    """Base class. Subclasses set ``name`` and implement ``sync``; local ones call ``begin_local``."""
+
+    name = ""
+
+    def __init__(self, setup: Setup):
+        self.s = setup
+        self.params = [p for p in setup.model.parameters() if p.requires_grad]
+        self.scaler = torch.amp.GradScaler(
+            "cuda", enabled=setup.device.type == "cuda" and setup.train.precision == "fp16")
+        self._last_compute_s = 0.0
+        if setup.spec.warmup_steps == 0 or self.name == "ddp":
+            self.begin_local()
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def step(self, step: int, next_batch: Callable[[], Batch]) -> float:
+        """Take step ``step`` of the plan; return its training loss (NaN for a pseudo-sync step)."""
+        kind = int(self.s.kinds[step])
+        self.s.timer.begin_step(step)
+        lr = lr_at(self.s.train, step, self.s.total_steps)
+        if kind == DDP_STEP:
+            loss = self.ddp_step(next_batch, lr)
+        elif kind == GRADIENT_STEP:
+            loss = self.local_step(next_batch, lr * self.lr_scale)
+        else:
+            loss = self.pseudo_sync(next_batch, lr)
+        if kind == DDP_STEP and step == self.s.spec.warmup_steps - 1 and self.name != "ddp":
+            self.begin_local()
+        if self.s.sync_after[step]:
+            self.sync(step)
+        self.s.timer.end_step()
+        return loss
+
+    lr_scale = 1.0
+
+    def begin_local(self) -> None:
+        """Called once when local training starts (after the warm-up, or at once when W = 0)."""
+
+    def sync(self, step: int) -> None:
+        raise NotImplementedError
+
+    def pseudo_sync(self, next_batch: Callable[[], Batch], lr: float) -> float:
+        raise NotImplementedError(f"{self.name} takes no pseudo-sync steps")
+
+    # -- checkpoint state beyond model and inner optimizer ------------------------------------
+
+    def state_dict(self) -> dict:
+        return {"scaler": self.scaler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.scaler.load_state_dict(state["scaler"])
+
+    # -- the pieces -------------------------------------------------------------------------------
+
+    def fetch(self, next_batch: Callable[[], Batch]) -> list[Batch]:
+        with self.s.timer.phase("data"):
+            return [next_batch() for _ in range(self.s.grad_accum)]
+
+    def ddp_step(self, next_batch: Callable[[], Batch], lr: float) -> float:
+        """Forward/backward through DDP (bucketed all-reduce overlapped with backward), then the optimizer.
+
+        Gradient accumulation: all but the last micro-batch run under ``no_sync`` (no communication)."""
+        batches = self.fetch(next_batch)
+        hook = self.s.ddp_timer
+        hook.reset()
+        self._sync_device()
+        start = self.s.timer.now()
+        with self.s.comm.blocking():
+            loss = self._forward_backward(self.s.ddp, batches, ddp=True)
+        self._sync_device()
+        end = self.s.timer.now()
+        last = hook.launched[-1] if hook.launched else end
+        self.s.timer.add("compute", start, last)
+        if hook.launched:
+            self.s.timer.add("allreduce_hidden", hook.launched[0], last)
+        world = self.s.comm.world_size
+        self.s.timer.add("allreduce", last, end, ring_bytes(hook.bytes, world))
+        self.optimizer_step(lr)
+        return loss
+
+    def local_step(self, next_batch: Callable[[], Batch], lr: float) -> float:
+        batches = self.fetch(next_batch)
+        with self.s.timer.phase("compute"):
+            loss = self._forward_backward(self.s.model, batches, ddp=False)
+        self.optimizer_step(lr)
+        return loss
+
+    def _forward_backward(self, module: nn.Module, batches: list[Batch], *, ddp: bool) -> float:
+        t0 = time.perf_counter()
+        module.train()
+        total = 0.0
+        cuda = self.s.device.type == "cuda"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.s.train.precision)
+        for i, batch in enumerate(batches):
+            last = i == len(batches) - 1
+            with module.no_sync() if ddp and not last else contextlib.nullcontext():
+                with torch.autocast("cuda", dtype=dtype, enabled=cuda and dtype is not None):
+                    loss = self.s.loss_fn(module, batch) / len(batches)
+                self.scaler.scale(loss).backward()
+            total += float(loss.detach())
+        self._slow_down(time.perf_counter() - t0)
+        return total
+
+    def _slow_down(self, compute_s: float) -> None:
+        if self.s.slow_factor > 1.0:
+            time.sleep((self.s.slow_factor - 1.0) * compute_s)
+
+    def optimizer_step(self, lr: float) -> None:
+        with self.s.timer.phase("optimizer"):
+            set_lr(self.s.optimizer, lr)
+            if self.s.train.grad_clip > 0:
+                self.scaler.unscale_(self.s.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, self.s.train.grad_clip)
+            self.scaler.step(self.s.optimizer)
+            self.scaler.update()
+            self.s.optimizer.zero_grad(set_to_none=True)
+            self._sync_device()
+
+    def float_buffers(self) -> list[torch.Tensor]:
+        """BatchNorm running statistics: averaged at every sync (PyTorch's averager leaves them; we say so)."""
+        return [b for b in self.s.model.buffers() if b.is_floating_point()]
+
+    def wait_for_all(self) -> None:
+        """Idle until the slowest rank arrives, measured apart from the transfer that follows."""
+        with self.s.timer.phase("wait"):
+            self.s.comm.barrier()
+
+    def allreduce_mean(self, tensors: list[torch.Tensor]) -> None:
+        with self.s.timer.phase("allreduce") as box:
+            box[0] = ring_bytes(self.s.comm.allreduce_mean_(tensors), self.s.comm.world_size)
+
+    def outer_lr_at(self, step: int) -> float:
+        """γ_out at ``step``: constant, or cosine from ``outer_lr`` to 10% of it over the run (the inner
+        schedule's shape, without its warm-up)."""
+        lr = self.s.spec.outer_lr
+        if self.s.train.outer_lr_schedule == "constant":
+            return lr
+        progress = min(1.0, step / max(1, self.s.total_steps - 1))
+        return lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def _sync_device(self) -> None:
+        if self.s.device.type == "cuda":
+            torch.cuda.synchronize(self.s.device)
+

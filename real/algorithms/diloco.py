@@ -1,0 +1,57 @@
+"""DiLoCo: Local SGD with an outer Nesterov optimizer on the global model."""
+
+from __future__ import annotations
+
+import torch
+
+from .base import Algorithm
+
+
+class DiLoCo(Algorithm):
+    """DiLoCo (Douillard et al., arXiv 2311.08105).
+
+    Keeps the global model z (identical on every worker; changes only at a sync) and the outer Nesterov
+    momentum buffer. After the warm-up z <- x. Every H inner steps:
+
+        Δ   = mean_k(z - x_k)                  (the outer gradient; S bytes all-reduced)
+        buf = μ·buf + Δ                        (PyTorch SGD form, dampening 0)
+        z   = z - γ_out·(Δ + μ·buf)            (Nesterov)
+        x_k = z                                (inner optimizer state is kept)
+
+    with γ_out = ``outer_lr`` (optionally cosine-scheduled), μ = ``outer_momentum``. With γ_out = 1 and
+    μ = 0 this is exactly Local SGD (a test checks it).
+    """
+
+    name = "diloco"
+
+    def begin_local(self) -> None:
+        self.z = [p.detach().clone() for p in self.params]
+        self.buf = [torch.zeros_like(p) for p in self.params]
+
+    def sync(self, step: int) -> None:
+        self.wait_for_all()
+        x = [p.data for p in self.params]
+        with self.s.timer.phase("outer_step"):
+            delta = list(torch._foreach_sub(self.z, x))
+        self.allreduce_mean(delta + self.float_buffers())
+        with self.s.timer.phase("outer_step"):
+            self.outer_step(delta, self.outer_lr_at(step))
+            torch._foreach_copy_(x, self.z)
+            self._sync_device()
+
+    def outer_step(self, delta: list[torch.Tensor], lr: float) -> None:
+        mu = self.s.spec.outer_momentum
+        torch._foreach_mul_(self.buf, mu)
+        torch._foreach_add_(self.buf, delta)
+        torch._foreach_add_(delta, self.buf, alpha=mu)  # Δ + μ·buf (Δ is ours to overwrite)
+        torch._foreach_add_(self.z, delta, alpha=-lr)
+
+    def state_dict(self) -> dict:
+        # Before the end of the warm-up there is no z yet.
+        return {**super().state_dict(), "z": getattr(self, "z", None), "buf": getattr(self, "buf", None)}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if state["z"] is not None:
+            self.z = [t.clone() for t in state["z"]]
+            self.buf = [t.clone() for t in state["buf"]]
