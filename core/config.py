@@ -236,7 +236,7 @@ def parse_override(item: str) -> dict:
     key, sep, raw = item.partition("=")
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
-        raise ConfigError("expected KEY=VALUE, e.g. cluster.nodes=4", key=item, source="--set")
+        raise ConfigError("expected KEY=VALUE, e.g. cluster.nodes=4", value=item, source="--set")
     try:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:

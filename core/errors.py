@@ -24,7 +24,7 @@ class ConfigError(Exception):
 
     def __str__(self) -> str:
         where = f"{self.source}: " if self.source else ""
-        what = self.key
+        what = self.key if self.key.isprintable() else repr(self.key)
         if self.has_value:
             what = f"{what} = {self.value!r}" if what else repr(self.value)
         return f"{where}{what}: {self.rule}" if what else f"{where}{self.rule}"

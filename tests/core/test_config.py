@@ -50,7 +50,7 @@ def test_shared_algorithm_table_applies_to_all():
         ("cluster.nodes=four", "--set: cluster.nodes = 'four': must be an integer"),
         ("cluster.nodes=2.5", "--set: cluster.nodes = 2.5: must be an integer"),
         ("cluster.transport.kind=mpi", "--set: cluster.transport.kind = 'mpi': must be one of: nccl, gloo"),
-        ("nonsense", "--set: nonsense: expected KEY=VALUE"),
+        ("nonsense", "--set: 'nonsense': expected KEY=VALUE"),
     ],
 )
 def test_bad_overrides_name_source_key_value_rule(override, expected):
