@@ -298,6 +298,25 @@ def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
         raise err.located("", prefix) from None
 
 
+def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment:
+    """``exp`` with override layers ``(source, nested dict)`` applied, validated again.
+
+    ``exp.to_dict()`` spells out every algorithm's parameters in its own table, so a shared
+    ``algorithm.<field>`` change is pushed into each of those tables; otherwise it would be shadowed.
+    """
+    data = exp.to_dict()
+    names = list(data["algorithm"])
+    layers: list[tuple[str, dict]] = [("experiment", data)]
+    for source, change in changes:
+        table = change.get("algorithm")
+        if isinstance(table, dict):
+            shared = {k: v for k, v in table.items() if k not in ALGORITHMS}
+            own = {k: v for k, v in table.items() if k in ALGORITHMS}
+            change = {**change, "algorithm": {**own, **{n: {**shared, **own.get(n, {})} for n in names}}}
+        layers.append((source, change))
+    return from_layers(layers)
+
+
 def experiment_to_dict(exp: Experiment) -> dict:
     out = to_dict(exp)
     algos = out.pop("algorithms")

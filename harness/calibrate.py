@@ -41,9 +41,13 @@ COMPUTE_FIELDS = ("step_time_s", "optimizer_time_s", "pseudo_sync_time_s", "oute
 def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: NetemSpec | None = None,
               compute: bool = True, min_bytes: int = 4096, max_bytes: int = 64 * 2**20, reps: int = 7,
               per_octave: float = 0.5, compute_steps: int = 20, timeout_s: float = 1800.0,
-              command: str = "") -> Path:
+              command: str = "", measured_compute: dict | None = None) -> Path:
     """Measure, fit, and write the profile ``out`` (plus collectives.csv, tcp_rtt.json, fit.csv and
-    compute.json beside it). Prints the fit's residual per size. Returns ``out``."""
+    compute.json beside it). Prints the fit's residual per size. Returns ``out``.
+
+    ``measured_compute``: the mean of an earlier ``run_compute`` on the same workload and rank count,
+    used instead of measuring again (compute does not depend on the network; ``palsgd validate``
+    measures it once per workload and rank count and calibrates each network with it)."""
     if nproc_per_node < 2:
         raise ConfigError("must be >= 2: an all-reduce needs two ranks", key="--nproc-per-node",
                           value=nproc_per_node)
@@ -62,7 +66,9 @@ def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: Netem
     residuals = fit_table(table, result)
     io.write_csv(folder / "fit.csv", residuals)
     print(format_fit(residuals, result))
-    measured = run_compute(exp, nproc_per_node, folder / "compute.json", compute_steps, timeout_s) if compute else None
+    measured = measured_compute
+    if measured is None and compute:
+        measured = run_compute(exp, nproc_per_node, folder / "compute.json", compute_steps, timeout_s)
     text = profile_toml(result, measured, network=network, command=command or " ".join(sys.argv))
     io.write_text(out, text)
     load(cluster=str(out))  # the profile must load as a cluster preset; raises ConfigError if not

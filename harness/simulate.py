@@ -132,7 +132,7 @@ def _speedup(mean: float, lo: float, hi: float, repeats: int) -> str:
 
 
 def drivers(runs: pd.DataFrame) -> list[str]:
-    """One sentence per algorithm saying what its speedup comes from (means over seeds)."""
+    """One sentence per algorithm saying what its speedup comes from (per worker, means over seeds)."""
     mean = runs.groupby("algorithm", sort=False).mean(numeric_only=True)
     if "ddp" not in mean.index:
         return []
@@ -140,12 +140,16 @@ def drivers(runs: pd.DataFrame) -> list[str]:
     out = []
     for algo, row in mean.drop(index="ddp").iterrows():
         comm = (ddp["comm_exposed_s"] + ddp["wait_s"]) - (row["comm_exposed_s"] + row["wait_s"])
-        compute = ddp["compute_s"] - (row["compute_s"] + row["pseudo_sync_s"])
-        extra = row["outer_step_s"]
-        sent = 1 - row["bytes_sent_per_worker"] / ddp["bytes_sent_per_worker"] if ddp["bytes_sent_per_worker"] else 0
-        out.append(f"{algo}: {row['speedup_vs_ddp']:.3f}x DDP; per worker it saves {human_s(comm)} of exposed "
-                   f"communication and waiting ({sent:.0%} fewer bytes), {human_s(compute)} of compute "
-                   f"(pseudo-sync steps), and spends {human_s(extra)} on outer steps")
+        fewer = 1 - row["bytes_sent_per_worker"] / ddp["bytes_sent_per_worker"] if ddp["bytes_sent_per_worker"] else 0
+        parts = [f"{human_s(comm)} less exposed communication and waiting ({fewer:.0%} fewer bytes sent)"]
+        skipped = ddp["compute_s"] - row["compute_s"] - row["pseudo_sync_s"]
+        if row["pseudo_sync_steps"]:
+            parts.append(f"{human_s(skipped)} of compute skipped by {row['pseudo_sync_steps']:.0f} pseudo-sync steps")
+        if row["outer_step_s"]:
+            parts.append(f"{human_s(row['outer_step_s'])} spent on outer steps")
+        if row["failure_s"]:
+            parts.append(f"{human_s(row['failure_s'])} down after failures")
+        out.append(f"{algo} ({row['speedup_vs_ddp']:.3f}x DDP): " + "; ".join(parts))
     return out
 
 

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 
 from ..core import schema
-from ..core.config import Experiment, from_dict
+from ..core.config import Experiment, with_changes
 from ..core.errors import ConfigError
-from ..core.typed import merge, set_path
+from ..core.typed import set_path
 from ..sim.engine import simulate_tables
 
 CROSSOVER_COLUMNS = ("algorithm", "key", "value", "direction", "fixed_key", "fixed_value")
@@ -88,24 +88,14 @@ def points(base: Experiment, vary: list[tuple[str, list]]) -> list[tuple[dict, E
     for key, values in vary:
         if not values:
             raise ConfigError("give at least one value", key=key, value=values, source="--vary")
-    data = base.to_dict()
     out = []
     for combo in itertools.product(*(values for _, values in vary)):
         override: dict = {}
         for (key, _), value in zip(vary, combo, strict=True):
             set_path(override, key.split("."), value)
-        merged = _deep_copy(data)
-        merge(merged, override, {}, "--vary")
-        try:
-            exp = from_dict(merged)
-        except ConfigError as err:
-            raise err.located("--vary") from None
+        exp = with_changes(base, [("--vary", override)])
         out.append((dict(zip([k for k, _ in vary], combo, strict=True)), exp))
     return out
-
-
-def _deep_copy(d):
-    return {k: _deep_copy(v) for k, v in d.items()} if isinstance(d, dict) else d
 
 
 def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:

@@ -91,14 +91,16 @@ def time_to_target(source: str | Path, target_loss: float, *, cluster: str | Non
 
 def _retarget(exp: config.Experiment, cluster: str | None, overrides: list[str]) -> config.Experiment:
     """The same experiment on another cluster: the workers count stays, the machines change."""
-    layers = [("experiment", exp.to_dict())]
+    layers = []
     if cluster is not None:
         from ..core import presets
 
         path = presets.resolve("cluster", cluster, "--cluster")
         layers.append((str(path), config.read_toml(path)))
+        # The loss curve holds for the run's global batch: keep its worker layout unless --set changes it.
+        layers.append(("run", {"cluster": {"nodes": exp.cluster.nodes, "gpus_per_node": exp.cluster.gpus_per_node}}))
     layers += [("--set", config.parse_override(o)) for o in overrides]
-    return config.from_layers(layers)
+    return config.with_changes(exp, layers)
 
 
 def _measured_rows(folder: Path, curves: pd.DataFrame, target: float, cluster: str) -> list[dict]:

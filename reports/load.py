@@ -8,7 +8,6 @@ not a results folder at all (no readable manifest) raises ``ConfigError``.
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,9 +34,11 @@ class ResultFolder:
     other_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     status: str = "complete"
-    """complete | running | interrupted | failed (``running`` only when the writer is still alive)."""
+    """complete | running | interrupted | failed (``running`` only when the writer may still be alive)."""
     status_line: str = ""
     """Empty when complete; else e.g. "interrupted at step 812" or "failed at step 3: out of memory"."""
+    partial: frozenset[str] = frozenset()
+    """Algorithms that did not finish their budget: their totals are real, a speedup from them is not."""
 
     @property
     def kind(self) -> str:
@@ -72,6 +73,7 @@ def load_folder(path: str | Path) -> ResultFolder:
     _check_steps(folder)
     _derive_runs(folder)
     folder.status, folder.status_line = describe_status(folder)
+    folder.partial = partial_algorithms(folder)
     return folder
 
 
@@ -133,43 +135,49 @@ def _derive_runs(folder: ResultFolder) -> None:
     folder.notes.append(f"{io.RUNS} was not written; the run table is summarized from {io.STEPS}")
 
 
-def pid_alive(pid: object, host: object) -> bool | None:
-    """Whether the writer still runs: True/False on this host, None when it cannot be told."""
-    if host not in (None, platform.node()) or not isinstance(pid, int) or pid <= 0:
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    except OSError:
-        return None
-    return True
+def partial_algorithms(folder: ResultFolder) -> frozenset[str]:
+    """In a folder that is not complete, the algorithms that did not finish: those whose record in the
+    manifest (``palsgd run`` keeps one per algorithm) is not complete; without records, all of them."""
+    runs = folder.tables.get(io.RUNS)
+    if folder.status == "complete" or runs is None:
+        return frozenset()
+    records = folder.manifest.get("algorithms")
+    names = set(runs["algorithm"])
+    if isinstance(records, dict):
+        return frozenset(a for a in names if not (isinstance(records.get(a), dict)
+                                                   and records[a].get("status") == "complete"))
+    return frozenset(names)
 
 
 def describe_status(folder: ResultFolder) -> tuple[str, str]:
-    """(status, one line for the reader): a ``running`` folder whose writer is gone is interrupted."""
+    """(status, one line for the reader). ``store.effective_status`` turns a ``running`` folder whose
+    writer died on this host into ``interrupted``; a writer on another host cannot be checked."""
     m = folder.manifest
-    status = m.get("status", "complete")
+    status = store.effective_status(m) if "status" in m else "interrupted"
     if status == "complete":
         return status, ""
-    at = _at_step(folder)
+    failure = m.get("failure") if isinstance(m.get("failure"), dict) else {}
+    at = _at_step(folder, failure)
     if status == "running":
-        alive = pid_alive(m.get("pid"), m.get("host"))
-        if alive:
-            return "running", f"still running (pid {m['pid']} on {m.get('host')}){at}"
-        if alive is None:
-            return "running", f"still running, or interrupted (its writer cannot be checked from here){at}"
-        status = "interrupted"
-    if status == "failed":
-        message = m.get("error") or m.get("message") or m.get("reason")
-        return status, f"failed{at}" + (f": {message}" if message else "")
-    return status, f"{status}{at}"
+        if m.get("host") == platform.node():
+            return status, f"still running (pid {m.get('pid')}){at}"
+        return status, f"still running on {m.get('host', 'another host')}, or interrupted (cannot tell from here){at}"
+    where = ", ".join(f"{k} {failure[k]}" for k in ("algorithm", "rank") if failure.get(k) is not None)
+    message = failure.get("message") or m.get("error") or m.get("message")
+    return status, f"{status}{at}" + (f" ({where})" if where else "") + (f": {message}" if message else "")
 
 
-def _at_step(folder: ResultFolder) -> str:
-    """" at step N", from the manifest's ``last_step`` (one number, or one per algorithm) or the tables."""
+def _at_step(folder: ResultFolder, failure: dict) -> str:
+    """" at step N": from the failure record, the manifest's last step per algorithm (``algorithms``
+    records of ``palsgd run``) or ``last_step``, else the largest step in the tables."""
+    if isinstance(failure.get("step"), int):
+        return f" at step {failure['step']}"
+    algos = folder.manifest.get("algorithms")
+    if isinstance(algos, dict):
+        last = {k: v["last_step"] for k, v in algos.items() if isinstance(v, dict) and
+                v.get("status") != "complete" and isinstance(v.get("last_step"), int) and v["last_step"] >= 0}
+        if last:
+            return " at step " + ", ".join(f"{v} ({k})" for k, v in last.items())
     last = folder.manifest.get("last_step")
     if isinstance(last, dict) and last:
         return " at step " + ", ".join(f"{v} ({k})" for k, v in last.items())

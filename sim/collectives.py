@@ -174,6 +174,18 @@ def allreduce_time(cluster: ClusterSpec, nbytes: float) -> float:
     return allreduce_costs(cluster, nbytes)[choose(cluster, nbytes)]
 
 
+def barrier_time(cluster: ClusterSpec) -> float:
+    """A barrier: an all-reduce of one element (what ``real/dist.py`` ``TorchComm.barrier`` runs before
+    every sync, so that the wait is measured apart from the transfer). Its cost is the latency part of
+    a ring: base + 2(n-1)·α (the 4-byte transfer term is nil). Measured here: 0.3 ms on 2 loopback
+    ranks; about 2(n-1) round trips on an emulated link (``docs/validation.md``)."""
+    n = cluster.workers
+    if n <= 1:
+        return 0.0
+    t = cluster.transport
+    return _base(t, True) + 2 * (n - 1) * _alpha(flat_tier(cluster).latency_s, t)
+
+
 def bytes_sent(cluster: ClusterSpec, nbytes: float) -> float:
     """Bytes one worker sends in that all-reduce: ring 2(n-1)/n·S (the nccl-tests busbw factor),
     tree 2S, hierarchical Σ 2(r-1)/r·S_i over its levels."""

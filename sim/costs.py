@@ -73,11 +73,13 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
 
 
 def _sync(exp: Experiment, algo: AlgorithmSpec, payload: float) -> tuple[float, float]:
-    """One sync: T_AR(S), or ``tensors`` all-reduces of S/tensors each when every tensor is sent on
-    its own (the released GPT code), each paying the full latency."""
+    """One sync: barrier + T_AR(S), or barrier + ``tensors`` all-reduces of S/tensors each when every
+    tensor is sent on its own (the released GPT code), each paying the full latency."""
     calls = exp.workload.tensors if algo.per_tensor_allreduce else 1
     part = payload / calls
-    return (calls * collectives.allreduce_time(exp.cluster, part),
+    # The real harness enters every sync through a barrier (a one-element all-reduce) so that it can
+    # time the wait for the slowest worker apart from the transfer; the barrier's latency is paid too.
+    return (collectives.barrier_time(exp.cluster) + calls * collectives.allreduce_time(exp.cluster, part),
             calls * collectives.bytes_sent(exp.cluster, part))
 
 

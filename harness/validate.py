@@ -1,0 +1,202 @@
+"""`palsgd validate`: does the simulator predict what this machine measures?
+
+For each case of a matrix (workload x ranks x network) it calibrates the machine afresh
+(``harness/calibrate.py``: all-reduce times fitted to the simulator's cost model on that network, compute
+measured on N concurrent ranks), runs the four algorithms for real on the calibrated cluster
+(``harness/launch.py``), simulates the same experiment (``harness/real_job.add_prediction``) and keeps the
+comparison rows (``harness/compare.py``). calculon-ai/calculon's validation command is the model: profile,
+prediction and error per case, then the median and the maximum.
+
+Folder layout (``out/``)::
+
+    manifest.json              kind "validate", the cases and their status
+    comparison.csv             every case's rows (case, workload, network, ranks, algorithm, metric, ...)
+    comparison_summary.csv     compare.summary of all rows
+    cases/<case>/profile/      cluster.toml, collectives.csv, fit.csv, tcp_rtt.json
+    cases/<case>/run/          the real run (runs.csv with sim and real rows, steps.parquet, ...)
+    compute/<workload>-<n>r.json   compute measured once per (workload, ranks), reused across networks
+
+The exit status says whether the matrix ran (0) or a case failed (1); the accuracy targets are reported,
+never enforced: a miss is a finding about the model, not a broken command.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ..core import io
+from ..core.config import Experiment, load
+from . import store
+from .compare import COMPARISON_COLUMNS, format_comparison, summary
+
+UNSHAPED = "unshaped"
+NETWORKS = (UNSHAPED, "rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms")
+WORKLOADS = ("gpt-tiny", "resnet-tiny")
+FULL_RANKS = (2, 4)
+FULL_STEPS = 60
+QUICK_STEPS = 24
+TARGETS = {"step_time_mean_s": (5.0, 15.0), "speedup_vs_ddp": (5.0, 5.0)}
+"""metric -> (median, maximum) of |error| we aim for (% for times, percentage points for speedup)."""
+
+# Calibration sized for the tiny workloads, whose payloads are 1-2 MB: sizes from 4 KiB to 4 MiB cover
+# the DDP buckets (1 MiB first, the rest after) and a sync's flat buffer, in ~20 s per network.
+CALIBRATION = {"min_bytes": 4096, "max_bytes": 4 * 2**20, "reps": 5, "per_octave": 1.0}
+COMPUTE_STEPS = 20
+
+
+@dataclass(frozen=True)
+class Case:
+    workload: str
+    ranks: int
+    network: str
+    """``unshaped`` (loopback, no emulation) or a NetemSpec string such as ``rate=1gbit,delay=5ms``."""
+    steps: int
+
+    @property
+    def name(self) -> str:
+        net = self.network.replace("rate=", "").replace("delay=", "").replace(",", "-")
+        return f"{self.workload}-{self.ranks}r-{net}"
+
+    @property
+    def shaped(self) -> bool:
+        return self.network != UNSHAPED
+
+
+def matrix(*, quick: bool, emulate: bool) -> list[Case]:
+    """The cases: the full matrix, or the quick subset CI runs (gpt-tiny, 2 ranks, few steps)."""
+    networks = NETWORKS if emulate else (UNSHAPED,)
+    if quick:
+        return [Case("gpt-tiny", 2, net, QUICK_STEPS) for net in networks[:2]]
+    return [Case(w, n, net, FULL_STEPS) for w in WORKLOADS for n in FULL_RANKS for net in networks]
+
+
+def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool, report: Path | None,
+                       echo: Callable[[str], None] = print) -> int:
+    """Run the matrix into ``out``; print the comparison and its summary. Exit status 0 when every case
+    ran, 1 when one failed (its error is in the manifest; the other cases still run)."""
+    from .netem import NetemSpec, preflight
+
+    cases = matrix(quick=quick, emulate=emulate)
+    if emulate:  # fail before any work, with the preflight's one-line reason
+        for case in cases:
+            if case.shaped:
+                preflight(NetemSpec.parse(case.network))
+    out = store.prepare(out, overwrite=overwrite)
+    store.start(out, "validate", quick=quick, emulate=emulate,
+                cases={c.name: {"status": "pending", **_describe(c)} for c in cases})
+    parts, status = [], {}
+    computed: dict[tuple[str, int], dict] = {}
+    try:
+        for i, case in enumerate(cases, 1):
+            echo(f"[{i}/{len(cases)}] {case.name}")
+            try:
+                rows = run_case(case, out / "cases" / case.name, out / "compute", computed, echo)
+                parts.append(rows)
+                status[case.name] = {"status": "complete", **_describe(case)}
+            except Exception as err:  # a failed case is recorded and reported; the matrix goes on
+                echo(f"palsgd: case {case.name} failed: {err}")
+                status[case.name] = {"status": "failed", "error": str(err), **_describe(case)}
+            io.update_manifest(out, cases={**{c.name: {"status": "pending", **_describe(c)} for c in cases},
+                                           **status})
+    except KeyboardInterrupt:
+        store.finish(out, "interrupted", cases=status)
+        raise
+    comparison = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    store.write_table(out, "comparison.csv", comparison)
+    store.write_table(out, "comparison_summary.csv", summary(comparison))
+    failed = [name for name, s in status.items() if s["status"] != "complete"]
+    store.finish(out, "failed" if failed else "complete", cases=status, failed_cases=failed)
+    echo(format_comparison(comparison))
+    echo(format_targets(comparison))
+    if failed:
+        echo(f"palsgd: {len(failed)} case(s) failed: {', '.join(failed)} (see {out}/manifest.json)")
+    echo(f"wrote {out}/")
+    if report is not None:
+        from ..reports.render import render_report
+
+        echo(f"wrote {render_report([out], report)}")
+    return 1 if failed else 0
+
+
+def _describe(case: Case) -> dict:
+    return {"workload": case.workload, "ranks": case.ranks, "network": case.network, "steps": case.steps}
+
+
+def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
+    """The experiment of a case: the workload preset on one node of ``case.ranks`` ranks, all four
+    algorithms, ``case.steps`` steps; on ``cluster`` (a calibrated profile) when given."""
+    return load(workload=case.workload, cluster=cluster, steps=case.steps,
+                overrides=[f"cluster.gpus_per_node={case.ranks}", "cluster.nodes=1"])
+
+
+def run_case(case: Case, folder: Path, compute_dir: Path, computed: dict, echo) -> pd.DataFrame:
+    """Calibrate, run for real, predict; return the case's comparison rows."""
+    from .calibrate import calibrate, run_compute
+    from .launch import run_real
+    from .netem import EmulatedNetwork, NetemSpec
+    from .real_job import add_prediction
+
+    spec = NetemSpec.parse(case.network) if case.shaped else None
+    base = case_experiment(case)
+    key = (case.workload, case.ranks)
+    if key not in computed:  # compute does not depend on the network: measure once, reuse
+        path = compute_dir / f"{case.workload}-{case.ranks}r.json"
+        computed[key] = run_compute(base, case.ranks, path, COMPUTE_STEPS, timeout_s=600.0)
+    profile = calibrate(base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=spec,
+                        measured_compute=computed[key], command=f"palsgd validate ({case.name})",
+                        **CALIBRATION)
+    exp = case_experiment(case, str(profile))
+    run = folder / "run"
+    if spec is None:
+        run_real(exp, run, nproc_per_node=case.ranks)
+    else:
+        with EmulatedNetwork(case.ranks, spec) as net:
+            run_real(exp, run, nproc_per_node=case.ranks, network=net)
+    rows = add_prediction(exp, run, network=case.network, case=case.name)
+    echo(format_comparison(rows))
+    return rows
+
+
+def repredict(out: Path, echo: Callable[[str], None] = print) -> pd.DataFrame:
+    """Simulate every case of a finished validation folder again with the current simulator (after a
+    change to the cost model) and rewrite its comparison tables; the measurements are not touched."""
+    from ..core.config import from_dict
+    from .real_job import add_prediction
+
+    out = Path(out)
+    cases = store.read_manifest(out).get("cases", {})
+    parts = []
+    for name, case in cases.items():
+        run = out / "cases" / name / "run"
+        if not (run / io.MANIFEST).exists() or store.read_manifest(run).get("status") != "complete":
+            continue  # no complete measurement to compare with
+        exp = from_dict(store.read_manifest(run)["experiment"])
+        parts.append(add_prediction(exp, run, network=case["network"], case=name))
+        cases[name] = {**case, "status": "complete"}
+        cases[name].pop("error", None)
+    io.update_manifest(out, cases=cases, repredicted_at=store.now())
+    comparison = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(COMPARISON_COLUMNS))
+    store.write_table(out, "comparison.csv", comparison)
+    store.write_table(out, "comparison_summary.csv", summary(comparison))
+    echo(format_comparison(comparison))
+    echo(format_targets(comparison))
+    return comparison
+
+
+def format_targets(comparison: pd.DataFrame) -> str:
+    """One line per target: reached or missed, with the figures (reported, not enforced)."""
+    lines = []
+    table = summary(comparison).set_index("metric") if len(comparison) else pd.DataFrame()
+    for metric, (median_max, max_max) in TARGETS.items():
+        if metric not in table.index:
+            continue
+        r = table.loc[metric]
+        ok = r["median_abs_error"] <= median_max and r["max_abs_error"] <= max_max
+        lines.append(f"target {metric}: median |error| <= {median_max:g} {r['unit']}, max <= {max_max:g} "
+                     f"{r['unit']}: {'met' if ok else 'MISSED'} (median {r['median_abs_error']:.1f}, "
+                     f"max {r['max_abs_error']:.1f})")
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The assumptions behind a result, stamped into the report from the folder's manifest: cluster, workload,
+algorithm parameters (``manifest["experiment"]``, see ``core.config.experiment_to_dict``), calibration fit,
+versions, git revision and dates. A prediction is only as good as these, so they travel with it."""
+
+from __future__ import annotations
+
+from .style import label, ordered
+from .tables import Cell, Table
+
+# Long prose fields are shown once, under the table, not as a row.
+_PROSE = ("description", "source")
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _value(v: object) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list | tuple):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def key_value_table(caption: str, d: dict, skip: tuple[str, ...] = ()) -> Table | None:
+    flat = {k: v for k, v in flatten(d).items() if k.split(".")[-1] not in _PROSE and k not in skip}
+    if not flat:
+        return None
+    notes = [f"{k}: {v}" for k, v in d.items() if k in _PROSE and v]
+    return Table(["key", "value"], [[Cell(k), Cell(_value(v))] for k, v in flat.items()], caption=caption,
+                 notes=notes, css="kv")
+
+
+# Which AlgorithmSpec parameters an algorithm uses (../shared/docs/algorithms.md); the others show "–".
+_LOCAL = ("sync_every", "warmup_steps", "per_tensor_allreduce")
+_USES = {"ddp": ("payload_dtype", "bucket_mb"),
+         "local_sgd": ("payload_dtype", "bucket_mb", *_LOCAL),
+         "diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
+                    "warmup_syncs_optimizer_state"),
+         "palsgd": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
+                    "warmup_syncs_optimizer_state", "p", "eta", "skip_draws", "skipped_batches")}
+_KNOWN = set(_USES["palsgd"])
+
+
+def algorithm_table(experiment: dict) -> Table | None:
+    """Parameters (rows) per algorithm of the experiment (columns); "–" where an algorithm has no use
+    for a parameter (DDP has no sync_every)."""
+    params = experiment.get("algorithm", {})
+    algos = ordered(a for a in experiment.get("algorithms", params.keys()) if a in params)
+    if not algos:
+        return None
+    keys = list(dict.fromkeys(k for a in algos for k in params[a]))
+
+    def cell(algo: str, key: str) -> Cell:
+        used = key not in _KNOWN or key in _USES.get(algo, _KNOWN)
+        return Cell(_value(params[algo].get(key, "")) if used else "–", css="num")
+
+    rows = [[Cell(k)] + [cell(a, k) for a in algos] for k in keys]
+    return Table(["parameter", *[label(a) for a in algos]], rows, caption="algorithm parameters",
+                 css="kv wide")
+
+
+# ModelSpec holds the fields of both families; show only those of the family in use.
+_FAMILY_FIELDS = {"gpt_neo": ("hidden", "layers", "heads", "vocab", "seq_len", "positions"),
+                  "resnet": ("variant", "depth", "width", "num_classes", "image_size", "in_channels")}
+
+
+def _other_family(exp: dict) -> tuple[str, ...]:
+    family = (exp.get("workload", {}).get("model") or {}).get("family")
+    if family not in _FAMILY_FIELDS:
+        return ()
+    return tuple(f"model.{k}" for fam, keys in _FAMILY_FIELDS.items() if fam != family for k in keys)
+
+
+def provenance(manifest: dict) -> dict:
+    keys = ("kind", "status", "started_at", "ended_at", "git_revision", "host", "pid", "command")
+    out = {k: manifest[k] for k in keys if manifest.get(k) not in (None, "")}
+    if isinstance(out.get("command"), list):
+        out["command"] = " ".join(map(str, out["command"]))
+    for k, v in (manifest.get("versions") or {}).items():
+        out[f"versions.{k}"] = v
+    return out
+
+
+def assumption_tables(manifest: dict) -> list[Table]:
+    """Cluster, workload + training, algorithms, budget, calibration, provenance: each when present."""
+    exp = manifest.get("experiment") if isinstance(manifest.get("experiment"), dict) else {}
+    calibration = manifest.get("calibration") or manifest.get("fit")
+    budget = {k: exp[k] for k in ("budget", "seed", "repeats") if k in exp}
+    if isinstance(manifest.get("vary"), list):
+        budget["swept"] = [v.get("key", "") for v in manifest["vary"] if isinstance(v, dict)]
+    tables = [
+        algorithm_table(exp),
+        key_value_table("budget and seeds", budget),
+        key_value_table("cluster", exp.get("cluster", {})),
+        key_value_table("workload", exp.get("workload", {}), skip=_other_family(exp)),
+        key_value_table("training", exp.get("train", {})),
+        key_value_table("calibration fit", calibration) if isinstance(calibration, dict) else None,
+        key_value_table("provenance", provenance(manifest)),
+    ]
+    return [t for t in tables if t is not None]

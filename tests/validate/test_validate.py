@@ -1,0 +1,94 @@
+"""`palsgd validate`: the matrix, the target check, the preflight, and the quick run end to end."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from palsgd.core.errors import ConfigError
+from palsgd.harness import netem, validate
+from palsgd.harness.compare import COMPARISON_COLUMNS
+from palsgd.harness.netem import preflight
+
+ALGORITHMS = {"ddp", "local_sgd", "diloco", "palsgd"}
+
+
+def test_full_matrix_is_workloads_by_ranks_by_networks():
+    cases = validate.matrix(quick=False, emulate=True)
+    assert len(cases) == 2 * 2 * 3
+    assert {c.network for c in cases} == {"unshaped", "rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms"}
+    assert {(c.workload, c.ranks) for c in cases} == {(w, n) for w in ("gpt-tiny", "resnet-tiny") for n in (2, 4)}
+    assert len({c.name for c in cases}) == len(cases)
+
+
+def test_without_emulation_only_the_unshaped_network():
+    assert {c.network for c in validate.matrix(quick=False, emulate=False)} == {"unshaped"}
+    quick = validate.matrix(quick=True, emulate=False)
+    assert [(c.workload, c.ranks, c.network) for c in quick] == [("gpt-tiny", 2, "unshaped")]
+
+
+def test_case_experiment_has_the_case_world_and_all_algorithms():
+    exp = validate.case_experiment(validate.Case("resnet-tiny", 4, "unshaped", 12))
+    assert (exp.cluster.nodes, exp.cluster.gpus_per_node, exp.nominal_steps) == (1, 4, 12)
+    assert {a.name for a in exp.algorithms} == ALGORITHMS
+
+
+def test_format_targets_reports_met_and_missed():
+    rows = [("c", "w", "n", 2, "ddp", "step_time_mean_s", 1.04, 1.0, 4.0),
+            ("c", "w", "n", 2, "palsgd", "step_time_mean_s", 0.8, 1.0, -20.0),
+            ("c", "w", "n", 2, "palsgd", "speedup_vs_ddp", 1.3, 1.27, 3.0)]
+    text = validate.format_targets(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)))
+    # step time: median |error| of 4 and 20 is 12 > 5, max 20 > 15; speedup: 3 pp <= 5.
+    assert "step_time_mean_s" in text and "MISSED (median 12.0, max 20.0)" in text
+    assert "speedup_vs_ddp: median |error| <= 5 pp, max <= 5 pp: met (median 3.0, max 3.0)" in text
+
+
+def test_emulation_without_root_fails_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setattr(netem.os, "geteuid", lambda: 1000)
+    with pytest.raises(ConfigError, match="needs root"):
+        validate.validate_to_folder(tmp_path / "v", quick=True, overwrite=False, emulate=True, report=None)
+    assert not (tmp_path / "v").exists()
+
+
+def _run_cli(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    argv = [sys.executable, "-m", "palsgd.cli", "validate", "--quick", "--out", str(out), *extra]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=600, env=dict(os.environ))
+
+
+def _check_folder(out: Path, proc: subprocess.CompletedProcess, cases: int) -> None:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table.columns) == list(COMPARISON_COLUMNS)
+    assert table["case"].nunique() == cases
+    for _, g in table.groupby("case"):
+        assert set(g["algorithm"]) == ALGORITHMS
+        assert set(g["metric"]) == {"step_time_mean_s", "wall_clock_s", "speedup_vs_ddp"}
+    assert all(math.isfinite(e) for e in table["error_pct"])
+    assert (table["measured"] > 0).all() and (table["predicted"] > 0).all()
+    summary = pd.read_csv(out / "comparison_summary.csv")
+    assert set(summary["metric"]) == {"step_time_mean_s", "wall_clock_s", "speedup_vs_ddp"}
+    manifest = pd.read_json(out / "manifest.json", typ="series")
+    assert manifest["kind"] == "validate" and manifest["status"] == "complete"
+    assert "median |error|" in proc.stdout and "target step_time_mean_s" in proc.stdout
+
+
+@pytest.mark.slow
+def test_quick_without_emulation_end_to_end(tmp_path):
+    out = tmp_path / "v"
+    _check_folder(out, _run_cli(out, "--no-emulation"), cases=1)
+
+
+@pytest.mark.netns
+def test_quick_end_to_end(tmp_path):
+    try:
+        preflight(need_delay_program=True)
+    except ConfigError as err:
+        pytest.skip(str(err))
+    out = tmp_path / "v"
+    _check_folder(out, _run_cli(out), cases=2)
