@@ -85,8 +85,10 @@ def time_to_target(source: str | Path, target_loss: float, *, cluster: str | Non
     curves = curves[curves["algorithm"].isin([a.name for a in exp.algorithms])]
     sim = simulate(exp.replace(budget=config.BudgetSpec(steps=exp.nominal_steps)), record_steps=True)
     rows += _predicted_rows(sim.steps, sim.runs, curves, target_loss, exp.cluster.name)
-    table = pd.DataFrame(rows, columns=list(TARGET_COLUMNS))
-    return _speedups(table)
+    table = _speedups(pd.DataFrame(rows, columns=list(TARGET_COLUMNS)))
+    if source.is_dir():  # derived data: the report of this folder draws it
+        store.write_table(source, "targets.csv", table)
+    return table
 
 
 def _retarget(exp: config.Experiment, cluster: str | None, overrides: list[str]) -> config.Experiment:
