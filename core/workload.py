@@ -96,6 +96,9 @@ class WorkloadSpec:
     """Samples in one epoch; needed for an epochs budget."""
     data_time_s: float = 0.0
     """Data loading per optimizer step that prefetching does not hide."""
+    utilization: float = 0.0
+    """Fraction of peak this model achieves, when it differs from the cluster's typical figure
+    (convolutional nets reach less than transformers); 0: use ``cluster.compute.utilization``."""
     optimizer_passes: float = 10.0
     """Passes over 4N bytes of memory in one inner optimizer step (AdamW reads p, g, m, v and writes
     p, m, v, plus the lr-rescale: about 10; SGD-momentum about 5)."""
@@ -115,6 +118,7 @@ class WorkloadSpec:
         check(self.batch_per_worker >= 1, "batch_per_worker", self.batch_per_worker, "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
         check(self.dataset_samples >= 0, "dataset_samples", self.dataset_samples, "must be >= 0")
+        check(0 <= self.utilization <= 1, "utilization", self.utilization, "must be in [0, 1] (0: the cluster's)")
         for name in ("data_time_s", "optimizer_passes", "outer_passes", "pseudo_sync_passes",
                      "optimizer_state_tensors"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")

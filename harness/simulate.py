@@ -190,8 +190,10 @@ def format_sweep(result) -> str:
     table = result.table
     keys = [c for c in table.columns if "." in c]
     view = table.groupby([*keys, "algorithm"], sort=False)[["wall_clock_s", "speedup_vs_ddp"]].mean()
-    pivot = view["speedup_vs_ddp"].unstack("algorithm")
-    lines = ["speedup vs DDP (DDP wall-clock / algorithm wall-clock):", pivot.round(3).to_string(), ""]
+    speedup = view["speedup_vs_ddp"].unstack("algorithm")
+    wall = view["wall_clock_s"].unstack("algorithm").map(human_s)
+    lines = ["wall-clock:", wall.to_string(), "",
+             "speedup vs DDP (DDP wall-clock / algorithm wall-clock):", speedup.round(3).to_string(), ""]
     if len(result.crossovers):
         lines.append("crossovers:")
         for row in result.crossovers.itertuples():

@@ -154,6 +154,10 @@ def crossovers(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(CROSSOVER_COLUMNS))
 
 
+TIE = 0.005
+"""Speedups within 0.5% of 1 count as a tie: a crossing goes from clearly slower to clearly faster."""
+
+
 def _crossings(curve: pd.Series) -> list[tuple[float, str]]:
     x = curve.index.to_numpy()
     if len(x) < 2 or not np.issubdtype(x.dtype, np.number):
@@ -162,12 +166,15 @@ def _crossings(curve: pd.Series) -> list[tuple[float, str]]:
     y = curve.to_numpy(dtype=float) - 1.0
     log = x.min() > 0 and x.max() / x.min() > 10
     u = np.log(x) if log else x
+    state = np.where(y > TIE, 1, np.where(y < -TIE, -1, 0))
+    decided = np.flatnonzero(state)
     out = []
-    for i in range(len(x) - 1):
-        a, b = y[i], y[i + 1]
-        if a == b or not (a <= 0 < b or a > 0 >= b):
+    for i, j in itertools.pairwise(decided):
+        if state[i] == state[j]:
             continue
-        at = u[i] + (u[i + 1] - u[i]) * (-a) / (b - a)
-        value = math.exp(at) if log else at
-        out.append((float(value), "overtakes" if b > a else "falls behind"))
+        # the first segment between the two decided points where y changes sign holds the crossing
+        k = next(k for k in range(i, j) if (y[k] <= 0 < y[k + 1]) or (y[k] > 0 >= y[k + 1]))
+        a, b = y[k], y[k + 1]
+        at = u[k] + (u[k + 1] - u[k]) * (-a) / (b - a)
+        out.append((float(math.exp(at) if log else at), "overtakes" if state[j] > 0 else "falls behind"))
     return out

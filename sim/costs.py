@@ -44,9 +44,10 @@ class StepCosts:
 
 def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     wl, comp, cluster = exp.workload, exp.cluster.compute, exp.cluster
-    # c = flops_per_sample · batch_per_worker · grad_accum / (peak · utilisation)
+    # c = flops_per_sample · batch_per_worker · grad_accum / (peak · utilisation); the workload's own
+    # utilisation wins over the cluster's typical one (a ResNet reaches a lower fraction than a GPT).
     flops = wl.flops_per_sample * wl.batch_per_worker * wl.grad_accum
-    c = comp.step_time_s or flops / (comp.peak_tflops * 1e12 * comp.utilization)
+    c = comp.step_time_s or flops / (comp.peak_tflops * 1e12 * (wl.utilization or comp.utilization))
     # Memory-bound steps: passes over 4N bytes at the memory bandwidth (fp32 master weights).
     pass_s = 4.0 * wl.params / (comp.memory_gbytes_per_s * 1e9)
     o = comp.optimizer_time_s or wl.optimizer_passes * pass_s
