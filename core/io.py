@@ -18,6 +18,7 @@ import pandas as pd
 MANIFEST = "manifest.json"
 RUNS = "runs.csv"
 STEPS = "steps.parquet"
+TIMELINE = "timeline.parquet"  # the first steps of a run too large to keep every row
 METRICS = "metrics.csv"
 TRACE = "trace.json"
 EXPERIMENT = "experiment.toml"
@@ -32,6 +33,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     tmp_path = Path(tmp)
     try:
         write(tmp_path)
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, path)
@@ -39,6 +41,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         tmp_path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..core import io, presets, schema
 from ..core.config import Experiment
+from ..core.errors import ConfigError
 from . import store
 
 
@@ -35,12 +36,34 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         if result.steps is not None:
             store.write_table(out, io.STEPS, result.steps)
             io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(_trace_window(result.steps)))
+        else:
+            _write_timeline(exp, Path(out))
         store.finish(out, "complete", steps_recorded=result.steps is not None)
-        notes.append(f"wrote {out}/ ({io.RUNS}, {'steps.parquet, trace.json, ' if result.steps is not None else ''}"
-                     f"manifest.json)")
+        written = "steps.parquet" if result.steps is not None else f"{io.TIMELINE} (first steps)"
+        notes.append(f"wrote {out}/ ({io.RUNS}, {written}, {io.TRACE}, {io.MANIFEST})")
     if report is not None:
         notes.append(_report([out] if out is not None else None, report, exp, result))
     return SimulateOutcome(result.runs, notes)
+
+
+TIMELINE_MAX_WORKER_STEPS = 200_000
+
+
+def _write_timeline(exp: Experiment, out: Path) -> None:
+    """A run too large to keep every row still gets its first few sync intervals, simulated again with
+    every row kept (same seed, same plan prefix), for the report's timeline and the trace."""
+    from ..core.config import BudgetSpec
+    from ..sim.engine import simulate
+
+    local = [a.warmup_steps + 3 * a.sync_every + 2 for a in exp.algorithms if a.is_local]
+    steps = min(exp.nominal_steps, max([8, *local]), TIMELINE_MAX_WORKER_STEPS // exp.workers)
+    try:
+        short = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
+    except ConfigError:
+        return  # too few steps to show a sync interval of this many workers
+    window = simulate(short, record_steps=True).steps
+    store.write_table(out, io.TIMELINE, window)
+    io.write_json(out / io.TRACE, schema.to_chrome_trace(window))
 
 
 def _trace_window(steps: pd.DataFrame, max_rows: int = 200_000) -> pd.DataFrame:

@@ -124,14 +124,16 @@ def _sweep_panels(s: Section, folder: ResultFolder) -> None:
 
 
 def _timeline_panels(s: Section, folder: ResultFolder) -> None:
-    steps = folder.table(io.STEPS)
+    steps, origin = folder.table(io.STEPS), "steps.parquet"
+    if steps is None:  # a large simulation keeps only its first sync intervals
+        steps, origin = folder.table(io.TIMELINE), f"{io.TIMELINE} (the first steps, simulated with every row kept)"
     if steps is None:
         return
     for source in sorted(steps["source"].unique()):
         svg = timeline.timeline(steps, source)
         if svg:
             s.panels.append(Panel(
-                f"Timeline ({source})", "Per-worker phases of a few sync intervals (first run), from steps.parquet; "
+                f"Timeline ({source})", f"Per-worker phases of a few sync intervals (first run), from {origin}; "
                 "neighbouring steps of the same kind are drawn as one bar, and bars other than compute at least "
                 "0.3% of the window wide so a short outer step still shows. The full trace (link below) opens "
                 "in ui.perfetto.dev or chrome://tracing.", _svg(svg)))
