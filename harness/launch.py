@@ -12,7 +12,6 @@ group down, keeps what the rank files hold, and records it all in the manifest.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -31,6 +30,7 @@ import pandas as pd
 from ..core import io, schema
 from ..core.config import Experiment
 from ..core.errors import ConfigError
+from ..core.procs import die_with_parent, pid_alive
 from . import store
 from .faults import FaultSpec
 
@@ -58,11 +58,6 @@ class RealResult:
     runs: pd.DataFrame | None
     last_steps: dict[str, int] = field(default_factory=dict)
     slow_ranks: list[dict] = field(default_factory=list)
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL torchrun if the launcher dies (even by kill -9)."""
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def check_world(exp: Experiment, nproc_per_node: int, nnodes: int, node_rank: int) -> None:
@@ -100,7 +95,7 @@ class _Group:
         self.procs, self.threads = [], []
         for argv, env in commands:
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    start_new_session=True, preexec_fn=_die_with_parent)
+                                    start_new_session=True, preexec_fn=die_with_parent)
             thread = threading.Thread(target=self._tee, args=(proc,), daemon=True)
             thread.start()
             self.procs.append(proc)
@@ -126,7 +121,7 @@ class _Group:
                 _signal(lambda s, pid=pid: os.kill(pid, s), sig)
             deadline = time.monotonic() + grace
             while time.monotonic() < deadline and (any(p.poll() is None for p in self.procs)
-                                                   or any(_alive(pid) for pid in worker_pids)):
+                                                   or any(pid_alive(pid) for pid in worker_pids)):
                 time.sleep(0.05)
 
     def close(self) -> None:
@@ -138,19 +133,6 @@ class _Group:
 def _signal(send, sig) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         send(sig)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
 
 
 def read_heartbeats(folder: Path) -> dict[int, dict]:

@@ -33,6 +33,8 @@ import sys
 import time
 import warnings
 
+from ..core.procs import pid_alive
+
 
 def release_time(arrival_s: float, delay_s: float, jitter_s: float, last_s: float, rng: random.Random) -> float:
     """When a packet that arrived at ``arrival_s`` may leave: D ± uniform jitter, never before ``last_s``."""
@@ -88,22 +90,12 @@ def serve(queue_num: int, delay_s: float, jitter_s: float, owner_pid: int, max_l
                 nfq.run(block=False)  # drains the socket, one push per packet
             if time.monotonic() >= next_check:  # orphaned (owner killed with -9): leave
                 next_check = time.monotonic() + 1.0
-                if owner_pid and not _alive(owner_pid):
+                if owner_pid and not pid_alive(owner_pid):
                     break
     finally:
         for _, packet in delayer.held:  # do not strand packets in the kernel queue
             packet.accept()
         nfq.unbind()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ import threading
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
+from ..core.procs import die_with_parent, pid_alive
 
 PREFIX = "pgsd"
 IFNAME = "veth0"
@@ -105,16 +106,6 @@ def _netns_list() -> list[str]:
     return [line.split()[0] for line in out.splitlines() if line.strip()]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _kill_netns_pids(ns: str) -> None:
     """Kill every process inside ``ns`` (a namespace outlives its name while a process is inside)."""
     out = _run(["ip", "netns", "pids", ns], check=False).stdout
@@ -131,7 +122,7 @@ def _delete(names: list[str]) -> None:
 
 def cleanup_stale() -> list[str]:
     """Delete the namespaces (and kill the processes inside) of owners that no longer run; return them."""
-    stale = [ns for ns in _netns_list() if (m := _NAME.match(ns)) and not _alive(int(m.group(1)))]
+    stale = [ns for ns in _netns_list() if (m := _NAME.match(ns)) and not pid_alive(int(m.group(1)))]
     _delete(stale)
     return stale
 
@@ -310,7 +301,7 @@ class EmulatedNetwork:
                 "--delay-ms", str(self.spec.delay_ms), "--jitter-ms", str(self.spec.jitter_ms),
                 "--owner-pid", str(os.getpid())]
         proc = subprocess.Popen(self.command(host, argv), stdout=subprocess.PIPE, text=True,
-                                preexec_fn=_die_with_parent)
+                                preexec_fn=_term_with_parent)
         self._procs.append(proc)
         ready, _, _ = select.select([proc.stdout], [], [], 20.0)
         line = proc.stdout.readline() if ready else ""
@@ -325,10 +316,6 @@ def _raise_exit(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the parent dies (even by kill -9)."""
-    import ctypes
-
-    PR_SET_PDEATHSIG = 1
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+def _term_with_parent() -> None:
+    """In the delay program before exec: SIGTERM (so it can unbind its queue) when we die, even by kill -9."""
+    die_with_parent(signal.SIGTERM)

@@ -27,6 +27,7 @@ import tomli_w
 from ..core import io
 from ..core.config import Experiment
 from ..core.errors import ConfigError
+from ..core.procs import pid_alive
 
 KINDS = ("simulate", "sweep", "run", "validate", "calibrate")
 STATUSES = ("running", "complete", "failed", "interrupted")
@@ -117,19 +118,9 @@ def effective_status(manifest: dict) -> str:
     if status != "running":
         return status
     pid, host = manifest.get("pid"), manifest.get("host")
-    if host == platform.node() and isinstance(pid, int) and not _alive(pid):
+    if host == platform.node() and isinstance(pid, int) and not pid_alive(pid):
         return "interrupted"
     return status
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def read_manifest(folder: str | Path) -> dict:

@@ -16,12 +16,9 @@ Evaluation, checkpoints and file writes are taken out of the run clock: the tabl
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
 import math
 import os
-import signal
 import sys
 import threading
 import time
@@ -33,6 +30,7 @@ import torch
 from ..core import algorithms as core_algorithms
 from ..core import io
 from ..core.config import AlgorithmSpec, Experiment, from_dict
+from ..core.procs import die_with_parent
 from ..core.schema import METRIC_COLUMNS, STEP_COLUMNS
 from ..harness.faults import CRASH_EXIT_CODE, FaultSpec
 from . import checkpoint, dist
@@ -66,13 +64,6 @@ def make_plan(exp: Experiment, spec: AlgorithmSpec, world_size: int) -> core_alg
     return core_algorithms.plan(spec.name, workers=world_size, steps=planned_steps(exp, spec), seed=exp.seed,
                                 warmup_steps=spec.warmup_steps, sync_every=spec.sync_every,
                                 p=spec.effective_p, skip_draws=spec.skip_draws)
-
-
-def die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent (the torchrun agent) dies, so a killed launcher
-    leaves no orphan ranks (prctl PR_SET_PDEATHSIG)."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
 
 
 class RankFiles:

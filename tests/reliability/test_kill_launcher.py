@@ -8,9 +8,10 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+
+from palsgd.core.procs import pid_alive
 
 
 def _palsgd(*args, **kwargs):
@@ -30,15 +31,6 @@ def _descendants(pid: int) -> list[int]:
             found.append(child)
             todo.append(child)
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    state = Path(f"/proc/{pid}/stat")
-    return not (state.exists() and state.read_text().split()[2] == "Z")
 
 
 def _wait_for(predicate, timeout_s: float, what: str):
@@ -65,7 +57,7 @@ def test_kill_9_of_the_launcher_leaves_a_readable_interrupted_folder(tmp_path):
         assert family, "torchrun and its ranks should be running"
         os.kill(launcher.pid, signal.SIGKILL)
         launcher.wait(timeout=30)
-        _wait_for(lambda: not any(_alive(p) for p in family), 60, "the ranks to die with the launcher")
+        _wait_for(lambda: not any(pid_alive(p) for p in family), 60, "the ranks to die with the launcher")
     finally:  # whatever happened, leave nothing running
         for pid in [launcher.pid, *family]:
             with contextlib.suppress(ProcessLookupError):
