@@ -12,6 +12,7 @@ group down, keeps what the rank files hold, and records it all in the manifest.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -222,6 +223,11 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
     if network is not None:
         nproc_per_node, nnodes = 1, len(network.addresses)
         world = nnodes
+        if not exp.train.threads_per_rank:
+            # Each rank is alone in its namespace (torchrun sees 1 local rank), but they all share this
+            # machine's cores: give each its share, or they oversubscribe the cores several times over.
+            cores = len(os.sched_getaffinity(0))
+            exp = exp.replace(train=dataclasses.replace(exp.train, threads_per_rank=max(1, cores // world)))
     check_world(exp, nproc_per_node if network is None else exp.cluster.gpus_per_node,
                 nnodes if network is None else exp.cluster.nodes, node_rank)
     if network is not None and exp.workers != world:
