@@ -116,9 +116,11 @@ def _facet_values(values: pd.Series, most: int = 3) -> list:
 
 def _x_ticks(ax, values: pd.Series, log_x: bool) -> None:
     """Log axis for keys that span a decade; ticks at the swept values when there are few of them."""
-    if log_x:
-        ax.set_xscale("log")
     uniq = np.sort(values.dropna().unique())
+    if log_x and uniq[0] <= 0:  # a zero (no stragglers, say) cannot sit on a log axis: linear near it
+        ax.set_xscale("symlog", linthresh=float(uniq[uniq > 0][0]), linscale=0.5)
+    elif log_x:
+        ax.set_xscale("log")
     if len(uniq) <= 8:
         ax.set_xticks(uniq, [f"{v:g}" for v in uniq])
         ax.minorticks_off()

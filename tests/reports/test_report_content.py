@@ -207,3 +207,19 @@ def test_reports_import_neither_torch_nor_simpy():
             "sys.exit(f'imported {bad}' if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr + proc.stdout
+
+
+def test_swept_key_with_zero_gets_a_symlog_axis():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from palsgd.reports.figures import _spans_decade, _x_ticks
+
+    values = pd.Series([0.0, 0.001, 0.003, 0.01, 0.03])
+    fig, ax = plt.subplots()
+    _x_ticks(ax, values, _spans_decade(values))
+    assert ax.get_xscale() == "symlog"  # a plain log axis would send the zero to minus infinity
+    plt.close(fig)
