@@ -30,6 +30,8 @@ from .typed import build, merge, set_path, to_dict
 from .workload import TrainSpec, WorkloadSpec
 
 PAYLOAD_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
+TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,18 @@ class AlgorithmSpec:
         check(self.skipped_batches in SKIPPED_BATCHES, "skipped_batches", self.skipped_batches,
               f"must be one of {SKIPPED_BATCHES}")
         check(self.bucket_mb > 0, "bucket_mb", self.bucket_mb, "must be > 0")
+
+    @property
+    def torch_bucket_cap_mb(self) -> float | None:
+        """What the real harness passes as DDP's ``bucket_cap_mb``: nothing when it is PyTorch's default."""
+        return None if self.bucket_mb == TORCH_DEFAULT_BUCKET_MB else self.bucket_mb
+
+    @property
+    def first_bucket_mb(self) -> float:
+        """DDP's first bucket (the last layers' gradients, ready first), MiB. PyTorch caps it at 1 MiB so
+        communication starts early, but (torch 2.13) only when ``bucket_cap_mb`` is left at its default;
+        given explicitly, the first bucket is capped like the others. Both sides follow that rule."""
+        return TORCH_FIRST_BUCKET_MB if self.torch_bucket_cap_mb is None else self.bucket_mb
 
     @property
     def is_local(self) -> bool:

@@ -40,7 +40,7 @@ COMPUTE_FIELDS = ("step_time_s", "optimizer_time_s", "pseudo_sync_time_s", "oute
 
 def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: NetemSpec | None = None,
               compute: bool = True, min_bytes: int = 4096, max_bytes: int = 64 * 2**20, reps: int = 7,
-              per_octave: float = 0.5, compute_steps: int = 20, timeout_s: float = 1800.0,
+              per_octave: float = 0.5, compute_steps: int = 80, timeout_s: float = 1800.0,
               command: str = "", measured_compute: dict | None = None) -> Path:
     """Measure, fit, and write the profile ``out`` (plus collectives.csv, tcp_rtt.json, fit.csv and
     compute.json beside it). Prints the fit's residual per size. Returns ``out``.

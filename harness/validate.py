@@ -24,6 +24,7 @@ never enforced: a miss is a finding about the model, not a broken command.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,7 +49,10 @@ TARGETS = {"step_time_mean_s": (5.0, 15.0), "speedup_vs_ddp": (5.0, 5.0)}
 # Calibration sized for the tiny workloads, whose payloads are 1-2 MB: sizes from 4 KiB to 4 MiB cover
 # the DDP buckets (1 MiB first, the rest after) and a sync's flat buffer, in ~20 s per network.
 CALIBRATION = {"min_bytes": 4096, "max_bytes": 4 * 2**20, "reps": 5, "per_octave": 1.0}
-COMPUTE_STEPS = 20
+COMPUTE_STEPS = 80
+"""Compute calibration steps per rank. With 20, two concurrent calibration ranks measured c = 155-175 ms
+for gpt-tiny against 52-87 ms with 80 and 75-112 ms in the runs (docs/validation.md): a short window is
+dominated by the sibling ranks' start-up."""
 
 
 @dataclass(frozen=True)
@@ -131,12 +135,13 @@ def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
     algorithms, ``case.steps`` steps; on ``cluster`` (a calibrated profile) when given.
 
     Threads per rank are fixed to the cores divided among the ranks, as the compute calibration runs:
-    under emulation each rank is alone in its namespace (LOCAL_WORLD_SIZE = 1) and would otherwise take
-    every core, so that 2 ranks x 2 threads on 2 cores ran 3-4x slower than calibrated (measured)."""
+    under emulation each rank is alone in its namespace (LOCAL_WORLD_SIZE = 1) and took every core
+    before the launcher learnt otherwise: 2 ranks x 2 threads on 2 cores ran 3-4x slower (measured)."""
     threads = max(1, len(os.sched_getaffinity(0)) // case.ranks)
-    return load(workload=case.workload, cluster=cluster, steps=case.steps,
-                overrides=[f"cluster.gpus_per_node={case.ranks}", "cluster.nodes=1",
-                           f"train.threads_per_rank={threads}"])
+    exp = load(workload=case.workload, cluster=cluster, steps=case.steps,
+               overrides=[f"cluster.gpus_per_node={case.ranks}", "cluster.nodes=1",
+                          f"train.threads_per_rank={threads}"])
+    return exp
 
 
 def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFrame], echo) -> None:
@@ -218,8 +223,6 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
     communication, overlap, barriers and waits. On a machine shared with other jobs the compute of the
     calibration and of each run differ by up to 3x (docs/validation.md); this view is not exposed to that.
     """
-    import dataclasses
-
     from ..core import schema
     from ..sim.engine import simulate
     from .compare import compare

@@ -128,9 +128,11 @@ def run(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, fault: 
     model = build_model(exp.workload.model).to(ctx.device)
     optimizer = build_optimizer(model.parameters(), exp.train)
     comm = dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
+    # PyTorch's default bucket layout (1 MiB first bucket) unless a cap is asked for; the simulator
+    # charges the same layout (AlgorithmSpec.first_bucket_mb).
+    cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_cap_mb": spec.torch_bucket_cap_mb}
     ddp = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-        bucket_cap_mb=spec.bucket_mb)
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, **cap)
     data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
     eval_data = data.eval_batches(exp.train.eval_batches)
     files = RankFiles(out, name, ctx.rank)

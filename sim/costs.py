@@ -16,9 +16,6 @@ from ..core.config import AlgorithmSpec, Experiment
 from . import collectives
 
 MIB = 1 << 20
-FIRST_BUCKET_BYTES = 1 * MIB
-"""PyTorch DDP caps the first bucket (the last layers' gradients) at 1 MiB so that communication
-starts early (``torch.distributed.constants._DEFAULT_FIRST_BUCKET_BYTES``)."""
 FORWARD_SHARE = 1 / 3
 """Forward ≈ 1/3 of forward + backward (backward ≈ 2x forward: Kaplan et al. 2020, 6N = 2N + 4N)."""
 
@@ -56,7 +53,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     data = comp.data_time_s or wl.data_time_s
     payload = float(algo.payload_bytes_per_param * wl.params)
     sync_s, sync_bytes = _sync(exp, algo, payload)
-    sizes = bucket_sizes(payload, algo.bucket_mb)
+    sizes = bucket_sizes(payload, algo.bucket_mb, algo.first_bucket_mb)
     bucket_s = np.array([collectives.allreduce_time(cluster, b) for b in sizes])
     # Buckets fill in reverse layer order while the backward runs; gradient bytes are assumed to be
     # produced at a constant rate, so bucket b is ready after the forward plus the share of the
@@ -84,13 +81,15 @@ def _sync(exp: Experiment, algo: AlgorithmSpec, payload: float) -> tuple[float, 
             calls * collectives.bytes_sent(exp.cluster, part))
 
 
-def bucket_sizes(payload: float, bucket_mb: float) -> np.ndarray:
-    """DDP bucket sizes in bytes, in the order they become ready: a 1 MiB first bucket, then
-    ``bucket_mb`` MiB buckets (PyTorch ``bucket_cap_mb`` is in MiB), the remainder last."""
+def bucket_sizes(payload: float, bucket_mb: float, first_bucket_mb: float = 1.0) -> np.ndarray:
+    """DDP bucket sizes in bytes, in the order they become ready: a ``first_bucket_mb`` first bucket
+    (PyTorch's default DDP: 1 MiB, ``_DEFAULT_FIRST_BUCKET_BYTES``, so that communication starts early;
+    with bucket_cap_mb given explicitly: the cap), then ``bucket_mb`` MiB buckets (PyTorch
+    ``bucket_cap_mb`` is in MiB), the remainder last."""
     if payload <= 0:
         return np.zeros(0)
     cap = bucket_mb * MIB
-    first = min(FIRST_BUCKET_BYTES, payload)
+    first = min(first_bucket_mb * MIB, payload)
     rest = payload - first
     full = math.floor(rest / cap)
     tail = rest - full * cap

@@ -71,8 +71,12 @@ def _check_folder(out: Path, proc: subprocess.CompletedProcess, cases: int) -> N
         assert set(g["metric"]) == {"step_time_mean_s", "wall_clock_s", "speedup_vs_ddp"}
     assert all(math.isfinite(e) for e in table["error_pct"])
     assert (table["measured"] > 0).all() and (table["predicted"] > 0).all()
-    summary = pd.read_csv(out / "comparison_summary.csv")
-    assert set(summary["metric"]) == {"step_time_mean_s", "wall_clock_s", "speedup_vs_ddp"}
+    for name in ("comparison_summary.csv", "comparison_replay_summary.csv"):
+        summary = pd.read_csv(out / name)
+        assert set(summary["metric"]) == {"step_time_mean_s", "wall_clock_s", "speedup_vs_ddp"}
+    replay = pd.read_csv(out / "comparison_replay.csv")
+    keys = ["case", "algorithm", "metric", "measured"]
+    assert replay[keys].equals(table[keys])
     manifest = pd.read_json(out / "manifest.json", typ="series")
     assert manifest["kind"] == "validate" and manifest["status"] == "complete"
     assert "median |error|" in proc.stdout and "target step_time_mean_s" in proc.stdout
@@ -82,6 +86,10 @@ def _check_folder(out: Path, proc: subprocess.CompletedProcess, cases: int) -> N
 def test_quick_without_emulation_end_to_end(tmp_path):
     out = tmp_path / "v"
     _check_folder(out, _run_cli(out, "--no-emulation"), cases=1)
+    # The simulator is deterministic (seeded): predicting again from the stored runs gives the same table.
+    before = pd.read_csv(out / "comparison.csv")
+    validate.repredict(out, echo=lambda _: None)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "comparison.csv"), before)
 
 
 @pytest.mark.netns

@@ -1,0 +1,44 @@
+"""The effects validation added to the simulator, checked by hand (docs/validation.md)."""
+
+from __future__ import annotations
+
+import pytest
+
+from palsgd.core.config import load
+from palsgd.harness.validate import Case, case_experiment
+from palsgd.sim import collectives
+from palsgd.sim.costs import MIB, bucket_sizes, step_costs
+
+GLOO_2 = ["cluster.gpus_per_node=2", "cluster.nodes=1", "cluster.intra_node.latency_us=5000",
+          "cluster.transport.step_overhead_us=700", "cluster.transport.base_latency_us=0"]
+
+
+def test_barrier_costs_the_latency_part_of_a_ring():
+    exp = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=GLOO_2)
+    # alpha = one round trip (2 x 5 ms) + 0.7 ms of software; a 2-rank ring has 2(n-1) = 2 steps.
+    assert collectives.barrier_time(exp.cluster) == pytest.approx(2 * (2 * 5e-3 + 0.7e-3))
+    four = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=[*GLOO_2, "cluster.gpus_per_node=4"])
+    assert collectives.barrier_time(four.cluster) == pytest.approx(6 * (2 * 5e-3 + 0.7e-3))
+
+
+def test_a_sync_pays_the_barrier_then_the_allreduce():
+    exp = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=GLOO_2)
+    costs = step_costs(exp, exp.algorithm("local_sgd"))
+    payload = 4 * exp.workload.params
+    expected = collectives.barrier_time(exp.cluster) + collectives.allreduce_time(exp.cluster, payload)
+    assert costs.sync_s == pytest.approx(expected)
+
+
+def test_first_bucket_follows_pytorchs_rule():
+    assert list(bucket_sizes(2 * MIB, 25.0)) == [MIB, MIB]
+    assert list(bucket_sizes(2 * MIB, 25.0, 25.0)) == [2 * MIB]
+    assert list(bucket_sizes(5 * MIB, 2.0, 2.0)) == [2 * MIB, 2 * MIB, MIB]
+    exp = case_experiment(Case("gpt-tiny", 2, "unshaped", 12))
+    default = exp.algorithm("ddp")
+    assert default.torch_bucket_cap_mb is None and default.first_bucket_mb == 1.0  # PyTorch's default layout
+    capped = load(workload="gpt-tiny", overrides=["algorithm.bucket_mb=4"]).algorithm("ddp")
+    assert capped.torch_bucket_cap_mb == 4.0 and capped.first_bucket_mb == 4.0  # an explicit cap: all alike
+    costs = step_costs(exp, exp.algorithm("ddp"))
+    payload = 4 * exp.workload.params
+    assert len(costs.bucket_s) == 2 and costs.bucket_ready[0] < costs.bucket_ready[1] == pytest.approx(1.0)
+    assert payload > MIB
