@@ -220,8 +220,8 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
     """The comparison again, with each algorithm's compute terms taken from its own measured run
     instead of the calibration: the mean c, o, data and m phases, the outer step per sync, and the
     spread of c as ``jitter_cv``. What is left to predict is what the simulator models beyond compute:
-    communication, overlap, barriers and waits. On a machine shared with other jobs the compute of the
-    calibration and of each run differ by up to 3x (docs/validation.md); this view is not exposed to that.
+    communication, overlap, barriers and waits. The compute of the calibration and of each run differ by
+    up to 2.9x even on an idle machine (resnet-tiny DDP, docs/validation.md); this view is not exposed to that.
     """
     from ..core import schema
     from ..sim.engine import simulate

@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
             rtt = tcp_rtt(ctx.rank, args.pings)
             if ctx.rank == 1:
                 io.write_json(args.rtt_out, {"tcp_rtt_s": rtt, "pings": args.pings})
+        elif ctx.world_size > 2 and args.rtt_out:
+            tdist.barrier()  # the barrier ranks 0 and 1 enter in tcp_rtt: collectives must match on every rank
         rows = []
         for size in sizes_between(args.min_bytes, args.max_bytes, args.per_octave):
             times = torch.tensor(time_allreduce(size, args.reps, args.warmup, ctx.device), dtype=torch.float64)

@@ -42,3 +42,21 @@ def test_first_bucket_follows_pytorchs_rule():
     payload = 4 * exp.workload.params
     assert len(costs.bucket_s) == 2 and costs.bucket_ready[0] < costs.bucket_ready[1] == pytest.approx(1.0)
     assert payload > MIB
+
+
+def test_gloo_runs_ddp_buckets_together_nccl_one_after_another():
+    """gloo (2 worker threads) overlaps the two buckets' latencies: the buckets still to go cost one
+    all-reduce of their bytes; nccl (one stream) pays each bucket's all-reduce in turn."""
+    exp = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=GLOO_2)
+    payload = 4 * exp.workload.params
+    first, rest = MIB, payload - MIB
+    gloo = step_costs(exp, exp.algorithm("ddp")).bucket_s
+    T = lambda cluster, s: collectives.allreduce_time(cluster, s)  # noqa: E731
+    assert gloo.sum() == pytest.approx(T(exp.cluster, payload))  # from the first bucket on: one all-reduce
+    assert gloo[-1] == pytest.approx(T(exp.cluster, rest))  # the last bucket alone
+    # One ring latency saved: 2(n-1) steps of alpha = 2 x (2 x 5 ms + 0.7 ms) on 2 ranks.
+    serial = T(exp.cluster, first) + T(exp.cluster, rest)
+    assert serial - gloo.sum() == pytest.approx(2 * (2 * 5e-3 + 0.7e-3))
+    nccl = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=[*GLOO_2, "cluster.transport.kind=nccl"])
+    assert step_costs(nccl, nccl.algorithm("ddp")).bucket_s.sum() == pytest.approx(
+        T(nccl.cluster, first) + T(nccl.cluster, rest))
