@@ -78,6 +78,34 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+def flatten_(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """Move ``tensors`` (a model's parameters) into one contiguous buffer that they then view, so a sync
+    all-reduces them in place with no copy: PyTorch's ``average_parameters`` leaves parameters as views
+    of its flat buffer after the first average too. Call before building optimizers and DDP."""
+    if not tensors:
+        return None
+    flat = torch.cat([t.detach().reshape(-1) for t in tensors])
+    offset = 0
+    for t in tensors:
+        t.data = flat[offset:offset + t.numel()].view_as(t)
+        offset += t.numel()
+    return flat
+
+
+def _runs(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """``tensors`` cut into runs that lie end to end in one storage (same dtype, contiguous)."""
+    runs: list[list[torch.Tensor]] = []
+    for t in tensors:
+        prev = runs[-1][-1] if runs else None
+        if (prev is not None and t.is_contiguous() and prev.is_contiguous() and t.dtype == prev.dtype
+                and t.untyped_storage().data_ptr() == prev.untyped_storage().data_ptr()
+                and t.data_ptr() == prev.data_ptr() + prev.numel() * prev.element_size()):
+            runs[-1].append(t)
+        else:
+            runs.append([t])
+    return runs
+
+
 def buckets(tensors: Sequence[torch.Tensor], bucket_bytes: int, elem_bytes: int) -> list[list[int]]:
     """Indices of ``tensors`` grouped into consecutive buckets of at most ``bucket_bytes`` of payload
     (a tensor larger than a bucket gets one of its own)."""
@@ -131,9 +159,31 @@ class TorchComm:
     def allreduce_mean_(self, tensors: Sequence[torch.Tensor]) -> int:
         """Average ``tensors`` in place over all ranks; return the payload bytes (S) this sync carried.
 
-        Bitwise the same as PyTorch's ``average_parameters`` for fp32 on two ranks (a test checks it)."""
+        Tensors that tile one buffer end to end (parameters after ``flatten_``) are all-reduced where
+        they lie, with no copy: divide, then sum, in the order of PyTorch's ``average_parameters``, so
+        the bits are the same. Others are copied into buckets of the payload dtype and back."""
         if not tensors:
             return 0
+        elem = torch.tensor([], dtype=self.payload).element_size()
+        runs = [] if self.per_tensor else _runs(tensors)
+        flat_runs = [r for r in runs if len(r) > 1 and r[0].dtype == self.payload]
+        in_place = {id(t) for r in flat_runs for t in r}
+        with self.blocking():
+            for run in flat_runs:
+                self._in_place(run)
+            rest = [t for t in tensors if id(t) not in in_place]
+            if rest:
+                self._copied(rest)
+            _synchronize(self.ctx.device)
+        return sum(t.numel() for t in tensors) * elem
+
+    def _in_place(self, run: list[torch.Tensor]) -> None:
+        first = run[0].detach()
+        flat = first.as_strided((sum(t.numel() for t in run),), (1,), first.storage_offset())
+        flat.mul_(1.0 / self.world_size)
+        dist.all_reduce(flat)
+
+    def _copied(self, tensors: list[torch.Tensor]) -> None:
         elem = torch.tensor([], dtype=self.payload).element_size()
         groups = [[i] for i in range(len(tensors))] if self.per_tensor else \
             buckets(tensors, self.bucket_bytes, elem)
@@ -141,23 +191,20 @@ class TorchComm:
         # fp32: sum, then scale while copying back (one pass fewer); a 16-bit payload is divided first so
         # the sum cannot overflow. For two ranks both orders give the same bits (halving is exact).
         pre_divide = self.payload != torch.float32
-        with self.blocking():
-            for idx in groups:
-                members = [tensors[i] for i in idx]
-                flat = torch.cat([t.detach().reshape(-1).to(self.payload) for t in members])
+        for idx in groups:
+            members = [tensors[i] for i in idx]
+            flat = torch.cat([t.detach().reshape(-1).to(self.payload) for t in members])
+            if pre_divide:
+                flat.mul_(scale)
+            dist.all_reduce(flat)
+            offset = 0
+            for t in members:
+                view = flat[offset:offset + t.numel()].view_as(t)
                 if pre_divide:
-                    flat.mul_(scale)
-                dist.all_reduce(flat)
-                offset = 0
-                for t in members:
-                    view = flat[offset:offset + t.numel()].view_as(t)
-                    if pre_divide:
-                        t.detach().copy_(view)
-                    else:
-                        torch.mul(view, scale, out=t.detach())
-                    offset += t.numel()
-            _synchronize(self.ctx.device)
-        return sum(t.numel() for t in tensors) * elem
+                    t.detach().copy_(view)
+                else:
+                    torch.mul(view, scale, out=t.detach())
+                offset += t.numel()
 
     def mean_scalar(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.ctx.device)

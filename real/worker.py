@@ -126,6 +126,7 @@ def run(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, fault: 
     plan = make_plan(exp, spec, ctx.world_size)
     torch.manual_seed(exp.seed)  # the same initial model on every rank; DDP also broadcasts rank 0's
     model = build_model(exp.workload.model).to(ctx.device)
+    dist.flatten_([p for p in model.parameters() if p.requires_grad])  # syncs then need no copy
     optimizer = build_optimizer(model.parameters(), exp.train)
     comm = dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
     # PyTorch's default bucket layout (1 MiB first bucket) unless a cap is asked for; the simulator

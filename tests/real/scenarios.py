@@ -26,7 +26,7 @@ from palsgd.core.algorithms import plan
 from palsgd.core.config import AlgorithmSpec
 from palsgd.core.workload import TrainSpec
 from palsgd.real.algorithms import ALGORITHM_CLASSES, Setup
-from palsgd.real.dist import DistContext, TorchComm
+from palsgd.real.dist import DistContext, TorchComm, flatten_
 from palsgd.real.optim import build_optimizer
 from palsgd.real.timing import DDPCommTimer, StepTimer, ddp_timed_hook
 
@@ -58,6 +58,7 @@ def gathered(model) -> list[torch.Tensor]:
 def ours(rank, world, name, train, **algo):
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=W, **algo)
     model = model_fn()
+    flatten_(list(model.parameters()))  # the worker's layout: syncs all-reduce the parameters in place
     opt = build_optimizer(model.parameters(), train)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
     comm = TorchComm(ctx, payload=spec.payload_dtype)
