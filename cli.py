@@ -20,9 +20,20 @@ EXIT_BAD_INPUT = 2
 CPU_CLUSTER = "cpu-2core-gloo"
 
 
+def _stack(options):
+    """One decorator applying click options in the order they are listed."""
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
+
 def _experiment_options(f):
     """The options that pick and shape an experiment; shared by simulate, sweep, run and calibrate."""
-    options = [
+    return _stack([
         click.argument("experiment", required=False, type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--workload", help="Workload preset name or TOML file (see `palsgd presets`)."),
         click.option("--cluster", help="Cluster preset name or TOML file (e.g. a calibration profile)."),
@@ -32,10 +43,17 @@ def _experiment_options(f):
         click.option("--seed", type=int, help="Seed of the step plan and of the simulated variability."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override any field, e.g. --set cluster.inter_node.bandwidth_gbps=10 (repeatable)."),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    ])(f)
+
+
+def _output_options(what: str):
+    """--out, --overwrite, --json and --report, shared by the simulator's commands."""
+    return _stack([
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the results folder here."),
+        click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing."),
+        click.option("--json", "as_json", is_flag=True, help=f"Print {what} as a JSON list and nothing else."),
+        click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report."),
+    ])
 
 
 def _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra=()):
@@ -72,10 +90,7 @@ def main():
 @main.command()
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the results folder here.")
-@click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary rows as a JSON list and nothing else.")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, out,
              overwrite, as_json, report):
@@ -99,10 +114,7 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
               help="A field and its values: 'cluster.inter_node.bandwidth_gbps=1,10,100,400', "
                    "'cluster.nodes=1..64:x2' (geometric), '1..64:8' (step). Once or twice.")
 @click.option("--jobs", type=int, help="Worker processes (default: all cores).")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Write the results folder here.")
-@click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
-@click.option("--json", "as_json", is_flag=True, help="Print the sweep table as a JSON list and nothing else.")
-@click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@_output_options("the sweep table")
 @_handle_errors
 def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, varies, jobs, out,
           overwrite, as_json, report):
