@@ -162,6 +162,9 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
 
     if cluster is None and experiment is None and shutil.which("nvidia-smi") is None:
         cluster = CPU_CLUSTER  # predict for the CPUs the run uses, not for the default GPU cluster
+    if nproc_per_node < 1 or nnodes < 1:
+        raise ConfigError("must be >= 1", key="--nproc-per-node" if nproc_per_node < 1 else "--nnodes",
+                          value=min(nproc_per_node, nnodes), source="command line")
     extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}"]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     code = real_job.run_to_folder(

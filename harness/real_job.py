@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..core import io
 from ..core.config import Experiment
+from ..core.errors import ConfigError
 from . import store
 from .compare import compare, format_comparison
 
@@ -32,10 +33,11 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
 
     spec = NetemSpec.parse(emulate_network) if emulate_network else None
     fault = FaultSpec.parse(inject_fault) if inject_fault else None
+    if fault is not None and fault.rank >= nproc_per_node * nnodes:  # before anything is written
+        raise ConfigError(f"rank must be < {nproc_per_node * nnodes}", key="--inject-fault",
+                          value=fault.to_text(), source="command line")
     if spec is not None:
         if nnodes != 1:
-            from ..core.errors import ConfigError
-
             raise ConfigError("emulates a network between the ranks of one machine; use --nnodes 1",
                               key="--emulate-network", value=emulate_network, source="command line")
         preflight(spec)
