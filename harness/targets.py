@@ -74,6 +74,9 @@ def time_to_target(source: str | Path, target_loss: float, *, cluster: str | Non
     rows: list[dict] = []
     if source.is_dir():
         manifest = store.read_manifest(source)
+        if manifest.get("kind") != "run" or not isinstance(manifest.get("experiment"), dict):
+            raise ConfigError(f"is a {manifest.get('kind')} folder; time-to-target needs the folder of a "
+                              "`palsgd run` (or a CSV of loss curves)", source=str(source))
         exp = config.from_dict(manifest["experiment"])
         curves = _curves_from_run(source)
         rows += _measured_rows(source, curves, target_loss, exp.cluster.name)
@@ -159,6 +162,10 @@ def format_targets(table: pd.DataFrame) -> str:
         for r in g.itertuples():
             reach = (f"reaches {r.target_loss:g} at step {r.step_at_target:.0f} after {human_s(r.time_to_target_s)}"
                      if math.isfinite(r.step_at_target) else f"does not reach {r.target_loss:g}")
-            lines.append(f"  {r.algorithm:10s} {reach}; to target {r.speedup_to_target:.3f}x DDP, same budget "
-                         f"{r.speedup_same_budget:.3f}x DDP ({human_s(r.wall_clock_budget_s)})")
+            lines.append(f"  {r.algorithm:10s} {reach}; to target {_x(r.speedup_to_target)} DDP, same budget "
+                         f"{_x(r.speedup_same_budget)} DDP ({human_s(r.wall_clock_budget_s)})")
     return "\n".join(lines)
+
+
+def _x(speedup: float) -> str:
+    return f"{speedup:.3f}x" if math.isfinite(speedup) else "-"

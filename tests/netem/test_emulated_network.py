@@ -3,6 +3,7 @@
 Needs root, iproute2, iptables-legacy and NetfilterQueue (skips otherwise). About 20 s.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -87,19 +88,26 @@ def test_root_namespace_unreachable():
                 assert res.returncode == 0, f"host namespace reached {ip}"
 
 
+@contextlib.contextmanager
+def _owner(code: str):
+    """A child process that builds a network (``code``), prints "up" and sleeps; killed on the way out."""
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "up"
+        yield child
+    finally:
+        if child.poll() is None:
+            child.kill()
+
+
 def test_kill_9_then_cleanup_stale():
     code = ("import time\nfrom palsgd.harness.netem import EmulatedNetwork, NetemSpec\n"
             "net = EmulatedNetwork(2, NetemSpec.parse('rate=100mbit,delay=1ms')).__enter__()\n"
             "print('up', flush=True)\ntime.sleep(60)\n")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "up"
+    with _owner(code) as child:
         assert len(leftovers(child.pid)) == 3
         os.kill(child.pid, signal.SIGKILL)
         child.wait()
-    finally:
-        if child.poll() is None:
-            child.kill()
     removed = cleanup_stale()
     assert len([ns for ns in removed if ns.startswith(f"pgsd{child.pid}n")]) == 3
     assert leftovers(child.pid) == []
@@ -113,14 +121,9 @@ def test_sigterm_tears_down():
     code = ("import time\nfrom palsgd.harness.netem import EmulatedNetwork, NetemSpec\n"
             "with EmulatedNetwork(2, NetemSpec.parse('rate=100mbit,delay=1ms')):\n"
             "    print('up', flush=True)\n    time.sleep(60)\n")
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "up"
+    with _owner(code) as child:
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=15)
-    finally:
-        if child.poll() is None:
-            child.kill()
     assert leftovers(child.pid) == []
     assert _delay_procs(child.pid) == []
 

@@ -15,6 +15,7 @@ from palsgd.core.errors import ConfigError
 from palsgd.harness import store
 from palsgd.harness.faults import FaultSpec
 from palsgd.harness.launch import RunFailed, read_heartbeats, run_real
+from palsgd.harness.targets import time_to_target
 
 
 def _alive(pid: int) -> bool:
@@ -47,6 +48,14 @@ def test_every_algorithm_lowers_the_held_out_loss(tiny, tmp_path):
     manifest = store.read_manifest(tmp_path)
     assert manifest["status"] == "complete" and manifest["launcher_pid"] == os.getpid()
     assert manifest["algorithms"]["palsgd"] == {"status": "complete", "last_step": 29}
+    # Time-to-target from the measured curves: the one evaluation (after step 29) reaches the worst final loss.
+    target = metrics["eval_loss"].max()
+    table = time_to_target(tmp_path, target)
+    real = table[table["source"] == "real"].set_index("algorithm")
+    assert (real["step_at_target"] == 29).all()
+    ends = metrics[metrics["step"] == 29].groupby("algorithm")["end_s"].mean()
+    assert real["time_to_target_s"].to_dict() == pytest.approx(ends.to_dict())
+    assert set(table["source"]) == {"real", "sim"} and (tmp_path / "targets.csv").exists()
 
 
 def test_world_size_must_match_the_cluster(tiny, tmp_path):
