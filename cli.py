@@ -74,6 +74,10 @@ def _handle_errors(f):
         except ConfigError as err:
             click.echo(f"palsgd: error: {err}", err=True)
             sys.exit(EXIT_BAD_INPUT)
+        except OSError as err:  # a path the user gave cannot be read or written: say which, not a traceback
+            where = f"{err.filename}: " if err.filename else ""
+            click.echo(f"palsgd: error: {where}{err.strerror or err}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
         except KeyboardInterrupt:
             click.echo("palsgd: interrupted", err=True)
             sys.exit(130)

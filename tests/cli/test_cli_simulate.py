@@ -98,3 +98,10 @@ def test_presets_lists_sources():
     assert r.returncode == 0
     for name in ("gpt-neo-8m", "gpt-neo-125m", "resnet50-imagenet", "a100-4x8-ib100", "cpu-2core-gloo"):
         assert name in r.stdout
+
+
+def test_unwritable_paths_are_one_line_exit_2(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    r = palsgd("simulate", *SMALL, "--out", str(blocker / "sub"))
+    assert r.returncode == 2 and "Not a directory" in r.stderr and "Traceback" not in r.stderr
