@@ -34,9 +34,22 @@ TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
 
+_DDP_KEYS = ("payload_dtype", "bucket_mb")
+# Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
+_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state")
+_OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
+ALGORITHM_KEYS = {
+    "ddp": _DDP_KEYS,
+    "local_sgd": _LOCAL_KEYS,
+    "diloco": _OUTER_KEYS,
+    "palsgd": (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
+}
+"""The parameters each algorithm uses: the keys its own ``[algorithm.<name>]`` table accepts."""
+
+
 @dataclass(frozen=True)
 class AlgorithmSpec:
-    """One algorithm and its parameters; names as in ``../shared/docs/algorithms.md``."""
+    """One algorithm and its parameters; names as in ``docs/algorithms.md``."""
 
     name: Literal["ddp", "local_sgd", "diloco", "palsgd"] = "ddp"
     sync_every: int = 100
@@ -204,8 +217,8 @@ def load(path: str | Path | None = None, *, workload: str | None = None, cluster
     cl_ref = cluster or _pop_ref(own, "cluster") or presets.DEFAULT_CLUSTER
     wl_path = presets.resolve("workload", wl_ref, "--workload" if workload else source)
     cl_path = presets.resolve("cluster", cl_ref, "--cluster" if cluster else source)
-    layers.append((str(wl_path), read_toml(wl_path)))
-    layers.append((str(cl_path), read_toml(cl_path)))
+    layers.append((str(wl_path), _read_preset("workload", wl_path)))
+    layers.append((str(cl_path), _read_preset("cluster", cl_path)))
     layers.append((source, own))
     cli: dict = {}
     if algorithms:
@@ -231,6 +244,23 @@ def _pop_ref(own: dict, key: str) -> str | None:
     if isinstance(value, dict) and isinstance(value.get("preset"), str):
         return value.pop("preset")
     return None
+
+
+PRESET_TABLES = {"workload": ("workload", "train", "algorithm", "budget"), "cluster": ("cluster",)}
+"""The tables a workload file and a cluster file may hold."""
+
+
+def _read_preset(kind: str, path: Path) -> dict:
+    """A workload or cluster file; one without its ``[kind]`` table (empty, or the other kind) would
+    silently give the defaults under the name "custom"."""
+    data = read_toml(path)
+    if not isinstance(data.get(kind), dict) or not data[kind]:
+        raise ConfigError(f"is not a {kind} file: it needs a non-empty [{kind}] table", source=str(path))
+    extra = sorted(set(data) - set(PRESET_TABLES[kind]))
+    if extra:
+        raise ConfigError(f"a {kind} file holds only {', '.join(PRESET_TABLES[kind])}", key=extra[0],
+                          source=str(path))
+    return data
 
 
 def read_toml(path: str | Path) -> dict:
@@ -300,25 +330,45 @@ def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
     check(name in ALGORITHMS, "algorithms", name,
           f"unknown algorithm; expected one of {', '.join(ALGORITHMS)}")
     shared = {k: v for k, v in table.items() if k not in ALGORITHMS}
+    if "name" in shared:  # it would be silently replaced by each algorithm's own name
+        raise ConfigError("is not a parameter; pick algorithms with `algorithms = [...]` or --algorithms",
+                          key="algorithm.name", value=shared["name"])
     for key, value in table.items():
-        if key in ALGORITHMS and not isinstance(value, dict):
-            raise ConfigError("must be a table of that algorithm's parameters", key=f"algorithm.{key}",
-                              value=value)
+        if key in ALGORITHMS:
+            _check_own_table(key, value)
     own = table.get(name, {})
     try:
-        return build(AlgorithmSpec, {**shared, **own, "name": name})
+        spec = build(AlgorithmSpec, {**shared, **own, "name": name})
     except ConfigError as err:
         prefix = f"algorithm.{name}" if err.key in own else "algorithm"
         raise err.located("", prefix) from None
+    # A shared key this algorithm does not use was checked above but keeps its default here, so that
+    # to_dict() writes each algorithm's own keys only and loading it back gives an equal spec.
+    unused = {f.name: f.default for f in dataclasses.fields(AlgorithmSpec)
+              if f.name != "name" and f.name not in ALGORITHM_KEYS[name]}
+    return dataclasses.replace(spec, **unused)
+
+
+def _check_own_table(name: str, own: object) -> None:
+    """``[algorithm.<name>]`` may only hold parameters that ``name`` uses: any other is a mistake
+    (a DDP run ignores ``p``), while a shared ``[algorithm]`` key is meant for whichever uses it."""
+    if not isinstance(own, dict):
+        raise ConfigError("must be a table of that algorithm's parameters", key=f"algorithm.{name}", value=own)
+    for key in own:
+        if key not in ALGORITHM_KEYS[name]:
+            raise ConfigError(f"does not apply to {name}; its parameters are: {', '.join(ALGORITHM_KEYS[name])}",
+                              key=f"algorithm.{name}.{key}", value=own[key])
 
 
 def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment:
     """``exp`` with override layers ``(source, nested dict)`` applied, validated again.
 
     ``exp.to_dict()`` spells out every algorithm's parameters in its own table, so a shared
-    ``algorithm.<field>`` change is pushed into each of those tables; otherwise it would be shadowed.
+    ``algorithm.<field>`` change is pushed into each of those tables that has that field; otherwise it
+    would be shadowed. It also stays in the shared table, so it is checked even if no algorithm uses it.
     """
     data = exp.to_dict()
+    data["workload"] = exp.workload.inputs()  # a changed model derives its params and FLOPs anew
     names = list(data["algorithm"])
     layers: list[tuple[str, dict]] = [("experiment", data)]
     for source, change in changes:
@@ -326,7 +376,9 @@ def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment
         if isinstance(table, dict):
             shared = {k: v for k, v in table.items() if k not in ALGORITHMS}
             own = {k: v for k, v in table.items() if k in ALGORITHMS}
-            change = {**change, "algorithm": {**own, **{n: {**shared, **own.get(n, {})} for n in names}}}
+            pushed = {n: {**{k: v for k, v in shared.items() if k in ALGORITHM_KEYS[n]}, **own.get(n, {})}
+                      for n in names}
+            change = {**change, "algorithm": {**shared, **own, **pushed}}
         layers.append((source, change))
     return from_layers(layers)
 
@@ -335,5 +387,5 @@ def experiment_to_dict(exp: Experiment) -> dict:
     out = to_dict(exp)
     algos = out.pop("algorithms")
     out["algorithms"] = [a["name"] for a in algos]
-    out["algorithm"] = {a.pop("name"): a for a in algos}
+    out["algorithm"] = {a["name"]: {k: a[k] for k in ALGORITHM_KEYS[a["name"]]} for a in algos}
     return out

@@ -34,9 +34,28 @@ def test_override_reaches_nested_field_and_is_typed():
     assert exp.algorithm("diloco").p == exp.algorithm("local_sgd").p  # per-algorithm table only
 
 
-def test_shared_algorithm_table_applies_to_all():
+def test_shared_algorithm_table_applies_to_all_that_use_the_key():
     exp = config.load(overrides=["algorithm.sync_every=50"])
-    assert {a.sync_every for a in exp.algorithms} == {50}
+    assert {a.sync_every for a in exp.algorithms if a.is_local} == {50}
+    assert exp.algorithm("ddp").sync_every == config.AlgorithmSpec().sync_every  # DDP has no H
+
+
+@pytest.mark.parametrize("override", ["algorithm.ddp.p=0.1", "algorithm.local_sgd.outer_lr=0.5",
+                                      "algorithm.ddp.sync_every=5", "algorithm.diloco.eta=0.1"])
+def test_key_of_another_algorithm_is_refused(override):
+    with pytest.raises(ConfigError, match=r"does not apply to"):
+        config.load(overrides=[override])
+
+
+@pytest.mark.parametrize("override", ["algorithm.name=nope", "algorithm.palsgd.name=ddp"])
+def test_name_in_an_algorithm_table_is_refused(override):
+    with pytest.raises(ConfigError, match=r"algorithm\.(palsgd\.)?name"):
+        config.load(overrides=[override])
+
+
+def test_shared_key_of_no_chosen_algorithm_is_still_checked():
+    with pytest.raises(ConfigError, match="must be in"):
+        config.load(algorithms=["ddp"], overrides=["algorithm.p=5"])
 
 
 @pytest.mark.parametrize(
