@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -61,9 +62,28 @@ def _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
 
     if steps is not None and epochs is not None:
         raise ConfigError("give --steps or --epochs, not both", key="--steps", source="command line")
-    names = [a.strip() for a in algorithms.split(",") if a.strip()] if algorithms else None
+    names = None
+    if algorithms is not None:
+        names = [a.strip() for a in algorithms.split(",") if a.strip()]
+        if not names:  # '' would otherwise mean "all of them"
+            raise ConfigError("name at least one algorithm", key="--algorithms", value=algorithms,
+                              source="command line")
     return load(experiment, workload=workload, cluster=cluster, algorithms=names, steps=steps,
                 epochs=epochs, seed=seed, overrides=[*extra, *overrides])
+
+
+def _check_positive(key: str, value: float | None) -> None:
+    """A count or duration that must be a finite number > 0 (nan would turn a check off silently)."""
+    if value is not None and not (math.isfinite(value) and value > 0):
+        raise ConfigError("must be a finite number > 0", key=key, value=value, source="command line")
+
+
+def _check_varies(varies: tuple[str, ...]) -> None:
+    """The same key twice in --vary would silently keep only the last list."""
+    keys = [v.partition("=")[0].strip() for v in varies]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        raise ConfigError("given twice; put all its values in one --vary", key=twice[0], source="--vary")
 
 
 def _handle_errors(f):
@@ -125,6 +145,8 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
     """Vary one or two fields and find where each algorithm overtakes DDP."""
     from .harness import simulate as job
 
+    _check_positive("--jobs", jobs)
+    _check_varies(varies)
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides)
     result = job.sweep_to_folder(exp, list(varies), jobs=jobs, out=out, overwrite=overwrite, report=report)
     if as_json:
@@ -169,6 +191,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
     if nproc_per_node < 1 or nnodes < 1:
         raise ConfigError("must be >= 1", key="--nproc-per-node" if nproc_per_node < 1 else "--nnodes",
                           value=min(nproc_per_node, nnodes), source="command line")
+    _check_positive("--timeout-s", timeout_s)
     extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}"]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     code = real_job.run_to_folder(
@@ -227,6 +250,8 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json):
     CURVES is a `palsgd run` results folder, or a CSV with columns algorithm, step, loss."""
     from .harness import targets
 
+    if not math.isfinite(target_loss):
+        raise ConfigError("must be a finite number", key="--loss", value=target_loss, source="command line")
     table = targets.time_to_target(curves, target_loss, cluster=cluster, overrides=list(overrides),
                                    workload=workload)
     click.echo(table.to_json(orient="records", indent=2) if as_json else targets.format_targets(table))

@@ -9,6 +9,7 @@ written by ``palsgd calibrate``); the printout says which cluster it used.
 from __future__ import annotations
 
 import contextlib
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,15 +28,14 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
                   inject_fault: str | None, timeout_s: float, report: Path | None,
                   echo: Callable[[str], None] = print) -> int:
     """Run, merge, predict, compare; the exit status (0 complete, 1 failed)."""
-    from .faults import FaultSpec
+    from ..core.faults import FaultSpec
     from .launch import RunFailed, run_real
     from .netem import EmulatedNetwork, NetemSpec, preflight
 
-    spec = NetemSpec.parse(emulate_network) if emulate_network else None
-    fault = FaultSpec.parse(inject_fault) if inject_fault else None
-    if fault is not None and fault.rank >= nproc_per_node * nnodes:  # before anything is written
-        raise ConfigError(f"rank must be < {nproc_per_node * nnodes}", key="--inject-fault",
-                          value=fault.to_text(), source="command line")
+    spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
+    fault = FaultSpec.parse(inject_fault) if inject_fault is not None else None
+    if fault is not None:  # before anything is written
+        check_fault(fault, world=nproc_per_node * nnodes, steps=exp.nominal_steps)
     if spec is not None:
         if nnodes != 1:
             raise ConfigError("emulates a network between the ranks of one machine; use --nnodes 1",
@@ -67,6 +67,19 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
     return 0
 
 
+def check_fault(fault, *, world: int, steps: int) -> None:
+    """A fault that cannot happen (no such rank, a step after the run) would make a test pass vacuously."""
+    rule = None
+    if fault.rank >= world:
+        rule = f"rank must be < {world}"
+    elif fault.step >= steps:
+        rule = f"step must be < the run's {steps} steps"
+    elif not math.isfinite(fault.factor):
+        rule = "factor must be a finite number"
+    if rule is not None:
+        raise ConfigError(rule, key="--inject-fault", value=fault.to_text(), source="command line")
+
+
 def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str = "") -> pd.DataFrame:
     """Simulate ``exp``; append the sim rows to runs.csv and write comparison.csv. Returns the comparison."""
     from ..sim.engine import simulate
@@ -94,7 +107,7 @@ def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulat
     from .calibrate import calibrate
     from .netem import NetemSpec, preflight
 
-    spec = NetemSpec.parse(emulate_network) if emulate_network else None
+    spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
     if spec is not None:
         preflight(spec)
     path = calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv))

@@ -178,13 +178,14 @@ def drivers(runs: pd.DataFrame) -> list[str]:
 
 def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out: Path | None,
                     overwrite: bool, report: Path | None):
-    from .sweep import parse_vary, sweep
+    from .sweep import parse_vary, points, sweep
 
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
         from ..core.errors import ConfigError
 
         raise ConfigError("vary one or two fields", key="--vary", value=list(varies), source="command line")
+    points(exp, vary)  # every point is checked before anything is written
     if out is not None:
         store.prepare(out, overwrite=overwrite)
         store.start(out, "sweep", exp, vary=[{"key": k, "values": v} for k, v in vary])

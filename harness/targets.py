@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..core import config, io
+from ..core.algorithms import ALGORITHMS
 from ..core.errors import ConfigError
 from . import store
 
@@ -62,7 +63,22 @@ def _read_user_curves(path: Path) -> pd.DataFrame:
     missing = {"algorithm", "step", "loss"} - set(curves.columns)
     if missing:
         raise ConfigError(f"needs columns algorithm, step, loss; missing {sorted(missing)}", source=str(path))
-    return curves
+    _check_column(path, curves, "algorithm", curves["algorithm"].isin(ALGORITHMS),
+                  f"must be one of {', '.join(ALGORITHMS)}")
+    step = pd.to_numeric(curves["step"], errors="coerce")
+    loss = pd.to_numeric(curves["loss"], errors="coerce")
+    _check_column(path, curves, "step", step >= 0, "must be a number >= 0")
+    # An empty loss is a step without an evaluation; anything else must be a finite number.
+    _check_column(path, curves, "loss", np.isfinite(loss) | curves["loss"].isna(), "must be a finite number")
+    return curves.assign(step=step, loss=loss)
+
+
+def _check_column(path: Path, curves: pd.DataFrame, column: str, ok: pd.Series, rule: str) -> None:
+    """Name the first bad row (as numbered in the file, header = line 1) and its raw value."""
+    bad = np.flatnonzero(~ok.to_numpy(bool))
+    if bad.size:
+        raw = pd.read_csv(path, dtype=str)[column].iloc[bad[0]]
+        raise ConfigError(f"{rule} (line {bad[0] + 2})", key=column, value=raw, source=str(path))
 
 
 def time_to_target(source: str | Path, target_loss: float, *, cluster: str | None = None,

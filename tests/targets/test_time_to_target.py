@@ -47,3 +47,18 @@ def test_only_run_folders_or_curves(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(ConfigError, match="needs columns algorithm, step, loss"):
         time_to_target(bad, 3.0)
+
+
+@pytest.mark.parametrize(("rows", "needle"), [
+    ("ddp,0,4.0\nsgd,10,3.0\n", "algorithm = 'sgd': must be one of"),
+    ("ddp,0,4.0\nddp,-10,3.0\n", "step = '-10': must be a number >= 0 (line 3)"),
+    ("ddp,zero,4.0\n", "step = 'zero': must be a number >= 0 (line 2)"),
+    ("ddp,0,low\n", "loss = 'low': must be a finite number"),
+    ("ddp,0,inf\n", "loss = 'inf': must be a finite number"),
+])
+def test_bad_rows_of_user_curves_are_named(tmp_path, rows, needle):
+    path = tmp_path / "curves.csv"
+    path.write_text("algorithm,step,loss\n" + rows)
+    with pytest.raises(ConfigError) as err:
+        time_to_target(path, 3.0, workload="gpt-tiny", cluster="cpu-2core-gloo")
+    assert needle in str(err.value) and str(path) in str(err.value)
