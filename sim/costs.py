@@ -1,5 +1,6 @@
-"""Cost of one step, per worker, from the workload and the cluster (``../shared/docs/algorithms.md``,
-"Cost of one step"): c, o, u, m, data, T_AR(S) and the DDP gradient buckets.
+"""Cost of one step, per worker, from the workload and the cluster (``docs/model.md``): c, o, u, m,
+data, the all-reduce calls of a sync and the DDP gradient buckets (both laid out by ``core/buckets.py``,
+exactly as the real harness makes them).
 
 Every cost is a formula over the specs unless ``palsgd calibrate`` measured it (ComputeSpec ``*_time_s``
 fields > 0 override the formulas).
@@ -7,16 +8,18 @@ fields > 0 override the formulas).
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..core import buckets
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
+from ..core.model_facts import model_facts
+from ..core.workload import WorkloadSpec
 from . import collectives
 
-MIB = 1 << 20
 FORWARD_SHARE = 1 / 3
 """Forward ≈ 1/3 of forward + backward (backward ≈ 2x forward: Kaplan et al. 2020, 6N = 2N + 4N)."""
 
@@ -31,7 +34,7 @@ class StepCosts:
     pseudo_sync_s: float  # m
     data_s: float  # data loading not hidden by prefetching
     payload_bytes: float  # S: what a sync sends
-    sync_s: float  # T_AR(S) of one sync (per-tensor latency included when asked)
+    sync_s: float  # barrier + Σ T_AR of the sync's calls (core/buckets.sync_call_bytes)
     sync_bytes: float  # bytes one worker sends in a sync
     bucket_s: np.ndarray  # DDP: all-reduce time of each bucket, in the order they become ready
     bucket_ready: np.ndarray  # DDP: when each bucket is ready, as a fraction of c from step start
@@ -52,50 +55,57 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     u = comp.outer_step_time_s or wl.outer_passes * pass_s
     m = comp.pseudo_sync_time_s or wl.pseudo_sync_passes * pass_s
     data = comp.data_time_s or wl.data_time_s
-    payload = float(algo.payload_bytes_per_param * wl.params)
-    sync_s, sync_bytes = _sync(exp, algo, payload)
-    sizes = bucket_sizes(payload, algo.bucket_mb, algo.first_bucket_mb)
+    elem = algo.payload_bytes_per_param
+    params, buffers = tensor_numels(wl)
+    payload = float(elem * sum(params))
+    calls = buckets.sync_call_bytes(params, buffers, elem, per_tensor=algo.per_tensor_allreduce)
+    sync_s, sync_bytes = _sync(cluster, calls)
+    sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, elem))
     bucket_s = bucket_times(cluster, sizes)
-    # Buckets fill in reverse layer order while the backward runs; gradient bytes are assumed to be
-    # produced at a constant rate, so bucket b is ready after the forward plus the share of the
-    # backward that produced the bytes up to its end.
-    done = np.cumsum(sizes) / payload if payload else np.zeros(0)
-    ready = FORWARD_SHARE + (1 - FORWARD_SHARE) * done
+    # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
     extra = wl.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
-        sync_s=sync_s, sync_bytes=sync_bytes, bucket_s=bucket_s, bucket_ready=ready,
+        sync_s=sync_s, sync_bytes=sync_bytes, bucket_s=bucket_s,
+        bucket_ready=bucket_ready(sizes, wl.grad_accum),
         bucket_bytes_sent=sum(collectives.bytes_sent(cluster, b) for b in sizes),
         warmup_extra_s=collectives.allreduce_time(cluster, extra) if extra else 0.0,
         warmup_extra_bytes=collectives.bytes_sent(cluster, extra) if extra else 0.0,
     )
 
 
-def _sync(exp: Experiment, algo: AlgorithmSpec, payload: float) -> tuple[float, float]:
-    """One sync: barrier + T_AR(S), or barrier + ``tensors`` all-reduces of S/tensors each when every
-    tensor is sent on its own (the released GPT code), each paying the full latency."""
-    calls = exp.workload.tensors if algo.per_tensor_allreduce else 1
-    part = payload / calls
-    # The real harness enters every sync through a barrier (a one-element all-reduce) so that it can
-    # time the wait for the slowest worker apart from the transfer; the barrier's latency is paid too.
-    return (collectives.barrier_time(exp.cluster) + calls * collectives.allreduce_time(exp.cluster, part),
-            calls * collectives.bytes_sent(exp.cluster, part))
+def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:
+    """Elements of each parameter tensor and each floating-point buffer, in registration order: the
+    built model's (``core/model_facts.py``), or for a custom model ``tensors`` equal tensors and no
+    buffers."""
+    facts = model_facts(wl.model)
+    if facts is not None:
+        return facts.param_numels, facts.buffer_numels
+    return [wl.params / wl.tensors] * wl.tensors, []
 
 
-def bucket_sizes(payload: float, bucket_mb: float, first_bucket_mb: float = 1.0) -> np.ndarray:
-    """DDP bucket sizes in bytes, in the order they become ready: a ``first_bucket_mb`` first bucket
-    (PyTorch's default DDP: 1 MiB, ``_DEFAULT_FIRST_BUCKET_BYTES``, so that communication starts early;
-    with bucket_cap_mb given explicitly: the cap), then ``bucket_mb`` MiB buckets (PyTorch
-    ``bucket_cap_mb`` is in MiB), the remainder last."""
-    if payload <= 0:
-        return np.zeros(0)
-    cap = bucket_mb * MIB
-    first = min(first_bucket_mb * MIB, payload)
-    rest = payload - first
-    full = math.floor(rest / cap)
-    tail = rest - full * cap
-    sizes = [first] + [cap] * full + ([tail] if tail > 0 else [])
-    return np.array(sizes, dtype=float)
+def bucket_ready(sizes: np.ndarray, grad_accum: int) -> np.ndarray:
+    """When each DDP bucket is ready, as a fraction of c from the start of compute.
+
+    The G = ``grad_accum`` micro-batches cost c/G each, and all but the last run under ``no_sync``
+    (real/algorithms/base.py), so no bucket is ready before the last micro-batch's backward. Within it,
+    gradients fill the buckets in reverse layer order at a constant rate of bytes, so bucket b is ready
+    after that micro-batch's forward plus the share of its backward that produced the bytes up to b's end:
+    ((G - 1) + F + (1 - F)·done_b) / G, with F the forward's share of a forward + backward."""
+    total = sizes.sum()
+    if not total:
+        return np.zeros(len(sizes))
+    done = np.cumsum(sizes) / total
+    return ((grad_accum - 1) + FORWARD_SHARE + (1 - FORWARD_SHARE) * done) / grad_accum
+
+
+def _sync(cluster: ClusterSpec, calls: list[float]) -> tuple[float, float]:
+    """One sync: a barrier, then its all-reduce calls one after another, each paying the full latency
+    (one flat buffer of parameters and one of buffers, or one call per tensor as the released GPT code).
+    The real harness enters every sync through a barrier (a one-element all-reduce) so that it can time
+    the wait for the slowest worker apart from the transfer; the barrier's latency is paid too."""
+    return (collectives.barrier_time(cluster) + sum(collectives.allreduce_time(cluster, b) for b in calls),
+            sum(collectives.bytes_sent(cluster, b) for b in calls))
 
 
 def bucket_times(cluster: ClusterSpec, sizes: np.ndarray) -> np.ndarray:
@@ -108,7 +118,7 @@ def bucket_times(cluster: ClusterSpec, sizes: np.ndarray) -> np.ndarray:
     the latencies overlap while the link is shared. We charge the buckets still to go as one all-reduce
     of their bytes, T_AR(Σ_{j>=b} S_j), by giving bucket b the marginal time
     T_AR(Σ_{j>=b} S_j) - T_AR(Σ_{j>b} S_j). Measured (docs/validation.md): gpt-tiny, 1.75 MB of gradients
-    in a 1 MiB and a 0.7 MB bucket, 4 ranks at 100 Mbit/s, 10 ms: DDP's communication from the first
+    in a 1.06 MB and a 0.69 MB bucket, 4 ranks at 100 Mbit/s, 10 ms: DDP's communication from the first
     launch took 262 ms; the calibration's all-reduce of 1.75 MB takes 264 ms, the two buckets one after
     the other would take about 377 ms.
     (With more than two buckets in flight gloo's two threads would serialise some latencies; the

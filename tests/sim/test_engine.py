@@ -33,9 +33,10 @@ def test_slow_network_ddp_step_is_compute_plus_exposed_allreduce(tiny):
     assert step == pytest.approx(1.0 + run["comm_exposed_s"] / 3 + 0.1)
     # Slow enough that the buckets queue: only the part of the first bucket's wait that the rest of
     # the backward covers is hidden; T_AR(S) = S/B over 2 ranks. With bucket_cap_mb given, PyTorch
-    # caps the first bucket like the others: 0.25 MiB of the 2 MiB, ready 1/8 into the backward.
+    # caps the first bucket like the others, but never splits a tensor: the last of the 4 tensors,
+    # 0.5 MiB of the 2 MiB, ready 1/4 into the backward.
     t_ar = 2 * (1 << 20) / (0.001e9 / 8)
-    first_ready = 1 / 3 + 2 / 3 * 0.25 / 2
+    first_ready = 1 / 3 + 2 / 3 * 0.5 / 2
     assert run["comm_exposed_s"] / 3 == pytest.approx(first_ready + t_ar - 1.0)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from palsgd.core.buckets import MIB, ddp_bucket_bytes
 from palsgd.core.config import load
 from palsgd.harness.validate import Case, case_experiment
 from palsgd.sim import collectives
-from palsgd.sim.costs import MIB, bucket_sizes, step_costs
+from palsgd.sim.costs import step_costs, tensor_numels
 
 GLOO_2 = ["cluster.gpus_per_node=2", "cluster.nodes=1", "cluster.intra_node.latency_us=5000",
           "cluster.transport.step_overhead_us=700", "cluster.transport.base_latency_us=0"]
@@ -30,9 +31,9 @@ def test_a_sync_pays_the_barrier_then_the_allreduce():
 
 
 def test_first_bucket_follows_pytorchs_rule():
-    assert list(bucket_sizes(2 * MIB, 25.0)) == [MIB, MIB]
-    assert list(bucket_sizes(2 * MIB, 25.0, 25.0)) == [2 * MIB]
-    assert list(bucket_sizes(5 * MIB, 2.0, 2.0)) == [2 * MIB, 2 * MIB, MIB]
+    assert ddp_bucket_bytes([MIB // 4] * 2, 25.0, 1.0, 4) == [MIB, MIB]
+    assert ddp_bucket_bytes([MIB // 4] * 2, 25.0, 25.0, 4) == [2 * MIB]
+    assert ddp_bucket_bytes([MIB // 4] * 5, 2.0, 2.0, 4) == [2 * MIB, 2 * MIB, MIB]
     exp = case_experiment(Case("gpt-tiny", 2, "unshaped", 12))
     default = exp.algorithm("ddp")
     assert default.torch_bucket_cap_mb is None and default.first_bucket_mb == 1.0  # PyTorch's default layout
@@ -49,7 +50,7 @@ def test_gloo_runs_ddp_buckets_together_nccl_one_after_another():
     all-reduce of their bytes; nccl (one stream) pays each bucket's all-reduce in turn."""
     exp = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=GLOO_2)
     payload = 4 * exp.workload.params
-    first, rest = MIB, payload - MIB
+    first, rest = ddp_bucket_bytes(tensor_numels(exp.workload)[0], 25.0, 1.0, 4)
     gloo = step_costs(exp, exp.algorithm("ddp")).bucket_s
     T = lambda cluster, s: collectives.allreduce_time(cluster, s)  # noqa: E731
     assert gloo.sum() == pytest.approx(T(exp.cluster, payload))  # from the first bucket on: one all-reduce

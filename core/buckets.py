@@ -1,0 +1,64 @@
+"""The all-reduce calls a step makes: DDP's gradient buckets and the calls of a sync.
+
+One definition for both sides: the simulator charges these calls (a latency per call, ``sim/costs.py``)
+and the real harness makes exactly these (``real/dist.py``; tests record the calls it makes and compare).
+Sizes are element counts or bytes of whole tensors, in the order the tensors are registered in the model
+(``nn.Module.parameters()``); no torch here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+MIB = 1 << 20
+PARAM_BYTES = 4
+"""Bytes per parameter element: the model's master weights and their gradients are fp32 (AMP casts only
+the activations), and DDP sizes its buckets by the gradients' bytes."""
+
+
+def ddp_bucket_numels(param_numels: Sequence[float], cap_bytes: float, first_cap_bytes: float) -> list[float]:
+    """Elements in each of DDP's gradient buckets, in the order the buckets become ready.
+
+    PyTorch (torch 2.13, ``Reducer::rebuild_buckets`` after the first iteration, which calls
+    ``compute_bucket_assignment_by_size``): the tensors in the order their gradients become ready, here
+    the reverse of registration (a backward meets the layers last to first), go into the open bucket,
+    which is closed as soon as it holds at least its limit, so a tensor is never split and a bucket may
+    overshoot its limit. The first bucket's limit is ``first_cap_bytes``, every later one ``cap_bytes``.
+    (The very first iteration runs with one bucket of everything; the steady state is what is charged.)
+    """
+    buckets: list[float] = []
+    size_bytes, numel, members = 0.0, 0.0, 0
+    limit = first_cap_bytes
+    for n in reversed(param_numels):
+        size_bytes += n * PARAM_BYTES
+        numel += n
+        members += 1
+        if size_bytes >= limit:
+            buckets.append(numel)
+            size_bytes, numel, members, limit = 0.0, 0.0, 0, cap_bytes
+    if members:
+        buckets.append(numel)
+    return buckets
+
+
+def ddp_bucket_bytes(param_numels: Sequence[float], bucket_mb: float, first_bucket_mb: float,
+                     payload_elem_bytes: int) -> list[float]:
+    """Bytes each DDP bucket all-reduces: buckets laid out on the fp32 gradients (``bucket_mb`` and
+    ``first_bucket_mb`` in MiB, as PyTorch's ``bucket_cap_mb``), sent as ``payload_elem_bytes`` per element
+    (a bf16 payload halves what is sent, not the layout)."""
+    numels = ddp_bucket_numels(param_numels, int(bucket_mb * MIB), int(first_bucket_mb * MIB))
+    return [n * payload_elem_bytes for n in numels]
+
+
+def sync_call_bytes(param_numels: Sequence[float], buffer_numels: Sequence[float], payload_elem_bytes: int,
+                    *, per_tensor: bool) -> list[float]:
+    """Bytes of each all-reduce of one Local SGD / DiLoCo / PALSGD sync, in the order they are made.
+
+    Every local algorithm sends one parameter-sized payload (the parameters, or DiLoCo's outer gradient
+    z - x) and the floating-point buffers (BatchNorm running statistics). Each is one flat buffer
+    all-reduced by one call; ``per_tensor`` (the released GPT code) sends every tensor by a call of its own.
+    """
+    if per_tensor:
+        return [n * payload_elem_bytes for n in (*param_numels, *buffer_numels)]
+    groups = [sum(param_numels), sum(buffer_numels)]
+    return [n * payload_elem_bytes for n in groups if n > 0]
