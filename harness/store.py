@@ -3,7 +3,7 @@
 Every command that produces results writes a folder::
 
     manifest.json   kind (simulate | sweep | run | validate | calibrate), status (running | complete |
-                    failed | interrupted), the resolved experiment, versions, git revision, times
+                    failed | interrupted | diverged), the resolved experiment, versions, git revision, times
     experiment.toml the resolved experiment, loadable with ``palsgd simulate experiment.toml``
     <tables>        runs.csv, steps.parquet, metrics.csv, sweep.csv, comparison.csv, ... (schema.py)
 
@@ -14,6 +14,8 @@ writer was killed says so; every file is replaced atomically (``core.io``).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import json
 import os
 import platform
 import shutil
@@ -27,10 +29,7 @@ import tomli_w
 from ..core import io
 from ..core.config import Experiment
 from ..core.errors import ConfigError
-from ..core.procs import pid_alive
-
-KINDS = ("simulate", "sweep", "run", "validate", "calibrate")
-STATUSES = ("running", "complete", "failed", "interrupted")
+from ..core.results import KINDS, STATUSES, effective_status, read_manifest, read_table  # noqa: F401 (read side)
 
 
 def now() -> str:
@@ -65,23 +64,98 @@ def versions() -> dict:
     return out
 
 
-def prepare(folder: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Make ``folder`` ready for new results without losing old ones.
+LOCK = ".palsgd.lock"
+_held: dict[Path, int] = {}
+"""Folders this process has locked -> the open lock file; the OS releases the lock when the process
+ends, however it ends, so a killed command never leaves a folder locked."""
 
-    A folder that already holds results is refused, unless ``resume`` (continue it) or ``overwrite``
-    (the old folder is moved aside to ``<folder>.old-<time>``, not deleted).
+
+def prepare(folder: str | Path, *, overwrite: bool = False, resume: bool = False, kind: str | None = None,
+            exp: Experiment | None = None, job: str = "") -> Path:
+    """Make ``folder`` ready for new results without losing old ones, and lock it for this process.
+
+    A folder that already holds results is refused, unless ``resume`` (continue it: only a ``kind``
+    folder of the same ``exp``, when given) or ``overwrite`` (the old folder is moved aside to
+    ``<folder>.old-<time>``, not deleted). ``job`` identifies the command (see ``lock``).
     """
     folder = Path(folder)
-    if (folder / io.MANIFEST).exists() and not resume:
-        if not overwrite:
-            raise ConfigError("already holds results; choose another --out, or pass --overwrite to move "
-                              "them aside", key="--out", value=str(folder), source="command line")
-        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        shutil.move(str(folder), f"{folder}.old-{stamp}")
-    elif folder.exists() and not folder.is_dir():
+    has_results = (folder / io.MANIFEST).exists()
+    if resume and overwrite:
+        raise ConfigError("--resume continues the results in --out, --overwrite moves them aside: give one",
+                          key="--overwrite", source="command line")
+    if resume and not has_results:
+        raise ConfigError("holds no results to resume", key="--out", value=str(folder), source="command line")
+    if has_results and not (resume or overwrite):
+        raise ConfigError("already holds results; choose another --out, or pass --overwrite to move "
+                          "them aside", key="--out", value=str(folder), source="command line")
+    if folder.exists() and not folder.is_dir():
         raise ConfigError("is a file, not a folder", key="--out", value=str(folder), source="command line")
     folder.mkdir(parents=True, exist_ok=True)
+    lock(folder, job)
+    if resume:
+        check_resumable(folder, kind, exp)
+    elif has_results:
+        unlock(folder)
+        stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        shutil.move(str(folder), f"{folder}.old-{stamp}")
+        folder.mkdir(parents=True)
+        lock(folder, job)
     return folder
+
+
+def lock(folder: Path, job: str = "") -> None:
+    """Hold ``folder``'s exclusive lock until this process ends; a second command gets a ConfigError.
+
+    The lock file records the holder (pid, host, ``job``): the launchers of one multi-node job share a
+    rendezvous endpoint and job id, which is what would let them share a folder."""
+    key = folder.resolve()
+    if key in _held:
+        return
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise ConfigError(f"is in use by another palsgd command ({holder}); wait for it or choose another "
+                          "--out", key="--out", value=str(folder), source="command line") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "job": job}).encode(), 0)
+    _held[key] = fd
+
+
+def unlock(folder: Path) -> None:
+    fd = _held.pop(folder.resolve(), None)
+    if fd is not None:
+        os.close(fd)
+
+
+def check_resumable(folder: Path, kind: str | None, exp: Experiment | None) -> None:
+    """Only a folder of the same kind and the same experiment can be continued: a run resumed with
+    another budget would mix two learning-rate schedules in one table."""
+    manifest = read_manifest(folder)
+    source = str(folder / io.MANIFEST)
+    if kind is not None and manifest["kind"] != kind:
+        raise ConfigError(f"is a {manifest['kind']} folder; --resume continues a {kind} folder",
+                          source=str(folder))
+    if exp is None:
+        return
+    old, new = _flat(manifest.get("experiment", {})), _flat(exp.to_dict())
+    for key in sorted(old.keys() | new.keys()):
+        if old.get(key) != new.get(key):
+            raise ConfigError(f"this command gives {new.get(key)!r}, the run to resume has {old.get(key)!r}; "
+                              "resume with the same experiment, or choose another --out", key=key,
+                              source=source)
+
+
+def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def start(folder: str | Path, kind: str, exp: Experiment | None = None, **fields) -> Path:
@@ -110,39 +184,3 @@ def finish(folder: str | Path, status: str = "complete", **fields) -> dict:
     if status not in STATUSES:
         raise ValueError(status)
     return io.update_manifest(folder, status=status, ended_at=now(), versions=versions(), **fields)
-
-
-def effective_status(manifest: dict) -> str:
-    """The status to show: a ``running`` folder whose writer is dead on this host was interrupted."""
-    status = manifest.get("status", "interrupted")
-    if status != "running":
-        return status
-    pid, host = manifest.get("pid"), manifest.get("host")
-    if host == platform.node() and isinstance(pid, int) and not pid_alive(pid):
-        return "interrupted"
-    return status
-
-
-def read_manifest(folder: str | Path) -> dict:
-    """The manifest of a results folder; ConfigError when it is missing or unreadable."""
-    path = Path(folder) / io.MANIFEST
-    try:
-        manifest = io.read_json(path)
-    except FileNotFoundError:
-        raise ConfigError("not a palsgd results folder (no manifest.json)", source=str(folder)) from None
-    except (OSError, ValueError) as err:
-        raise ConfigError(f"unreadable manifest: {err}", source=str(path)) from None
-    if not isinstance(manifest, dict) or manifest.get("kind") not in KINDS:
-        raise ConfigError(f"manifest kind must be one of {KINDS}", source=str(path))
-    return manifest
-
-
-def read_table(folder: str | Path, name: str) -> pd.DataFrame | None:
-    """A table of a results folder, or None when it was never written."""
-    path = Path(folder) / name
-    if not path.exists():
-        return None
-    try:
-        return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
-    except Exception as err:  # a foreign or damaged file: say which, never a traceback
-        raise ConfigError(f"unreadable table: {err}", source=str(path)) from None

@@ -5,6 +5,8 @@ SVG string, or None when the table holds nothing to draw. No file is read here.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -18,7 +20,7 @@ from .style import CATEGORIES, color, label, ordered
 BAND = ("pi", 90)
 
 
-def breakdown(runs: pd.DataFrame, partial: frozenset[str] = frozenset()) -> str | None:
+def breakdown(runs: pd.DataFrame, partial: Mapping[str, str] = MappingProxyType({})) -> str | None:
     """Stacked horizontal bars: where one worker's wall-clock goes, per algorithm (and source), mean over
     runs. Columns compute_s, comm_exposed_s, wait_s, pseudo_sync_s, outer_step_s, failure_s of the run table.
     """
@@ -28,7 +30,7 @@ def breakdown(runs: pd.DataFrame, partial: frozenset[str] = frozenset()) -> str 
     mean = runs.groupby(["source", "algorithm"], sort=False)[cols].mean().reset_index()
     mean = mean.set_index("algorithm").loc[ordered(mean["algorithm"])].reset_index()
     two_sources = mean["source"].nunique() > 1
-    names = [label(a) + (f" ({s})" if two_sources else "") + (" (partial)" if a in partial else "")
+    names = [label(a) + (f" ({s})" if two_sources else "") + (f" ({partial[a]})" if a in partial else "")
              for a, s in zip(mean["algorithm"], mean["source"], strict=True)]
     unit, size = style.time_unit(float(mean[cols].sum(axis=1).max()))
     with style.figure(10.0, 1.1 + 0.45 * len(mean)) as (fig, axes):

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import io, schema
+from ..core import io, results, schema
 from ..core.errors import ConfigError
-from ..harness import store
 
 # Tables a report knows how to draw; any other CSV is shown as it is.
 KNOWN_TABLES = (io.RUNS, io.STEPS, io.TIMELINE, io.METRICS, "sweep.csv", "crossovers.csv", "comparison.csv",
@@ -34,11 +33,12 @@ class ResultFolder:
     other_tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     status: str = "complete"
-    """complete | running | interrupted | failed (``running`` only when the writer may still be alive)."""
+    """One of ``core.results.STATUSES`` (``running`` only when the writer may still be alive)."""
     status_line: str = ""
-    """Empty when complete; else e.g. "interrupted at step 812" or "failed at step 3: out of memory"."""
-    partial: frozenset[str] = frozenset()
-    """Algorithms that did not finish their budget: their totals are real, a speedup from them is not."""
+    """Empty when complete; else e.g. "interrupted at step 812" or "diverged at step 3: loss is nan"."""
+    partial: dict[str, str] = field(default_factory=dict)
+    """Algorithms that did not finish their budget, each with why ("partial" or "diverged"): their totals
+    are real, a speedup from them is not."""
 
     @property
     def kind(self) -> str:
@@ -63,7 +63,7 @@ def load_folder(path: str | Path) -> ResultFolder:
     path = Path(path)
     if not path.is_dir():
         raise ConfigError("not a palsgd results folder (no such folder)", source=str(path))
-    folder = ResultFolder(path=path, manifest=store.read_manifest(path))
+    folder = ResultFolder(path=path, manifest=results.read_manifest(path))
     for name in KNOWN_TABLES:
         df = _read(folder, name)
         if df is not None:
@@ -79,7 +79,7 @@ def load_folder(path: str | Path) -> ResultFolder:
 
 def _read(folder: ResultFolder, name: str) -> pd.DataFrame | None:
     try:
-        return store.read_table(folder.path, name)
+        return results.read_table(folder.path, name)
     except ConfigError as err:
         folder.notes.append(f"{name} could not be read and is left out ({err.rule})")
         return None
@@ -135,25 +135,36 @@ def _derive_runs(folder: ResultFolder) -> None:
     folder.notes.append(f"{io.RUNS} was not written; the run table is summarized from {io.STEPS}")
 
 
-def partial_algorithms(folder: ResultFolder) -> frozenset[str]:
+def partial_algorithms(folder: ResultFolder) -> dict[str, str]:
     """In a folder that is not complete, the algorithms that did not finish: those whose record in the
-    manifest (``palsgd run`` keeps one per algorithm) is not complete; without records, all of them."""
+    manifest (``palsgd run`` keeps one per algorithm) is not complete; without records, all of them.
+    Each maps to "diverged" when it is the one that diverged, else to "partial"."""
     runs = folder.tables.get(io.RUNS)
     if folder.status == "complete" or runs is None:
-        return frozenset()
+        return {}
     records = folder.manifest.get("algorithms")
     names = set(runs["algorithm"])
     if isinstance(records, dict):
-        return frozenset(a for a in names if not (isinstance(records.get(a), dict)
-                                                   and records[a].get("status") == "complete"))
-    return frozenset(names)
+        names = {a for a in names if not (isinstance(records.get(a), dict) and records[a].get("status") == "complete")}
+    return {a: "diverged" if a in _diverged(folder) else "partial" for a in names}
+
+
+def _diverged(folder: ResultFolder) -> set[str]:
+    """The algorithms whose record, or the failure record, says they diverged."""
+    records = folder.manifest.get("algorithms")
+    records = records if isinstance(records, dict) else {}
+    out = {a for a, r in records.items() if isinstance(r, dict) and r.get("status") == "diverged"}
+    failure = folder.manifest.get("failure")
+    if isinstance(failure, dict) and failure.get("kind") == "diverged" and failure.get("algorithm"):
+        out.add(failure["algorithm"])
+    return out
 
 
 def describe_status(folder: ResultFolder) -> tuple[str, str]:
-    """(status, one line for the reader). ``store.effective_status`` turns a ``running`` folder whose
+    """(status, one line for the reader). ``results.effective_status`` turns a ``running`` folder whose
     writer died on this host into ``interrupted``; a writer on another host cannot be checked."""
     m = folder.manifest
-    status = store.effective_status(m) if "status" in m else "interrupted"
+    status = results.effective_status(m) if "status" in m else "interrupted"
     if status == "complete":
         return status, ""
     failure = m.get("failure") if isinstance(m.get("failure"), dict) else {}

@@ -7,7 +7,9 @@ report can be checked against the result files (the tests do) and copied without
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -72,10 +74,11 @@ def faster(speedup: float) -> str:
 
 # --- summary of a simulate or run folder ---------------------------------------------------------------
 
-def summary_table(runs: pd.DataFrame, partial: frozenset[str] = frozenset()) -> Table:
+def summary_table(runs: pd.DataFrame, partial: Mapping[str, str] = MappingProxyType({})) -> Table:
     """Per source and algorithm (mean over runs; p05-p95 of the speedup with several runs): speedup vs
     DDP, wall-clock, step time, exposed communication and bytes, and what each saves against DDP.
-    An algorithm in ``partial`` (or against a partial DDP) did not run the same budget: no speedup."""
+    An algorithm in ``partial`` (or against a partial DDP) did not run the same budget: no speedup, and
+    the cell says why (``partial`` maps each such algorithm to "partial" or "diverged")."""
     cols = ["speedup_vs_ddp", "wall_clock_s", "step_time_mean_s", "comm_exposed_s", "wait_s",
             "bytes_sent_per_worker", "syncs", "pseudo_sync_steps", "steps"]
     g = runs.groupby(["source", "algorithm"], sort=False)
@@ -88,8 +91,9 @@ def summary_table(runs: pd.DataFrame, partial: frozenset[str] = frozenset()) -> 
             m, key = mean.loc[(source, algo)], (source, algo)
             spread = f" ({lo[key]:.2f}–{hi[key]:.2f})" if n[key] > 1 and math.isfinite(m.speedup_vs_ddp) else ""
             speedup = num(m.speedup_vs_ddp, fmt_x(m.speedup_vs_ddp) + spread)
-            if {algo, "ddp"} & partial:
-                speedup = Cell(f"– (partial: {m.steps:.0f} steps)")
+            why = partial.get(algo) or partial.get("ddp")
+            if why:
+                speedup = Cell(f"– ({why}: {m.steps:.0f} steps)")
             saved_b = ddp.bytes_sent_per_worker - m.bytes_sent_per_worker if ddp is not None else math.nan
             saved_pct = 100 * saved_b / ddp.bytes_sent_per_worker if ddp is not None and ddp.bytes_sent_per_worker \
                 else math.nan
@@ -111,12 +115,12 @@ def summary_table(runs: pd.DataFrame, partial: frozenset[str] = frozenset()) -> 
     return Table(headers, rows, notes=notes, css="summary")
 
 
-def headline(runs: pd.DataFrame, experiment: dict, partial: frozenset[str] = frozenset()) -> str | None:
+def headline(runs: pd.DataFrame, experiment: dict, partial: Mapping[str, str] = MappingProxyType({})) -> str | None:
     """"On <cluster>, PALSGD is predicted 1.31x faster than DDP for <workload> (<budget>)"; nothing from
     algorithms that did not finish (``partial``): their speedup would compare different budgets."""
     if runs is None or "ddp" not in set(runs["algorithm"]) or "ddp" in partial:
         return None
-    runs = runs[~runs["algorithm"].isin(partial)]
+    runs = runs[~runs["algorithm"].isin(list(partial))]
     source = "real" if "real" in set(runs["source"]) else "sim"
     mean = runs[runs["source"] == source].groupby("algorithm")["speedup_vs_ddp"].mean().dropna()
     others = mean.drop(index="ddp", errors="ignore")
@@ -280,7 +284,7 @@ def targets_table(targets: pd.DataFrame) -> Table:
 def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
     """Wall-clock at which each algorithm's loss first falls to ``target``, linearly interpolated between
     steps, on its evaluation loss when it has one, else its training loss (mean over workers), as
-    ``harness/targets.py`` does for ``palsgd targets``; NaN when never reached."""
+    ``harness/targets.py`` does for ``palsgd time-to-target``; NaN when never reached."""
     rows = []
     for (source, algo), part in curves.groupby(["source", "algorithm"], sort=False):
         col = "eval_loss" if part["eval_loss"].notna().any() else "loss"

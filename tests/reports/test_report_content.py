@@ -187,6 +187,28 @@ def test_failed_and_running_folders(tmp_path, parse, build):
     assert f"still running (pid {os.getpid()})" in doc.text
 
 
+def test_diverged_run_is_shown_diverged_at_its_step(tmp_path, parse, build):
+    """The worker stops an algorithm whose loss turns non-finite: the manifest says "diverged" at that step.
+    DDP finished its 40 steps; PALSGD stopped after step 2 (3 steps), so it has totals but no speedup."""
+    out = tmp_path / "diverged"
+    store.prepare(out)
+    store.start(out, "run", None)
+    steps = pd.concat([build.hand_steps("ddp"), build.hand_steps("palsgd", steps=3)], ignore_index=True)
+    store.write_table(out, io.RUNS, schema.summarize_steps(steps))
+    store.finish(out, "diverged", failure={"algorithm": "palsgd", "kind": "diverged", "step": 2,
+                                           "message": "loss is nan"},
+                 algorithms={"ddp": {"status": "complete", "last_step": 39},
+                             "palsgd": {"status": "diverged", "last_step": 2}})
+    report = render_report([out], tmp_path / "r.html")
+    assert '<span class="status diverged">diverged</span>' in report.read_text(encoding="utf-8")
+    doc = parse(report)
+    assert "This run is diverged at step 2 (algorithm palsgd): loss is nan" in doc.text
+    summary = summary_by_algorithm(doc)
+    assert summary[("real", "palsgd")]["speedup vs DDP"] is None and "diverged: 3 steps" in doc.text
+    assert summary[("real", "ddp")]["wall-clock"] == pytest.approx(6.4)
+    assert not doc.headlines and "PALSGD (diverged)" in doc.text
+
+
 def test_empty_folder_and_bad_arguments(tmp_path, parse):
     with pytest.raises(ConfigError, match="not a palsgd results folder"):
         render_report([tmp_path], tmp_path / "r.html")

@@ -1,0 +1,57 @@
+"""The read side of a results folder: its vocabulary, its manifest and its tables.
+
+``harness/store.py`` writes results folders and ``reports/`` reads them; both use this module, so that
+reports never depend on the harness that wrote the folder. The folder layout is described in
+``harness/store.py``.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from . import io
+from .errors import ConfigError
+from .procs import pid_alive
+
+KINDS = ("simulate", "sweep", "run", "validate", "calibrate")
+STATUSES = ("running", "complete", "failed", "interrupted", "diverged")
+"""``diverged``: a worker saw a non-finite loss or parameter and the run was stopped at that step."""
+
+
+def effective_status(manifest: dict) -> str:
+    """The status to show: a ``running`` folder whose writer is dead on this host was interrupted."""
+    status = manifest.get("status", "interrupted")
+    if status != "running":
+        return status
+    pid, host = manifest.get("pid"), manifest.get("host")
+    if host == platform.node() and isinstance(pid, int) and not pid_alive(pid):
+        return "interrupted"
+    return status
+
+
+def read_manifest(folder: str | Path) -> dict:
+    """The manifest of a results folder; ConfigError when it is missing or unreadable."""
+    path = Path(folder) / io.MANIFEST
+    try:
+        manifest = io.read_json(path)
+    except FileNotFoundError:
+        raise ConfigError("not a palsgd results folder (no manifest.json)", source=str(folder)) from None
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"unreadable manifest: {err}", source=str(path)) from None
+    if not isinstance(manifest, dict) or manifest.get("kind") not in KINDS:
+        raise ConfigError(f"manifest kind must be one of {KINDS}", source=str(path))
+    return manifest
+
+
+def read_table(folder: str | Path, name: str) -> pd.DataFrame | None:
+    """A table of a results folder, or None when it was never written."""
+    path = Path(folder) / name
+    if not path.exists():
+        return None
+    try:
+        return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
+    except Exception as err:  # a foreign or damaged file: say which, never a traceback
+        raise ConfigError(f"unreadable table: {err}", source=str(path)) from None
