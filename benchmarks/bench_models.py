@@ -15,7 +15,7 @@ import torch
 
 from palsgd.core import presets
 from palsgd.core.config import load
-from palsgd.real.models import build_model, count_params, count_tensors, flops_per_sample
+from palsgd.real.models import build_model, count_params, count_tensors
 from palsgd.real.profile_compute import measure_compute
 
 TIMED = {"gpt-tiny": [], "resnet-tiny": []}
@@ -35,7 +35,7 @@ def sizes() -> None:
                  else f"resnet {m.variant} {m.image_size}px {m.num_classes} classes")
         n = count_params(model)
         print(f"{name:<20} {shape:<34} {n:>13,} {count_tensors(model):>8} {4 * n / 1e6:>9.2f} "
-              f"{flops_per_sample(m) / 1e9:>13.4f}")
+              f"{wl.flops_per_sample / 1e9:>13.4f}")
 
 
 def step_times(cases: dict[str, list[str]], steps: int) -> None:
@@ -48,7 +48,7 @@ def step_times(cases: dict[str, list[str]], steps: int) -> None:
         r = measure_compute(exp, steps=steps, warmup=3)
         wl = exp.workload
         samples = wl.batch_per_worker * wl.grad_accum
-        rate = flops_per_sample(wl.model) * samples / r["step_time_s"] / 1e9
+        rate = wl.flops_per_sample * samples / r["step_time_s"] / 1e9
         label = name if not extra else f"{name}*"
         print(f"{label:<14} {samples:>5} {1e3 * r['step_time_s']:>9.1f} {r['step_time_cv']:>6.3f} "
               f"{1e3 * r['optimizer_time_s']:>8.2f} {1e3 * r['pseudo_sync_time_s']:>8.3f} "

@@ -5,18 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .errors import check
+from .errors import ConfigError, check
+from .model_facts import model_facts
+from .typed import to_dict
 
-MODEL_FAMILIES = ("gpt_neo", "resnet")
-RESNET_VARIANTS = ("resnet50", "resnet18", "cifar")
-DATA_SOURCES = ("synthetic", "shakespeare", "text", "tinystories", "digits", "cifar10", "imagefolder")
+DERIVED_FACTS = {"params": "parameters", "tensors": "parameter tensors", "flops_per_sample": "FLOPs per sample"}
+"""WorkloadSpec fields that a buildable model determines, with their names in messages."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """The model the real harness builds (plain torch; no torchvision or transformers)."""
 
-    family: Literal["gpt_neo", "resnet"] = "gpt_neo"
+    family: Literal["gpt_neo", "resnet", "custom"] = "gpt_neo"
+    """``custom``: a model of your own that only the simulator knows, by the ``workload.params``,
+    ``tensors`` and ``flops_per_sample`` you give; ``palsgd run`` cannot build it."""
     # GPT-Neo
     hidden: int = 128
     layers: int = 8
@@ -42,6 +45,17 @@ class ModelSpec:
     @property
     def n_positions(self) -> int:
         return self.positions or self.seq_len
+
+    def describe(self) -> str:
+        """The fields that shape this family's tensors, for messages."""
+        if self.family == "gpt_neo":
+            return (f"gpt_neo: hidden {self.hidden}, {self.layers} layers, vocab {self.vocab}, "
+                    f"{self.n_positions} positions, {self.seq_len}-token samples")
+        if self.family == "resnet":
+            shape = f"depth {self.depth}, width {self.width}, " if self.variant == "cifar" else ""
+            return (f"resnet {self.variant}: {shape}{self.num_classes} classes, {self.in_channels} x "
+                    f"{self.image_size} x {self.image_size} images")
+        return self.family
 
     def __post_init__(self):
         for name in ("hidden", "layers", "heads", "vocab", "seq_len", "width", "num_classes",
@@ -82,12 +96,15 @@ class WorkloadSpec:
     description: str = ""
     source: str = ""
     """Where the numbers come from."""
-    params: int = 8_054_656
-    """Trainable parameters N; an fp32 payload is 4N bytes."""
-    tensors: int = 1
-    """Parameter tensors: the count of all-reduce calls when every tensor is sent on its own."""
+    params: int = 0
+    """Trainable parameters N; an fp32 payload is 4N bytes. Derived from ``model`` (leave it unset);
+    required for ``model.family = "custom"``."""
+    tensors: int = 0
+    """Parameter tensors: the count of all-reduce calls when every tensor is sent on its own.
+    Derived from ``model``; required for a custom one."""
     flops_per_sample: float = 0.0
-    """Forward + backward FLOPs of one sample (about 6 N tokens for a transformer)."""
+    """Forward + backward FLOPs of one sample (about 6 N tokens for a transformer). Derived from
+    ``model`` (core/model_facts.py states the formulas); required for a custom one."""
     batch_per_worker: int = 32
     """Samples per micro-batch per worker."""
     grad_accum: int = 1
@@ -112,9 +129,7 @@ class WorkloadSpec:
     data: DataSpec = field(default_factory=DataSpec)
 
     def __post_init__(self):
-        check(self.params >= 1, "params", self.params, "must be >= 1")
-        check(self.tensors >= 1, "tensors", self.tensors, "must be >= 1")
-        check(self.flops_per_sample >= 0, "flops_per_sample", self.flops_per_sample, "must be >= 0")
+        self._derive_facts()
         check(self.batch_per_worker >= 1, "batch_per_worker", self.batch_per_worker, "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
         check(self.dataset_samples >= 0, "dataset_samples", self.dataset_samples, "must be >= 0")
@@ -122,6 +137,33 @@ class WorkloadSpec:
         for name in ("data_time_s", "optimizer_passes", "outer_passes", "pseudo_sync_passes",
                      "optimizer_state_tensors"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
+
+    def _derive_facts(self) -> None:
+        """Fill params, tensors and FLOPs in from the model, so the simulator charges the bytes of
+        the model that ``palsgd run`` builds; a given value must agree with it."""
+        facts = model_facts(self.model)
+        for name, noun in DERIVED_FACTS.items():
+            given = getattr(self, name)
+            if facts is None:
+                if given <= 0:
+                    raise ConfigError('is required (> 0) when workload.model.family is "custom": there is '
+                                      "no model to derive it from", key=name, value=given or None)
+                continue
+            derived = getattr(facts, name)
+            if given and given != derived:
+                raise ConfigError(f"but the model workload.model ({self.model.describe()}) has {derived:,.0f} "
+                                  f"{noun}; remove the key or fix the model",
+                                  key=name, value=given)
+            object.__setattr__(self, name, derived)  # frozen: set once, here
+
+    def inputs(self) -> dict:
+        """This workload as a plain dict of what a user gives: facts the model derives are left
+        out, so that a changed model (a sweep over ``workload.model.hidden``) derives them anew."""
+        table = to_dict(self)
+        if model_facts(self.model) is not None:
+            for name in DERIVED_FACTS:
+                del table[name]
+        return table
 
 
 @dataclass(frozen=True)

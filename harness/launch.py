@@ -65,6 +65,9 @@ def check_world(exp: Experiment, nproc_per_node: int, nnodes: int, node_rank: in
     if nproc_per_node < 1 or nnodes < 1 or not 0 <= node_rank < nnodes:
         raise ConfigError("need nproc_per_node >= 1, nnodes >= 1 and 0 <= node_rank < nnodes",
                           key="--node-rank", value=node_rank, source="command line")
+    if exp.workload.model.family == "custom":
+        raise ConfigError("a custom model has no layout to build: real runs train gpt_neo or resnet",
+                          key="workload.model.family", value="custom", source="experiment")
     if (exp.cluster.nodes, exp.cluster.gpus_per_node) != (nnodes, nproc_per_node):
         raise ConfigError(f"the experiment describes {exp.cluster.nodes} x {exp.cluster.gpus_per_node} "
                           f"workers but the run has {nnodes} x {nproc_per_node}: set cluster.nodes and "

@@ -16,12 +16,11 @@ Models know nothing of ranks or devices; the algorithms move and average them.
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.errors import ConfigError
 from ..core.workload import ModelSpec
 
 # ---------------------------------------------------------------------------------------------
@@ -93,18 +92,6 @@ def _init_gpt(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
     if isinstance(module, nn.Linear) and module.bias is not None:
         nn.init.zeros_(module.bias)
-
-
-def gpt_neo_params(spec: ModelSpec) -> int:
-    """N of the layout above, without building it (hand-checkable: 8,054,656 for GPT-Neo-8M)."""
-    h = spec.hidden
-    per_layer = (2 * h            # ln_1
-                 + 3 * h * h      # q, k, v (no bias)
-                 + h * h + h      # out_proj
-                 + 2 * h          # ln_2
-                 + 4 * h * h + 4 * h  # c_fc
-                 + 4 * h * h + h)     # c_proj
-    return spec.vocab * h + spec.n_positions * h + spec.layers * per_layer + 2 * h
 
 
 # ---------------------------------------------------------------------------------------------
@@ -225,8 +212,14 @@ def build_model(spec: ModelSpec) -> nn.Module:
     """The model of ``spec``, initialised from the current torch seed (seed before calling).
 
     Under ``with torch.device("meta"):`` it builds without memory, to count parameters of big models.
+    Its tensor sizes and FLOPs are ``core.model_facts.model_facts(spec)``, which the simulator charges.
     """
-    return GPTNeo(spec) if spec.family == "gpt_neo" else ResNet(spec)
+    if spec.family == "gpt_neo":
+        return GPTNeo(spec)
+    if spec.family == "resnet":
+        return ResNet(spec)
+    raise ConfigError("there is no model to build: a custom model is for the simulator only",
+                      key="workload.model.family", value=spec.family)
 
 
 def compute_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
@@ -247,48 +240,4 @@ def count_tensors(model: nn.Module) -> int:
     return sum(1 for p in model.parameters() if p.requires_grad)
 
 
-def flops_per_sample(spec: ModelSpec) -> float:
-    """Forward + backward FLOPs of one sample; the backward pass costs twice the forward.
-
-    GPT: per token 6N (two FLOPs per multiply-add, times three for forward + backward; Kaplan et al.
-    2020, eq. 2.1, with the embeddings kept in N as the presets do) plus attention scores and their
-    weighted sum, 12 * layers * T * hidden (the nanoGPT ``estimate_mfu`` form); times T tokens.
-    ResNet: 6 x the multiply-adds of every convolution and the fc layer, counted on a meta-device
-    forward (BatchNorm, ReLU and pooling are a rounding error: < 1% for ResNet-50).
-    """
-    if spec.family == "gpt_neo":
-        t = spec.seq_len
-        return float(t * (6 * gpt_neo_params(spec) + 12 * spec.layers * t * spec.hidden))
-    return 6.0 * _resnet_macs(spec)
-
-
-@functools.lru_cache(maxsize=32)
-def _resnet_macs(spec: ModelSpec) -> int:
-    """Multiply-adds of one image: conv = out_h * out_w * out_c * (in_c / groups) * kh * kw; fc = in * out."""
-    macs = 0
-
-    def count(module: nn.Module, _inputs, output: torch.Tensor) -> None:
-        nonlocal macs
-        if isinstance(module, nn.Conv2d):
-            kh, kw = module.kernel_size
-            macs += output[0].numel() * (module.in_channels // module.groups) * kh * kw
-        elif isinstance(module, nn.Linear):
-            macs += module.in_features * module.out_features
-
-    with torch.device("meta"):
-        model = ResNet(spec)
-        hooks = [m.register_forward_hook(count) for m in model.modules()
-                 if isinstance(m, nn.Conv2d | nn.Linear)]
-        model(torch.empty(1, spec.in_channels, spec.image_size, spec.image_size))
-    for hook in hooks:
-        hook.remove()
-    return macs
-
-
-def payload_bytes(model: nn.Module, bytes_per_param: int = 4) -> int:
-    """What one full sync sends: N parameters of ``bytes_per_param`` bytes (fp32: 4)."""
-    return count_params(model) * bytes_per_param
-
-
-__all__ = ["GPTNeo", "ResNet", "build_model", "compute_loss", "count_params", "count_tensors",
-           "flops_per_sample", "gpt_neo_params", "payload_bytes"]
+__all__ = ["GPTNeo", "ResNet", "build_model", "compute_loss", "count_params", "count_tensors"]

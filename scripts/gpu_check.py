@@ -30,7 +30,6 @@ import torch
 
 from palsgd.core import io
 from palsgd.core.config import load
-from palsgd.real.models import flops_per_sample
 from palsgd.real.profile_compute import measure_compute
 
 SYNTHETIC = ["workload.data.source=synthetic", "cluster.nodes=1", "cluster.gpus_per_node=1"]
@@ -52,7 +51,7 @@ def time_case(preset: str, extra: list[str], precision: str, *, steps: int, warm
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         row.update(measure_compute(exp, steps=steps, warmup=warmup, device=device))
-        row["tflops"] = flops_per_sample(wl.model) * row["batch"] / row["step_time_s"] / 1e12
+        row["tflops"] = wl.flops_per_sample * row["batch"] / row["step_time_s"] / 1e12
         row["peak_gib"] = torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else float("nan")
     except Exception as err:  # an OOM or a kernel error in one case must not lose the others
         row["error"] = f"{type(err).__name__}: {err}"[:500]

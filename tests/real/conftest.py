@@ -12,7 +12,7 @@ from palsgd.core.config import from_dict
 def tiny_experiment(algorithms, *, steps=12, workers=2, train=None, **algo):
     """A 2-layer byte-level GPT on the offline Shakespeare text; seconds per run on CPU."""
     return from_dict({
-        "workload": {"name": "tiny", "params": 1000, "batch_per_worker": 4,
+        "workload": {"name": "tiny", "batch_per_worker": 4,
                      "model": {"family": "gpt_neo", "hidden": 16, "layers": 1, "heads": 2, "vocab": 257,
                                "seq_len": 16},
                      "data": {"source": "shakespeare"}},

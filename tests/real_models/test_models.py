@@ -7,29 +7,83 @@ import torch
 
 from palsgd.core import presets
 from palsgd.core.config import load
+from palsgd.core.errors import ConfigError
+from palsgd.core.model_facts import model_facts
 from palsgd.core.workload import ModelSpec
-from palsgd.real.models import build_model, compute_loss, count_params, count_tensors, flops_per_sample, gpt_neo_params
+from palsgd.real.models import build_model, compute_loss, count_params, count_tensors
+from palsgd.sim.costs import step_costs
 
 TINY_GPT = ModelSpec(hidden=32, layers=2, heads=4, vocab=256, seq_len=16)
 TINY_RESNET = ModelSpec(family="resnet", variant="cifar", depth=8, width=4, num_classes=10, image_size=8,
                         in_channels=1)
 
 
+TINY_PRESETS = ("gpt-tiny", "resnet-tiny")
+
+
 @pytest.mark.parametrize("name", presets.names("workload"))
-def test_every_workload_preset_matches_its_model(name):
+def test_every_workload_preset_derives_the_facts_of_its_built_model(name):
     wl = load(workload=name).workload
-    with torch.device("meta"):  # no memory, no init cost: the 125M model builds in milliseconds
+    # Tiny models for real (a real forward pass counts the MACs); big ones on the meta device: no
+    # memory, no init cost, the 125M model builds in milliseconds.
+    with torch.device("cpu" if name in TINY_PRESETS else "meta"):
         model = build_model(wl.model)
-    assert count_params(model) == wl.params
-    assert count_tensors(model) == wl.tensors
-    assert wl.flops_per_sample == pytest.approx(flops_per_sample(wl.model), rel=0.02)
+    facts = model_facts(wl.model)
+    assert facts.param_numels == tuple(p.numel() for p in model.parameters())
+    assert facts.buffer_numels == tuple(b.numel() for b in model.buffers() if b.is_floating_point())
+    assert (wl.params, wl.tensors) == (count_params(model), count_tensors(model))
+    assert wl.flops_per_sample == independent_flops(model, wl.model)
+
+
+def independent_flops(model: torch.nn.Module, spec: ModelSpec) -> float:
+    """GPT: T (6N + 12 layers T hidden) with N counted on the built model (Kaplan et al. 2020 plus
+    attention). ResNet: 6 x the MACs of every conv and linear layer, counted by forward hooks."""
+    if spec.family == "gpt_neo":
+        t = spec.seq_len
+        return t * (6 * count_params(model) + 12 * len(model.h) * t * model.ln_f.normalized_shape[0])
+    macs = 0
+
+    def count(module, _inputs, output):
+        nonlocal macs
+        if isinstance(module, torch.nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs += output[0].numel() * (module.in_channels // module.groups) * kh * kw
+        else:
+            macs += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()
+             if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        model(torch.zeros(1, spec.in_channels, spec.image_size, spec.image_size, device=device))
+    for hook in hooks:
+        hook.remove()
+    return 6.0 * macs
+
+
+@pytest.mark.parametrize("spec", [
+    TINY_RESNET,
+    ModelSpec(family="resnet", variant="resnet18", num_classes=7, image_size=33, in_channels=2),
+    ModelSpec(hidden=48, layers=3, heads=4, vocab=97, seq_len=20, positions=32),
+])
+def test_odd_shapes_derive_the_built_model_facts(spec):
+    with torch.device("meta"):
+        model = build_model(spec)
+    facts = model_facts(spec)
+    assert facts.param_numels == tuple(p.numel() for p in model.parameters())
+    assert facts.buffer_numels == tuple(b.numel() for b in model.buffers() if b.is_floating_point())
+    assert facts.flops_per_sample == independent_flops(model, spec)
+
+
+def test_simulator_sends_the_bytes_of_the_model_that_run_builds():
+    exp = load(workload="gpt-tiny", overrides=["workload.model.hidden=256"])
+    sim_payload_bytes = step_costs(exp, exp.algorithm("local_sgd")).payload_bytes
+    assert sim_payload_bytes == 4 * count_params(build_model(exp.workload.model)) == 4 * 1_660_416
 
 
 def test_gpt_neo_8m_count_by_hand():
     # wte 50257*128 + wpe 300*128 + 8 layers * (12*128^2 + 10*128) + ln_f 2*128
     spec = ModelSpec(hidden=128, layers=8, heads=8, vocab=50257, seq_len=300)
-    assert 50257 * 128 + 300 * 128 + 8 * (12 * 128 ** 2 + 10 * 128) + 2 * 128 == 8_054_656
-    assert gpt_neo_params(spec) == 8_054_656
     with torch.device("meta"):
         assert count_params(build_model(spec)) == 8_054_656
 
@@ -41,7 +95,12 @@ def test_gpt_neo_125m_has_1024_positions_and_300_token_samples():
     assert count_params(model) == 124_412_160
     assert model.wpe.num_embeddings == 1024
     # 300 * (6 N + 12 * layers * T * hidden), by hand
-    assert flops_per_sample(spec) == 300 * (6 * 124_412_160 + 12 * 12 * 300 * 768)
+    assert model_facts(spec).flops_per_sample == 300 * (6 * 124_412_160 + 12 * 12 * 300 * 768)
+
+
+def test_custom_model_is_not_buildable():
+    with pytest.raises(ConfigError, match=r"workload\.model\.family = 'custom'"):
+        build_model(ModelSpec(family="custom"))
 
 
 def test_gpt_layout_biases_and_tied_head():
@@ -111,7 +170,7 @@ def test_torchvision_resnets(variant, params, tensors):
     assert (count_params(model), count_tensors(model)) == (params, tensors)
     # 6 x MACs; He et al. 2016 table 1: 3.8 / 1.8 GFLOPs (multiply-adds); torchvision: 4.09 / 1.81 GMAC
     gmac = {"resnet50": 4.09, "resnet18": 1.81}[variant]
-    assert flops_per_sample(spec) / 6 / 1e9 == pytest.approx(gmac, rel=0.01)
+    assert model_facts(spec).flops_per_sample / 6 / 1e9 == pytest.approx(gmac, rel=0.01)
 
 
 def test_cifar_resnet20_by_hand():

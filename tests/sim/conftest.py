@@ -20,7 +20,8 @@ def tiny_dict(algorithms=("ddp", "local_sgd", "diloco", "palsgd"), steps=4) -> d
     s = 2 * MIB
     return {
         "workload": {"params": s // 4, "tensors": 4, "optimizer_passes": 0.0, "outer_passes": 0.0,
-                     "pseudo_sync_passes": 0.0, "batch_per_worker": 1, "flops_per_sample": 1.0},
+                     "pseudo_sync_passes": 0.0, "batch_per_worker": 1, "flops_per_sample": 1.0,
+                     "model": {"family": "custom"}},
         "cluster": {
             "nodes": 1, "gpus_per_node": 2, "allreduce": "ring",
             "intra_node": {"bandwidth_gbps": 2 * s * 8 / 1e9, "latency_us": 0.0},
