@@ -40,7 +40,7 @@ class WanSpec:
 @dataclass(frozen=True)
 class TransportSpec:
     """How a collective library turns link bandwidth and latency into time
-    (``../shared/docs/network-and-collectives.md``; NCCL ``src/graph/tuning.cc``)."""
+    (``docs/model.md``, "All-reduce costs"; NCCL ``src/graph/tuning.cc``)."""
 
     kind: Literal["nccl", "gloo"] = "nccl"
     """``nccl``: GPU collectives; ``gloo``: TCP collectives on CPUs."""

@@ -39,7 +39,7 @@ def key_value_table(caption: str, d: dict, skip: tuple[str, ...] = ()) -> Table 
                  notes=notes, css="kv")
 
 
-# Which AlgorithmSpec parameters an algorithm uses (../shared/docs/algorithms.md); the others show "–".
+# Which AlgorithmSpec parameters an algorithm uses (docs/algorithms.md); the others show "–".
 _LOCAL = ("sync_every", "warmup_steps", "per_tensor_allreduce")
 _USES = {"ddp": ("payload_dtype", "bucket_mb"),
          "local_sgd": ("payload_dtype", "bucket_mb", *_LOCAL),

@@ -1,9 +1,25 @@
 """Rules of the design that a refactor could silently break."""
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
+import palsgd
 from palsgd.core.algorithms import ALGORITHMS
+
+ROOT = Path(palsgd.__file__).parent
+# Which layers each layer may import (besides itself): core <- sim, real <- harness <- cli; reports read
+# result folders through core alone. harness starts real/ only as a subprocess (torchrun), never imports it.
+MAY_IMPORT = {
+    "core": set(),
+    "sim": {"core"},
+    "real": {"core"},
+    "harness": {"core", "sim"},
+    "reports": {"core"},
+    "cli": {"core", "sim", "harness", "reports"},
+}
+WITHOUT_TORCH = ("core", "sim", "harness", "reports", "cli")
 
 
 def test_sim_and_real_implement_exactly_the_same_algorithms():
@@ -19,3 +35,59 @@ def test_cli_harness_and_reports_do_not_import_torch():
             "palsgd.harness.validate, palsgd.reports.render; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def layer_files(layer: str) -> list[Path]:
+    return [ROOT / "cli.py"] if layer == "cli" else sorted((ROOT / layer).rglob("*.py"))
+
+
+def imports(path: Path) -> list[tuple[str, int, bool]]:
+    """(absolute module name, line, at module level) of every import in ``path``; relative imports are
+    resolved against the file's package (``palsgd.<folders>``). At module level = outside any function,
+    so it runs when the module is imported."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    functions = [f for f in ast.walk(tree) if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+    in_function = {id(n) for f in functions for n in ast.walk(f)}
+    package = ["palsgd", *path.parent.relative_to(ROOT).parts]
+    out = []
+    for node in ast.walk(tree):
+        top = id(node) not in in_function
+        if isinstance(node, ast.Import):
+            out += [(alias.name, node.lineno, top) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1]) if node.level else node.module
+            if node.level and node.module:
+                out.append((f"{base}.{node.module}", node.lineno, top))
+            elif node.level:  # "from . import store" imports the module <package>.store
+                out += [(f"{base}.{alias.name}", node.lineno, top) for alias in node.names]
+            else:
+                out.append((base, node.lineno, top))
+    return out
+
+
+def layer_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if parts[0] == "palsgd" and len(parts) > 1 and parts[1] in MAY_IMPORT else None
+
+
+def test_parser_resolves_relative_imports():
+    found = {m for m, _, _ in imports(ROOT / "harness" / "store.py")}
+    assert {"palsgd.core", "palsgd.core.results", "tomli_w"} <= found
+    assert layer_of("palsgd.sim.algorithms.base") == "sim" and layer_of("palsgd") is None
+
+
+def test_layers_import_only_the_layers_below_them():
+    """Every import anywhere in a module (also inside functions) follows ``MAY_IMPORT``."""
+    wrong = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+             for layer, allowed in MAY_IMPORT.items() for path in layer_files(layer)
+             for module, line, _ in imports(path)
+             if layer_of(module) not in (None, layer, *allowed)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_no_module_outside_real_imports_torch_when_imported():
+    """torch is imported at module level in ``real/`` only; elsewhere only inside a function, if at all."""
+    wrong = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+             for layer in WITHOUT_TORCH for path in layer_files(layer)
+             for module, line, top in imports(path) if top and module.split(".")[0] == "torch"]
+    assert not wrong, "\n".join(wrong)
