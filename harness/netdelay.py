@@ -1,9 +1,9 @@
 """netdelay: hold every packet of an NFQUEUE for D ms (± J) before accepting it — delay without netem.
 
-Run inside a host's network namespace, fed by
-``iptables-legacy -A INPUT -i veth0 -j NFQUEUE --queue-num N --queue-bypass`` (``harness/netem.py``).
-Ingress only: on egress, TCP small queues count held packets as in flight and throughput collapses
-(``../shared/docs/network-and-collectives.md``).
+Run inside an emulated node's network namespace, fed by rules such as
+``iptables-legacy -A INPUT -i veth0 -j NFQUEUE --queue-num N --queue-bypass`` (``harness/netem.py``: one
+program per kind of traffic the node receives). Ingress only: on egress, TCP small queues count held
+packets as in flight and throughput collapses (``docs/network-emulation.md``).
 
 Design: one thread, no locks. The kernel keeps each queued packet until it gets a verdict, so we never
 copy payloads (``COPY_META``): the callback only records (release time, packet) at the tail of a FIFO and

@@ -28,8 +28,37 @@ def test_parse_rejects(text):
     assert err.value.key == "--emulate-network"
 
 
-def test_str_round_trips():
-    spec = NetemSpec(200.0, 2.0, 0.5)
+@pytest.mark.parametrize("text, spec", [
+    ("nodes=2,rate=1gbit,delay=5ms", NetemSpec(1000.0, 5.0, nodes=2)),
+    ("nodes=4,rate=1gbit,intra_rate=10gbit,intra_delay=50us,groups=2,wan_rate=100mbit,wan_delay=20ms",
+     NetemSpec(1000.0, nodes=4, intra_rate_mbit=10000.0, intra_delay_ms=0.05, groups=2, wan_rate_mbit=100.0,
+               wan_delay_ms=20.0)),
+])
+def test_parse_two_tiers(text, spec):
+    assert NetemSpec.parse(text) == spec
+
+
+@pytest.mark.parametrize("text, says", [
+    ("nodes=2.5,rate=1gbit", "'nodes=2.5'"), ("nodes=,rate=1gbit", "'nodes='"),
+    ("rate=1gbit,intra_rate=1gbit", "need nodes"), ("nodes=3,rate=1gbit,groups=2,wan_rate=1gbit", "divide"),
+    ("nodes=2,rate=1gbit,groups=2", "wan_rate"), ("nodes=2,rate=1gbit,wan_delay=1ms", "groups"),
+    ("nodes=2,rate=1gbit,intra_delay=1", "'intra_delay=1'"), ("nodes=999,rate=1gbit", "nodes must be"),
+])
+def test_parse_rejects_two_tiers(text, says):
+    with pytest.raises(ConfigError) as err:
+        NetemSpec.parse(text)
+    assert err.value.key == "--emulate-network" and says in str(err.value)
+
+
+def test_empty_spec_names_the_rule():
+    with pytest.raises(ConfigError, match="rate is required: expected rate="):
+        NetemSpec.parse("")
+
+
+@pytest.mark.parametrize("spec", [NetemSpec(200.0, 2.0, 0.5),
+                                  NetemSpec(100.0, 1.0, nodes=4, intra_rate_mbit=500.0, intra_delay_ms=0.1,
+                                            groups=2, wan_rate_mbit=50.0, wan_delay_ms=10.0)])
+def test_str_round_trips(spec):
     assert NetemSpec.parse(str(spec)) == spec
 
 
