@@ -42,7 +42,7 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
                               key="--emulate-network", value=emulate_network, source="command line")
         preflight(spec)
     if node_rank == 0:
-        store.prepare(out, overwrite=overwrite, resume=resume)
+        store.prepare(out, overwrite=overwrite, resume=resume, kind="run", job=rdzv_endpoint or "")
     hosts = nproc_per_node * nnodes
     network = EmulatedNetwork(hosts, spec) if spec is not None else contextlib.nullcontext()
     try:
