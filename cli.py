@@ -197,8 +197,12 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
     code = real_job.run_to_folder(
         exp, out, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
         rdzv_endpoint=rdzv_endpoint, overwrite=overwrite, resume=resume, emulate_network=emulate_network,
-        inject_fault=inject_fault, timeout_s=timeout_s, report=report, echo=click.echo,
+        inject_fault=inject_fault, timeout_s=timeout_s, echo=click.echo,
     )
+    if report is not None and node_rank == 0:  # a failed run's report shows where it stopped
+        from .reports.render import render_report
+
+        click.echo(f"wrote {render_report([out], report)}")
     sys.exit(code)
 
 

@@ -25,8 +25,7 @@ from .compare import compare, format_comparison
 
 def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int, node_rank: int,
                   rdzv_endpoint: str | None, overwrite: bool, resume: bool, emulate_network: str | None,
-                  inject_fault: str | None, timeout_s: float, report: Path | None,
-                  echo: Callable[[str], None] = print) -> int:
+                  inject_fault: str | None, timeout_s: float, echo: Callable[[str], None] = print) -> int:
     """Run, merge, predict, compare; the exit status (0 complete, 1 failed)."""
     from ..core.faults import FaultSpec
     from .launch import RunFailed, run_real
@@ -52,7 +51,6 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
                               timeout_s=timeout_s)
     except RunFailed as err:
         echo(f"palsgd: run failed: {err}")
-        _maybe_report(out, report, echo)
         return 1
     if node_rank != 0:
         return 0
@@ -63,7 +61,6 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
          "for a prediction of this machine):")
     echo(format_comparison(comparison))
     echo(f"wrote {out}/")
-    _maybe_report(out, report, echo)
     return 0
 
 
@@ -92,14 +89,6 @@ def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str =
                          network=network, ranks=exp.workers)
     store.write_table(out, "comparison.csv", comparison)
     return comparison
-
-
-def _maybe_report(out: Path, report: Path | None, echo) -> None:
-    if report is None:
-        return
-    from ..reports.render import render_report
-
-    echo(f"wrote {render_report([Path(out)], report)}")
 
 
 def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulate_network: str | None,
