@@ -1,20 +1,24 @@
 """The algorithm names and the step plan that the simulator and the real harness share.
 
-``plan`` decides, before a run starts, which kind of step each worker takes at each step: a DDP step
-(warm-up), a local gradient step or a PALSGD pseudo-synchronization step, and after which steps a
+``plan_for`` decides, before a run starts, which kind of step each worker takes at each step: a DDP
+step (warm-up), a local gradient step or a PALSGD pseudo-synchronization step, and after which steps a
 sync happens. Drawing it once from a seeded generator is what lets a simulated and a real run of the
-same experiment take exactly the same steps (``../shared/docs/algorithms.md``).
+same experiment take exactly the same steps (``docs/algorithms.md``).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:  # core.config imports this module; the plan only reads the specs' fields
+    from .config import AlgorithmSpec, Experiment
+
 ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd")
 LOCAL_ALGORITHMS = ("local_sgd", "diloco", "palsgd")
-OUTER_ALGORITHMS = ("diloco", "palsgd")  # keep a global model z and an outer Nesterov optimizer
 
 SKIP_DRAWS = ("shared", "independent")
 SKIPPED_BATCHES = ("consumed", "kept")
@@ -24,15 +28,28 @@ DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP = 0, 1, 2
 
 _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every other use of the seed
 
+# Where the first sync falls, as an offset of the sync rule below: Local SGD follows PyTorch's
+# PeriodicModelAverager (first average right after step W); DiLoCo and PALSGD take H local steps before
+# each outer step, as the DiLoCo paper and PALSGD's released code do.
+_SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1}
 
-def is_sync_step(step: int | np.ndarray, warmup_steps: int, sync_every: int):
+
+def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int):
     """True after the local steps that end with a sync (parameter averaging or outer step).
 
-    Same rule as PyTorch's ``PeriodicModelAverager``: average when ``step >= warmup_steps`` and
-    ``(step - warmup_steps) % period == 0``, steps counted from 0, so the first sync follows step W.
+    Steps are counted from 0; W = ``warmup_steps`` DDP steps come first, H = ``sync_every``.
+
+    - ``local_sgd``: PyTorch's ``PeriodicModelAverager``: after step t when t >= W and
+      (t - W) % H == 0, so the first average follows the first local step, step W.
+    - ``diloco``, ``palsgd``: H local steps between outer steps: after step t when t >= W and
+      (t - W + 1) % H == 0, so the first outer step follows step W + H - 1. PALSGD's pseudo-sync steps
+      count among the H, as in the released code (its step counter advances on them too).
+    - ``ddp``: never.
     """
     step = np.asarray(step)
-    return (step >= warmup_steps) & ((step - warmup_steps) % sync_every == 0)
+    if algorithm == "ddp":
+        return np.zeros(step.shape, dtype=bool)
+    return (step >= warmup_steps) & ((step - warmup_steps + _SYNC_OFFSET[algorithm]) % sync_every == 0)
 
 
 def pseudo_sync_mask(seed: int, workers: int, steps: int, p: float, warmup_steps: int,
@@ -80,25 +97,49 @@ class Plan:
 
 def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: int = 0,
          sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared") -> Plan:
-    """The step plan of one run. ``p`` is used by ``palsgd`` alone."""
+    """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     kinds = np.full((workers, steps), GRADIENT_STEP, dtype=np.int8)
     index = np.arange(steps)
+    sync_after = is_sync_step(algorithm, index, warmup_steps, sync_every)
     if algorithm == "ddp":
         kinds[:, :] = DDP_STEP
-        return Plan(algorithm, kinds, np.zeros(steps, dtype=bool))
+        return Plan(algorithm, kinds, sync_after)
     kinds[:, index < warmup_steps] = DDP_STEP
     if algorithm == "palsgd":
         kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws)] = PSEUDO_SYNC_STEP
-    return Plan(algorithm, kinds, is_sync_step(index, warmup_steps, sync_every))
+    return Plan(algorithm, kinds, sync_after)
 
 
-def steps_for_gradient_budget(mask: np.ndarray, gradient_steps: int) -> int:
-    """Steps needed until every worker has taken ``gradient_steps`` non-pseudo-sync steps
-    (``skipped_batches = kept``: a pseudo-sync step does not use up a batch)."""
-    done = np.cumsum(~mask, axis=1)
-    reached = done >= gradient_steps
-    if not reached[:, -1].all():
-        raise ValueError("mask too short for the gradient budget")
-    return int(reached.argmax(axis=1).max()) + 1
+def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
+    """The plan of one run of ``spec`` in ``exp``: the simulator draws it with seeds seed, seed+1, ...
+    (one per repeat), the real workers with ``exp.seed``.
+
+    Length: the budget's nominal steps N (``budget.steps``, or the steps of ``budget.epochs``), each
+    step counted as one, except for PALSGD with ``skipped_batches = kept``: a pseudo-sync step then
+    leaves its batch to the next gradient step, so the budget counts gradient steps and the run lasts
+    until every worker has taken N - W gradient local steps after the W warm-up steps. The same rule
+    holds for a steps and an epochs budget.
+    """
+    steps = exp.nominal_steps
+    if spec.skipped_batches == "kept" and spec.effective_p > 0:
+        steps = _steps_with_gradient_budget(spec, exp.workers, seed, steps - spec.warmup_steps)
+    return plan(spec.name, workers=exp.workers, steps=steps, seed=seed, warmup_steps=spec.warmup_steps,
+                sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws)
+
+
+def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int) -> int:
+    """W + the local steps after which every worker has taken ``gradient_steps`` gradient steps.
+
+    Draws ever longer masks from the plan's stream (a longer draw starts with the shorter one), sized
+    at the expected length plus a margin so that one draw nearly always suffices.
+    """
+    length = gradient_steps
+    while True:
+        length = math.ceil(length / (1 - spec.p) * 1.1) + 64
+        mask = pseudo_sync_mask(seed, workers, spec.warmup_steps + length, spec.p, spec.warmup_steps,
+                                spec.skip_draws)
+        done = np.cumsum(~mask[:, spec.warmup_steps:], axis=1)  # gradient steps taken, per worker
+        if (done[:, -1] >= gradient_steps).all():
+            return spec.warmup_steps + int((done >= gradient_steps).argmax(axis=1).max()) + 1

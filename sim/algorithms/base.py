@@ -1,7 +1,7 @@
 """What every simulated algorithm provides: its step plan and the cost of its syncs.
 
 The engine (``sim/engine.py``) walks the plan; the classes here only say what is particular to each
-algorithm (``../shared/docs/algorithms.md``, "Cost of one step"). ``real/algorithms/`` has one class
+algorithm (``docs/algorithms.md``; costs in ``docs/model.md``). ``real/algorithms/`` has one class
 per algorithm with the same names.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...core.algorithms import Plan, plan
+from ...core.algorithms import Plan, plan_for
 from ...core.config import AlgorithmSpec, Experiment
 from ..costs import StepCosts
 
@@ -24,7 +24,8 @@ class SyncCost:
 
 
 class SimAlgorithm:
-    """Base: a DDP warm-up of W steps, then local steps, a sync after each step ``is_sync_step`` marks."""
+    """Base: a DDP warm-up of W steps, then local steps, a sync after each step the plan marks
+    (``core.algorithms.is_sync_step``)."""
 
     name = ""
     outer_step = False  # pays u after each sync
@@ -34,16 +35,9 @@ class SimAlgorithm:
             raise ValueError(f"{type(self).__name__} simulates {self.name!r}, not {spec.name!r}")
         self.spec, self.exp = spec, exp
 
-    def steps(self, seed: int) -> int:
-        """Steps of the budget: the nominal count (every step counts as one)."""
-        return self.exp.nominal_steps
-
     def plan(self, seed: int) -> Plan:
-        """The seeded plan the real harness takes too (``core.algorithms.plan``)."""
-        s = self.spec
-        return plan(self.name, workers=self.exp.workers, steps=self.steps(seed), seed=seed,
-                    warmup_steps=s.warmup_steps, sync_every=s.sync_every, p=s.effective_p,
-                    skip_draws=s.skip_draws)
+        """The seeded plan the real harness takes too (``core.algorithms.plan_for``)."""
+        return plan_for(self.exp, self.spec, seed)
 
     def sync(self, costs: StepCosts) -> SyncCost:
         """A sync: T_AR(S) (+ u with an outer step)."""

@@ -84,14 +84,15 @@ def ours(rank, world, name, train, **algo):
     return trajectory, p.kinds, timer.rows
 
 
-def reference_local_sgd(rank, world, train):
-    """PyTorch's Post-local SGD: the post_localSGD_hook for the warm-up, then PeriodicModelAverager."""
+def reference_local_sgd(rank, world, train, first_average=W):
+    """PyTorch's Post-local SGD: the post_localSGD_hook for the W warm-up steps, then
+    PeriodicModelAverager, which averages after ``first_average`` and every H steps from there."""
     model = model_fn()
     ddp = nn.parallel.DistributedDataParallel(model)
     ddp.register_comm_hook(PostLocalSGDState(process_group=None, subgroup=None, start_localSGD_iter=W,
                                              post_local_gradient_allreduce=False), post_localSGD_hook)
     opt = PostLocalSGDOptimizer(build_optimizer(model.parameters(), train),
-                                PeriodicModelAverager(period=H, warmup_steps=W))
+                                PeriodicModelAverager(period=H, warmup_steps=first_average))
     trajectory = []
     for step in range(STEPS):
         loss_fn(ddp, batch(rank, step)).backward()
@@ -130,6 +131,8 @@ def scenarios(rank, world, out):
     results["ddp"], _, results["ddp_rows"] = ours(rank, world, "ddp", train)
     results["single"] = single_process(world, train)
     results["diloco_1_0"] = ours(rank, world, "diloco", train, outer_lr=1.0, outer_momentum=0.0)[0]
+    # DiLoCo's outer steps follow H local steps: after steps W + H - 1, W + 2H - 1, ...
+    results["reference/outer_schedule"] = reference_local_sgd(rank, world, train, first_average=W + H - 1)
     results["diloco"] = ours(rank, world, "diloco", train, outer_lr=0.7, outer_momentum=0.9)[0]
     results["palsgd_p0"] = ours(rank, world, "palsgd", train, outer_lr=0.7, outer_momentum=0.9, p=0.0)[0]
     for draws in ("shared", "independent"):

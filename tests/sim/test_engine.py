@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from palsgd.core import schema
+from palsgd.core.algorithms import plan_for
+from palsgd.sim.algorithms import LocalSGD
 from palsgd.sim.engine import simulate
 
 FAST = {"cluster": {"intra_node": {"bandwidth_gbps": 1e9}}}  # T_AR ≈ 0: an infinitely fast network
@@ -40,11 +44,19 @@ def test_slow_network_ddp_step_is_compute_plus_exposed_allreduce(tiny):
     assert run["comm_exposed_s"] / 3 == pytest.approx(first_ready + t_ar - 1.0)
 
 
-def test_diloco_with_outer_lr_one_and_no_momentum_times_like_local_sgd(tiny):
+def test_diloco_with_outer_lr_one_and_no_momentum_times_like_local_sgd(tiny, monkeypatch):
     ident = {"algorithm": {"outer_lr": 1.0, "outer_momentum": 0.0},
              "cluster": {"compute": {"outer_step_time_s": 0.0}},
              "workload": {"outer_passes": 0.0}}
-    res = simulate(tiny(ident, algorithms=["local_sgd", "diloco"], steps=9), record_steps=True)
+    exp = tiny(ident, algorithms=["local_sgd", "diloco"], steps=9)
+    # DiLoCo's first outer step follows H local steps, Local SGD's first average the first one: give
+    # Local SGD DiLoCo's sync steps (1, 3, 5, 7) so that the two runs sync after the same steps.
+    diloco_syncs = plan_for(exp, exp.algorithm("diloco"), exp.seed).sync_after
+    assert list(np.flatnonzero(diloco_syncs)) == [1, 3, 5, 7]
+    local_plan = LocalSGD.plan
+    monkeypatch.setattr(LocalSGD, "plan", lambda self, seed: dataclasses.replace(local_plan(self, seed),
+                                                                                  sync_after=diloco_syncs))
+    res = simulate(exp, record_steps=True)
     cols = ["worker", "step", "phase", "start_s", "end_s", "bytes"]
     by = {a: g[cols].reset_index(drop=True) for a, g in res.steps.groupby("algorithm")}
     pd.testing.assert_frame_equal(by["local_sgd"], by["diloco"])
@@ -146,8 +158,9 @@ def test_warmup_optimizer_state_and_per_tensor_allreduce_cost_more(tiny):
     s = 2 << 20
     assert sent(plain, 0)[0] == pytest.approx(s)  # 2 ranks: each sends 2(n-1)/n·S = S
     assert sent(heavy, 0)[0] == pytest.approx(3 * s)  # gradients + AdamW's m and v
-    # A sync of 4 tensors pays 4 x 2 ring steps of a round trip of 1 ms each instead of 2.
-    sync_plain, sync_heavy = sent(plain, 2)[1], sent(heavy, 2)[1]
+    # A sync of 4 tensors pays 4 x 2 ring steps of a round trip of 1 ms each instead of 2. The first
+    # outer step follows step W + H - 1 = 3.
+    sync_plain, sync_heavy = sent(plain, 3)[1], sent(heavy, 3)[1]
     assert sync_heavy - sync_plain == pytest.approx(6 * 1e-3)
 
 

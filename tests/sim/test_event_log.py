@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
-
 from palsgd.core.algorithms import PSEUDO_SYNC_STEP, plan
 from palsgd.sim.engine import simulate
 
@@ -56,57 +54,60 @@ def test_local_sgd_event_log(tiny):
 
 
 def test_diloco_event_log(tiny):
+    # H = 2 inner steps before each outer step: syncs follow steps 1 and 3 (t >= W, (t - W + 1) % H == 0).
+    # Step 0: c 0..1, o 1..1.1. Step 1: c 1.1..2.1, o 2.1..2.2, T_AR 2.2..2.7, u 2.7..2.9.
+    # Step 2: c 2.9..3.9, o 3.9..4.0. Step 3: c 4.0..5.0, o 5.0..5.1, T_AR 5.1..5.6, u 5.6..5.8.
     assert log(tiny(algorithms=["diloco"]), "diloco") == both([
-        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1), (0, "allreduce", 1.1, 1.6),
-        (0, "outer_step", 1.6, 1.8),
-        (1, "compute", 1.8, 2.8), (1, "optimizer", 2.8, 2.9),
-        (2, "compute", 2.9, 3.9), (2, "optimizer", 3.9, 4.0), (2, "allreduce", 4.0, 4.5),
-        (2, "outer_step", 4.5, 4.7),
-        (3, "compute", 4.7, 5.7), (3, "optimizer", 5.7, 5.8),
+        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1),
+        (1, "compute", 1.1, 2.1), (1, "optimizer", 2.1, 2.2), (1, "allreduce", 2.2, 2.7),
+        (1, "outer_step", 2.7, 2.9),
+        (2, "compute", 2.9, 3.9), (2, "optimizer", 3.9, 4.0),
+        (3, "compute", 4.0, 5.0), (3, "optimizer", 5.0, 5.1), (3, "allreduce", 5.1, 5.6),
+        (3, "outer_step", 5.6, 5.8),
     ])
 
 
 def test_palsgd_event_log(tiny):
     exp = tiny(algorithms=["palsgd"])
     kinds = plan("palsgd", workers=2, steps=4, seed=0, p=0.5, sync_every=2).kinds[0]
-    # Seed 0, p = 0.5, shared draws: only step 1 is a pseudo-sync step.
+    # Seed 0, p = 0.5, shared draws: only step 1 is a pseudo-sync step. It counts among the H = 2
+    # local steps, so the outer steps still follow steps 1 and 3.
     assert list(kinds == PSEUDO_SYNC_STEP) == [False, True, False, False]
+    # Step 0: c 0..1, o 1..1.1. Step 1: m 1.1..1.15, T_AR 1.15..1.65, u 1.65..1.85.
+    # Step 2: c 1.85..2.85, o 2.85..2.95. Step 3: c 2.95..3.95, o 3.95..4.05, T_AR 4.05..4.55, u 4.55..4.75.
     assert log(exp, "palsgd") == both([
-        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1), (0, "allreduce", 1.1, 1.6),
-        (0, "outer_step", 1.6, 1.8),
-        (1, "pseudo_sync", 1.8, 1.85),
-        (2, "compute", 1.85, 2.85), (2, "optimizer", 2.85, 2.95), (2, "allreduce", 2.95, 3.45),
-        (2, "outer_step", 3.45, 3.65),
-        (3, "compute", 3.65, 4.65), (3, "optimizer", 4.65, 4.75),
+        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1),
+        (1, "pseudo_sync", 1.1, 1.15), (1, "allreduce", 1.15, 1.65), (1, "outer_step", 1.65, 1.85),
+        (2, "compute", 1.85, 2.85), (2, "optimizer", 2.85, 2.95),
+        (3, "compute", 2.95, 3.95), (3, "optimizer", 3.95, 4.05), (3, "allreduce", 4.05, 4.55),
+        (3, "outer_step", 4.55, 4.75),
     ])
 
 
 def test_palsgd_consumed_batches_pay_data_loading(tiny):
     exp = tiny({"cluster": {"compute": {"data_time_s": 0.3}}}, algorithms=["palsgd"])
     rows = [r for r in log(exp, "palsgd") if r[0] == 0 and r[1] == 1]
-    # Step 0: data 0..0.3, compute ..1.3, optimizer ..1.4, sync ..1.9, outer step ..2.1.
-    assert rows == [(0, 1, "data", 2.1, 2.4), (0, 1, "pseudo_sync", 2.4, 2.45)]
+    # Step 0: data 0..0.3, compute ..1.3, optimizer ..1.4. Step 1 (pseudo-sync, then the first outer
+    # step): data 1.4..1.7, m ..1.75, T_AR ..2.25, u ..2.45.
+    assert rows == [(0, 1, "data", 1.4, 1.7), (0, 1, "pseudo_sync", 1.7, 1.75), (0, 1, "allreduce", 1.75, 2.25),
+                    (0, 1, "outer_step", 2.25, 2.45)]
     kept = tiny({"cluster": {"compute": {"data_time_s": 0.3}}, "algorithm": {"skipped_batches": "kept"}},
                 algorithms=["palsgd"])
     rows = [r for r in log(kept, "palsgd") if r[0] == 0 and r[1] == 1]
-    assert rows == [(0, 1, "pseudo_sync", 2.1, 2.15)]  # kept: the batch waits for step 2
-    # Seed 0 draws [g p g g p g ...]: 4 gradient steps, as DDP's 4 steps, take 6 steps.
+    # kept: the batch waits for step 2, so step 1 loads nothing: m 1.4..1.45, T_AR ..1.95, u ..2.15.
+    assert rows == [(0, 1, "pseudo_sync", 1.4, 1.45), (0, 1, "allreduce", 1.45, 1.95),
+                    (0, 1, "outer_step", 1.95, 2.15)]
+    # Seed 0 draws [g p g g p g ...]: the budget's 4 - W = 4 gradient steps take 6 steps.
     assert simulate(kept).runs["steps"].iloc[0] == 6
 
 
 def test_palsgd_independent_draws_wait_for_the_busiest_worker(tiny):
-    exp = tiny({"algorithm": {"skip_draws": "independent"}}, algorithms=["palsgd"], steps=3)
-    kinds = plan("palsgd", workers=2, steps=3, seed=0, p=0.5, sync_every=2, skip_draws="independent").kinds
-    res = simulate(exp, record_steps=True).steps
-    assert kinds.tolist() == [[1, 2, 1], [2, 1, 2]]  # worker 1 starts with a pseudo-sync step
-    first = res[(res["step"] == 0) & (res["phase"] == "wait")]
-    assert [(w, s, e) for w, s, e in first[["worker", "start_s", "end_s"]].itertuples(index=False)] == [
-        (1, 0.05, 1.1)]
-    grad_steps = (kinds[:, 1:3] != PSEUDO_SYNC_STEP).sum(axis=1)  # the segment after the first sync
-    # Each worker arrives at the second sync after 1.1 s per gradient step and 0.05 s per pseudo-sync.
-    arrive = 1.8 + grad_steps * 1.1 + (2 - grad_steps) * 0.05
-    sync = res[(res["phase"] == "allreduce") & (res["step"] == 2)]
-    assert np.allclose(sync["start_s"], arrive.max())
-    waits = res[(res["phase"] == "wait") & (res["step"] == 2)]
-    assert np.isclose(waits["end_s"] - waits["start_s"], arrive.max() - arrive.min()).all()
-    assert len(waits) == int(arrive.max() > arrive.min())
+    exp = tiny({"algorithm": {"skip_draws": "independent"}}, algorithms=["palsgd"], steps=4)
+    kinds = plan("palsgd", workers=2, steps=4, seed=0, p=0.5, sync_every=2, skip_draws="independent").kinds
+    assert kinds.tolist() == [[1, 2, 1, 1], [2, 1, 2, 1]]  # 1: gradient step (c + o = 1.1 s), 2: m = 0.05 s
+    rows = log(exp, "palsgd")
+    # Steps 0-1: each worker takes one gradient and one pseudo-sync step, both arrive at 1.15: no wait;
+    # T_AR 1.15..1.65, u ..1.85. Steps 2-3: worker 0 takes two gradient steps and arrives at
+    # 1.85 + 2.2 = 4.05; worker 1 one of each and arrives at 1.85 + 0.05 + 1.1 = 3.0, then waits 3.0..4.05.
+    assert [r for r in rows if r[2] == "wait"] == [(1, 3, "wait", 3.0, 4.05)]
+    assert sorted({(r[1], r[3]) for r in rows if r[2] == "allreduce"}) == [(1, 1.15), (3, 4.05)]
