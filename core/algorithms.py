@@ -30,7 +30,8 @@ _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every oth
 
 # Where the first sync falls, as an offset of the sync rule below: Local SGD follows PyTorch's
 # PeriodicModelAverager (first average right after step W); DiLoCo and PALSGD take H local steps before
-# each outer step, as the DiLoCo paper and PALSGD's released code do.
+# each outer step, as in the DiLoCo paper. (PALSGD's released code also takes H steps between outer
+# steps, but counts them from step 0, warm-up included, so its first round is not aligned to W.)
 _SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1}
 
 
