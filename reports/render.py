@@ -166,8 +166,10 @@ def _loss_panels(s: Section, folder: ResultFolder) -> None:
         targets, origin = tables.time_to_target(curves, target), f"target loss {target:g} from the manifest"
         targets["cluster"] = folder.experiment.get("cluster", {}).get("name", "")
         runs = folder.table(io.RUNS)
-        if runs is not None:  # the same-budget speedup, beside the time-to-target one
-            same = runs.groupby(["source", "algorithm"])["speedup_vs_ddp"].mean()
+        if runs is not None:  # the same-budget speedup, beside the time-to-target one; none from partial runs
+            finished = runs if "ddp" not in folder.partial else runs.iloc[:0]
+            finished = finished[~finished["algorithm"].isin(list(folder.partial))]
+            same = finished.groupby(["source", "algorithm"])["speedup_vs_ddp"].mean()
             targets["speedup_same_budget"] = [same.get((s_, a), float("nan"))
                                               for s_, a in zip(targets["source"], targets["algorithm"], strict=True)]
     notes = [tables.targets_table(targets)] if targets is not None else []

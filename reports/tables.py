@@ -284,11 +284,12 @@ def targets_table(targets: pd.DataFrame) -> Table:
 def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
     """Wall-clock at which each algorithm's loss first falls to ``target``, linearly interpolated between
     steps, on its evaluation loss when it has one, else its training loss (mean over workers), as
-    ``harness/targets.py`` does for ``palsgd time-to-target``; NaN when never reached."""
+    ``harness/targets.py`` does for ``palsgd time-to-target``; NaN when never reached. A non-finite loss
+    (a diverged run) never reaches a target."""
     rows = []
     for (source, algo), part in curves.groupby(["source", "algorithm"], sort=False):
         col = "eval_loss" if part["eval_loss"].notna().any() else "loss"
-        c = part.groupby("step")[[col, "end_s"]].mean().dropna().sort_index()
+        c = part.groupby("step")[[col, "end_s"]].mean().replace([np.inf, -np.inf], np.nan).dropna().sort_index()
         loss, end = c[col].to_numpy(float), c["end_s"].to_numpy(float)
         below = np.flatnonzero(loss <= target)
         t = math.nan

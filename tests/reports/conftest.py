@@ -246,7 +246,7 @@ def build():
     """The folder builders, for tests that need a variant (importlib mode cannot import conftest)."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(hand_steps=hand_steps, write_run_folder=write_run_folder)
+    return SimpleNamespace(hand_steps=hand_steps, hand_metrics=hand_metrics, write_run_folder=write_run_folder)
 
 
 @pytest.fixture(scope="session")

@@ -192,9 +192,12 @@ def test_diverged_run_is_shown_diverged_at_its_step(tmp_path, parse, build):
     DDP finished its 40 steps; PALSGD stopped after step 2 (3 steps), so it has totals but no speedup."""
     out = tmp_path / "diverged"
     store.prepare(out)
-    store.start(out, "run", None)
-    steps = pd.concat([build.hand_steps("ddp"), build.hand_steps("palsgd", steps=3)], ignore_index=True)
-    store.write_table(out, io.RUNS, schema.summarize_steps(steps))
+    store.start(out, "run", None, target_loss=1.6)
+    ddp, palsgd = build.hand_steps("ddp"), build.hand_steps("palsgd", steps=3)
+    store.write_table(out, io.RUNS, schema.summarize_steps(pd.concat([ddp, palsgd], ignore_index=True)))
+    metrics = pd.concat([build.hand_metrics(ddp, tau=8.0), build.hand_metrics(palsgd, tau=9.0)], ignore_index=True)
+    metrics.loc[(metrics["algorithm"] == "palsgd") & (metrics["step"] == 2), ["loss", "eval_loss"]] = -np.inf
+    store.write_table(out, io.METRICS, metrics)
     store.finish(out, "diverged", failure={"algorithm": "palsgd", "kind": "diverged", "step": 2,
                                            "message": "loss is nan"},
                  algorithms={"ddp": {"status": "complete", "last_step": 39},
@@ -207,6 +210,11 @@ def test_diverged_run_is_shown_diverged_at_its_step(tmp_path, parse, build):
     assert summary[("real", "palsgd")]["speedup vs DDP"] is None and "diverged: 3 steps" in doc.text
     assert summary[("real", "ddp")]["wall-clock"] == pytest.approx(6.4)
     assert not doc.headlines and "PALSGD (diverged)" in doc.text
+    # A non-finite loss reaches no target, and a diverged run has no same-budget speedup either.
+    table = next(t for t in doc.tables if "time to target" in t["headers"])
+    rows = {LABEL[r[2][0]]: r for r in doc.body_rows(table)}
+    assert rows["palsgd"][4][0] == "not reached" and rows["palsgd"][6][1] is None
+    assert rows["ddp"][4][1] > 0 and rows["ddp"][6][1] == 1.0
 
 
 def test_empty_folder_and_bad_arguments(tmp_path, parse):
