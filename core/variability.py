@@ -1,0 +1,44 @@
+"""How much longer each worker's compute takes at each step: one sampler for the simulator and for the
+real harness's emulated accelerators, so both draw step times from the same distributions.
+
+    c_kt = c · slow_k · J_kt · S_kt
+    J_kt ~ LogNormal(μ, σ²) with σ² = ln(1 + cv²), μ = -σ²/2, so E[J] = 1 and sd(J)/E[J] = cv
+    S_kt = straggler_factor with probability straggler_prob, else 1 (rare spikes: OS noise, GC)
+    slow_k = slow_factor for the last ``slow_workers`` ranks, else 1 (a persistently slower card)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .cluster import VariabilitySpec
+
+_JITTER_STREAM = 0x717E
+
+
+class ComputeFactors:
+    """Draws the factors slow_k · J_kt · S_kt, [workers, steps] at a time, from one seeded stream."""
+
+    def __init__(self, var: VariabilitySpec, workers: int, seed: int):
+        self.var, self.workers = var, workers
+        self.slow = np.ones(workers)
+        if var.slow_workers:
+            self.slow[workers - min(var.slow_workers, workers):] = var.slow_factor
+        sigma2 = np.log1p(var.jitter_cv ** 2)
+        self._sigma, self._mu = np.sqrt(sigma2), -sigma2 / 2
+        self._rng = np.random.default_rng([seed, _JITTER_STREAM])
+
+    @property
+    def varies(self) -> bool:
+        v = self.var
+        return v.jitter_cv > 0 or v.straggler_prob > 0 or v.slow_workers > 0
+
+    def draw(self, steps: int) -> np.ndarray:
+        """[workers, steps] factors for the next ``steps`` steps (all ones without variability)."""
+        shape = (self.workers, steps)
+        out = np.broadcast_to(self.slow[:, None], shape).copy()
+        if self.var.jitter_cv > 0:
+            out *= self._rng.lognormal(self._mu, self._sigma, shape)
+        if self.var.straggler_prob > 0:
+            out[self._rng.random(shape) < self.var.straggler_prob] *= self.var.straggler_factor
+        return out
