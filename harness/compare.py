@@ -7,6 +7,10 @@ comparison.csv, one row per (case, algorithm, metric):
 ``error_pct`` = 100 (predicted - measured) / measured for times; for ``speedup_vs_ddp`` it is the
 difference in percentage points of speedup, 100 (predicted - measured), which is what "within 5
 percentage points" means.
+
+Times are compared only where the simulator sends what the run sent: an algorithm whose predicted
+bytes sent per worker differ from the measured ones by more than ``BYTES_TOLERANCE`` gets a single
+``bytes_sent_per_worker`` row instead, since its time errors would measure the wrong communication.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import numpy as np
 import pandas as pd
 
 METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
+BYTES = "bytes_sent_per_worker"
+BYTES_TOLERANCE = 0.01
+"""Relative difference of bytes sent beyond which sim and run do not model the same communication."""
 COMPARISON_COLUMNS = ("case", "workload", "network", "ranks", "algorithm", "metric", "predicted", "measured",
                       "error_pct")
 
@@ -22,16 +29,27 @@ COMPARISON_COLUMNS = ("case", "workload", "network", "ranks", "algorithm", "metr
 def compare(predicted: pd.DataFrame, measured: pd.DataFrame, *, case: str = "", workload: str = "",
             network: str = "", ranks: int = 0) -> pd.DataFrame:
     """Rows of the comparison table for one experiment; Monte-Carlo runs are averaged first."""
-    pred = predicted.groupby("algorithm", sort=False)[list(METRICS)].mean()
-    meas = measured.groupby("algorithm", sort=False)[list(METRICS)].mean()
+    columns = [*METRICS, BYTES]
+    pred = predicted.groupby("algorithm", sort=False)[columns].mean()
+    meas = measured.groupby("algorithm", sort=False)[columns].mean()
     rows = []
     for algorithm in meas.index.intersection(pred.index):
+        sent_p, sent_m = float(pred.loc[algorithm, BYTES]), float(meas.loc[algorithm, BYTES])
+        if bytes_differ(sent_p, sent_m):
+            rows.append((case, workload, network, ranks, algorithm, BYTES, sent_p, sent_m,
+                         error_pct(BYTES, sent_p, sent_m)))
+            continue
         for metric in METRICS:
             p, m = float(pred.loc[algorithm, metric]), float(meas.loc[algorithm, metric])
             if metric == "speedup_vs_ddp" and algorithm == "ddp":
                 continue  # 1 by definition on both sides
             rows.append((case, workload, network, ranks, algorithm, metric, p, m, error_pct(metric, p, m)))
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
+
+
+def bytes_differ(predicted: float, measured: float) -> bool:
+    """More than BYTES_TOLERANCE apart (relative to the measured bytes; any bytes against none)."""
+    return abs(predicted - measured) > BYTES_TOLERANCE * abs(measured)
 
 
 def error_pct(metric: str, predicted: float, measured: float) -> float:
@@ -45,7 +63,7 @@ def error_pct(metric: str, predicted: float, measured: float) -> float:
 def summary(comparison: pd.DataFrame) -> pd.DataFrame:
     """Per metric: rows, median, geometric-mean and maximum of |error|."""
     out = []
-    for metric, g in comparison.groupby("metric", sort=False):
+    for metric, g in comparison[comparison["metric"].isin(METRICS)].groupby("metric", sort=False):
         err = g["error_pct"].abs().dropna()
         if err.empty:
             continue
@@ -58,13 +76,17 @@ def summary(comparison: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_comparison(comparison: pd.DataFrame) -> str:
-    if comparison.empty:
-        return "no comparable rows"
-    view = comparison.copy()
+    mismatched = comparison[comparison["metric"] == BYTES]
+    lines = [f"{row.algorithm}: not compared: the simulator predicts {row.predicted:,.0f} bytes sent per "
+             f"worker, the run measured {row.measured:,.0f} ({row.error_pct:+.1f} %); its times would "
+             "measure a different communication" for row in mismatched.itertuples()]
+    view = comparison[comparison["metric"].isin(METRICS)].copy()
+    if view.empty:
+        return "\n".join([*lines, "no comparable rows"])
     view["error"] = [f"{e:+.1f} {'pp' if m == 'speedup_vs_ddp' else '%'}"
                      for e, m in zip(view["error_pct"], view["metric"], strict=True)]
     cols = [c for c in ("case", "algorithm", "metric", "predicted", "measured", "error") if c in view]
-    lines = [view[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
+    lines = [*lines, view[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"), ""]
     for row in summary(comparison).itertuples():
         lines.append(f"{row.metric}: median |error| {row.median_abs_error:.1f} {row.unit}, geometric mean "
                      f"{row.gmean_abs_error:.1f} {row.unit}, max {row.max_abs_error:.1f} {row.unit} ({row.rows} rows)")

@@ -1,0 +1,47 @@
+"""Predicted vs measured on made-up run tables: times are compared only for the same bytes sent."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from palsgd.harness.compare import compare, format_comparison, summary
+
+
+def runs(source: str, rows: dict[str, tuple[float, float]]) -> pd.DataFrame:
+    """One run per algorithm: algorithm -> (wall_clock_s, bytes_sent_per_worker); 10 steps; DDP is 20 s."""
+    return pd.DataFrame([{"source": source, "algorithm": a, "wall_clock_s": wall, "step_time_mean_s": wall / 10,
+                          "speedup_vs_ddp": 20.0 / wall, "bytes_sent_per_worker": sent}
+                         for a, (wall, sent) in rows.items()])
+
+
+def test_times_are_compared_where_bytes_agree_within_one_percent():
+    predicted = runs("sim", {"ddp": (20.0, 1e9), "diloco": (11.0, 1.009e7)})
+    measured = runs("real", {"ddp": (20.0, 1e9), "diloco": (10.0, 1e7)})
+    table = compare(predicted, measured)
+    assert set(table["metric"]) == {"step_time_mean_s", "wall_clock_s", "speedup_vs_ddp"}
+    wall = table[(table["algorithm"] == "diloco") & (table["metric"] == "wall_clock_s")]
+    assert wall["error_pct"].item() == pytest.approx(10.0)
+    assert "not compared" not in format_comparison(table)
+
+
+def test_an_algorithm_whose_bytes_differ_gets_one_clear_line_instead_of_time_errors():
+    predicted = runs("sim", {"ddp": (20.0, 1e9), "palsgd": (8.0, 2.0e7)})
+    measured = runs("real", {"ddp": (21.0, 1e9), "palsgd": (10.0, 1.0e7)})
+    table = compare(predicted, measured)
+    palsgd = table[table["algorithm"] == "palsgd"]
+    assert palsgd["metric"].tolist() == ["bytes_sent_per_worker"]
+    assert (palsgd["predicted"].item(), palsgd["measured"].item()) == (2.0e7, 1.0e7)
+    text = format_comparison(table)
+    assert ("palsgd: not compared: the simulator predicts 20,000,000 bytes sent per worker, the run measured "
+            "10,000,000 (+100.0 %)") in text
+    assert "ddp" in text and "wall_clock_s" in text  # DDP's bytes agree: its times are still compared
+    assert summary(table)["metric"].tolist() == ["step_time_mean_s", "wall_clock_s"]
+
+
+def test_all_algorithms_mismatched_leaves_only_the_messages():
+    table = compare(runs("sim", {"ddp": (20.0, 3e9)}), runs("real", {"ddp": (20.0, 1e9)}))
+    assert format_comparison(table).splitlines() == [
+        "ddp: not compared: the simulator predicts 3,000,000,000 bytes sent per worker, the run measured "
+        "1,000,000,000 (+200.0 %); its times would measure a different communication",
+        "no comparable rows"]
