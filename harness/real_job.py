@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,6 +24,8 @@ from ..core.config import Experiment
 from ..core.errors import ConfigError
 from . import store
 from .compare import compare, format_comparison
+
+PREFLIGHT_BAD_INPUT = 2
 
 
 def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int, node_rank: int,
@@ -40,6 +45,7 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
             raise ConfigError("emulates a network between the ranks of one machine; use --nnodes 1",
                               key="--emulate-network", value=emulate_network, source="command line")
         preflight(spec)
+    check_before_launch(exp, nproc_per_node)
     if node_rank == 0:
         store.prepare(out, overwrite=overwrite, resume=resume, kind="run", job=rdzv_endpoint or "")
     hosts = nproc_per_node * nnodes
@@ -50,7 +56,7 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
                               rdzv_endpoint=rdzv_endpoint, network=net, fault=fault, resume=resume,
                               timeout_s=timeout_s)
     except RunFailed as err:
-        echo(f"palsgd: run failed: {err}")
+        echo(f"palsgd: run {err.status}: {err}")
         return 1
     if node_rank != 0:
         return 0
@@ -62,6 +68,31 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
     echo(format_comparison(comparison))
     echo(f"wrote {out}/")
     return 0
+
+
+def check_before_launch(exp: Experiment, local_ranks: int) -> None:
+    """``real/preflight.py`` in one process (this layer does not import torch): ranks, model, data and
+    memory are checked once, so a problem is one line instead of a traceback from every rank."""
+    with tempfile.TemporaryDirectory(prefix="palsgd-preflight-") as tmp:
+        exp_json = io.write_json(Path(tmp) / "experiment.json", exp.to_dict())
+        done = subprocess.run([sys.executable, "-m", "palsgd.real.preflight", "--experiment", str(exp_json),
+                               "--local-ranks", str(local_ranks)], capture_output=True, text=True)
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines() or [f"exit status {done.returncode}"]
+        raise ConfigError(lines[-1] if done.returncode == PREFLIGHT_BAD_INPUT else f"preflight failed: {lines[-1]}")
+
+
+def check_writable(out: Path) -> None:
+    """The profile and the files beside it can be written: found now, not after minutes of measuring."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):
+            pass
+    except OSError as err:
+        raise ConfigError(f"cannot write files in {out.parent} ({err.strerror})", key="--out", value=str(out),
+                          source="command line") from None
+    if out.exists() and not os.access(out, os.W_OK):
+        raise ConfigError("cannot be written", key="--out", value=str(out), source="command line")
 
 
 def check_fault(fault, *, world: int, steps: int) -> None:
@@ -99,6 +130,8 @@ def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulat
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
     if spec is not None:
         preflight(spec)
+    check_writable(Path(out))
+    check_before_launch(exp, nproc_per_node)
     path = calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv))
     echo(f"wrote {path} (use it with `palsgd simulate --cluster {path}`)")
     return path
