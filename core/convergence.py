@@ -1,0 +1,294 @@
+"""Convergence descriptions: how many steps each algorithm needs to reach a target loss, relative to DDP.
+
+The simulator predicts the wall-clock of a number of steps. A local method may need more steps than
+DDP to reach the same held-out loss, so "X times faster for the same steps" and "X times faster to the
+target" differ. A convergence description gives the missing factor, measured (``palsgd time-to-target
+RUN... --loss L --export FILE``) or stated by the user, in a TOML file (``--convergence FILE``)::
+
+    [workload.convergence]
+    target_loss = 3.05      # the held-out loss the steps refer to
+    ddp_steps = 77.0        # steps DDP needs to reach it
+    ddp_workers = 2         # optional: the worker count ddp_steps was measured at
+    source = "..."          # where the numbers come from
+
+    [[workload.convergence.points]]
+    algorithm = "palsgd"
+    sync_every = 8          # optional axes: sync_every (H), p (palsgd only), workers
+    p = 0.2
+    payload_dtype = "fp32"  # optional, default fp32: only points of the same dtype answer
+    steps_vs_ddp = 1.49     # steps to the target / DDP's steps to the target (same workers)
+    source = "..."
+
+Rules, per algorithm and payload dtype:
+
+- An axis its points give is *measured*: every point gives it, the points form a full grid, and a
+  value between two measured ones is interpolated (linearly in log H and log workers, linearly in p).
+  A value outside the measured range is never extrapolated: ``lookup`` answers no value and says why,
+  ``require`` raises ``ConfigError``.
+- An axis no point gives is *assumed not to matter*; every lookup lists that assumption.
+- DDP needs 1.0 times DDP's steps, by definition.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .algorithms import LOCAL_ALGORITHMS
+from .config import PAYLOAD_BYTES, AlgorithmSpec, read_toml
+from .errors import ConfigError
+
+TABLE = "workload.convergence"
+AXES = ("sync_every", "p", "workers")
+AXES_OF = {"local_sgd": ("sync_every", "workers"), "diloco": ("sync_every", "workers"),
+           "palsgd": ("sync_every", "p", "workers")}
+"""The axes each local algorithm's steps to the target may depend on (p is PALSGD's alone)."""
+LOG_AXES = ("sync_every", "workers")
+"""Interpolated in log space: they are usually measured on geometric grids (H = 4, 8, 16, ...)."""
+AXIS_NAMES = {"sync_every": "H (sync_every)", "p": "p", "workers": "the number of workers"}
+
+
+@dataclass(frozen=True)
+class Point:
+    """One measured (or stated) configuration and its steps to the target relative to DDP."""
+
+    algorithm: str
+    steps_vs_ddp: float
+    source: str
+    payload_dtype: str = "fp32"
+    sync_every: int | None = None
+    p: float | None = None
+    workers: int | None = None
+
+    def given_axes(self) -> tuple[str, ...]:
+        return tuple(a for a in AXES if getattr(self, a) is not None)
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """The answer for one configuration: ``steps_vs_ddp`` is None when it lies outside what was measured."""
+
+    steps_vs_ddp: float | None
+    why: str
+    """Why there is no value, or the assumptions behind the value."""
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Convergence:
+    target_loss: float
+    ddp_steps: float
+    source: str
+    points: tuple[Point, ...] = ()
+    ddp_workers: int | None = None
+    _groups: dict = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        _check_number(self.target_loss, "target_loss", "must be a finite number")
+        _check_number(self.ddp_steps, "ddp_steps", "must be a finite number > 0", positive=True)
+        groups: dict[tuple[str, str], list[Point]] = {}
+        for point in self.points:
+            groups.setdefault((point.algorithm, point.payload_dtype), []).append(point)
+        object.__setattr__(self, "_groups", {k: _Grid.of(v) for k, v in groups.items()})
+
+    def payload_dtypes(self, algorithm: str) -> list[str]:
+        return sorted(dtype for name, dtype in self._groups if name == algorithm)
+
+    def measured(self, algorithm: str, payload_dtype: str) -> dict[str, list[float]]:
+        """The measured values of each measured axis (empty when every axis is assumed not to matter)."""
+        grid = self._groups.get((algorithm, payload_dtype))
+        return dict(zip(grid.axes, grid.values, strict=True)) if grid else {}
+
+    def lookup(self, spec: AlgorithmSpec, workers: int) -> Lookup:
+        """Steps to the target of ``spec`` on ``workers`` workers, relative to DDP's."""
+        if spec.name == "ddp":
+            return Lookup(1.0, "DDP by definition", (self.source,))
+        grid = self._groups.get((spec.name, spec.payload_dtype))
+        if grid is None:
+            return Lookup(None, f"the convergence description has no {spec.name} point with payload "
+                                f"{spec.payload_dtype}")
+        query = {"sync_every": spec.sync_every, "p": spec.p, "workers": workers}
+        return grid.lookup(spec.name, query)
+
+    def require(self, spec: AlgorithmSpec, workers: int, *, source: str = "") -> float:
+        """Like ``lookup``, but a configuration outside the measured range is a ConfigError."""
+        found = self.lookup(spec, workers)
+        if found.steps_vs_ddp is None:
+            raise ConfigError(f"no steps to the target: {found.why}", key=f"algorithm.{spec.name}",
+                              source=source)
+        return found.steps_vs_ddp
+
+    def to_toml(self) -> str:
+        """The file that ``load`` reads back into an equal description."""
+        head = {"target_loss": self.target_loss, "ddp_steps": self.ddp_steps, "ddp_workers": self.ddp_workers,
+                "source": self.source}
+        lines = [f"[{TABLE}]", *_toml_pairs(head)]
+        for p in self.points:
+            lines += ["", f"[[{TABLE}.points]]", *_toml_pairs({
+                "algorithm": p.algorithm, "payload_dtype": p.payload_dtype, "sync_every": p.sync_every,
+                "p": p.p, "workers": p.workers, "steps_vs_ddp": p.steps_vs_ddp, "source": p.source})]
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class _Grid:
+    """The points of one algorithm and payload dtype, as a full grid over the axes they give."""
+
+    axes: tuple[str, ...]
+    values: tuple[list[float], ...]
+    table: dict[tuple, Point]
+
+    @classmethod
+    def of(cls, points: list[Point]) -> _Grid:
+        name = points[0].algorithm
+        axes = points[0].given_axes()
+        for point in points:
+            if point.given_axes() != axes:
+                raise ConfigError(f"every {name} point with payload {point.payload_dtype} must give the same "
+                                  f"axes ({', '.join(axes) or 'none'}); this one gives "
+                                  f"{', '.join(point.given_axes()) or 'none'}", key="points",
+                                  value=point.source)
+        table: dict[tuple, Point] = {}
+        for point in points:
+            coords = tuple(getattr(point, a) for a in axes)
+            if coords in table:
+                raise ConfigError(f"{name} is given twice at {_where(axes, coords)}", key="points",
+                                  value=point.source)
+            table[coords] = point
+        values = tuple(sorted({c[i] for c in table}) for i in range(len(axes)))
+        missing = math.prod(len(v) for v in values) - len(table)
+        if missing:
+            raise ConfigError(f"the {name} points over {' x '.join(axes)} must form a full grid (every "
+                              f"combination of {_where(axes, values)}); {missing} missing",
+                              key="points")
+        return cls(axes, values, table)
+
+    def lookup(self, name: str, query: dict[str, float]) -> Lookup:
+        for axis, measured in zip(self.axes, self.values, strict=True):
+            q = query[axis]
+            if not measured[0] <= q <= measured[-1]:
+                span = f"{measured[0]:g}" if len(measured) == 1 else f"{measured[0]:g}..{measured[-1]:g}"
+                return Lookup(None, f"{axis} = {q:g} is outside the measured range of {name} ({span}); "
+                                    "not extrapolated")
+        corners = self._corners(tuple(query[a] for a in self.axes))
+        value = sum(w * self.table[c].steps_vs_ddp for c, w in corners)
+        assumed = [a for a in AXES_OF[name] if a not in self.axes]
+        why = f"{name} interpolated within the measured range"
+        if assumed:
+            why = (f"{name}'s steps to the target relative to DDP assumed independent of "
+                   + " and ".join(AXIS_NAMES[a] for a in assumed))
+        sources = tuple(dict.fromkeys(self.table[c].source for c, w in corners if w > 0))
+        return Lookup(value, why, sources)
+
+    def _corners(self, query: tuple) -> list[tuple[tuple, float]]:
+        """The grid points around ``query`` and their multilinear weights."""
+        corners: list[tuple[tuple, float]] = [((), 1.0)]
+        for axis, measured, q in zip(self.axes, self.values, query, strict=True):
+            i = bisect.bisect_left(measured, q)
+            if measured[i] == q:
+                corners = [((*c, q), w) for c, w in corners]
+                continue
+            lo, hi = measured[i - 1], measured[i]
+            f = math.log if axis in LOG_AXES else float
+            t = (f(q) - f(lo)) / (f(hi) - f(lo))
+            corners = [((*c, v), w * wv) for c, w in corners for v, wv in ((lo, 1 - t), (hi, t))]
+        return corners
+
+
+def _where(axes: tuple[str, ...], coords) -> str:
+    return ", ".join(f"{a}={c}" for a, c in zip(axes, coords, strict=True))
+
+
+def _toml_pairs(values: dict) -> list[str]:
+    """``key = value`` lines; None is left out (TOML has no null). JSON strings and numbers are TOML."""
+    return [f"{k} = {json.dumps(v)}" for k, v in values.items() if v is not None]
+
+
+def _check_number(value, key: str, rule: str, *, positive: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or (positive and value <= 0):
+        raise ConfigError(rule, key=key, value=value, has_value=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: str | Path) -> Convergence:
+    """Read a convergence TOML file; every error names the file, the key, the value and the rule."""
+    data = read_toml(path)
+    table = data.get("workload", {}).get("convergence") if isinstance(data.get("workload"), dict) else None
+    if not isinstance(table, dict):
+        raise ConfigError(f"is not a convergence file: it needs a [{TABLE}] table", source=str(path))
+    try:
+        return from_dict(table)
+    except ConfigError as err:
+        raise err.located(str(path), TABLE) from None
+
+
+_HEAD_KEYS = ("target_loss", "ddp_steps", "ddp_workers", "source", "points")
+_POINT_KEYS = ("algorithm", "steps_vs_ddp", "source", "payload_dtype", *AXES)
+
+
+def from_dict(table: dict) -> Convergence:
+    """The ``[workload.convergence]`` table as a Convergence (keys relative to that table)."""
+    _check_keys(table, _HEAD_KEYS, "", ("target_loss", "ddp_steps", "source"))
+    _check_string(table["source"], "source")
+    workers = table.get("ddp_workers")
+    if workers is not None:
+        _check_count(workers, "ddp_workers")
+    points = table.get("points", [])
+    if not isinstance(points, list):
+        raise ConfigError("must be a list of [[points]] tables", key="points", value=points)
+    return Convergence(target_loss=table["target_loss"], ddp_steps=table["ddp_steps"], source=table["source"],
+                       ddp_workers=workers, points=tuple(_point(p, f"points[{i}]") for i, p in enumerate(points)))
+
+
+def _point(raw: object, key: str) -> Point:
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a table", key=key, value=raw)
+    _check_keys(raw, _POINT_KEYS, f"{key}.", ("algorithm", "steps_vs_ddp", "source"))
+    name = raw["algorithm"]
+    if name not in LOCAL_ALGORITHMS:
+        raise ConfigError(f"must be one of {', '.join(LOCAL_ALGORITHMS)} (DDP is 1.0 by definition)",
+                          key=f"{key}.algorithm", value=name)
+    _check_number(raw["steps_vs_ddp"], f"{key}.steps_vs_ddp", "must be a finite number > 0", positive=True)
+    _check_string(raw["source"], f"{key}.source")
+    dtype = raw.get("payload_dtype", "fp32")
+    if dtype not in PAYLOAD_BYTES:
+        raise ConfigError(f"must be one of {', '.join(PAYLOAD_BYTES)}", key=f"{key}.payload_dtype", value=dtype)
+    for axis in ("sync_every", "workers"):
+        if axis in raw:
+            _check_count(raw[axis], f"{key}.{axis}")
+    if "p" in raw:
+        if name != "palsgd":
+            raise ConfigError("applies to palsgd only", key=f"{key}.p", value=raw["p"])
+        _check_number(raw["p"], f"{key}.p", "must be in [0, 1)")
+        if not 0 <= raw["p"] < 1:
+            raise ConfigError("must be in [0, 1)", key=f"{key}.p", value=raw["p"])
+    return Point(algorithm=name, steps_vs_ddp=float(raw["steps_vs_ddp"]), source=raw["source"],
+                 payload_dtype=dtype, sync_every=raw.get("sync_every"),
+                 p=float(raw["p"]) if "p" in raw else None, workers=raw.get("workers"))
+
+
+def _check_keys(raw: dict, allowed: tuple[str, ...], prefix: str, required: tuple[str, ...]) -> None:
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key; expected one of: {', '.join(allowed)}", key=prefix + unknown[0])
+    for key in required:
+        if key not in raw:
+            raise ConfigError("is required", key=prefix + key)
+
+
+def _check_string(value: object, key: str) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError("must be a non-empty string saying where the numbers come from", key=key, value=value,
+                          has_value=True)
+
+
+def _check_count(value: object, key: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError("must be an integer >= 1", key=key, value=value, has_value=True)

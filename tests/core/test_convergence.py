@@ -1,0 +1,107 @@
+"""Convergence descriptions: hand-made tables, interpolation, refusal to extrapolate, file round trip."""
+
+import math
+import re
+
+import pytest
+
+from palsgd.core import convergence
+from palsgd.core.config import AlgorithmSpec
+from palsgd.core.errors import ConfigError
+
+
+def _point(algorithm, ratio, **axes):
+    return {"algorithm": algorithm, "steps_vs_ddp": ratio, "source": f"hand-made {algorithm} {axes}", **axes}
+
+
+def _table(*points, **head):
+    return {"target_loss": 3.0, "ddp_steps": 100.0, "source": "hand-made", **head, "points": list(points)}
+
+
+GRID = _table(
+    _point("palsgd", 1.0, sync_every=4, p=0.1), _point("palsgd", 2.0, sync_every=16, p=0.1),
+    _point("palsgd", 1.5, sync_every=4, p=0.3), _point("palsgd", 3.0, sync_every=16, p=0.3),
+    _point("local_sgd", 1.2),
+)
+
+
+def test_ddp_is_one_and_measured_points_are_exact():
+    conv = convergence.from_dict(GRID)
+    assert conv.lookup(AlgorithmSpec(name="ddp"), 8).steps_vs_ddp == 1.0
+    assert conv.lookup(AlgorithmSpec(name="palsgd", sync_every=16, p=0.3), 8).steps_vs_ddp == 3.0
+
+
+def test_interpolation_is_log_linear_in_h_and_linear_in_p():
+    conv = convergence.from_dict(GRID)
+    # H = 8 is halfway between 4 and 16 in log space; p = 0.2 halfway between 0.1 and 0.3
+    assert conv.lookup(AlgorithmSpec(name="palsgd", sync_every=8, p=0.1), 8).steps_vs_ddp == pytest.approx(1.5)
+    both = conv.lookup(AlgorithmSpec(name="palsgd", sync_every=8, p=0.2), 8)
+    assert both.steps_vs_ddp == pytest.approx((1.0 + 2.0 + 1.5 + 3.0) / 4)
+    assert len(both.sources) == 4
+
+
+def test_outside_the_measured_range_is_refused_and_says_so():
+    conv = convergence.from_dict(GRID)
+    above = conv.lookup(AlgorithmSpec(name="palsgd", sync_every=32, p=0.2), 8)
+    assert above.steps_vs_ddp is None and "sync_every = 32" in above.why and "4..16" in above.why
+    assert "not extrapolated" in above.why
+    with pytest.raises(ConfigError, match=r"p = 0\.05 is outside"):
+        conv.require(AlgorithmSpec(name="palsgd", sync_every=8, p=0.05), 8)
+    no_dtype = conv.lookup(AlgorithmSpec(name="palsgd", sync_every=8, p=0.2, payload_dtype="bf16"), 8)
+    assert no_dtype.steps_vs_ddp is None and "bf16" in no_dtype.why
+    assert conv.lookup(AlgorithmSpec(name="diloco"), 8).steps_vs_ddp is None
+
+
+def test_an_axis_not_measured_is_an_assumption_named_in_the_answer():
+    conv = convergence.from_dict(GRID)
+    found = conv.lookup(AlgorithmSpec(name="local_sgd", sync_every=1000), 64)
+    assert found.steps_vs_ddp == 1.2
+    assert "independent of H (sync_every) and the number of workers" in found.why
+    assert "workers" in conv.lookup(AlgorithmSpec(name="palsgd", sync_every=8, p=0.2), 8).why
+
+
+def test_file_round_trip_gives_the_same_numbers(tmp_path):
+    conv = convergence.from_dict(_table(*GRID["points"], _point("diloco", 1.0 / 3, workers=2, sync_every=8),
+                                        _point("diloco", 0.7, workers=4, sync_every=8), ddp_workers=2))
+    path = tmp_path / "convergence.toml"
+    path.write_text(conv.to_toml())
+    back = convergence.load(path)
+    assert back == conv
+    spec = AlgorithmSpec(name="diloco", sync_every=8)
+    assert back.lookup(spec, 3).steps_vs_ddp == conv.lookup(spec, 3).steps_vs_ddp
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"ddp_steps": 0}, "ddp_steps = 0: must be a finite number > 0"),
+    ({"target_loss": math.nan}, "target_loss = nan"),
+    ({"source": ""}, "source = '': must be a non-empty string"),
+    ({"points": [_point("ddp", 1.0)]}, "points[0].algorithm = 'ddp': must be one of local_sgd"),
+    ({"points": [_point("diloco", 1.0, p=0.2)]}, "points[0].p = 0.2: applies to palsgd only"),
+    ({"points": [_point("diloco", -1.0)]}, "points[0].steps_vs_ddp = -1.0"),
+    ({"points": [_point("diloco", 1.0, sync_every=0)]}, "points[0].sync_every = 0: must be an integer >= 1"),
+    ({"points": [_point("diloco", 1.0, speed=2)]}, "points[0].speed: unknown key"),
+    ({"points": [_point("diloco", 1.0, sync_every=4), _point("diloco", 1.1)]}, "must give the same axes"),
+    ({"points": [_point("diloco", 1.0, sync_every=4), _point("diloco", 1.1, sync_every=4)]}, "given twice"),
+    ({"points": [_point("palsgd", 1.0, sync_every=4, p=0.1), _point("palsgd", 1.1, sync_every=8, p=0.2)]},
+     "must form a full grid"),
+])
+def test_bad_tables_name_the_key_the_value_and_the_rule(change, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        convergence.from_dict({**_table(), **change})
+
+
+def test_a_file_without_the_table_is_refused(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("[workload]\nname = 'x'\n")
+    with pytest.raises(ConfigError, match=r"c\.toml: is not a convergence file"):
+        convergence.load(path)
+
+
+def test_a_file_error_names_the_file_and_the_full_key(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text('[workload.convergence]\ntarget_loss = 3.0\nddp_steps = 10\nsource = "me"\n'
+                    '[[workload.convergence.points]]\nalgorithm = "palsgd"\nsteps_vs_ddp = "fast"\nsource = "me"\n')
+    with pytest.raises(ConfigError) as err:
+        convergence.load(path)
+    assert str(err.value) == (f"{path}: workload.convergence.points[0].steps_vs_ddp = 'fast': "
+                              "must be a finite number > 0")
