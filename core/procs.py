@@ -25,6 +25,18 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+def parent_command() -> str | None:
+    """The command line of this process's parent, words joined by spaces; "" when the parent is gone
+    (exited, or a zombie) and None off Linux (no /proc to ask)."""
+    if not Path("/proc/self").exists():
+        return None
+    try:
+        raw = Path(f"/proc/{os.getppid()}/cmdline").read_bytes()
+    except OSError:
+        return ""
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
 def die_with_parent(sig: int = signal.SIGKILL) -> None:
     """Ask Linux to send ``sig`` to this process when its parent dies, even by kill -9, so that
     nothing is orphaned (prctl PR_SET_PDEATHSIG). Call it in the child; a no-op off Linux."""

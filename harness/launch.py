@@ -31,9 +31,9 @@ import pandas as pd
 from ..core import io, schema
 from ..core.config import Experiment
 from ..core.errors import ConfigError
+from ..core.faults import FaultSpec
 from ..core.procs import die_with_parent, pid_alive
 from . import store
-from .faults import FaultSpec
 
 POLL_S = 0.2
 STARTUP_S = 300.0
@@ -42,10 +42,14 @@ SLOW_SKEW = 1.5
 
 
 class RunFailed(Exception):
-    """A real run failed (a rank died or hung); ``failure`` is what the manifest records."""
+    """A real run failed (a rank died or hung) or diverged; ``failure`` is what the manifest records."""
 
     def __init__(self, failure: dict, out: Path):
         self.failure, self.out = failure, out
+        self.status = "diverged" if failure["kind"] == "diverged" else "failed"
+        if self.status == "diverged":
+            super().__init__(f"{failure['algorithm']} at step {failure['step']}: {failure['message']}")
+            return
         rank = "" if failure.get("rank") is None else f" on rank {failure['rank']}"
         step = "" if failure.get("step") is None else f" at step {failure['step']}"
         super().__init__(f"{failure['algorithm']}: {failure['kind']}{rank}{step}: {failure['message']} "
@@ -87,7 +91,7 @@ def torchrun_argv(worker_args: list[str], *, nproc_per_node: int, nnodes: int, n
                               source="command line")
         argv += ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--rdzv-backend", "c10d",
                  "--rdzv-endpoint", rdzv_endpoint, "--rdzv-id", rdzv_id]
-    return [*argv, "-m", "palsgd.real.worker", *worker_args]
+    return [*argv, "-m", "palsgd.real.entry", *worker_args]
 
 
 class _Group:
@@ -158,6 +162,15 @@ def _root_cause_rank(log: Path) -> int | None:
     return int(m.group(1)) if m else None
 
 
+def _diverged(beats: dict[int, dict]) -> dict | None:
+    """The first rank whose heartbeat says "diverged" (it exited on a non-finite loss or parameter)."""
+    diverged = sorted((b["step"] + 1, r) for r, b in beats.items() if b.get("status") == "diverged")
+    if not diverged:
+        return None
+    step, rank = diverged[0]
+    return {"kind": "diverged", "rank": rank, "step": step, "message": beats[rank].get("message", "")}
+
+
 def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int) -> dict | None:
     """Wait for the group; return None on success, else the failure (dead rank or hang).
 
@@ -168,6 +181,9 @@ def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int)
         codes = group.poll()
         beats = read_heartbeats(folder)
         if any(c not in (None, 0) for c in codes):
+            diverged = _diverged(beats)
+            if diverged is not None:
+                return diverged
             rank = _root_cause_rank(log)
             step = beats[rank]["step"] + 1 if rank in beats else None
             code = next(c for c in codes if c not in (None, 0))
@@ -313,7 +329,8 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
             group.kill(pids)
         group.close()
         beats = read_heartbeats(folder)
-        record[name] = {"status": "complete" if failure is None else "failed",
+        record[name] = {"status": "complete" if failure is None else
+                        "diverged" if failure.get("kind") == "diverged" else "failed",
                         "last_step": min((b["step"] for b in beats.values()), default=-1)}
     if failure is not None:
         failure = {"algorithm": name, **failure}
@@ -325,14 +342,14 @@ def _finish(out: Path, names: list[str], record: dict, failure: dict | None, lea
     runs = schema.summarize_steps(steps) if len(steps) else None
     slow = slow_ranks(steps) if len(steps) else []
     status = "complete" if failure is None else (
-        "interrupted" if failure["kind"] == "interrupted" else "failed")
+        failure["kind"] if failure["kind"] in ("interrupted", "diverged") else "failed")
     if lead:
         store.write_table(out, io.STEPS, steps)
         store.write_table(out, io.METRICS, metrics)
         if runs is not None:
             store.write_table(out, io.RUNS, runs)
         store.finish(out, status, algorithms=record, failure=failure, slow_ranks=slow)
-    if failure is not None and status == "failed":
+    if failure is not None and status in ("failed", "diverged"):
         raise RunFailed(failure, out)
     if status == "interrupted":
         raise KeyboardInterrupt

@@ -1,6 +1,6 @@
-"""torchrun entry point: one rank of one algorithm of one experiment.
+"""One rank of one algorithm of one experiment, started by torchrun through ``real/entry.py``:
 
-    python -m torch.distributed.run --nproc-per-node 2 -m palsgd.real.worker \
+    python -m torch.distributed.run --nproc-per-node 2 -m palsgd.real.entry \
         --experiment OUT/ranks/experiment.json --algorithm palsgd --out OUT
 
 ``harness/launch.py`` writes the resolved experiment and starts this. Each rank writes, atomically and
@@ -8,7 +8,9 @@ periodically (a killed run keeps what it did), into ``OUT/ranks/<algorithm>/``:
 
 - ``rank<r>.steps.parquet``  step table rows (``core.schema.STEP_COLUMNS``, source "real");
 - ``rank<r>.metrics.csv``    one row per step (``METRIC_COLUMNS``): loss, lr, eval_loss;
-- ``rank<r>.progress.json``  heartbeat: last completed step, time, pid, whether it waits in a collective.
+- ``rank<r>.progress.json``  heartbeat: last completed step, time, pid, whether it waits in a collective,
+  status (running, done, or diverged with a message: the loss or the parameters stopped being finite;
+  the rank then exits with ``core.faults.DIVERGED_EXIT_CODE``).
 
 Evaluation, checkpoints and file writes are taken out of the run clock: the tables time training only.
 """
@@ -16,26 +18,27 @@ Evaluation, checkpoints and file writes are taken out of the run clock: the tabl
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import torch
 
-from ..core import algorithms as core_algorithms
 from ..core import io
+from ..core.algorithms import PSEUDO_SYNC_STEP, Plan, plan_for
 from ..core.config import AlgorithmSpec, Experiment, from_dict
-from ..core.procs import die_with_parent
+from ..core.faults import CRASH_EXIT_CODE, DIVERGED_EXIT_CODE, FaultSpec
 from ..core.schema import METRIC_COLUMNS, STEP_COLUMNS
-from ..harness.faults import CRASH_EXIT_CODE, FaultSpec
 from . import checkpoint, dist
-from .algorithms import ALGORITHM_CLASSES, Setup
-from .data import build_data
+from .algorithms import ALGORITHM_CLASSES, Algorithm, Setup
+from .data import DataSource, build_data
 from .models import build_model, compute_loss
 from .optim import build_optimizer, lr_at
 from .timing import DDPCommTimer, StepTimer, ddp_timed_hook
@@ -48,26 +51,16 @@ def rank_dir(out: Path, algorithm: str) -> Path:
     return Path(out) / "ranks" / algorithm
 
 
-def planned_steps(exp: Experiment, spec: AlgorithmSpec) -> int:
-    """Steps of the run. ``skipped_batches = kept`` with an epochs budget: enough steps for every worker
-    to take the budget's gradient steps (a pseudo-sync step then uses no batch)."""
-    steps = exp.nominal_steps
-    if spec.name != "palsgd" or spec.skipped_batches != "kept" or not exp.budget.epochs or spec.p == 0:
-        return steps
-    long = int(steps / (1 - spec.p) * 2) + 100
-    mask = core_algorithms.pseudo_sync_mask(exp.seed, exp.workers, long, spec.p, spec.warmup_steps,
-                                            spec.skip_draws)
-    return core_algorithms.steps_for_gradient_budget(mask, steps - spec.warmup_steps) + spec.warmup_steps
-
-
-def make_plan(exp: Experiment, spec: AlgorithmSpec, world_size: int) -> core_algorithms.Plan:
-    return core_algorithms.plan(spec.name, workers=world_size, steps=planned_steps(exp, spec), seed=exp.seed,
-                                warmup_steps=spec.warmup_steps, sync_every=spec.sync_every,
-                                p=spec.effective_p, skip_draws=spec.skip_draws)
+def make_plan(exp: Experiment, spec: AlgorithmSpec) -> Plan:
+    """The plan the simulator predicts for this run (``core.algorithms.plan_for``), drawn with ``exp.seed``."""
+    return plan_for(exp, spec, exp.seed)
 
 
 class RankFiles:
-    """This rank's rows and heartbeat; rewritten whole and atomically on each flush."""
+    """This rank's rows and heartbeat; rewritten whole and atomically on each flush.
+
+    The training loop and the heartbeat thread share the heartbeat: both go through ``update`` and
+    ``beat``, under one lock, so they never race on its temporary file."""
 
     def __init__(self, out: Path, algorithm: str, rank: int):
         self.dir = rank_dir(out, algorithm)
@@ -76,8 +69,9 @@ class RankFiles:
         self.metrics_path = self.dir / f"rank{rank}.metrics.csv"
         self.progress_path = self.dir / f"rank{rank}.progress.json"
         self.metrics: list[tuple] = []
-        self.state = {"rank": rank, "pid": os.getpid(), "step": -1, "status": "starting",
-                      "in_collective": False, "time": time.time()}
+        self._state = {"rank": rank, "pid": os.getpid(), "step": -1, "status": "starting",
+                       "in_collective": False, "time": time.time()}
+        self._lock = threading.Lock()
 
     def load_until(self, step: int) -> list[tuple]:
         """Rows of an earlier attempt before ``step`` (resume); returns the step rows."""
@@ -95,17 +89,36 @@ class RankFiles:
         io.write_parquet(self.steps_path, pd.DataFrame(step_rows, columns=list(STEP_COLUMNS)))
         io.write_csv(self.metrics_path, pd.DataFrame(self.metrics, columns=list(METRIC_COLUMNS)))
 
-    def beat(self) -> None:
-        # No fsync: a heartbeat only needs to be visible to the launcher on this host, and often.
-        tmp = self.progress_path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps({**self.state, "time": time.time()}))
-        os.replace(tmp, self.progress_path)
+    def update(self, **fields) -> None:
+        """Change the heartbeat's fields (``step``, ``status``, ...); the next beat writes them."""
+        with self._lock:
+            self._state.update(fields)
+
+    def beat(self, **fields) -> None:
+        """Update ``fields`` and write the heartbeat now."""
+        with self._lock:
+            self._state.update(fields, time=time.time())
+            # No fsync: a heartbeat only needs to be visible to the launcher on this host, and often.
+            tmp = self.progress_path.with_suffix(".json.tmp")
+            tmp.write_text(json.dumps(self._state))
+            os.replace(tmp, self.progress_path)
 
 
-def heartbeat(files: RankFiles, comm: dist.TorchComm, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_EVERY_S):
-        files.state["in_collective"] = comm.in_collective
-        files.beat()
+@contextlib.contextmanager
+def heartbeat(files: RankFiles, comm: dist.TorchComm):
+    """Beat every HEARTBEAT_EVERY_S in a background thread while the body runs (also inside collectives)."""
+    stop = threading.Event()
+
+    def beat_until_stopped():
+        while not stop.wait(HEARTBEAT_EVERY_S):
+            files.beat(in_collective=comm.in_collective)
+
+    thread = threading.Thread(target=beat_until_stopped, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def evaluate(model: torch.nn.Module, batches: list, comm: dist.TorchComm, device: torch.device) -> float:
@@ -122,91 +135,175 @@ def _to(batch, device):
 
 def run(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, fault: FaultSpec | None = None,
         resume: bool = False, attempt: int = 0) -> None:
+    """Train ``name`` on this rank to the end of its plan; raise Diverged when training stops being finite."""
+    t = set_up(exp, name, out, ctx, resume=resume, attempt=attempt)
+    t.files.beat(status="running", step=t.start - 1)
+    with heartbeat(t.files, t.comm):
+        try:
+            for step in range(t.start, t.plan.steps):
+                if fault is not None and fault.rank == ctx.rank and step >= fault.step:
+                    _inject(fault, t.setup, t.files)
+                loss = t.algo.step(step, t.next_batch)
+                t.stop_if_diverged(step, loss)
+                eval_loss = t.evaluate_if_due(step)
+                t.record(step, loss, eval_loss)
+                t.flush_if_due(step)
+                t.print_progress(step, loss, eval_loss)
+        except Diverged as err:
+            t.files.flush(t.timer.rows)
+            t.files.beat(status="diverged", message=str(err))  # "step" stays the last finite one
+            raise
+    t.files.beat(status="done")
+
+
+class Diverged(Exception):
+    """The loss or the parameters stopped being finite at ``step``."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(what)
+        self.step = step
+
+
+def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resume: bool,
+           attempt: int) -> Training:
+    """Model, optimizer, DDP, data and rank files on this rank; restored from the newest checkpoint that
+    every rank holds when ``resume``. The order matters: every rank seeds, then meets in the same
+    collectives (checkpoint agreement, common clock)."""
     spec = exp.algorithm(name)
-    plan = make_plan(exp, spec, ctx.world_size)
+    plan = make_plan(exp, spec)
     torch.manual_seed(exp.seed)  # the same initial model on every rank; DDP also broadcasts rank 0's
     model = build_model(exp.workload.model).to(ctx.device)
-    dist.flatten_([p for p in model.parameters() if p.requires_grad])  # syncs then need no copy
+    flat_params = dist.flatten_([p for p in model.parameters() if p.requires_grad])  # syncs need no copy
     optimizer = build_optimizer(model.parameters(), exp.train)
     comm = dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
-    # PyTorch's default bucket layout (1 MiB first bucket) unless a cap is asked for; the simulator
-    # charges the same layout (AlgorithmSpec.first_bucket_mb).
-    cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_cap_mb": spec.torch_bucket_cap_mb}
-    ddp = torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, **cap)
+    ddp = _wrap_in_ddp(model, spec, ctx)
     data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
     eval_data = data.eval_batches(exp.train.eval_batches)
     files = RankFiles(out, name, ctx.rank)
-    start, position, clock_s, restored = 0, 0, 0.0, None
-    if resume:
-        restored = _agree_on_checkpoint(out, name, ctx, comm)
-    if restored is not None:
-        start, position, clock_s = restored["next_step"], restored["data_position"], restored["clock_s"]
+    restored = _agree_on_checkpoint(out, name, ctx, comm) if resume else None
     timer = StepTimer(algorithm=name, worker=ctx.rank, zero=comm.common_clock(), device=ctx.device,
-                      run=attempt, offset_s=clock_s)
+                      run=attempt, offset_s=0.0 if restored is None else restored["clock_s"])
     ddp_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[spec.payload_dtype])
     ddp.register_comm_hook(ddp_timer, ddp_timed_hook)
     setup = Setup(model=model, optimizer=optimizer, spec=spec, train=exp.train,
                   kinds=plan.worker_kinds(ctx.rank), sync_after=plan.sync_after, comm=comm, timer=timer,
                   loss_fn=compute_loss, ddp=ddp, ddp_timer=ddp_timer, grad_accum=exp.workload.grad_accum,
                   device=ctx.device)
-    algo = ALGORITHM_CLASSES[name](setup)
-    if restored is not None:
-        model.load_state_dict(restored["model"])
-        optimizer.load_state_dict(restored["optimizer"])
-        algo.load_state_dict(restored["algorithm"])
-        checkpoint.set_rng_state(restored["rng"])
-        timer.rows = files.load_until(start)
-    else:
+    t = Training(exp=exp, name=name, out=out, ctx=ctx, attempt=attempt, plan=plan, setup=setup,
+                 algo=ALGORITHM_CLASSES[name](setup), flat_params=flat_params, data=data,
+                 eval_data=eval_data, files=files)
+    if restored is None:
         torch.manual_seed(exp.seed + 1 + ctx.rank)  # per-rank randomness (dropout) from here on
+    else:
+        t.restore(restored)
+    return t
 
-    pos = [position]
 
-    def next_batch():
-        batch = data.train_batch(pos[0])
-        pos[0] += 1
-        return _to(batch, ctx.device)
+def _wrap_in_ddp(model: torch.nn.Module, spec: AlgorithmSpec, ctx: dist.DistContext) -> torch.nn.Module:
+    # PyTorch's default bucket layout (1 MiB first bucket) unless a cap is asked for; the simulator
+    # charges the same layout (AlgorithmSpec.first_bucket_mb).
+    cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_cap_mb": spec.torch_bucket_cap_mb}
+    return torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, **cap)
 
-    stop = threading.Event()
-    files.state["status"] = "running"
-    files.state["step"] = start - 1
-    files.beat()
-    beat = threading.Thread(target=heartbeat, args=(files, comm, stop), daemon=True)
-    beat.start()
-    last_flush = last_print = time.perf_counter()
-    try:
-        for step in range(start, plan.steps):
-            if fault is not None and fault.rank == ctx.rank and step >= fault.step:
-                _inject(fault, setup, files)
-            loss = algo.step(step, next_batch)
-            end_s = timer.last_end_s
-            last = step == plan.steps - 1
-            eval_loss = math.nan
-            if last or (exp.train.eval_every and (step + 1) % exp.train.eval_every == 0):
-                with _paused(timer):
-                    eval_loss = evaluate(model, eval_data, comm, ctx.device)
-            files.metrics.append(("real", name, attempt, ctx.rank, step, end_s, loss,
-                                  lr_at(exp.train, step, plan.steps), eval_loss))
-            files.state["step"] = step
-            checkpoint_now = exp.train.checkpoint_every and (step + 1) % exp.train.checkpoint_every == 0
-            if checkpoint_now or last or time.perf_counter() - last_flush > _flush_interval(timer.rows):
-                with _paused(timer):
-                    files.flush(timer.rows)
-                    if checkpoint_now and not last:
-                        checkpoint.save(out, name, ctx.rank, step + 1, {
-                            "next_step": step + 1, "data_position": pos[0], "clock_s": end_s,
-                            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                            "algorithm": algo.state_dict(), "rng": checkpoint.rng_state()})
-                last_flush = time.perf_counter()
-            if ctx.rank == 0 and (time.perf_counter() - last_print > PROGRESS_EVERY_S or last):
-                last_print = time.perf_counter()
-                print(f"[{name}] step {step + 1}/{plan.steps}  loss {loss:.4f}  t {end_s:.1f}s"
-                      + ("" if math.isnan(eval_loss) else f"  eval {eval_loss:.4f}"), file=sys.stderr,
-                      flush=True)
-    finally:
-        stop.set()
-    files.state["status"] = "done"
-    files.beat()
+
+@dataclass
+class Training:
+    """One rank's run between steps: what the set-up built and where the loop stands."""
+
+    exp: Experiment
+    name: str
+    out: Path
+    ctx: dist.DistContext
+    attempt: int
+    plan: Plan
+    setup: Setup  # model, optimizer, comm, timer, ... as the algorithm sees them
+    algo: Algorithm
+    flat_params: torch.Tensor  # every trainable parameter is a view of it (dist.flatten_)
+    data: DataSource
+    eval_data: list
+    files: RankFiles
+    start: int = 0  # the first step this attempt takes
+    data_position: int = 0  # the next training batch
+    last_flush: float = field(default_factory=time.perf_counter)
+    last_print: float = field(default_factory=time.perf_counter)
+
+    @property
+    def comm(self) -> dist.TorchComm:
+        return self.setup.comm
+
+    @property
+    def timer(self) -> StepTimer:
+        return self.setup.timer
+
+    def next_batch(self):
+        batch = self.data.train_batch(self.data_position)
+        self.data_position += 1
+        return _to(batch, self.ctx.device)
+
+    def is_last(self, step: int) -> bool:
+        return step == self.plan.steps - 1
+
+    def is_pseudo_sync(self, step: int) -> bool:
+        return self.setup.kinds[step] == PSEUDO_SYNC_STEP
+
+    def stop_if_diverged(self, step: int, loss: float) -> None:
+        """Every gradient step checks its own loss (a pseudo-sync step has none). A sync checks the
+        parameters it averaged, the same on every rank, so that all ranks stop there together."""
+        if not self.is_pseudo_sync(step) and not math.isfinite(loss):
+            raise Diverged(step, f"loss is {loss}")
+        if self.plan.sync_after[step] and not bool(torch.isfinite(self.flat_params).all()):
+            raise Diverged(step, "parameters are not finite after the sync")
+
+    def evaluate_if_due(self, step: int) -> float:
+        every = self.exp.train.eval_every
+        if not (self.is_last(step) or (every and (step + 1) % every == 0)):
+            return math.nan
+        with _paused(self.timer):
+            return evaluate(self.setup.model, self.eval_data, self.comm, self.ctx.device)
+
+    def record(self, step: int, loss: float, eval_loss: float) -> None:
+        lr = lr_at(self.exp.train, step, self.plan.steps)
+        self.files.metrics.append(("real", self.name, self.attempt, self.ctx.rank, step, self.timer.last_end_s,
+                                   loss, lr, eval_loss))
+        self.files.update(step=step)
+
+    def flush_if_due(self, step: int) -> None:
+        """Write the rank files (and a checkpoint when one is due) periodically and at the end."""
+        every = self.exp.train.checkpoint_every
+        checkpoint_now = bool(every) and (step + 1) % every == 0 and not self.is_last(step)
+        if not (checkpoint_now or self.is_last(step)
+                or time.perf_counter() - self.last_flush > _flush_interval(self.timer.rows)):
+            return
+        with _paused(self.timer):
+            self.files.flush(self.timer.rows)
+            if checkpoint_now:
+                checkpoint.save(self.out, self.name, self.ctx.rank, step + 1, self.state_dict(step + 1))
+        self.last_flush = time.perf_counter()
+
+    def print_progress(self, step: int, loss: float, eval_loss: float) -> None:
+        """Rank 0 prints a line every PROGRESS_EVERY_S and at the end."""
+        if self.ctx.rank != 0 or not (self.is_last(step) or time.perf_counter() - self.last_print > PROGRESS_EVERY_S):
+            return
+        self.last_print = time.perf_counter()
+        took = "pseudo-sync" if self.is_pseudo_sync(step) else f"loss {loss:.4f}"
+        evaluated = "" if math.isnan(eval_loss) else f"  eval {eval_loss:.4f}"
+        print(f"[{self.name}] step {step + 1}/{self.plan.steps}  {took}  t {self.timer.last_end_s:.1f}s{evaluated}",
+              file=sys.stderr, flush=True)
+
+    def state_dict(self, next_step: int) -> dict:
+        """Everything a resumed run needs to take exactly the steps from ``next_step`` on."""
+        return {"next_step": next_step, "data_position": self.data_position, "clock_s": self.timer.last_end_s,
+                "model": self.setup.model.state_dict(), "optimizer": self.setup.optimizer.state_dict(),
+                "algorithm": self.algo.state_dict(), "rng": checkpoint.rng_state()}
+
+    def restore(self, state: dict) -> None:
+        self.setup.model.load_state_dict(state["model"])
+        self.setup.optimizer.load_state_dict(state["optimizer"])
+        self.algo.load_state_dict(state["algorithm"])
+        checkpoint.set_rng_state(state["rng"])
+        self.start, self.data_position = state["next_step"], state["data_position"]
+        self.timer.rows = self.files.load_until(self.start)
 
 
 def _flush_interval(rows: list) -> float:
@@ -250,7 +347,7 @@ def _inject(fault: FaultSpec, setup: Setup, files: RankFiles) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m palsgd.real.worker", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m palsgd.real.entry", description=__doc__.split("\n")[0])
     parser.add_argument("--experiment", required=True, type=Path, help="resolved experiment (JSON)")
     parser.add_argument("--algorithm", required=True)
     parser.add_argument("--out", required=True, type=Path)
@@ -258,22 +355,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--attempt", type=int, default=0)
     args = parser.parse_args(argv)
-    die_with_parent()
     exp = from_dict(json.loads(args.experiment.read_text()))
     fault = FaultSpec.parse(args.fault) if args.fault else None
     ctx = dist.init(threads=exp.train.threads_per_rank)
     try:
         run(exp, args.algorithm, args.out, ctx, fault=fault, resume=args.resume, attempt=args.attempt)
+    except Diverged as err:
+        print(f"[{args.algorithm}] rank {ctx.rank} diverged at step {err.step}: {err}", file=sys.stderr,
+              flush=True)
+        return DIVERGED_EXIT_CODE
     finally:
         dist.teardown()
     return 0
-
-
-if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # Skip interpreter finalisation: C++ destructors of background threads (gloo, the rendezvous store)
-    # racing at exit occasionally aborted a finished rank (SIGABRT, "terminate called without an active
-    # exception": 5 of 48 validation runs). Every result file is written, closed and renamed by now.
-    os._exit(code)

@@ -13,7 +13,7 @@ import pytest
 
 from palsgd.core.errors import ConfigError
 from palsgd.harness import store
-from palsgd.harness.faults import FaultSpec
+from palsgd.core.faults import FaultSpec
 from palsgd.harness.launch import RunFailed, read_heartbeats, run_real
 from palsgd.harness.targets import time_to_target
 

@@ -1,18 +1,23 @@
-"""Injected faults for reliability tests: ``rank=1,step=50,kind=crash|hang|slow[,factor=3]``.
+"""How a rank fails, shared by the worker that fails and the launcher that reports it.
 
-crash: the rank exits at once (``os._exit(13)``) when it reaches ``step``; hang: it sleeps forever;
-slow: from ``step`` on each of its forward/backward passes lasts ``factor`` times as long.
-No torch here: the launcher parses, the worker (``real/worker.py``) injects.
+Injected faults for reliability tests: ``rank=1,step=50,kind=crash|hang|slow[,factor=3]``. crash: the
+rank exits at once with CRASH_EXIT_CODE when it reaches ``step``; hang: it sleeps forever; slow: from
+``step`` on each of its forward/backward passes lasts ``factor`` times as long. The launcher parses,
+the worker (``real/worker.py``) injects.
+
+A rank whose loss or parameters stop being finite exits with DIVERGED_EXIT_CODE after writing status
+"diverged" into its heartbeat.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..core.errors import ConfigError
+from .errors import ConfigError
 
 FAULT_KINDS = ("crash", "hang", "slow")
 CRASH_EXIT_CODE = 13
+DIVERGED_EXIT_CODE = 14
 
 
 @dataclass(frozen=True)
