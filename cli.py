@@ -241,22 +241,36 @@ def validate(quick, out, overwrite, no_emulation, report):
 
 
 @main.command(name="time-to-target")
-@click.argument("curves", type=click.Path(exists=True, path_type=Path))
+@click.argument("curves", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--loss", "target_loss", type=float, required=True, help="Target held-out loss.")
 @click.option("--workload", help="For a CSV of curves: the workload preset or file they belong to.")
 @click.option("--cluster", help="Predict on this cluster preset or profile (default: as measured).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a field of the cluster.")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--export", "export_to", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the steps to the loss relative to DDP, measured by the run folders, as a convergence "
+                   "description for --convergence (runs with different H, p or workers give a function of them).")
 @_handle_errors
-def time_to_target(curves, target_loss, workload, cluster, overrides, as_json):
+def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, export_to):
     """Wall-clock to reach a held-out loss on a measured or simulated cluster.
 
-    CURVES is a `palsgd run` results folder, or a CSV with columns algorithm, step, loss."""
+    CURVES is a `palsgd run` results folder, or a CSV with columns algorithm, step, loss; several run
+    folders with --export."""
     from .harness import targets
 
     if not math.isfinite(target_loss):
         raise ConfigError("must be a finite number", key="--loss", value=target_loss, source="command line")
-    table = targets.time_to_target(curves, target_loss, cluster=cluster, overrides=list(overrides),
+    if export_to is not None:
+        from .harness import convergence_export
+
+        conv, notes = convergence_export.export_to_file(list(curves), target_loss, export_to)
+        click.echo(json.dumps(conv.to_dict(), indent=2) if as_json
+                   else convergence_export.format_export(conv, notes, export_to))
+        return
+    if len(curves) > 1:
+        raise ConfigError("give one run folder or CSV (several only with --export)", key="CURVES",
+                          value=[str(c) for c in curves], source="command line")
+    table = targets.time_to_target(curves[0], target_loss, cluster=cluster, overrides=list(overrides),
                                    workload=workload)
     click.echo(table.to_json(orient="records", indent=2) if as_json else targets.format_targets(table))
 

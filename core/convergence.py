@@ -32,10 +32,11 @@ Rules, per algorithm and payload dtype:
 from __future__ import annotations
 
 import bisect
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import tomli_w
 
 from .algorithms import LOCAL_ALGORITHMS
 from .config import PAYLOAD_BYTES, AlgorithmSpec, read_toml
@@ -121,16 +122,18 @@ class Convergence:
                               source=source)
         return found.steps_vs_ddp
 
-    def to_toml(self) -> str:
-        """The file that ``load`` reads back into an equal description."""
+    def to_dict(self) -> dict:
+        """The ``[workload.convergence]`` table; keys without a value are left out (TOML has no null)."""
         head = {"target_loss": self.target_loss, "ddp_steps": self.ddp_steps, "ddp_workers": self.ddp_workers,
                 "source": self.source}
-        lines = [f"[{TABLE}]", *_toml_pairs(head)]
-        for p in self.points:
-            lines += ["", f"[[{TABLE}.points]]", *_toml_pairs({
-                "algorithm": p.algorithm, "payload_dtype": p.payload_dtype, "sync_every": p.sync_every,
-                "p": p.p, "workers": p.workers, "steps_vs_ddp": p.steps_vs_ddp, "source": p.source})]
-        return "\n".join(lines) + "\n"
+        points = [{"algorithm": p.algorithm, "payload_dtype": p.payload_dtype, "sync_every": p.sync_every,
+                   "p": p.p, "workers": p.workers, "steps_vs_ddp": p.steps_vs_ddp, "source": p.source}
+                  for p in self.points]
+        return {**_given(head), "points": [_given(p) for p in points]}
+
+    def to_toml(self) -> str:
+        """The file that ``load`` reads back into an equal description."""
+        return tomli_w.dumps({"workload": {"convergence": self.to_dict()}})
 
 
 @dataclass(frozen=True)
@@ -202,9 +205,8 @@ def _where(axes: tuple[str, ...], coords) -> str:
     return ", ".join(f"{a}={c}" for a, c in zip(axes, coords, strict=True))
 
 
-def _toml_pairs(values: dict) -> list[str]:
-    """``key = value`` lines; None is left out (TOML has no null). JSON strings and numbers are TOML."""
-    return [f"{k} = {json.dumps(v)}" for k, v in values.items() if v is not None]
+def _given(values: dict) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _check_number(value, key: str, rule: str, *, positive: bool = False) -> None:

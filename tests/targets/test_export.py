@@ -1,0 +1,88 @@
+"""`time-to-target --export`: a convergence description from run folders, and reading it back."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from palsgd.core import config, convergence, io, schema
+from palsgd.core.config import AlgorithmSpec
+from palsgd.core.errors import ConfigError
+from palsgd.harness import store
+from palsgd.harness.convergence_export import export
+
+# Steps each algorithm needs to fall from 4.0 to the target 3.0 in the fake runs, by H.
+STEPS_AT_TARGET = {"ddp": {4: 20, 16: 20}, "local_sgd": {4: 30, 16: 40}, "palsgd": {4: 25, 16: 50}}
+
+
+def _fake_run(folder, sync_every, *, workers=2):
+    """A `palsgd run` folder whose held-out loss falls linearly, reaching 3.0 at STEPS_AT_TARGET."""
+    exp = config.load(workload="gpt-tiny", cluster="cpu-2core-gloo", algorithms=list(STEPS_AT_TARGET),
+                      steps=60, overrides=[f"algorithm.sync_every={sync_every}", f"cluster.gpus_per_node={workers}"])
+    store.start(folder, "run", exp)
+    rows = []
+    for algorithm, by_h in STEPS_AT_TARGET.items():
+        for step in range(0, 61, 5):
+            loss = 4.0 - step / by_h[sync_every]
+            rows += [(("real", algorithm, 0, w, step, 0.1 * step, loss, 1e-3, loss)) for w in range(workers)]
+    store.write_table(folder, io.METRICS, pd.DataFrame(rows, columns=list(schema.METRIC_COLUMNS)))
+    store.finish(folder)
+    return folder
+
+
+def test_runs_with_different_h_give_a_function_of_h(tmp_path):
+    folders = [_fake_run(tmp_path / f"h{h}", h) for h in (4, 16)]
+    conv, notes = export(folders, 3.0)
+    assert notes == [] and conv.ddp_steps == 20 and conv.ddp_workers == 2 and conv.target_loss == 3.0
+    assert {(p.algorithm, p.sync_every, p.workers, p.p) for p in conv.points} == {
+        ("local_sgd", 4, None, None), ("local_sgd", 16, None, None),
+        ("palsgd", 4, None, None), ("palsgd", 16, None, None)}
+    local = AlgorithmSpec(name="local_sgd", sync_every=16)
+    assert conv.lookup(local, 2).steps_vs_ddp == pytest.approx(40 / 20)
+    mid = conv.lookup(AlgorithmSpec(name="palsgd", sync_every=8), 2).steps_vs_ddp
+    assert mid == pytest.approx(np.mean([25 / 20, 50 / 20]))  # halfway in log H
+    assert conv.lookup(AlgorithmSpec(name="palsgd", sync_every=32), 2).steps_vs_ddp is None
+    assert all(str(tmp_path) in p.source for p in conv.points)
+
+
+def test_export_and_reimport_give_the_same_numbers(tmp_path):
+    folders = [_fake_run(tmp_path / f"h{h}", h) for h in (4, 16)]
+    conv, _ = export(folders, 3.0)
+    path = tmp_path / "convergence.toml"
+    path.write_text(conv.to_toml())
+    back = convergence.load(path)
+    assert back == conv
+    for h in (4, 6, 11, 16):
+        spec = AlgorithmSpec(name="palsgd", sync_every=h)
+        assert back.lookup(spec, 2) == conv.lookup(spec, 2)
+
+
+def test_cli_exports_and_refuses_folders_of_other_workloads(tmp_path):
+    a = _fake_run(tmp_path / "a", 4)
+    out = tmp_path / "conv.toml"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cli = [sys.executable, "-m", "palsgd.cli", "time-to-target"]
+    r = subprocess.run([*cli, str(a), "--loss", "3.0", "--export", str(out), "--json"], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["ddp_steps"] == 20
+    local = convergence.load(out).lookup(AlgorithmSpec(name="local_sgd", sync_every=123), 64)
+    assert local.steps_vs_ddp == 1.5 and "assumed independent of H" in local.why
+
+    other = tmp_path / "other"
+    exp = config.load(workload="resnet-tiny", cluster="cpu-2core-gloo", steps=60)
+    store.start(other, "run", exp)
+    with pytest.raises(ConfigError, match="trains another workload"):
+        export([a, other], 3.0)
+    r = subprocess.run([*cli, str(a), str(other), "--loss", "3.0", "--export", str(out)], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "trains another workload" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_ddp_must_reach_the_target(tmp_path):
+    with pytest.raises(ConfigError, match="DDP does not reach loss 0.5"):
+        export([_fake_run(tmp_path / "a", 4)], 0.5)
