@@ -3,8 +3,8 @@
 ``run_real`` wraps ``python -m torch.distributed.run`` (no torch import here: the harness stays light).
 One node: standalone rendezvous (torchrun picks a free port). Several nodes: c10d rendezvous at
 ``rdzv_endpoint``; call ``run_real`` (or ``palsgd run``) once per node with its ``node_rank``. With an
-emulated ``network`` (``harness/netem.py``) one torchrun agent runs per rank, each in its own network
-namespace. Watching the ranks' heartbeats, the launcher detects a dead rank (torchrun exits non-zero),
+emulated ``network`` (``harness/netem.py``) one torchrun agent runs per emulated node, with its ranks,
+in its network namespace. Watching the ranks' heartbeats, the launcher detects a dead rank (torchrun exits non-zero),
 a hang (no rank advances for ``timeout_s``) and a slow rank (per-rank step-time skew), tears the whole
 group down, keeps what the rank files hold, and records it all in the manifest.
 """
@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,11 +25,13 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 
 import pandas as pd
 
 from ..core import io, schema
+from ..core.algorithms import ALGORITHMS
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from ..core.faults import FaultSpec
@@ -94,12 +97,16 @@ def torchrun_argv(worker_args: list[str], *, nproc_per_node: int, nnodes: int, n
     return [*argv, "-m", "palsgd.real.entry", *worker_args]
 
 
+PROGRESS_LINE = re.compile(rf"\[({'|'.join(ALGORITHMS)})\] ")
+"""What a worker prints for the user: ``[palsgd] step 40/100 ...`` (``real/worker.py``)."""
+
+
 class _Group:
     """The torchrun agents of one algorithm on this machine; output teed to the terminal and a log."""
 
     def __init__(self, commands: list[tuple[list[str], dict]], log: Path):
         log.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(log, "a", encoding="utf-8")  # noqa: SIM115 (closed in close(), after the agents)  # noqa: SIM115 (closed in close(), after the agents)
+        self.log = open(log, "a", encoding="utf-8")  # noqa: SIM115 (closed in close(), after the agents)
         self.procs, self.threads = [], []
         for argv, env in commands:
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -110,11 +117,14 @@ class _Group:
             self.threads.append(thread)
 
     def _tee(self, proc: subprocess.Popen) -> None:
+        """Everything goes to the log; the terminal gets only the ranks' progress lines (a failed run's
+        tracebacks, one per rank plus torchrun's, stay in the log that its summary names)."""
         for raw in proc.stdout:
             line = raw.decode(errors="replace")
             self.log.write(line)
             self.log.flush()
-            sys.stderr.write(line)
+            if PROGRESS_LINE.match(line):
+                sys.stderr.write(line)
 
     def poll(self) -> list[int | None]:
         return [p.poll() for p in self.procs]
@@ -188,7 +198,7 @@ def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int)
             step = beats[rank]["step"] + 1 if rank in beats else None
             code = next(c for c in codes if c not in (None, 0))
             return {"kind": "crash", "rank": rank, "step": step,
-                    "message": f"a rank exited (torchrun exit status {code}); see {log.name}"}
+                    "message": f"a rank exited (torchrun exit status {code}); see {log}"}
         if all(c == 0 for c in codes):
             return None
         steps = {r: b["step"] for r, b in beats.items()}
@@ -211,12 +221,31 @@ def merge(out: Path, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     for name in names:
         folder = out / "ranks" / name
         steps += [pd.read_parquet(f) for f in sorted(folder.glob("rank*.steps.parquet"))]
-        metrics += [pd.read_csv(f) for f in sorted(folder.glob("rank*.metrics.csv"))]
+        metrics += [read_rank_csv(f) for f in sorted(folder.glob("rank*.metrics.csv"))]
     steps = [s for s in steps if len(s)]
     steps_df = pd.concat(steps, ignore_index=True) if steps else schema.empty_steps()
     metrics_df = pd.concat(metrics, ignore_index=True) if metrics else \
         pd.DataFrame(columns=list(schema.METRIC_COLUMNS))
     return steps_df, metrics_df
+
+
+def read_rank_csv(path: Path) -> pd.DataFrame:
+    """A rank's CSV without the row it was writing when it died (a row ends with its newline): a partial
+    row would read as a step with missing values."""
+    text = path.read_text(errors="replace")
+    complete = text[:text.rfind("\n") + 1]
+    if "\n" not in complete:  # not even the header made it
+        return pd.DataFrame(columns=list(schema.METRIC_COLUMNS))
+    return pd.read_csv(StringIO(complete))
+
+
+def kept_last_steps(steps: pd.DataFrame, names: list[str]) -> dict[str, int]:
+    """Per algorithm, the last step that every rank's kept rows reach (-1: none)."""
+    last = {}
+    for name in names:
+        rows = steps[steps["algorithm"] == name]
+        last[name] = int(rows.groupby("worker")["step"].max().min()) if len(rows) else -1
+    return last
 
 
 def slow_ranks(steps: pd.DataFrame) -> list[dict]:
@@ -240,23 +269,25 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
     out = Path(out)
     world = nproc_per_node * nnodes
     if network is not None:
-        nproc_per_node, nnodes = 1, len(network.addresses)
-        world = nnodes
+        nproc_per_node, nnodes = network.ranks_per_node, network.nodes
+        world = nproc_per_node * nnodes
         if not exp.train.threads_per_rank:
-            # Each rank is alone in its namespace (torchrun sees 1 local rank), but they all share this
-            # machine's cores: give each its share, or they oversubscribe the cores several times over.
+            # torchrun sees only its node's ranks, but all nodes share this machine's cores: give each
+            # rank its share, or they oversubscribe the cores several times over.
             cores = len(os.sched_getaffinity(0))
             exp = exp.replace(train=dataclasses.replace(exp.train, threads_per_rank=max(1, cores // world)))
-    check_world(exp, nproc_per_node if network is None else exp.cluster.gpus_per_node,
-                nnodes if network is None else exp.cluster.nodes, node_rank)
+    # One rank per namespace (no ``nodes=``) stands for any layout of its ranks; emulated nodes are exact.
+    loose = network is not None and not network.spec.nodes
+    check_world(exp, exp.cluster.gpus_per_node if loose else nproc_per_node,
+                exp.cluster.nodes if loose else nnodes, node_rank)
     if network is not None and exp.workers != world:
-        raise ConfigError(f"the network has {world} hosts but the experiment {exp.workers} workers",
+        raise ConfigError(f"the network has {world} ranks but the experiment {exp.workers} workers",
                           key="cluster", source="command line")
     if fault is not None and fault.rank >= world:
         raise ConfigError(f"rank must be < {world}", key="--inject-fault", value=fault.to_text(),
                           source="command line")
     lead = node_rank == 0
-    out = store.prepare(out, resume=resume) if lead else out
+    out = store.prepare(out, resume=resume, kind="run", exp=exp, job=rdzv_endpoint or "") if lead else out
     previous = store.read_manifest(out).get("algorithms", {}) if resume and (out / io.MANIFEST).exists() \
         else {}
     (out / "ranks").mkdir(parents=True, exist_ok=True)
@@ -308,18 +339,22 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
         # In a namespace the hostname is the machine's, so torchrun cannot tell that host 0 owns the
         # endpoint's address: say so (c10d ``is_host``).
         commands = []
-        for host in range(world):
-            argv = torchrun_argv(worker_args, nproc_per_node=1, nnodes=world, node_rank=host,
-                                 rdzv_endpoint=endpoint, rdzv_id=rdzv_id)
+        for host in range(network.nodes):
+            argv = torchrun_argv(worker_args, nproc_per_node=network.ranks_per_node, nnodes=network.nodes,
+                                 node_rank=host, rdzv_endpoint=endpoint, rdzv_id=rdzv_id)
             at = argv.index("-m", 3)
             argv[at:at] = ["--rdzv-conf", f"is_host={'true' if host == 0 else 'false'}",
                            "--local-addr", network.addresses[host]]
             commands.append((network.command(host, argv), env))
     log = out / "logs" / f"{name}.node{node_rank}.log"
+    # torchrun makes a /tmp/torchelastic_* folder per run and leaves it: keep it in the run's folder.
+    tmp = out / "tmp" / f"{name}.node{node_rank}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    commands = [(argv, {**env, "TMPDIR": str(tmp)}) for argv, env in commands]
     group = _Group(commands, log)
     failure = None
     try:
-        failure = _watch(group, folder, timeout_s, log, nproc_per_node)
+        failure = _watch(group, folder, timeout_s, log, nproc_per_node if network is None else world)
     except BaseException:
         failure = {"kind": "interrupted"}
         raise
@@ -328,6 +363,9 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
             pids = [b["pid"] for b in read_heartbeats(folder).values() if "pid" in b]
             group.kill(pids)
         group.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(OSError):  # the last algorithm's leaves out/tmp empty: remove it too
+            tmp.parent.rmdir()
         beats = read_heartbeats(folder)
         record[name] = {"status": "complete" if failure is None else
                         "diverged" if failure.get("kind") == "diverged" else "failed",
@@ -339,6 +377,8 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
 
 def _finish(out: Path, names: list[str], record: dict, failure: dict | None, lead: bool) -> RealResult:
     steps, metrics = merge(out, names)
+    for name, last_step in kept_last_steps(steps, names).items():  # what the tables hold, not the heartbeats
+        record[name]["last_step"] = last_step
     runs = schema.summarize_steps(steps) if len(steps) else None
     slow = slow_ranks(steps) if len(steps) else []
     status = "complete" if failure is None else (
