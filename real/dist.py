@@ -20,9 +20,6 @@ import torch
 import torch.distributed as dist
 
 PAYLOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-SYNC_BUCKET_BYTES = 64 * 2**20
-"""Flat buffers a sync all-reduces: a few large ones, so per-call latency is paid a few times, not once
-per tensor, while the extra memory stays bounded."""
 
 
 def ring_bytes(payload_bytes: float, world_size: int) -> float:
@@ -92,48 +89,30 @@ def flatten_(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
     return flat
 
 
-def _runs(tensors: Sequence[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """``tensors`` cut into runs that lie end to end in one storage (same dtype, contiguous)."""
-    runs: list[list[torch.Tensor]] = []
+def flat_view(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
+    """The one 1-D buffer that ``tensors`` tile end to end (parameters after ``flatten_``, or the views
+    of one flat tensor), or None when they do not."""
+    first = tensors[0].detach()
+    offset = first.data_ptr()
     for t in tensors:
-        prev = runs[-1][-1] if runs else None
-        if (prev is not None and t.is_contiguous() and prev.is_contiguous() and t.dtype == prev.dtype
-                and t.untyped_storage().data_ptr() == prev.untyped_storage().data_ptr()
-                and t.data_ptr() == prev.data_ptr() + prev.numel() * prev.element_size()):
-            runs[-1].append(t)
-        else:
-            runs.append([t])
-    return runs
-
-
-def buckets(tensors: Sequence[torch.Tensor], bucket_bytes: int, elem_bytes: int) -> list[list[int]]:
-    """Indices of ``tensors`` grouped into consecutive buckets of at most ``bucket_bytes`` of payload
-    (a tensor larger than a bucket gets one of its own)."""
-    out: list[list[int]] = []
-    size = 0
-    for i, t in enumerate(tensors):
-        nbytes = t.numel() * elem_bytes
-        if not out or size + nbytes > bucket_bytes:
-            out.append([])
-            size = 0
-        out[-1].append(i)
-        size += nbytes
-    return out
+        if (not t.is_contiguous() or t.dtype != first.dtype or t.data_ptr() != offset
+                or t.untyped_storage().data_ptr() != first.untyped_storage().data_ptr()):
+            return None
+        offset += t.numel() * t.element_size()
+    return first.as_strided((sum(t.numel() for t in tensors),), (1,), first.storage_offset())
 
 
 class TorchComm:
-    """Collectives over the default process group, with the payload dtype and bucketing of a sync.
+    """Collectives over the default process group, with the payload dtype and the calls of a sync.
 
     ``in_collective`` is True while a blocking collective runs: the heartbeat reports it, so that a
     launcher can tell the rank that hangs from the ranks that wait for it.
     """
 
-    def __init__(self, ctx: DistContext, *, payload: str = "fp32", per_tensor: bool = False,
-                 bucket_bytes: int = SYNC_BUCKET_BYTES):
+    def __init__(self, ctx: DistContext, *, payload: str = "fp32", per_tensor: bool = False):
         self.ctx = ctx
         self.payload = PAYLOAD_DTYPES[payload]
         self.per_tensor = per_tensor
-        self.bucket_bytes = bucket_bytes
         self.in_collective = False
         self._tiny = torch.zeros(1, device=ctx.device)
 
@@ -156,54 +135,32 @@ class TorchComm:
             dist.all_reduce(self._tiny)
             _synchronize(self.ctx.device)
 
-    def allreduce_mean_(self, tensors: Sequence[torch.Tensor]) -> int:
-        """Average ``tensors`` in place over all ranks; return the payload bytes (S) this sync carried.
+    def allreduce_mean_(self, groups: Sequence[Sequence[torch.Tensor]]) -> int:
+        """Average every tensor of ``groups`` in place over all ranks; return the payload bytes (S) sent.
 
-        Tensors that tile one buffer end to end (parameters after ``flatten_``) are all-reduced where
-        they lie, with no copy: divide, then sum, in the order of PyTorch's ``average_parameters``, so
-        the bits are the same. Others are copied into buckets of the payload dtype and back."""
-        if not tensors:
-            return 0
-        elem = torch.tensor([], dtype=self.payload).element_size()
-        runs = [] if self.per_tensor else _runs(tensors)
-        flat_runs = [r for r in runs if len(r) > 1 and r[0].dtype == self.payload]
-        in_place = {id(t) for r in flat_runs for t in r}
+        One all-reduce per group (per tensor with ``per_tensor``): the calls ``core.buckets.sync_call_bytes``
+        charges. A group that tiles one buffer of the payload dtype is all-reduced where it lies; any other
+        is copied into one flat buffer of the payload dtype and back."""
+        calls = [[t] for g in groups for t in g] if self.per_tensor else [g for g in groups if g]
         with self.blocking():
-            for run in flat_runs:
-                self._in_place(run)
-            rest = [t for t in tensors if id(t) not in in_place]
-            if rest:
-                self._copied(rest)
+            for tensors in calls:
+                self._mean_(tensors)
             _synchronize(self.ctx.device)
-        return sum(t.numel() for t in tensors) * elem
+        return sum(t.numel() for g in calls for t in g) * self.payload.itemsize
 
-    def _in_place(self, run: list[torch.Tensor]) -> None:
-        first = run[0].detach()
-        flat = first.as_strided((sum(t.numel() for t in run),), (1,), first.storage_offset())
-        flat.mul_(1.0 / self.world_size)
+    def _mean_(self, tensors: Sequence[torch.Tensor]) -> None:
+        """PyTorch ``average_parameters``' order, so the bits are the same: divide by the world size,
+        then sum (a 16-bit sum of undivided values could also overflow)."""
+        flat = flat_view(tensors) if tensors[0].dtype == self.payload else None
+        copied = flat is None
+        if copied:
+            flat = torch.cat([t.detach().reshape(-1).to(self.payload) for t in tensors])
+        flat.div_(self.world_size)
         dist.all_reduce(flat)
-
-    def _copied(self, tensors: list[torch.Tensor]) -> None:
-        elem = torch.tensor([], dtype=self.payload).element_size()
-        groups = [[i] for i in range(len(tensors))] if self.per_tensor else \
-            buckets(tensors, self.bucket_bytes, elem)
-        scale = 1.0 / self.world_size
-        # fp32: sum, then scale while copying back (one pass fewer); a 16-bit payload is divided first so
-        # the sum cannot overflow. For two ranks both orders give the same bits (halving is exact).
-        pre_divide = self.payload != torch.float32
-        for idx in groups:
-            members = [tensors[i] for i in idx]
-            flat = torch.cat([t.detach().reshape(-1).to(self.payload) for t in members])
-            if pre_divide:
-                flat.mul_(scale)
-            dist.all_reduce(flat)
+        if copied:
             offset = 0
-            for t in members:
-                view = flat[offset:offset + t.numel()].view_as(t)
-                if pre_divide:
-                    t.detach().copy_(view)
-                else:
-                    torch.mul(view, scale, out=t.detach())
+            for t in tensors:
+                t.detach().copy_(flat[offset:offset + t.numel()].view_as(t))
                 offset += t.numel()
 
     def mean_scalar(self, value: float) -> float:
@@ -225,11 +182,6 @@ class TorchComm:
         axis, whatever the host clocks say, up to the barrier's exit skew (well under a millisecond)."""
         self.barrier()
         return time.perf_counter()
-
-    def broadcast_(self, tensors: Sequence[torch.Tensor], src: int = 0) -> None:
-        with self.blocking():
-            for t in tensors:
-                dist.broadcast(t.detach(), src=src)
 
 
 def _synchronize(device: torch.device) -> None:

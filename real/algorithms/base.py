@@ -22,7 +22,7 @@ from torch import nn
 from ...core.algorithms import DDP_STEP, GRADIENT_STEP
 from ...core.config import AlgorithmSpec
 from ...core.workload import TrainSpec
-from ..dist import ring_bytes
+from ..dist import flat_view, ring_bytes
 from ..optim import FINAL_LR_FRACTION, lr_at, set_lr
 from ..timing import DDPCommTimer, StepTimer
 
@@ -62,6 +62,11 @@ class Algorithm:
     def __init__(self, setup: Setup):
         self.s = setup
         self.params = [p for p in setup.model.parameters() if p.requires_grad]
+        self.numels = [p.numel() for p in self.params]
+        self.flat = flat_view(self.params)
+        if self.flat is None and self.name != "ddp":
+            raise ValueError("the parameters must lie in one flat buffer (real.dist.flatten_ before the "
+                             "optimizer and DDP are built): a sync all-reduces them in place")
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=setup.device.type == "cuda" and setup.train.precision == "fp16")
         self._last_compute_s = 0.0
@@ -133,6 +138,8 @@ class Algorithm:
         world = self.s.comm.world_size
         self.s.timer.add("allreduce", last, end, ring_bytes(hook.bytes, world))
         self.optimizer_step(lr)
+        if self.s.spec.warmup_syncs_optimizer_state and self.name != "ddp":
+            self.allreduce_mean(self.optimizer_state())
         return loss
 
     def local_step(self, next_batch: Callable[[], Batch], lr: float) -> float:
@@ -143,6 +150,7 @@ class Algorithm:
         return loss
 
     def _forward_backward(self, module: nn.Module, batches: list[Batch], *, ddp: bool) -> float:
+        self._slow_down()
         t0 = time.perf_counter()
         module.train()
         total = 0.0
@@ -155,12 +163,15 @@ class Algorithm:
                     loss = self.s.loss_fn(module, batch) / len(batches)
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
-        self._slow_down(time.perf_counter() - t0)
+        self._last_compute_s = time.perf_counter() - t0
         return total
 
-    def _slow_down(self, compute_s: float) -> None:
+    def _slow_down(self) -> None:
+        """Fault injection: stretch compute by ``slow_factor`` before it starts, from the last step's
+        compute time, so that under DDP the gradient buckets are launched late, as on a slow card (a
+        sleep after the backward would fall after the buckets' all-reduce and read as communication)."""
         if self.s.slow_factor > 1.0:
-            time.sleep((self.s.slow_factor - 1.0) * compute_s)
+            time.sleep((self.s.slow_factor - 1.0) * self._last_compute_s)
 
     def optimizer_step(self, lr: float) -> None:
         with self.s.timer.phase("optimizer"):
@@ -177,14 +188,21 @@ class Algorithm:
         """BatchNorm running statistics: averaged at every sync (PyTorch's averager leaves them; we say so)."""
         return [b for b in self.s.model.buffers() if b.is_floating_point()]
 
+    def optimizer_state(self) -> list[torch.Tensor]:
+        """The inner optimizer's per-parameter state (AdamW's m and v, SGD's momentum), parameter by
+        parameter: what the released PALSGD code also averages in every warm-up step."""
+        state = self.s.optimizer.state
+        return [v for p in self.params for v in state[p].values() if torch.is_tensor(v) and v.shape == p.shape]
+
     def wait_for_all(self) -> None:
         """Idle until the slowest rank arrives, measured apart from the transfer that follows."""
         with self.s.timer.phase("wait"):
             self.s.comm.barrier()
 
-    def allreduce_mean(self, tensors: list[torch.Tensor]) -> None:
+    def allreduce_mean(self, *groups: list[torch.Tensor]) -> None:
+        """Average each group over the ranks, one all-reduce per group (``core.buckets.sync_call_bytes``)."""
         with self.s.timer.phase("allreduce") as box:
-            box[0] = ring_bytes(self.s.comm.allreduce_mean_(tensors), self.s.comm.world_size)
+            box[0] = ring_bytes(self.s.comm.allreduce_mean_(groups), self.s.comm.world_size)
 
     def outer_lr_at(self, step: int) -> float:
         """γ_out at ``step``: constant, or cosine from ``outer_lr`` to 10% of it over the run (the inner

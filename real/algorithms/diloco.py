@@ -25,26 +25,26 @@ class DiLoCo(Algorithm):
     name = "diloco"
 
     def begin_local(self) -> None:
-        self.z = [p.detach().clone() for p in self.params]
-        self.buf = [torch.zeros_like(p) for p in self.params]
+        # z and the momentum buffer are flat like the parameters (``self.flat``), so the outer gradient
+        # is one flat tensor too: one in-place all-reduce of S bytes and a few whole-buffer operations.
+        self.z = self.flat.clone()
+        self.buf = torch.zeros_like(self.z)
 
     def sync(self, step: int) -> None:
         self.wait_for_all()
-        x = [p.data for p in self.params]
         with self.s.timer.phase("outer_step"):
-            delta = list(torch._foreach_sub(self.z, x))
-        self.allreduce_mean(delta + self.float_buffers())
+            delta = self.z - self.flat
+        self.allreduce_mean(list(delta.split(self.numels)), self.float_buffers())
         with self.s.timer.phase("outer_step"):
             self.outer_step(delta, self.outer_lr_at(step))
-            torch._foreach_copy_(x, self.z)
+            self.flat.copy_(self.z)
             self._sync_device()
 
-    def outer_step(self, delta: list[torch.Tensor], lr: float) -> None:
+    def outer_step(self, delta: torch.Tensor, lr: float) -> None:
         mu = self.s.spec.outer_momentum
-        torch._foreach_mul_(self.buf, mu)
-        torch._foreach_add_(self.buf, delta)
-        torch._foreach_add_(delta, self.buf, alpha=mu)  # Δ + μ·buf (Δ is ours to overwrite)
-        torch._foreach_add_(self.z, delta, alpha=-lr)
+        self.buf.mul_(mu).add_(delta)
+        delta.add_(self.buf, alpha=mu)  # Δ + μ·buf (Δ is ours to overwrite)
+        self.z.add_(delta, alpha=-lr)
 
     def state_dict(self) -> dict:
         # Before the end of the warm-up there is no z yet.
@@ -53,5 +53,5 @@ class DiLoCo(Algorithm):
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         if state["z"] is not None:
-            self.z = [t.clone() for t in state["z"]]
-            self.buf = [t.clone() for t in state["buf"]]
+            self.z = state["z"].clone()
+            self.buf = state["buf"].clone()

@@ -20,4 +20,4 @@ class LocalSGD(Algorithm):
 
     def sync(self, step: int) -> None:
         self.wait_for_all()
-        self.allreduce_mean([p.data for p in self.params] + self.float_buffers())
+        self.allreduce_mean([p.data for p in self.params], self.float_buffers())

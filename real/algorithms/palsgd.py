@@ -45,7 +45,6 @@ class PALSGD(DiLoCo):
         if self.s.spec.skipped_batches == "consumed":
             self.fetch(next_batch)
         with self.s.timer.phase("pseudo_sync"):
-            pseudo_sync_([p.data for p in self.params], self.z,
-                         pseudo_sync_alpha(lr, self.s.spec.eta, self.s.spec.p))
+            pseudo_sync_([self.flat], [self.z], pseudo_sync_alpha(lr, self.s.spec.eta, self.s.spec.p))
             self._sync_device()
         return float("nan")

@@ -1,0 +1,105 @@
+"""Record the all-reduce calls the real code makes, on 2 gloo ranks: ``python comm_calls.py OUT.pt``.
+
+A script (not a test module) so that torch.multiprocessing can spawn its functions by path. For each
+preset workload and case, rank 0 saves the byte size of every ``dist.all_reduce`` call (the one-element
+barriers left out): DDP's gradient buckets in a steady-state step, one sync of each local algorithm, and
+a warm-up step that also averages the optimizer state.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from palsgd.core.algorithms import DDP_STEP, GRADIENT_STEP
+from palsgd.core.config import load
+from palsgd.real.algorithms import ALGORITHM_CLASSES, Setup
+from palsgd.real.data import build_data
+from palsgd.real.dist import PAYLOAD_DTYPES, DistContext, TorchComm, flatten_
+from palsgd.real.models import build_model
+from palsgd.real.optim import build_optimizer
+from palsgd.real.timing import DDPCommTimer, StepTimer, ddp_timed_hook
+from palsgd.real.worker import compute_loss
+
+WORKLOADS = ("gpt-tiny", "resnet-tiny")
+LOCAL = "algorithm.warmup_steps=0"  # local steps from the start
+CASES = {  # name: (algorithm, overrides, kind of the recorded step)
+    "ddp": ("ddp", [], DDP_STEP),
+    "ddp_capped": ("ddp", ["algorithm.bucket_mb=0.2"], DDP_STEP),
+    "local_sgd": ("local_sgd", [LOCAL], GRADIENT_STEP),
+    "diloco": ("diloco", [LOCAL], GRADIENT_STEP),
+    "palsgd_bf16": ("palsgd", [LOCAL, "algorithm.payload_dtype=bf16"], GRADIENT_STEP),
+    "diloco_per_tensor": ("diloco", [LOCAL, "algorithm.per_tensor_allreduce=true"], GRADIENT_STEP),
+    "warmup_state": ("diloco", ["algorithm.warmup_syncs_optimizer_state=true", "algorithm.warmup_steps=2"],
+                     DDP_STEP),
+}
+STEPS = 2  # DDP lays its buckets out anew after the first step: the second one is recorded
+
+
+class Recorder:
+    def __init__(self):
+        self.calls: list[int] = []
+        self._all_reduce = dist.all_reduce
+
+    def __call__(self, tensor, *args, **kwargs):
+        if tensor.numel() > 1:
+            self.calls.append(tensor.numel() * tensor.element_size())
+        return self._all_reduce(tensor, *args, **kwargs)
+
+
+def record(rank, world, workload, algorithm, overrides, kind, recorder):
+    exp = load(workload=workload, cluster="cpu-2core-gloo", overrides=overrides)
+    spec = exp.algorithm(algorithm)
+    torch.manual_seed(0)
+    model = build_model(exp.workload.model)
+    flatten_([p for p in model.parameters() if p.requires_grad])
+    optimizer = build_optimizer(model.parameters(), exp.train)
+    ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
+    comm = TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
+    cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_cap_mb": spec.torch_bucket_cap_mb}
+    ddp = torch.nn.parallel.DistributedDataParallel(model, **cap)
+    timer = StepTimer(algorithm=algorithm, worker=rank, zero=comm.common_clock(), device=ctx.device)
+    hook = DDPCommTimer(timer, PAYLOAD_DTYPES[spec.payload_dtype])
+    ddp.register_comm_hook(hook, ddp_timed_hook)
+    kinds = np.full(STEPS, kind)
+    sync_after = np.array([False] * (STEPS - 1) + [kind == GRADIENT_STEP])
+    algo = ALGORITHM_CLASSES[algorithm](Setup(
+        model=model, optimizer=optimizer, spec=spec, train=exp.train, kinds=kinds, sync_after=sync_after,
+        comm=comm, timer=timer, loss_fn=compute_loss, ddp=ddp, ddp_timer=hook))
+    data = build_data(exp.workload, rank=rank, world_size=world, seed=0)
+    for step in range(STEPS):
+        recorder.calls = []
+        algo.step(step, lambda s=step: data.train_batch(s))
+    return recorder.calls
+
+
+def main(rank, world, out):
+    recorder = Recorder()
+    dist.all_reduce = recorder
+    results = {(workload, case): record(rank, world, workload, *CASES[case], recorder)
+               for workload in WORKLOADS for case in CASES}
+    if rank == 0:
+        torch.save(results, out)
+
+
+def _entry(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        main(rank, world, out)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_entry, args=(2, port, sys.argv[1]), nprocs=2, join=True)

@@ -1,0 +1,91 @@
+"""The all-reduce calls the real code makes (2 gloo ranks, ``comm_calls.py``) are the ones
+``core/buckets.py`` lays out and the simulator charges."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+from palsgd.core import buckets
+from palsgd.core.config import load
+from palsgd.core.model_facts import model_facts
+from palsgd.real.models import build_model
+from palsgd.sim import collectives
+from palsgd.sim.costs import step_costs
+
+sys.path.insert(0, str(Path(__file__).parent))
+from comm_calls import CASES, WORKLOADS
+
+
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory):
+    out = tmp_path_factory.mktemp("calls") / "calls.pt"
+    subprocess.run([sys.executable, str(Path(__file__).parent / "comm_calls.py"), str(out)], check=True,
+                   timeout=600)
+    return torch.load(out)
+
+
+def experiment(workload, case):
+    algorithm, overrides, _kind = CASES[case]
+    exp = load(workload=workload, cluster="cpu-2core-gloo", overrides=overrides)
+    return exp, exp.algorithm(algorithm)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", WORKLOADS)
+@pytest.mark.parametrize("case", ["ddp", "ddp_capped"])
+def test_ddp_buckets_are_pytorchs(calls, workload, case):
+    exp, spec = experiment(workload, case)
+    facts = model_facts(exp.workload.model)
+    expected = buckets.ddp_bucket_bytes(facts.param_numels, spec.bucket_mb, spec.first_bucket_mb, 4)
+    assert calls[workload, case] == expected
+    costs = step_costs(exp, spec)
+    assert costs.bucket_bytes_sent == pytest.approx(sum(collectives.bytes_sent(exp.cluster, b) for b in expected))
+    assert len(costs.bucket_s) == len(expected)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", WORKLOADS)
+@pytest.mark.parametrize("case", ["local_sgd", "diloco", "palsgd_bf16", "diloco_per_tensor"])
+def test_sync_calls_are_the_ones_charged(calls, workload, case):
+    exp, spec = experiment(workload, case)
+    facts = model_facts(exp.workload.model)
+    expected = buckets.sync_call_bytes(facts.param_numels, facts.buffer_numels, spec.payload_bytes_per_param,
+                                       per_tensor=spec.per_tensor_allreduce)
+    assert calls[workload, case] == expected
+    costs = step_costs(exp, spec)
+    T = lambda b: collectives.allreduce_time(exp.cluster, b)  # noqa: E731
+    assert costs.sync_s == pytest.approx(collectives.barrier_time(exp.cluster) + sum(T(b) for b in expected))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_warmup_that_syncs_optimizer_state_makes_one_more_call(calls, workload):
+    exp, spec = experiment(workload, "warmup_state")
+    made = calls[workload, "warmup_state"]
+    ddp_calls = calls[workload, "ddp"]
+    payload = 4 * exp.workload.params
+    assert made == [*ddp_calls, exp.workload.optimizer_state_tensors * payload]
+    costs = step_costs(exp, spec)
+    assert costs.warmup_extra_s == pytest.approx(collectives.allreduce_time(exp.cluster, made[-1]))
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+@pytest.mark.parametrize("cap_mb", [None, 0.2])
+def test_bucket_layout_equals_torchs_own_function(workload, cap_mb):
+    """torch's ``_compute_bucket_assignment_by_size`` on the built model's gradients in the order a
+    backward produces them (reverse registration), as DDP's reducer calls it when it rebuilds."""
+    model = build_model(load(workload=workload).workload.model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    cap = int((cap_mb or 25) * buckets.MIB)
+    first = buckets.MIB if cap_mb is None else cap
+    order = list(reversed(range(len(params))))
+    indices, _limits = dist._compute_bucket_assignment_by_size(
+        [params[i] for i in order], [first, cap], [False] * len(params), order)
+    theirs = [sum(params[i].numel() for i in bucket) for bucket in indices]
+    assert buckets.ddp_bucket_numels([p.numel() for p in params], cap, first) == theirs
