@@ -276,6 +276,28 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
 
 
 @main.command()
+@click.argument("experiment", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workload", help="Workload preset name or TOML file (see `palsgd presets`).")
+@click.option("--cluster", help="Cluster preset name or TOML file (e.g. a calibration profile).")
+@click.option("--convergence", "convergence_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Steps to the target relative to DDP (`palsgd time-to-target RUN... --loss L --export FILE`).")
+@click.option("--algorithms", help="Comma-separated subset of ddp,local_sgd,diloco,palsgd to search.")
+@click.option("--repeats", type=int, default=5, show_default=True,
+              help="Monte-Carlo seeds of the best configurations and DDP (the 5-95% band).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any field (repeatable).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON and nothing else.")
+@_handle_errors
+def advise(experiment, workload, cluster, convergence_file, algorithms, repeats, overrides, as_json):
+    """Search algorithm x H x p x payload dtype for the fastest configuration to the target loss."""
+    from .core import convergence
+    from .harness import advise as job
+
+    exp = _load(experiment, workload, cluster, algorithms, None, None, None, overrides, [f"repeats={repeats}"])
+    advice = job.advise(exp, convergence.load(convergence_file))
+    click.echo(json.dumps(job.advice_json(advice), indent=2) if as_json else job.format_advice(advice))
+
+
+@main.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("report.html"),
               show_default=True)
