@@ -17,6 +17,10 @@ log-time, i.e. relative error), segment and window (a small grid). Between grid 
 information criterion n·ln(SSE/n) + k·ln(n) decides (Schwarz 1978; k counts B, overhead, and segment and
 window when they are used), so a pipelining or window term is kept only when it explains the data better
 than noise would.
+
+``fit_tiers`` fits one series, or several tiers together (all-reduce among the ranks of one node and among
+one rank per node): one bandwidth and latency per tier, one step_overhead, segment and window for all,
+since a profile holds one transport. The simulator then prices each tier of the whole cluster with its own link.
 """
 
 from __future__ import annotations
@@ -36,16 +40,31 @@ WINDOWS = (0, 2**18, 2**20, 2**22)
 
 
 @dataclass(frozen=True)
-class TransportFit:
-    cluster: ClusterSpec
-    """The fitted one-node cluster: ``intra_node`` link and ``transport`` hold the fitted values."""
-    alpha_s: float
-    """Fitted time of one ring step's latency part: 2·latency + step_overhead."""
-    bandwidth_Bps: float
-    """Fitted effective bandwidth, bytes/s."""
+class Series:
+    """All-reduce times of one tier: ``sizes`` bytes on ``ranks`` ranks, whose ring runs over one kind of
+    link with TCP round trip ``rtt_s`` (the ranks of one node, or one rank per node)."""
+
+    sizes: tuple[float, ...]
+    times: tuple[float, ...]
+    ranks: int
+    rtt_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class TiersFit:
+    """One transport shared by every tier (a profile has one), one link per tier."""
+
+    transport: TransportSpec
+    links: tuple[LinkSpec, ...]
+    """Per series: effective bandwidth and latency (half its round trip)."""
+    ranks: tuple[int, ...]
+    predicted_s: tuple[tuple[float, ...], ...]
     rms_log_error: float
-    """Root-mean-square of log(predicted / measured) over the sizes."""
-    predicted_s: tuple[float, ...]
+    """Root-mean-square of log(predicted / measured) over all sizes of all series."""
+
+    def tier_cluster(self, tier: int, base: ClusterSpec | None = None) -> ClusterSpec:
+        """The one-node cluster whose ring the simulator prices as series ``tier`` was fitted."""
+        return one_node(base or ClusterSpec(), self.ranks[tier], self.links[tier], self.transport)
 
 
 def model_cluster(base: ClusterSpec, ranks: int, kind: str, latency_s: float, bandwidth_Bps: float,
@@ -55,6 +74,11 @@ def model_cluster(base: ClusterSpec, ranks: int, kind: str, latency_s: float, ba
     transport = TransportSpec(kind=kind, efficiency=1.0, base_latency_us=0.0,
                               step_overhead_us=overhead_s * 1e6, step_latency="rtt",
                               window_bytes=int(window), segment_bytes=int(segment))
+    return one_node(base, ranks, link, transport)
+
+
+def one_node(base: ClusterSpec, ranks: int, link: LinkSpec, transport: TransportSpec) -> ClusterSpec:
+    """``base`` reduced to one node of ``ranks`` workers, ringing over ``link``."""
     return dataclasses.replace(base, nodes=1, gpus_per_node=ranks, intra_node=link, inter_node=link,
                                transport=transport, allreduce="ring",
                                wan=dataclasses.replace(base.wan, groups=1))
@@ -100,39 +124,39 @@ def _initial(sizes: np.ndarray, times: np.ndarray, ranks: int) -> tuple[float, f
     return alpha, bw
 
 
-def fit(sizes: Sequence[float], times: Sequence[float], ranks: int, *, rtt_s: float = 0.0,
-        kind: str = "gloo", base: ClusterSpec | None = None) -> TransportFit:
-    """Fit B, step_overhead, segment and window to all-reduce ``times`` of ``sizes`` on ``ranks`` ranks."""
-    sizes_a, times_a = np.asarray(sizes, float), np.asarray(times, float)
+def fit_tiers(series: Sequence[Series], *, kind: str = "gloo", base: ClusterSpec | None = None) -> TiersFit:
+    """Fit one bandwidth per series and a shared step_overhead, segment and window to all of them (latency:
+    half of each series' round trip)."""
     base = base or ClusterSpec()
-    latency = max(rtt_s, 0.0) / 2
-    alpha0, bw0 = _initial(sizes_a, times_a, ranks)
-    log_t = np.log(times_a)
+    sizes = [np.asarray(s.sizes, float) for s in series]
+    log_t = np.concatenate([np.log(np.asarray(s.times, float)) for s in series])
+    latency = [max(s.rtt_s, 0.0) / 2 for s in series]
+    starts = [_initial(x, np.asarray(s.times, float), s.ranks) for x, s in zip(sizes, series, strict=True)]
+    alpha0 = min(a - 2 * lat for (a, _), lat in zip(starts, latency, strict=True))
 
-    def cluster_of(x: np.ndarray, seg: int, win: int) -> ClusterSpec:
-        bw, overhead = math.exp(x[0]), math.exp(x[1])
-        return model_cluster(base, ranks, kind, latency, bw, overhead if overhead > 1e-7 else 0.0, seg, win)
+    def clusters_of(x: np.ndarray, seg: int, win: int) -> list[ClusterSpec]:
+        overhead = math.exp(x[-1]) if x[-1] > math.log(1e-7) else 0.0
+        return [model_cluster(base, s.ranks, kind, lat, math.exp(log_bw), overhead, seg, win)
+                for s, lat, log_bw in zip(series, latency, x[:-1], strict=True)]
 
-    def predict(cluster: ClusterSpec) -> np.ndarray:
-        return np.array([allreduce_time(cluster, s) for s in sizes_a])
+    def predict(clusters: list[ClusterSpec]) -> list[np.ndarray]:
+        return [np.array([allreduce_time(c, b) for b in x]) for c, x in zip(clusters, sizes, strict=True)]
 
     best = None
+    x0 = np.array([*(math.log(bw) for _, bw in starts), math.log(max(alpha0, 1e-6))])
     for seg in SEGMENTS:
         for win in WINDOWS:
             def loss(x, seg=seg, win=win):
-                if not -30 < x[1] < 5 or not 0 < x[0] < 40:
+                if not -30 < x[-1] < 5 or not all(0 < v < 40 for v in x[:-1]):
                     return 1e9
-                return float(np.sum((np.log(predict(cluster_of(x, seg, win))) - log_t) ** 2))
-            x0 = np.array([math.log(bw0), math.log(max(alpha0 - 2 * latency, 1e-6))])
-            x = nelder_mead(loss, x0)
+                return float(np.sum((np.log(np.concatenate(predict(clusters_of(x, seg, win)))) - log_t) ** 2))
+            x = nelder_mead(loss, x0, iters=200 * len(x0))
             val = loss(x)
-            k = 2 + (seg > 0) + (win > 0)
-            bic = len(sizes_a) * math.log(max(val, 1e-30) / len(sizes_a)) + k * math.log(len(sizes_a))
+            k = len(x) + (seg > 0) + (win > 0)
+            bic = len(log_t) * math.log(max(val, 1e-30) / len(log_t)) + k * math.log(len(log_t))
             if best is None or bic < best[0]:
                 best = (bic, val, x, seg, win)
     _, val, x, seg, win = best
-    cluster = cluster_of(x, seg, win)
-    pred = predict(cluster)
-    t = cluster.transport
-    alpha = 2 * latency + t.step_overhead_us * 1e-6
-    return TransportFit(cluster, alpha, math.exp(x[0]), math.sqrt(val / len(sizes_a)), tuple(pred))
+    clusters = clusters_of(x, seg, win)
+    return TiersFit(clusters[0].transport, tuple(c.intra_node for c in clusters), tuple(s.ranks for s in series),
+                    tuple(tuple(p) for p in predict(clusters)), math.sqrt(val / len(log_t)))

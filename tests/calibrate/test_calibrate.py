@@ -1,5 +1,6 @@
 """`calibrate` end to end: real gloo ranks, the fit, the profile the simulator loads."""
 
+import dataclasses
 import importlib.util
 import tomllib
 
@@ -13,14 +14,17 @@ from palsgd.harness.netem import NetemSpec, preflight
 from palsgd.sim.collectives import allreduce_time
 
 
-def _check_outputs(out):
+def _check_outputs(out, files=("collectives.csv", "tcp_rtt.json")):
     folder = out.parent
-    for name in ("collectives.csv", "fit.csv", "tcp_rtt.json"):
+    for name in (*files, "fit.csv"):
         assert (folder / name).is_file(), name
     exp = load(cluster=str(out))  # loads as a cluster preset
     fitted = pd.read_csv(folder / "fit.csv")
-    # The profile reproduces, in the simulator, the predictions the fit reported.
-    sim = [allreduce_time(exp.cluster, s) for s in fitted["size_bytes"]]
+    # The profile reproduces, in the simulator, the predictions the fit reported: a tier is the ring of
+    # one node (intra, or the one link) or of one rank per node (inter).
+    tier_cluster = {"link": exp.cluster, "intra": dataclasses.replace(exp.cluster, nodes=1),
+                    "inter": dataclasses.replace(exp.cluster, gpus_per_node=1)}
+    sim = [allreduce_time(tier_cluster[t], s) for t, s in zip(fitted["tier"], fitted["size_bytes"], strict=True)]
     assert sim == pytest.approx(list(fitted["predicted_s"]), rel=1e-6)
     return exp, fitted
 
@@ -71,3 +75,35 @@ def test_recovers_emulated_link(tmp_path):
     assert link.bandwidth_gbps == pytest.approx(0.2, rel=0.10)
     alpha_s = 2 * link.latency_us * 1e-6 + transport.step_overhead_us * 1e-6
     assert alpha_s == pytest.approx(rtt, rel=0.10)
+
+
+@pytest.mark.slow
+@pytest.mark.netns
+def test_two_tiers_on_emulated_nodes(tmp_path):
+    """Issue 10: 2 emulated nodes of 2 ranks (loopback inside, 200 Mbit/s and 2 ms between) -> a profile
+    with nodes = 2, gpus_per_node = 2, the inter-node link at the emulated rate and round trip, and a
+    much faster intra-node link. About 60 s."""
+    try:
+        preflight(need_delay_program=True)
+    except ConfigError as err:
+        pytest.skip(str(err))
+    spec = NetemSpec.parse("nodes=2,rate=200mbit,delay=2ms")
+    out = calibrate(load(), tmp_path / "profile.toml", nproc_per_node=4, network=spec, compute=False,
+                    max_bytes=16 * 2**20, reps=3)
+    exp, fitted = _check_outputs(out, files=("collectives_intra.csv", "collectives_inter.csv",
+                                            "tcp_rtt_intra.json", "tcp_rtt_inter.json"))
+    assert (exp.cluster.nodes, exp.cluster.gpus_per_node) == (2, 2)
+    assert sorted(set(fitted["tier"])) == ["inter", "intra"]
+    assert set(fitted.loc[fitted["tier"] == "intra", "ranks"]) == {2}
+    inter, intra = exp.cluster.inter_node, exp.cluster.intra_node
+    # Effective, not line rate: gloo reached 180-185 Mbit/s here, and the tiers share one fitted step
+    # overhead; a link at a wrong rate (or one rank per namespace, or none) misses by far more.
+    assert inter.bandwidth_gbps == pytest.approx(0.2, rel=0.20)
+    assert 2e3 <= inter.latency_us <= 2e3 * 1.2 + 500  # half the round trip: 2 ms plus wake-ups
+    assert intra.latency_us < 500 and intra.bandwidth_gbps > 5 * inter.bandwidth_gbps
+
+
+def test_wan_groups_are_not_calibrated(tmp_path):
+    spec = NetemSpec.parse("nodes=2,rate=1gbit,groups=2,wan_rate=100mbit")
+    with pytest.raises(ConfigError, match="not a WAN"):
+        calibrate(load(), tmp_path / "p.toml", nproc_per_node=2, network=spec, compute=False)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from palsgd.core.cluster import ClusterSpec
-from palsgd.harness.fit_transport import fit, model_cluster, nelder_mead
+from palsgd.harness.fit_transport import Series, fit_tiers, model_cluster, nelder_mead
 from palsgd.sim.collectives import allreduce_time
 
 SIZES = [2**k for k in range(12, 27, 2)]  # 4 KiB ... 64 MiB
@@ -25,11 +25,20 @@ def test_two_rank_closed_form():
 def test_recovers_known_parameters(ranks, segment):
     truth = model_cluster(ClusterSpec(), ranks, "gloo", 2e-3, 25e6, 4e-4, segment, 0)
     times = [allreduce_time(truth, s) for s in SIZES]
-    result = fit(SIZES, times, ranks, rtt_s=4e-3)
-    assert result.bandwidth_Bps == pytest.approx(25e6, rel=0.01)
-    assert result.alpha_s == pytest.approx(4.4e-3, rel=0.01)
-    assert result.cluster.transport.segment_bytes == segment
+    result = fit_tiers([Series(tuple(SIZES), tuple(times), ranks, 4e-3)])
+    assert _bandwidth_Bps(result) == pytest.approx(25e6, rel=0.01)
+    assert _alpha_s(result) == pytest.approx(4.4e-3, rel=0.01)
+    assert result.transport.segment_bytes == segment
     assert result.rms_log_error < 0.01
+
+
+def _bandwidth_Bps(result):
+    return result.links[0].bandwidth_gbps * 1e9 / 8
+
+
+def _alpha_s(result):
+    """One ring step's latency part: 2·latency + step overhead."""
+    return (2 * result.links[0].latency_us + result.transport.step_overhead_us) * 1e-6
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -38,8 +47,22 @@ def test_noise_stays_within_ten_percent(seed):
     rng = np.random.default_rng(seed)
     truth = model_cluster(ClusterSpec(), 2, "gloo", 5e-3, 25e6, 3e-4, 0, 0)
     times = [allreduce_time(truth, s) * rng.lognormal(0, 0.04) for s in SIZES]
-    result = fit(SIZES, times, 2, rtt_s=10e-3)
-    assert result.bandwidth_Bps == pytest.approx(25e6, rel=0.10)
-    assert result.alpha_s == pytest.approx(10.3e-3, rel=0.10)
-    # The fitted profile reproduces its own predictions in the simulator.
-    assert [allreduce_time(result.cluster, s) for s in SIZES] == pytest.approx(result.predicted_s)
+    result = fit_tiers([Series(tuple(SIZES), tuple(times), 2, 10e-3)])
+    assert _bandwidth_Bps(result) == pytest.approx(25e6, rel=0.10)
+    assert _alpha_s(result) == pytest.approx(10.3e-3, rel=0.10)
+    # The fitted cluster reproduces its own predictions in the simulator.
+    assert [allreduce_time(result.tier_cluster(0), s) for s in SIZES] == pytest.approx(result.predicted_s[0])
+
+
+def test_recovers_two_tiers_with_one_transport():
+    # A node of 4 ranks on a fast loopback, 2 nodes on a slow link; one shared step overhead and segment.
+    intra = model_cluster(ClusterSpec(), 4, "gloo", 5e-5, 400e6, 3e-4, 2**20, 0)
+    inter = model_cluster(ClusterSpec(), 2, "gloo", 3e-3, 25e6, 3e-4, 2**20, 0)
+    series = [Series(tuple(SIZES), tuple(allreduce_time(intra, s) for s in SIZES), 4, 1e-4),
+              Series(tuple(SIZES), tuple(allreduce_time(inter, s) for s in SIZES), 2, 6e-3)]
+    result = fit_tiers(series)
+    assert [link.bandwidth_gbps for link in result.links] == pytest.approx([3.2, 0.2], rel=0.01)
+    assert [link.latency_us for link in result.links] == pytest.approx([50, 3000])
+    assert result.transport.step_overhead_us == pytest.approx(300, rel=0.02)
+    assert result.transport.segment_bytes == 2**20
+    assert result.rms_log_error < 0.01
