@@ -94,6 +94,28 @@ def validate_steps(steps: pd.DataFrame) -> None:
         raise ValueError("step table has rows that end before they start")
 
 
+def split_ddp_wait(steps: pd.DataFrame) -> pd.DataFrame:
+    """A real DDP step times the wait for the slowest worker inside its exposed all-reduce: the fast
+    workers' last bucket cannot finish before the slow one has computed its gradients, and DDP has no
+    barrier of its own to time that apart. Carve it out as the simulator records it: the exposed
+    all-reduce (the row that starts where the worker's compute ends) begins with ``wait`` until the
+    slowest worker's compute ends. Needs every worker's rows on one clock (the merged table)."""
+    keys = ["algorithm", "run", "step"]
+    comp = steps.loc[steps["phase"] == "compute", [*keys, "worker", "end_s"]]
+    slowest = comp.groupby(keys)["end_s"].max().rename("slowest_s")
+    ar = steps[steps["phase"] == "allreduce"].reset_index().merge(
+        comp.rename(columns={"end_s": "compute_end_s"}), on=[*keys, "worker"])
+    ar = ar.merge(slowest, left_on=keys, right_index=True)
+    ddp = ar[(ar["start_s"] == ar["compute_end_s"]) & (ar["slowest_s"] > ar["start_s"])]
+    if ddp.empty:
+        return steps
+    wait_end = ddp[["slowest_s", "end_s"]].min(axis=1)
+    waits = ddp[list(STEP_COLUMNS)].assign(phase="wait", end_s=wait_end.to_numpy(), bytes=0.0)
+    out = steps.copy()
+    out.loc[ddp["index"].to_numpy(), "start_s"] = wait_end.to_numpy()
+    return pd.concat([out, waits], ignore_index=True)
+
+
 def phase_totals(steps: pd.DataFrame) -> pd.DataFrame:
     """Group a step table into per-(worker, phase) totals: the input of ``summarize``."""
     keys = ["source", "algorithm", "run", "worker", "phase"]
