@@ -51,7 +51,18 @@ def read_table(folder: str | Path, name: str) -> pd.DataFrame | None:
     path = Path(folder) / name
     if not path.exists():
         return None
+    if name.endswith(".csv") and not _ends_with_newline(path):  # tables are written whole (core.io)
+        raise ConfigError("truncated: its last row is incomplete", source=str(path))
     try:
         return pd.read_parquet(path) if name.endswith(".parquet") else pd.read_csv(path)
     except Exception as err:  # a foreign or damaged file: say which, never a traceback
         raise ConfigError(f"unreadable table: {err}", source=str(path)) from None
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return True
+        f.seek(-1, 2)
+        return f.read(1) == b"\n"

@@ -9,6 +9,8 @@ from click.testing import CliRunner
 
 from palsgd.cli import main
 from palsgd.core import config
+from palsgd.core.errors import ConfigError
+from palsgd.core.results import read_table
 from palsgd.harness import store
 
 RUN = ["run", "--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo", "--nproc-per-node", "2"]
@@ -84,3 +86,16 @@ def test_resume_needs_a_run_and_no_overwrite(tmp_path, extra, needle):
     code, lines = _invoke([*RUN, "--steps", "20", *extra, "--out", str(tmp_path / "none")])
     assert code == 2 and len(lines) == 1 and needle in lines[0], lines
     assert not (tmp_path / "none").exists()
+
+
+def test_a_table_cut_mid_row_is_refused_not_rendered(tmp_path):
+    folder = tmp_path / "sim"
+    code, _ = _invoke(["simulate", "--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo", "--steps", "20",
+                       "--out", str(folder)])
+    assert code == 0
+    runs = folder / "runs.csv"
+    runs.write_text(runs.read_text()[:-7])
+    with pytest.raises(ConfigError, match="truncated: its last row is incomplete"):
+        read_table(folder, "runs.csv")
+    code, _ = _invoke(["report", str(folder), "-o", str(tmp_path / "r.html")])
+    assert code == 0 and "runs.csv could not be read and is left out (truncated" in (tmp_path / "r.html").read_text()
