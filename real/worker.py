@@ -326,14 +326,11 @@ class _paused:
 
 
 def _agree_on_checkpoint(out: Path, name: str, ctx: dist.DistContext, comm: dist.TorchComm) -> dict | None:
-    """The newest checkpoint step every rank holds (ranks may have died a checkpoint apart)."""
-    mine = checkpoint.steps_saved(out, name, ctx.rank)
-    step = int(comm.reduce_scalar(mine[-1] if mine else -1, "min"))
-    if step < 0:
-        return None
-    if step not in mine:
-        raise RuntimeError(f"rank {ctx.rank} lacks the checkpoint of step {step} that the others hold")
-    return checkpoint.load(out, name, ctx.rank, step, ctx.device)
+    """The newest checkpoint every rank holds intact (ranks may have died a checkpoint apart, a file may
+    be damaged); None when there is none, and the run starts over."""
+    step = checkpoint.newest_common(checkpoint.intact_steps(out, name, ctx.rank),
+                                    lambda offer: int(comm.reduce_scalar(offer, "min")))
+    return None if step < 0 else checkpoint.load(out, name, ctx.rank, step, ctx.device)
 
 
 def _inject(fault: FaultSpec, setup: Setup, files: RankFiles) -> None:
