@@ -36,10 +36,12 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pandas as pd
 import tomli_w
 
+from . import presets
 from .algorithms import LOCAL_ALGORITHMS
-from .config import PAYLOAD_BYTES, AlgorithmSpec, read_toml
+from .config import PAYLOAD_BYTES, AlgorithmSpec, Experiment, read_toml
 from .errors import ConfigError
 
 TABLE = "workload.convergence"
@@ -215,12 +217,30 @@ def _check_number(value, key: str, rule: str, *, positive: bool = False) -> None
         raise ConfigError(rule, key=key, value=value, has_value=True)
 
 
+SAME_STEPS_NOTE = ("speedups are for the same steps; for the speedup to a target loss give --convergence FILE "
+                   "(`palsgd time-to-target RUN... --loss L --export FILE` measures one)")
+TO_TARGET_ASSUMPTION = ("speedup to the target = same-steps speedup / steps to the target relative to DDP: each "
+                        "algorithm's mean simulated step time assumed to hold over its steps to the target")
+
+
+def speedup_to_target(runs: pd.DataFrame, exp: Experiment, conv: Convergence | None) -> pd.Series:
+    """``speedup_to_target_vs_ddp`` for each row of a run table (``schema.RUN_COLUMNS``): NaN without a
+    description or outside its measured range."""
+    if conv is None:
+        return pd.Series(math.nan, index=runs.index, name="speedup_to_target_vs_ddp")
+    ratio = {a.name: conv.lookup(a, exp.workers).steps_vs_ddp for a in exp.algorithms}
+    steps_vs_ddp = runs["algorithm"].map(lambda name: ratio.get(name) or math.nan)
+    return (runs["speedup_vs_ddp"] / steps_vs_ddp).rename("speedup_to_target_vs_ddp")
+
+
 # ---------------------------------------------------------------------------------------------
 # Loading
 
 
-def load(path: str | Path) -> Convergence:
-    """Read a convergence TOML file; every error names the file, the key, the value and the rule."""
+def load(ref: str | Path) -> Convergence:
+    """Read a convergence TOML file or preset (``core/presets/convergence/``); every error names the file,
+    the key, the value and the rule."""
+    path = presets.resolve("convergence", str(ref), "--convergence")
     data = read_toml(path)
     table = data.get("workload", {}).get("convergence") if isinstance(data.get("workload"), dict) else None
     if not isinstance(table, dict):

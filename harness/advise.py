@@ -197,7 +197,7 @@ def _answer_line(answer: Answer, ddp: Answer) -> str:
 
 def assumptions(advice: Advice) -> list[str]:
     conv, exp = advice.conv, advice.exp
-    out = [f"DDP needs {conv.ddp_steps:g} steps to loss {conv.target_loss:g} ({conv.source})"]
+    out = [f"DDP needs {conv.ddp_steps:.1f} steps to loss {conv.target_loss:g} ({conv.source})"]
     if conv.ddp_workers is not None and conv.ddp_workers != exp.workers:
         out.append(f"steps measured on {conv.ddp_workers} workers assumed to hold on {exp.workers}")
     out += list(dict.fromkeys(a.candidate.assumption for a in advice.ranked if a.candidate.spec.name != "ddp"))

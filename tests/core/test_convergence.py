@@ -3,10 +3,11 @@
 import math
 import re
 
+import pandas as pd
 import pytest
 
 from palsgd.core import convergence
-from palsgd.core.config import AlgorithmSpec
+from palsgd.core.config import AlgorithmSpec, BudgetSpec
 from palsgd.core.errors import ConfigError
 
 
@@ -105,3 +106,24 @@ def test_a_file_error_names_the_file_and_the_full_key(tmp_path):
         convergence.load(path)
     assert str(err.value) == (f"{path}: workload.convergence.points[0].steps_vs_ddp = 'fast': "
                               "must be a finite number > 0")
+
+
+def test_speedup_to_target_divides_the_same_steps_speedup_by_the_steps_ratio():
+    from palsgd.core import config
+
+    exp = config.load(workload="gpt-tiny", cluster="cpu-2core-gloo", algorithms=["ddp", "local_sgd", "palsgd"],
+                      overrides=["algorithm.sync_every=8", "algorithm.p=0.2"])
+    runs = pd.DataFrame({"algorithm": ["ddp", "local_sgd", "palsgd"], "speedup_vs_ddp": [1.0, 1.5, 2.0]})
+    to_target = convergence.speedup_to_target(runs, exp, convergence.from_dict(GRID))
+    assert to_target.tolist() == pytest.approx([1.0, 1.5 / 1.2, 2.0 / 1.875])
+    assert convergence.speedup_to_target(runs, exp, None).isna().all()
+    outside = exp.replace(algorithms=(AlgorithmSpec(name="palsgd", sync_every=32, p=0.2),), budget=BudgetSpec(steps=99))
+    assert convergence.speedup_to_target(runs.tail(1), outside, convergence.from_dict(GRID)).isna().all()
+
+
+def test_the_cpu_preset_loads_by_name_and_states_its_source():
+    conv = convergence.load("gpt-tiny-2rank")
+    assert conv.target_loss == 3.05 and "palsgd run --workload gpt-tiny" in conv.source
+    assert {p.algorithm for p in conv.points} == {"local_sgd", "diloco", "palsgd"}
+    with pytest.raises(ConfigError, match="unknown convergence preset; known: gpt-tiny-2rank"):
+        convergence.load("gpt-huge")
