@@ -126,3 +126,11 @@ def test_epochs_budget_counts_steps_of_the_whole_cluster():
 
 def test_steps_and_epochs_together_are_rejected():
     assert "exactly one of budget.steps and budget.epochs" in _error(overrides=["budget.steps=10"])
+
+
+def test_every_algorithm_says_which_keys_apply_to_it():
+    from palsgd.core.algorithms import ALGORITHMS
+
+    assert set(config.ALGORITHM_KEYS) == set(ALGORITHMS)
+    fields = {f for f in config.AlgorithmSpec.__dataclass_fields__ if f != "name"}
+    assert set().union(*map(set, config.ALGORITHM_KEYS.values())) == fields  # no parameter applies to none
