@@ -125,8 +125,9 @@ def intact_steps(out: Path, algorithm: str, rank: int) -> list[int]:
         if problem is None:
             intact.append(step)
         else:
-            print(f"palsgd: skipping damaged checkpoint {path(out, algorithm, rank, step)}: {problem}",
-                  file=sys.stderr, flush=True)
+            # "[algorithm] " as in the progress lines, which the launcher shows on the terminal.
+            print(f"[{algorithm}] rank {rank}: skipping damaged checkpoint {path(out, algorithm, rank, step)}: "
+                  f"{problem}", file=sys.stderr, flush=True)
     return intact
 
 

@@ -358,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run(exp, args.algorithm, args.out, ctx, fault=fault, resume=args.resume, attempt=args.attempt)
     except Diverged as err:
-        print(f"[{args.algorithm}] rank {ctx.rank} diverged at step {err.step}: {err}", file=sys.stderr,
+        # For the log only (the launcher reads the heartbeat and prints one line for all ranks).
+        print(f"palsgd rank {ctx.rank}: {args.algorithm} diverged at step {err.step}: {err}", file=sys.stderr,
               flush=True)
         return DIVERGED_EXIT_CODE
     finally:
