@@ -139,9 +139,10 @@ class NetemSpec:
 
 
 def _number(raw: str, units: dict[str, float] | None) -> float | int | None:
-    """``raw`` as a count (``units`` None) or a number with one of ``units``, in its base unit; None if bad."""
+    """``raw`` as a count >= 1 (``units`` None) or a number with one of ``units``, in its base unit; None if
+    bad."""
     if units is None:
-        return int(raw) if raw.isdigit() else None
+        return int(raw) if raw.isdigit() and int(raw) >= 1 else None
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]+)", raw.lower())
     return float(m.group(1)) * units[m.group(2)] if m and m.group(2) in units else None
 
@@ -270,7 +271,7 @@ class EmulatedNetwork:
     def __init__(self, ranks: int, spec: NetemSpec, *, use_netem: bool | None = None):
         nodes = spec.nodes or ranks
         if ranks < 1 or nodes > MAX_NODES or ranks % nodes:
-            raise ConfigError(f"{ranks} ranks must split evenly over at most {MAX_NODES} nodes", key=KEY,
+            raise ConfigError(f"{ranks} ranks must split evenly over {nodes} nodes (at most {MAX_NODES})", key=KEY,
                               value=str(spec) if spec.nodes else ranks)
         self.spec, self.nodes, self.ranks_per_node = spec, nodes, ranks // nodes
         self._use_netem = use_netem

@@ -39,7 +39,7 @@ def test_parse_two_tiers(text, spec):
 
 
 @pytest.mark.parametrize("text, says", [
-    ("nodes=2.5,rate=1gbit", "'nodes=2.5'"), ("nodes=,rate=1gbit", "'nodes='"),
+    ("nodes=2.5,rate=1gbit", "'nodes=2.5'"), ("nodes=,rate=1gbit", "'nodes='"), ("nodes=0,rate=1gbit", "'nodes=0'"),
     ("rate=1gbit,intra_rate=1gbit", "need nodes"), ("nodes=3,rate=1gbit,groups=2,wan_rate=1gbit", "divide"),
     ("nodes=2,rate=1gbit,groups=2", "wan_rate"), ("nodes=2,rate=1gbit,wan_delay=1ms", "groups"),
     ("nodes=2,rate=1gbit,intra_delay=1", "'intra_delay=1'"), ("nodes=999,rate=1gbit", "nodes must be"),
