@@ -156,6 +156,29 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
 
 
 @main.command()
+@_experiment_options
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=Path("explore.html"),
+              show_default=True)
+@click.option("--jobs", type=int, help="Worker processes (default: all cores).")
+@_handle_errors
+def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, output, jobs):
+    """Write an offline what-if page: sliders for bandwidth, latency, nodes, H, p and jitter."""
+    from .harness import explore as job
+    from .harness.progress import Progress
+    from .reports.explore import render_explore
+
+    _check_positive("--jobs", jobs)
+    exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides)
+    with Progress(job.grid_size(exp), "explore") as progress:
+        grid = job.explore(exp, jobs=jobs, progress=progress)
+    note = (f"Each point simulates the first {grid.window_steps} steps (warm-up and two sync intervals of the "
+            f"largest H) with one seed; speedups and times are over those steps.")
+    path = render_explore(grid.table, [k for k, _ in grid.axes], output, base=grid.base, notes=[note],
+                          title=f"{exp.workload.name} on {exp.cluster.name}")
+    click.echo(f"wrote {path} ({len(grid.table) // len(exp.algorithms)} simulated points)")
+
+
+@main.command()
 @click.option("--kind", type=click.Choice(["workload", "cluster", "all"]), default="all", show_default=True)
 @_handle_errors
 def presets(kind):

@@ -13,13 +13,14 @@ import itertools
 import math
 import os
 import tomllib
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..core import schema
+from ..core import io, schema
 from ..core.config import Experiment, with_changes
 from ..core.errors import ConfigError
 from ..core.typed import set_path
@@ -81,10 +82,12 @@ def _value(key: str, item: str):
         return item
 
 
-def points(base: Experiment, vary: list[tuple[str, list]]) -> list[tuple[dict, Experiment]]:
-    """Every grid point as ({key: value}, validated Experiment)."""
-    if not 1 <= len(vary) <= 2:
-        raise ConfigError("vary one or two fields", key="vary", value=[k for k, _ in vary], source="--vary")
+def points(base: Experiment, vary: list[tuple[str, list]], most: int = 2) -> list[tuple[dict, Experiment]]:
+    """Every grid point as ({key: value}, validated Experiment). A sweep varies one or two fields
+    (``most``); the explore page's grid varies more."""
+    if not 1 <= len(vary) <= most:
+        raise ConfigError("vary one or two fields" if most == 2 else f"vary 1 to {most} fields", key="vary",
+                          value=[k for k, _ in vary], source="--vary")
     for key, values in vary:
         if not values:
             raise ConfigError("give at least one value", key=key, value=values, source="--vary")
@@ -119,22 +122,75 @@ def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:
     return runs
 
 
-def sweep(base: Experiment, vary: list[tuple[str, list]], jobs: int | None = None) -> SweepResult:
-    """Simulate every point of the grid on ``jobs`` processes (None: every core)."""
-    grid = points(base, vary)
-    jobs = min(jobs or os.cpu_count() or 1, len(grid))
-    size = max(1, min(32, math.ceil(len(grid) / (jobs * 4))))
-    chunks = [grid[i:i + size] for i in range(0, len(grid), size)]
-    if jobs == 1:
-        parts = [_simulate_chunk(chunk) for chunk in chunks]
-    else:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
-            parts = list(pool.map(_simulate_chunk, chunks))
-    for i, part in enumerate(parts):
-        part["_point"] += i * size
+def sweep(base: Experiment, vary: list[tuple[str, list]], jobs: int | None = None, *, executor: str = "local",
+          address: str | None = None, done: Path | None = None, progress=None) -> SweepResult:
+    """Simulate every point of the grid (see ``run_points``)."""
+    table = run_points(points(base, vary), jobs, executor=executor, address=address, done=done, progress=progress)
+    return SweepResult(table=table.drop(columns="_point"), crossovers=crossovers(table, [k for k, _ in vary]))
+
+
+def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, executor: str = "local",
+               address: str | None = None, done: Path | None = None, progress=None) -> pd.DataFrame:
+    """Simulate every point, one row per (point, algorithm, run) in grid order, with the point's index in
+    ``_point``. ``executor``: "local" (``jobs`` processes, None: every core) or "ray" (the Ray cluster at
+    ``address``). With ``done`` (a folder), each finished chunk is stored there as it arrives and points
+    already stored are not simulated again, so an interrupted sweep resumes. ``progress`` is told how many
+    points each finished chunk held."""
+    parts = _stored_parts(done) if done is not None else []
+    finished = set().union(*(set(part["_point"]) for part in parts))
+    todo = [i for i in range(len(grid)) if i not in finished]
+    if progress is not None:
+        progress.update(len(grid) - len(todo))
+    if todo:
+        if executor == "ray":
+            from .ray_executor import RayExecutor
+
+            run = RayExecutor(address)
+        elif executor == "local":
+            run = LocalExecutor(jobs)
+        else:
+            raise ConfigError("must be local or ray", key="--executor", value=executor, source="command line")
+        size = max(1, min(32, math.ceil(len(todo) / (run.slots(len(todo)) * 4))))
+        chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
+        for indices, part in run.map(_simulate_chunk, [[grid[i] for i in chunk] for chunk in chunks], chunks):
+            part["_point"] = np.asarray(indices)[part["_point"].to_numpy()]
+            if done is not None:
+                _store_part(done, indices, part)
+            parts.append(part)
+            if progress is not None:
+                progress.update(len(indices))
     table = pd.concat(parts, ignore_index=True)
-    table = table.sort_values(["_point", "run"], kind="stable").drop(columns="_point").reset_index(drop=True)
-    return SweepResult(table=table, crossovers=crossovers(table, [k for k, _ in vary]))
+    return table.sort_values(["_point", "run"], kind="stable").reset_index(drop=True)
+
+
+class LocalExecutor:
+    """Chunks of points on a process pool of this machine (in this process for one job)."""
+
+    def __init__(self, jobs: int | None):
+        self.jobs = jobs or os.cpu_count() or 1
+
+    def slots(self, n_points: int) -> int:
+        return min(self.jobs, n_points)
+
+    def map(self, fn, chunks: list, tags: list):
+        """Yield (tag, fn(chunk)) as each chunk finishes."""
+        if self.jobs == 1 or len(chunks) == 1:
+            yield from ((tag, fn(chunk)) for chunk, tag in zip(chunks, tags, strict=True))
+            return
+        with ProcessPoolExecutor(max_workers=min(self.jobs, len(chunks))) as pool:
+            futures = {pool.submit(fn, chunk): tag for chunk, tag in zip(chunks, tags, strict=True)}
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+
+
+def _store_part(done: Path, indices: list[int], part: pd.DataFrame) -> None:
+    """One file per finished chunk, named by its first and last point, written atomically."""
+    done.mkdir(parents=True, exist_ok=True)
+    io.atomic_write(done / f"points-{indices[0]:07d}-{indices[-1]:07d}.parquet", part.to_parquet)
+
+
+def _stored_parts(done: Path) -> list[pd.DataFrame]:
+    return [pd.read_parquet(f) for f in sorted(Path(done).glob("points-*.parquet"))]
 
 
 def crossovers(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -21,7 +21,7 @@ from markupsafe import Markup
 from .. import __version__
 from ..core import io, schema
 from ..core.errors import ConfigError
-from . import assumptions, figures, tables, timeline
+from . import assumptions, explore, figures, tables, timeline
 from .load import ResultFolder, load_folder
 from .style import LABELS, PALETTE
 
@@ -45,6 +45,7 @@ class Section:
     panels: list[Panel] = field(default_factory=list)
     assumptions: list[tables.Table] = field(default_factory=list)
     trace: str | None = None
+    explore: str | None = None
 
 
 def render_report(folders: list[Path], output: Path) -> Path:
@@ -59,6 +60,7 @@ def render_report(folders: list[Path], output: Path) -> Path:
     sections = [build_section(f, _anchor(f, i)) for i, f in enumerate(loaded)]
     for section in sections:
         section.trace = write_trace(section.folder, output, section.anchor)
+        section.explore = write_explore(section.folder, output, section.anchor)
     html = _template().render(
         sections=sections, generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         version=__version__, palette=PALETTE, labels=LABELS)
@@ -210,6 +212,19 @@ def write_trace(folder: ResultFolder, output: Path, anchor: str) -> str | None:
     if steps is None:
         return None
     io.write_text(target, json.dumps(schema.to_chrome_trace(_trace_window(steps)), separators=(",", ":")))
+    return name
+
+
+def write_explore(folder: ResultFolder, output: Path, anchor: str) -> str | None:
+    """A sweep of two or more varied fields also gets the what-if page (sliders) beside the report; it
+    carries a script, which this page does not, so it is its own file. Returns its name for the link."""
+    sweep = folder.table("sweep.csv")
+    keys = explore.sweep_keys_varied(sweep) if sweep is not None else []
+    if len(keys) < 2:
+        return None
+    name = f"{output.stem}.{anchor}.explore.html"
+    explore.render_explore(sweep, keys, output.parent / name, title=folder.name,
+                           notes=["From sweep.csv; the mean over Monte-Carlo seeds where there are several."])
     return name
 
 

@@ -1,0 +1,95 @@
+"""The interactive what-if page: sliders over a grid of simulator results, one offline HTML file.
+
+The grid (one row per point, algorithm and run, the varied keys as dotted columns, as in sweep.csv) is
+embedded as JSON; a small hand-written script looks up the point the sliders name and redraws the
+speedups, the time breakdown and a speedup chart. Nothing is computed in the page but the mean over
+seeds' already-summarized rows: every number shown is one the simulator wrote. No server, no CDN.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import json
+from pathlib import Path
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup
+
+from .. import __version__
+from ..core import io
+from ..core.errors import ConfigError
+from .style import CATEGORIES, color, label, ordered
+
+AXIS_LABELS = {
+    "cluster.inter_node.bandwidth_gbps": ("inter-node bandwidth", "Gb/s"),
+    "cluster.inter_node.latency_us": ("inter-node latency", "µs"),
+    "cluster.nodes": ("nodes", ""),
+    "algorithm.sync_every": ("H (sync every)", "steps"),
+    "algorithm.p": ("p (PALSGD pseudo-sync)", ""),
+    "cluster.variability.jitter_cv": ("jitter (CV of step time)", ""),
+}
+
+
+def payload(table: pd.DataFrame, keys: list[str], base: dict | None = None) -> dict:
+    """The page's data: the axes and, for every grid point in row-major order (last key fastest), per
+    algorithm [speedup_vs_ddp, wall_clock_s, steps, *time per category] (means over runs), or null."""
+    if len(keys) < 2:
+        raise ConfigError("needs two or more varied fields", key="vary", value=keys, source="explore")
+    algorithms = ordered(table["algorithm"].unique())
+    columns = ["speedup_vs_ddp", "wall_clock_s", "steps", *(col for _, col, _, _ in CATEGORIES)]
+    mean = table.groupby([*keys, "algorithm"])[columns].mean()
+    axes = []
+    for key in keys:
+        values = sorted(table[key].dropna().unique())
+        start = _nearest(values, (base or {}).get(key))
+        name, unit = AXIS_LABELS.get(key, (key, ""))
+        axes.append({"key": key, "label": name, "unit": unit, "values": [_plain(v) for v in values], "start": start})
+    cells = []
+    for combo in itertools.product(*(a["values"] for a in axes)):
+        cell = [_row(mean, (*combo, algo)) for algo in algorithms]
+        cells.append(cell if any(c is not None for c in cell) else None)
+    return {"axes": axes, "cells": cells,
+            "algorithms": [{"name": a, "label": label(a), "color": color(a)} for a in algorithms],
+            "categories": [{"label": name, "color": colour} for name, _, _, colour in CATEGORIES]}
+
+
+def _row(mean: pd.DataFrame, index: tuple) -> list[float] | None:
+    try:
+        row = mean.loc[index]
+    except KeyError:
+        return None
+    return [None if pd.isna(v) else float(v) for v in row.to_numpy()]
+
+
+def _nearest(values: list, own) -> int:
+    """The slider's start: the user's own value, or the grid's middle when there is none."""
+    if own is None or not all(isinstance(v, int | float) for v in values):
+        return len(values) // 2
+    return min(range(len(values)), key=lambda i: abs(values[i] - own))
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def render_explore(table: pd.DataFrame, keys: list[str], output: Path, *, title: str, notes: list[str] = (),
+                   base: dict | None = None) -> Path:
+    """Write the what-if page of ``table`` over ``keys`` to ``output`` (atomically)."""
+    data = json.dumps(payload(table, keys, base), separators=(",", ":"), allow_nan=False)
+    html = _template().render(
+        title=title, notes=list(notes), data=Markup(data.replace("</", "<\\/")),
+        generated=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), version=__version__)
+    return io.write_text(Path(output), html)
+
+
+def sweep_keys_varied(sweep: pd.DataFrame) -> list[str]:
+    """The dotted columns of sweep.csv that take two or more values."""
+    return [c for c in sweep.columns if "." in c and sweep[c].nunique() > 1]
+
+
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                             autoescape=True, undefined=jinja2.StrictUndefined)
+    return env.get_template("explore.html.j2")
