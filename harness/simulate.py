@@ -23,27 +23,40 @@ class SimulateOutcome:
 def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: bool = False,
                        report: Path | None = None) -> SimulateOutcome:
     """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace."""
+    from ..sim import bounds
     from ..sim.engine import simulate
 
+    # the step table and phase totals are kept only when a file or a report will hold them
+    record_steps = bounds.records_steps(exp, None) if out or report else False
+    bounds.check(exp, record_steps=record_steps, keep_totals=out is not None)  # before any file is written
     if out is not None:
         store.prepare(out, overwrite=overwrite)
         store.start(out, "simulate", exp)
-    result = simulate(exp)
-    notes: list[str] = []
-    if out is not None:
-        store.write_table(out, io.RUNS, result.runs)
-        store.write_table(out, "totals.csv", result.totals)
-        if result.steps is not None:
-            store.write_table(out, io.STEPS, result.steps)
-            io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(_trace_window(result.steps)))
-        else:
-            _write_timeline(exp, Path(out))
-        store.finish(out, "complete", steps_recorded=result.steps is not None)
-        written = "steps.parquet" if result.steps is not None else f"{io.TIMELINE} (first steps)"
-        notes.append(f"wrote {out}/ ({io.RUNS}, {written}, {io.TRACE}, {io.MANIFEST})")
+    try:
+        result = simulate(exp, record_steps=record_steps, keep_totals=out is not None)
+        notes = _write_results(exp, out, result)
+    except KeyboardInterrupt:
+        if out is not None:  # the folder says it was stopped instead of looking complete or running
+            store.finish(out, "interrupted")
+        raise
     if report is not None:
         notes.append(_report([out] if out is not None else None, report, exp, result))
     return SimulateOutcome(result.runs, notes)
+
+
+def _write_results(exp: Experiment, out: Path | None, result) -> list[str]:
+    if out is None:
+        return []
+    store.write_table(out, io.RUNS, result.runs)
+    store.write_table(out, "totals.csv", result.totals)
+    if result.steps is not None:
+        store.write_table(out, io.STEPS, result.steps)
+        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(_trace_window(result.steps)))
+    else:
+        _write_timeline(exp, Path(out))
+    store.finish(out, "complete", steps_recorded=result.steps is not None)
+    written = "steps.parquet" if result.steps is not None else f"{io.TIMELINE} (first steps)"
+    return [f"wrote {out}/ ({io.RUNS}, {written}, {io.TRACE}, {io.MANIFEST})"]
 
 
 TIMELINE_MAX_WORKER_STEPS = 200_000
@@ -104,6 +117,8 @@ def _plain(v):
 def human_s(seconds: float) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "-"
+    if seconds < 0:
+        return "-" + human_s(-seconds)
     if seconds >= 2 * 86400:
         return f"{seconds / 86400:.1f} d"
     if seconds >= 2 * 3600:
@@ -164,7 +179,11 @@ def drivers(runs: pd.DataFrame) -> list[str]:
     for algo, row in mean.drop(index="ddp").iterrows():
         comm = (ddp["comm_exposed_s"] + ddp["wait_s"]) - (row["comm_exposed_s"] + row["wait_s"])
         fewer = 1 - row["bytes_sent_per_worker"] / ddp["bytes_sent_per_worker"] if ddp["bytes_sent_per_worker"] else 0
-        parts = [f"{human_s(comm)} less exposed communication and waiting ({fewer:.0%} fewer bytes sent)"]
+        # under failures the local methods' waiting holds the time spent waiting for a restarting
+        # worker at a barrier, which DDP books as its own failure time: the difference can be negative
+        more_or_less = "less" if comm >= 0 else "more"
+        parts = [f"{human_s(abs(comm))} {more_or_less} exposed communication and waiting "
+                 f"({fewer:.0%} fewer bytes sent)"]
         skipped = ddp["compute_s"] - row["compute_s"] - row["pseudo_sync_s"]
         if row["pseudo_sync_steps"]:
             parts.append(f"{human_s(skipped)} of compute skipped by {row['pseudo_sync_steps']:.0f} pseudo-sync steps")

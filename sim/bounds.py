@@ -1,0 +1,153 @@
+"""What a simulation will cost, estimated before it starts, and the refusal of what cannot end.
+
+The engine simulates one (algorithm, repeat) run at a time and keeps only its totals, so the peak
+memory is one run's working set (its [workers x steps] plan and [workers x block] float64 arrays)
+plus what is kept across runs: the run rows, the phase totals when they are written, the step table
+when it is recorded. The work is a fixed cost per run plus a cost per worker-step. The constants
+below were measured on a 2-core VM (docs/benchmarks-sim.md) and err on the large side; the limits
+themselves are listed in docs/limits.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+from ..core.config import Experiment
+from ..core.errors import ConfigError
+from ..core.schema import PHASES
+from .costs import step_costs
+from .run import DDP_CHUNK
+
+RECORD_LIMIT = 1_000_000
+"""Worker-steps (summed over algorithms and repeats) up to which the step table may be kept."""
+TOTALS_BATCH_ROWS = 1_000_000
+"""Phase-total rows summarized at once when the totals are not kept (repeats stream through)."""
+
+PLAN_BYTES_PER_CELL = 12  # int8 kinds, PALSGD's bool mask and its draws, per (worker, step)
+BLOCK_BYTES_PER_CELL = 8 * 24  # ~24 float64 arrays alive per (worker, step) of a block
+RECORDED_BYTES_PER_WORKER_STEP = 1_600  # step-table rows (3-6 per worker-step) as arrays, then pandas
+TOTAL_ROW_BYTES = 600  # a phase-total row in pandas, and its share of the summary's pivots
+RUN_ROW_BYTES = 1_000  # a run-table row
+BASE_BYTES = 64 << 20  # SimPy, the costs and one run's small arrays
+
+RUN_OVERHEAD_S = 0.02  # Python and pandas cost of one run, whatever its size
+WORKER_STEPS_PER_S = 3e6  # the engine's speed on one loaded core
+CELLS_PER_S = 5e7  # numpy's speed redoing a block after a failure
+MAX_WORK_S = 86_400.0
+"""The longest job accepted: one day of one core."""
+MAX_ATTEMPTS_PER_STEP = 100.0
+"""The most expected attempts of one step under failures, exp(step time / mtbf)."""
+
+
+@dataclass(frozen=True)
+class Estimate:
+    run_bytes: int
+    """Peak working set of the largest single run."""
+    kept_bytes: int
+    """What stays across runs: run rows, phase totals, the step table."""
+    work_s: float
+    """Seconds of one core."""
+
+    @property
+    def peak_bytes(self) -> int:
+        return BASE_BYTES + self.run_bytes + self.kept_bytes
+
+
+def records_steps(exp: Experiment, record_steps: bool | None) -> bool:
+    """``record_steps`` with None resolved: keep the step table when it stays under RECORD_LIMIT."""
+    if record_steps is None:
+        return exp.nominal_steps * exp.workers * len(exp.algorithms) * exp.repeats <= RECORD_LIMIT
+    return record_steps
+
+
+def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
+    """Memory and work of ``simulate(exp)`` (plain integers and floats: no array is built)."""
+    workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
+    block = max([min(DDP_CHUNK, steps), *(min(a.sync_every, steps) for a in exp.algorithms if a.is_local)])
+    run_bytes = workers * (steps * PLAN_BYTES_PER_CELL + block * BLOCK_BYTES_PER_CELL)
+    total_rows = workers * len(PHASES) * (runs if keep_totals else max(1, min(runs, TOTALS_BATCH_ROWS // workers)))
+    kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
+    if record_steps:
+        kept_bytes += runs * workers * steps * RECORDED_BYTES_PER_WORKER_STEP
+    work_s = runs * (RUN_OVERHEAD_S + workers * steps / WORKER_STEPS_PER_S)
+    mtbf_s = exp.cluster.failures.mtbf_s
+    if mtbf_s > 0:  # each failure redoes a block of every worker
+        failures = workers * steps * max(_step_s(exp, a) for a in exp.algorithms) / mtbf_s
+        work_s += exp.repeats * len(exp.algorithms) * failures * (workers * block / CELLS_PER_S)
+    return Estimate(run_bytes, kept_bytes, work_s)
+
+
+def check(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
+    """The estimate, or ConfigError naming what does not fit and how to proceed."""
+    _check_failures(exp)
+    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals)
+    available = available_memory_bytes()
+    if available is not None and est.peak_bytes > available:
+        if est.run_bytes >= est.kept_bytes:
+            raise ConfigError(
+                f"{exp.workers:,} workers x {exp.nominal_steps:,} steps need about {_gb(est.peak_bytes)} of "
+                f"memory, {_gb(available)} is available (docs/limits.md); simulate fewer workers or steps",
+                **_size_key(exp), source="simulate")
+        raise ConfigError(
+            f"keeping {exp.repeats:,} repeats of {len(exp.algorithms)} algorithms x {exp.workers:,} workers "
+            f"needs about {_gb(est.peak_bytes)} of memory, {_gb(available)} is available (docs/limits.md); "
+            "give fewer repeats, or leave out --out (the phase totals and step table are kept for it)",
+            key="repeats", value=exp.repeats, source="simulate")
+    if est.work_s > MAX_WORK_S:
+        raise ConfigError(
+            f"about {est.work_s / 3600:,.0f} h of simulation on one core, over the limit of "
+            f"{MAX_WORK_S / 3600:.0f} h (docs/limits.md); give fewer repeats or steps, or split the seeds "
+            "over several calls (--seed, --repeats)", key="repeats", value=exp.repeats, source="simulate")
+    return est
+
+
+def _size_key(exp: Experiment) -> dict:
+    """The input to blame for a run too large: the longer of the two sides of [workers x steps]."""
+    if exp.nominal_steps > exp.workers:
+        return {"key": "budget.steps", "value": exp.nominal_steps}
+    return {"key": "cluster.nodes", "value": exp.cluster.nodes}
+
+
+def _check_failures(exp: Experiment) -> None:
+    """A failing worker redoes its step until no failure falls in it: exp(step / mtbf) attempts on average."""
+    mtbf_s = exp.cluster.failures.mtbf_s
+    if mtbf_s <= 0:
+        return
+    step_s = max(_step_s(exp, a) for a in exp.algorithms)
+    if step_s / mtbf_s > math.log(MAX_ATTEMPTS_PER_STEP):
+        raise ConfigError(
+            f"a step of about {step_s:.3g} s is redone until no failure falls in it: exp({step_s:.3g} / "
+            f"{mtbf_s:.3g}) attempts on average, over the limit of {MAX_ATTEMPTS_PER_STEP:.0f}, so the run "
+            "almost never ends (docs/limits.md); give a larger mtbf_s",
+            key="cluster.failures.mtbf_s", value=mtbf_s, source="simulate")
+
+
+def _step_s(exp: Experiment, algo) -> float:
+    """Mean time a worker must survive to finish one step: compute (slowest worker, straggler spikes
+    included), optimizer, and DDP's all-reduce."""
+    c, var = step_costs(exp, algo), exp.cluster.variability
+    slow = var.slow_factor if var.slow_workers else 1.0
+    spikes = 1.0 + var.straggler_prob * (var.straggler_factor - 1.0)
+    comm_s = float(c.bucket_s.sum()) + c.warmup_extra_s if not algo.is_local or algo.warmup_steps else 0.0
+    return c.compute_s * slow * spikes + c.optimizer_s + comm_s
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the kernel can give now: MemAvailable (Linux), else the free pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.1f} GB"
