@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import Experiment, from_dict
+from ..core.algorithms import OUTER_ALGORITHMS
+from ..core.config import AlgorithmSpec, Experiment, from_dict
 from ..core.errors import ConfigError
 from .data import build_data
 from .models import build_model, compute_loss
@@ -31,9 +32,6 @@ RANKS_PER_CORE = 4
 """CPU ranks beyond this many per core measure contention for the cores, not the algorithms."""
 OPTIMIZER_STATES = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adamw": 2}
 """Tensors of optimizer state per parameter tensor."""
-OUTER_STATES = {"ddp": 1, "local_sgd": 1, "diloco": 2, "palsgd": 2}
-"""Parameter-sized buffers an algorithm adds: DDP's gradient buckets or the sync buffer of Local SGD;
-DiLoCo and PALSGD keep the global model and its outer momentum."""
 MIB = 2**20
 
 
@@ -68,8 +66,14 @@ def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor]) -> int
     with torch.device("meta"):
         model = build_model(exp.workload.model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    copies = 2 + OPTIMIZER_STATES[exp.train.optimizer] + max(OUTER_STATES[a.name] for a in exp.algorithms)
+    copies = 2 + OPTIMIZER_STATES[exp.train.optimizer] + max(map(algorithm_buffers, exp.algorithms))
     return copies * param_bytes + activation_bytes(model, batch)
+
+
+def algorithm_buffers(algo: AlgorithmSpec) -> int:
+    """Parameter-sized buffers an algorithm adds: DDP's gradient buckets or Local SGD's sync buffer;
+    the outer algorithms (DiLoCo, PALSGD) keep the global model and its outer momentum instead."""
+    return 2 if algo.name in OUTER_ALGORITHMS else 1
 
 
 def available_bytes() -> tuple[int, str]:
