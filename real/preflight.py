@@ -21,8 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ..core.algorithms import OUTER_ALGORITHMS
-from ..core.config import AlgorithmSpec, Experiment, from_dict
+from ..core.config import ALGORITHM_KEYS, AlgorithmSpec, Experiment, from_dict
 from ..core.errors import ConfigError
 from .data import build_data
 from .models import build_model, compute_loss
@@ -72,8 +71,8 @@ def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor]) -> int
 
 def algorithm_buffers(algo: AlgorithmSpec) -> int:
     """Parameter-sized buffers an algorithm adds: DDP's gradient buckets or Local SGD's sync buffer;
-    the outer algorithms (DiLoCo, PALSGD) keep the global model and its outer momentum instead."""
-    return 2 if algo.name in OUTER_ALGORITHMS else 1
+    an algorithm with an outer optimizer (DiLoCo, PALSGD) keeps the global model and its momentum instead."""
+    return 2 if "outer_lr" in ALGORITHM_KEYS[algo.name] else 1
 
 
 def available_bytes() -> tuple[int, str]:
