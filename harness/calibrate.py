@@ -30,6 +30,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import tomli_w
 
@@ -205,8 +206,9 @@ def format_fit(residuals: pd.DataFrame, tiers: list[Tier], result: TiersFit) -> 
         lines.append(f"{row.tier:>6} {row.size_bytes:>12} {row.measured_s * 1e3:>12.3f} "
                      f"{row.predicted_s * 1e3:>12.3f} {row.rel_error:>+8.1%}")
     for tier, link in zip(tiers, result.links, strict=True):
+        log_error = np.log1p(residuals.loc[residuals["tier"] == tier.name, "rel_error"])
         lines.append(f"fit {tier.name} ({tier.ranks} ranks): bandwidth {link.bandwidth_gbps * 1e3:.1f} Mbit/s, "
-                     f"latency {link.latency_us:.0f} us one way")
+                     f"latency {link.latency_us:.0f} us one way, rms log error {np.sqrt(np.mean(log_error ** 2)):.3f}")
     lines.append(f"fit transport: step overhead {t.step_overhead_us:.0f} us, segment {t.segment_bytes} B, "
                  f"window {t.window_bytes} B, rms log error {result.rms_log_error:.3f}")
     return "\n".join(lines)
