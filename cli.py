@@ -199,13 +199,16 @@ def presets(kind):
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
 @click.option("--emulate-network", metavar="rate=1gbit,delay=5ms[,jitter=1ms]",
               help="Put each rank in its own network namespace behind a shaped link (root, Linux).")
+@click.option("--emulate-compute", is_flag=True,
+              help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
 @click.option("--inject-fault", metavar="rank=R,step=S,kind=crash|hang|slow", help="For testing failures.")
 @click.option("--timeout-s", type=float, default=300.0, show_default=True,
               help="A rank that makes no progress for this long is declared hung.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
 @_handle_errors
 def run(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node, nnodes,
-        node_rank, rdzv_endpoint, out, overwrite, resume, emulate_network, inject_fault, timeout_s, report):
+        node_rank, rdzv_endpoint, out, overwrite, resume, emulate_network, emulate_compute, inject_fault, timeout_s,
+        report):
     """Run the algorithms for real under torchrun, measure every step, compare with the prediction."""
     from .harness import real_job
 
@@ -215,7 +218,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
         raise ConfigError("must be >= 1", key="--nproc-per-node" if nproc_per_node < 1 else "--nnodes",
                           value=min(nproc_per_node, nnodes), source="command line")
     _check_positive("--timeout-s", timeout_s)
-    extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}"]
+    extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     code = real_job.run_to_folder(
         exp, out, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
@@ -233,15 +236,17 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
 @_experiment_options
 @click.option("--nproc-per-node", type=int, default=2, show_default=True)
 @click.option("--emulate-network", metavar="rate=1gbit,delay=5ms", help="Calibrate across an emulated network.")
+@click.option("--emulate-compute", is_flag=True,
+              help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The cluster profile to write (a TOML file that --cluster accepts).")
 @_handle_errors
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
-              emulate_network, out):
+              emulate_network, emulate_compute, out):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
     from .harness import real_job
 
-    extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}"]
+    extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     real_job.calibrate_to_file(exp, out, nproc_per_node=nproc_per_node, emulate_network=emulate_network,
                                echo=click.echo)
@@ -251,16 +256,30 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
 @click.option("--quick", is_flag=True, help="A subset that finishes in a few minutes (what CI runs).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
-@click.option("--no-emulation", is_flag=True, help="Only the unshaped network (no root needed).")
+@click.option("--no-emulation", is_flag=True, help="CPU suite: only the unshaped network (no root needed).")
+@click.option("--suite", type=click.Choice(["cpu", "cluster"]), default="cpu", show_default=True,
+              help="cpu: tiny models trained on this machine's cores; cluster: emulated accelerators on a two-tier "
+                   "emulated cluster of 8 ranks (root).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
 @_handle_errors
-def validate(quick, out, overwrite, no_emulation, report):
+def validate(quick, out, overwrite, no_emulation, suite, report):
     """Run real runs and predictions of the same experiments; print the error of every prediction."""
     from .harness import validate as job
 
-    code = job.validate_to_folder(out, quick=quick, overwrite=overwrite, emulate=not no_emulation,
-                                  report=report, echo=click.echo)
+    if suite == "cluster" and no_emulation:
+        raise ConfigError("the cluster suite runs on an emulated network", key="--no-emulation",
+                          source="command line")
+    code = job.validate_to_folder(out, quick=quick, overwrite=overwrite, emulate=not no_emulation, suite=suite,
+                                  echo=click.echo)
+    if report is not None:
+        from .reports.render import render_report
+
+        click.echo(f"wrote {render_report([out], report)}")
     sys.exit(code)
+
+
+def _compute(emulate: bool) -> list[str]:
+    return ['train.compute="emulated"'] if emulate else []
 
 
 @main.command(name="time-to-target")

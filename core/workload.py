@@ -192,6 +192,12 @@ class TrainSpec:
     """Write a checkpoint every this many steps; 0: never."""
     threads_per_rank: int = 0
     """torch threads per rank; 0: the cores divided among the local ranks."""
+    compute: Literal["real", "emulated"] = "real"
+    """``emulated``: every layer's forward and backward, and the inner optimizer step, sleep the time the
+    cluster description gives them (c and o, as the simulator charges them) instead of computing;
+    gradients are zeros, no data is read, and losses mean nothing. The communication is real. A testbed
+    for the systems model on machines whose cores would otherwise be shared by compute and communication
+    (``palsgd run --emulate-compute``; docs/validation.md)."""
 
     def __post_init__(self):
         check(self.lr > 0, "lr", self.lr, "must be > 0")

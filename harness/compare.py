@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 
 METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
+SUMMARISED = (*METRICS, "wait_s")
+"""``wait_s`` (time idle at barriers) is compared where the workers' speeds vary (the cluster suite)."""
 BYTES = "bytes_sent_per_worker"
 BYTES_TOLERANCE = 0.01
 """Relative difference of bytes sent beyond which sim and run do not model the same communication."""
@@ -27,9 +29,9 @@ COMPARISON_COLUMNS = ("case", "workload", "network", "ranks", "algorithm", "metr
 
 
 def compare(predicted: pd.DataFrame, measured: pd.DataFrame, *, case: str = "", workload: str = "",
-            network: str = "", ranks: int = 0) -> pd.DataFrame:
+            network: str = "", ranks: int = 0, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
     """Rows of the comparison table for one experiment; Monte-Carlo runs are averaged first."""
-    columns = [*METRICS, BYTES]
+    columns = [*metrics, BYTES]
     pred = predicted.groupby("algorithm", sort=False)[columns].mean()
     meas = measured.groupby("algorithm", sort=False)[columns].mean()
     rows = []
@@ -39,7 +41,7 @@ def compare(predicted: pd.DataFrame, measured: pd.DataFrame, *, case: str = "", 
             rows.append((case, workload, network, ranks, algorithm, BYTES, sent_p, sent_m,
                          error_pct(BYTES, sent_p, sent_m)))
             continue
-        for metric in METRICS:
+        for metric in metrics:
             p, m = float(pred.loc[algorithm, metric]), float(meas.loc[algorithm, metric])
             if metric == "speedup_vs_ddp" and algorithm == "ddp":
                 continue  # 1 by definition on both sides
@@ -63,7 +65,7 @@ def error_pct(metric: str, predicted: float, measured: float) -> float:
 def summary(comparison: pd.DataFrame) -> pd.DataFrame:
     """Per metric: rows, median, geometric-mean and maximum of |error|."""
     out = []
-    for metric, g in comparison[comparison["metric"].isin(METRICS)].groupby("metric", sort=False):
+    for metric, g in comparison[comparison["metric"].isin(SUMMARISED)].groupby("metric", sort=False):
         err = g["error_pct"].abs().dropna()
         if err.empty:
             continue

@@ -23,7 +23,7 @@ from ..core import io
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from . import store
-from .compare import compare, format_comparison
+from .compare import METRICS, compare, format_comparison
 
 PREFLIGHT_BAD_INPUT = 2
 
@@ -108,8 +108,10 @@ def check_fault(fault, *, world: int, steps: int) -> None:
         raise ConfigError(rule, key="--inject-fault", value=fault.to_text(), source="command line")
 
 
-def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str = "") -> pd.DataFrame:
-    """Simulate ``exp``; append the sim rows to runs.csv and write comparison.csv. Returns the comparison."""
+def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str = "",
+                   extra_metrics: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Simulate ``exp``; append the sim rows to runs.csv and write comparison.csv. Returns the comparison.
+    ``extra_metrics``: run-table columns compared beyond ``compare.METRICS`` (e.g. ``wait_s``)."""
     from ..sim.engine import simulate
 
     measured = store.read_table(out, io.RUNS)
@@ -117,7 +119,7 @@ def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str =
     real = measured[measured["source"] == "real"]
     store.write_table(out, io.RUNS, pd.concat([real, predicted], ignore_index=True))
     comparison = compare(predicted, real, case=case or exp.workload.name, workload=exp.workload.name,
-                         network=network, ranks=exp.workers)
+                         network=network, ranks=exp.workers, metrics=(*METRICS, *extra_metrics))
     store.write_table(out, "comparison.csv", comparison)
     return comparison
 

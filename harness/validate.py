@@ -72,6 +72,9 @@ class Case:
     def shaped(self) -> bool:
         return self.network != UNSHAPED
 
+    def describe(self) -> dict:
+        return {"workload": self.workload, "ranks": self.ranks, "network": self.network, "steps": self.steps}
+
 
 def matrix(*, quick: bool, emulate: bool) -> list[Case]:
     """The cases: the full matrix, or the quick subset CI runs (gpt-tiny, 2 ranks, few steps)."""
@@ -81,53 +84,52 @@ def matrix(*, quick: bool, emulate: bool) -> list[Case]:
     return [Case(w, n, net, FULL_STEPS) for w in WORKLOADS for n in FULL_RANKS for net in networks]
 
 
-def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool, report: Path | None,
+def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool, suite: str = "cpu",
                        echo: Callable[[str], None] = print) -> int:
-    """Run the matrix into ``out``; print the comparison and its summary. Exit status 0 when every case
-    ran, 1 when one failed (its error is in the manifest; the other cases still run)."""
+    """Run the suite's cases into ``out``; print the comparison and its summary. Exit status 0 when every
+    case ran, 1 when one failed (its error is in the manifest; the other cases still run).
+
+    ``cpu``: the matrix below (tiny models on this machine's cores); ``cluster``: emulated accelerators on
+    two-tier emulated clusters (``cluster_suite.py``)."""
+    from . import cluster_suite
     from .netem import NetemSpec, preflight
 
-    cases = matrix(quick=quick, emulate=emulate)
-    if emulate:  # fail before any work, with the preflight's one-line reason
-        for case in cases:
-            if case.shaped:
-                preflight(NetemSpec.parse(case.network))
+    cases = matrix(quick=quick, emulate=emulate) if suite == "cpu" else cluster_suite.cases(quick=quick)
+    for case in cases:  # fail before any work, with the preflight's one-line reason
+        if case.network != UNSHAPED:
+            preflight(NetemSpec.parse(case.network))
     out = store.prepare(out, overwrite=overwrite)
-    store.start(out, "validate", quick=quick, emulate=emulate,
-                cases={c.name: {"status": "pending", **_describe(c)} for c in cases})
+    store.start(out, "validate", quick=quick, emulate=emulate, suite=suite,
+                cases={c.name: {"status": "pending", **c.describe()} for c in cases})
     parts, replays, status = [], [], {}
-    computed: dict[tuple[str, int], dict] = {}
+    cache: dict = {}  # cpu: compute per (workload, ranks); cluster: profile per calibration key
     try:
         for i, case in enumerate(cases, 1):
             echo(f"[{i}/{len(cases)}] {case.name}")
+            folder = out / "cases" / case.name
             try:
-                rows, replay = run_case(case, out / "cases" / case.name, out / "compute", computed, echo)
+                if suite == "cpu":
+                    rows, replay = run_case(case, folder, out / "compute", cache, echo)
+                else:
+                    rows, replay = cluster_suite.run_case(case, folder, cache, echo)
                 parts.append(rows)
                 replays.append(replay)
-                status[case.name] = {"status": "complete", **_describe(case)}
+                status[case.name] = {"status": "complete", **case.describe()}
             except Exception as err:  # a failed case is recorded and reported; the matrix goes on
                 echo(f"palsgd: case {case.name} failed: {err}")
-                status[case.name] = {"status": "failed", "error": str(err), **_describe(case)}
-            io.update_manifest(out, cases={**{c.name: {"status": "pending", **_describe(c)} for c in cases},
+                status[case.name] = {"status": "failed", "error": str(err), **case.describe()}
+            io.update_manifest(out, cases={**{c.name: {"status": "pending", **c.describe()} for c in cases},
                                            **status})
     except KeyboardInterrupt:
         store.finish(out, "interrupted", cases=status)
         raise
-    write_tables(out, parts, replays, echo)
+    write_tables(out, parts, replays, echo, TARGETS if suite == "cpu" else cluster_suite.TARGETS)
     failed = [name for name, s in status.items() if s["status"] != "complete"]
     store.finish(out, "failed" if failed else "complete", cases=status, failed_cases=failed)
     if failed:
         echo(f"palsgd: {len(failed)} case(s) failed: {', '.join(failed)} (see {out}/manifest.json)")
     echo(f"wrote {out}/")
-    if report is not None:
-        from ..reports.render import render_report
-
-        echo(f"wrote {render_report([out], report)}")
     return 1 if failed else 0
-
-
-def _describe(case: Case) -> dict:
-    return {"workload": case.workload, "ranks": case.ranks, "network": case.network, "steps": case.steps}
 
 
 def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
@@ -144,7 +146,8 @@ def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
     return exp
 
 
-def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFrame], echo) -> None:
+def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFrame], echo,
+                 targets: dict = TARGETS) -> None:
     """comparison.csv (+ _summary) from the calibration, comparison_replay.csv (+ _summary) with each
     run's own compute; print both, the first with the targets."""
     for name, frames in (("comparison", parts), ("comparison_replay", replays)):
@@ -154,7 +157,7 @@ def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFram
         if name == "comparison":
             echo("predicted from the calibration vs measured:")
             echo(format_comparison(table))
-            echo(format_targets(table))
+            echo(format_targets(table, targets))
         else:
             echo("predicted with each run's own measured compute (communication model only):")
             echo(format_comparison(table).split("\n\n")[-1])
@@ -193,22 +196,25 @@ def repredict(out: Path, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Simulate every case of a finished validation folder again with the current simulator (after a
     change to the cost model) and rewrite its comparison tables; the measurements are not touched."""
     from ..core.config import from_dict
+    from . import cluster_suite
     from .real_job import add_prediction
 
     out = Path(out)
-    cases = store.read_manifest(out).get("cases", {})
+    manifest = store.read_manifest(out)
+    cases, cluster = manifest.get("cases", {}), manifest.get("suite") == "cluster"
     parts, replays = [], []
     for name, case in cases.items():
         run = out / "cases" / name / "run"
         if not (run / io.MANIFEST).exists() or store.read_manifest(run).get("status") != "complete":
             continue  # no complete measurement to compare with
         exp = from_dict(store.read_manifest(run)["experiment"])
-        parts.append(add_prediction(exp, run, network=case["network"], case=name))
+        waits = ("wait_s",) if case.get("variability") else ()
+        parts.append(add_prediction(exp, run, network=case["network"], case=name, extra_metrics=waits))
         replays.append(replay_prediction(exp, run, network=case["network"], case=name))
         cases[name] = {**case, "status": "complete"}
         cases[name].pop("error", None)
     io.update_manifest(out, cases=cases, repredicted_at=store.now())
-    write_tables(out, parts, replays, echo)
+    write_tables(out, parts, replays, echo, cluster_suite.TARGETS if cluster else TARGETS)
     return store.read_table(out, "comparison.csv")
 
 
@@ -249,11 +255,11 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
                    network=network, ranks=exp.workers)
 
 
-def format_targets(comparison: pd.DataFrame) -> str:
+def format_targets(comparison: pd.DataFrame, targets: dict = TARGETS) -> str:
     """One line per target: reached or missed, with the figures (reported, not enforced)."""
     lines = []
     table = summary(comparison).set_index("metric") if len(comparison) else pd.DataFrame()
-    for metric, (median_max, max_max) in TARGETS.items():
+    for metric, (median_max, max_max) in targets.items():
         if metric not in table.index:
             continue
         r = table.loc[metric]

@@ -194,3 +194,16 @@ def emulate(model: nn.Module, optimizer: torch.optim.Optimizer, exp: Experiment,
                           step_compute_s=step_compute_s(wl, compute), grad_accum=wl.grad_accum, factors=factors)
     emu.install(model)
     return emu, EmulatedOptimizer(optimizer, optimizer_step_s(wl, compute))
+
+
+class NoData:
+    """The data source of an emulated accelerator: the emulated forward reads no input, so nothing is
+    loaded (a real batch of ResNet-50 images would cost the host more than the step it stands for)."""
+
+    _EMPTY = (torch.zeros(0), torch.zeros(0))
+
+    def train_batch(self, index: int):
+        return self._EMPTY
+
+    def eval_batches(self, count: int) -> list:
+        return []

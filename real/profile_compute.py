@@ -1,7 +1,7 @@
 """Measure the compute terms of the cost model on this process's device: c, o, m, u and data loading.
 
-``measure_compute`` times what one worker does between collectives (``../shared/docs/algorithms.md``,
-"Cost of one step"): c = forward + backward of one optimizer step (all ``grad_accum`` micro-batches),
+``measure_compute`` times what one worker does between collectives (docs/algorithms.md, "Cost of one
+step"): c = forward + backward of one optimizer step (all ``grad_accum`` micro-batches),
 o = the inner optimizer step, m = the PALSGD pseudo-sync axpy x <- x - a (x - z), u = the DiLoCo outer
 Nesterov step (without its all-reduce), and the data fetch. ``palsgd calibrate`` runs it in every rank
 under torchrun, so cores or a GPU shared between ranks are part of the measurement, and writes the
@@ -22,6 +22,7 @@ import torch
 
 from ..core.config import Experiment
 from .data import build_data
+from .emulated_compute import NoData, emulate
 from .models import build_model, compute_loss
 from .optim import build_optimizer
 
@@ -72,7 +73,12 @@ def measure_compute(exp: Experiment, *, steps: int = 20, warmup: int = 3, device
     model = build_model(wl.model).to(dev)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = build_optimizer(params, train)
-    data = build_data(wl, rank=rank, world_size=world_size, seed=exp.seed)
+    loss_fn = compute_loss
+    if train.compute == "emulated":  # c and o are the description's sleeps (no variability); m, u are real
+        emu, optimizer = emulate(model, optimizer, exp, rank, warmup + steps)
+        loss_fn, data = emu.loss_fn, NoData()
+    else:
+        data = build_data(wl, rank=rank, world_size=world_size, seed=exp.seed)
     outer = OuterState(params, lr=exp.algorithms[0].outer_lr, momentum=exp.algorithms[0].outer_momentum)
     timer, batches = Timer(dev), []
     index = 0
@@ -88,7 +94,7 @@ def measure_compute(exp: Experiment, *, steps: int = 20, warmup: int = 3, device
     def forward_backward() -> None:
         for batch in batches:
             with autocast(dev, train.precision):
-                loss = compute_loss(model, batch) / wl.grad_accum
+                loss = loss_fn(model, batch) / wl.grad_accum
             loss.backward()
 
     def optimizer_step() -> None:

@@ -52,7 +52,7 @@ def test_format_targets_reports_met_and_missed():
 def test_emulation_without_root_fails_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(netem.os, "geteuid", lambda: 1000)
     with pytest.raises(ConfigError, match="needs root"):
-        validate.validate_to_folder(tmp_path / "v", quick=True, overwrite=False, emulate=True, report=None)
+        validate.validate_to_folder(tmp_path / "v", quick=True, overwrite=False, emulate=True)
     assert not (tmp_path / "v").exists()
 
 
