@@ -138,17 +138,22 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
               help="A field and its values: 'cluster.inter_node.bandwidth_gbps=1,10,100,400', "
                    "'cluster.nodes=1..64:x2' (geometric), '1..64:8' (step). Once or twice.")
 @click.option("--jobs", type=int, help="Worker processes (default: all cores).")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where points run: processes here, or Ray tasks on a Ray cluster (pip install 'palsgd[ray]').")
+@click.option("--address", metavar="HOST:PORT", help="The Ray cluster's head (default: RAY_ADDRESS, else a local one).")
+@click.option("--resume", is_flag=True, help="Continue the interrupted sweep in --out; finished points are kept.")
 @_output_options("the sweep table")
 @_handle_errors
-def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, varies, jobs, out,
-          overwrite, as_json, report):
+def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, varies, jobs, executor,
+          address, resume, out, overwrite, as_json, report):
     """Vary one or two fields and find where each algorithm overtakes DDP."""
     from .harness import simulate as job
 
     _check_positive("--jobs", jobs)
     _check_varies(varies)
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides)
-    result = job.sweep_to_folder(exp, list(varies), jobs=jobs, out=out, overwrite=overwrite, report=report)
+    result = job.sweep_to_folder(exp, list(varies), jobs=jobs, out=out, overwrite=overwrite, report=report,
+                                 executor=executor, address=address, resume=resume)
     if as_json:
         click.echo(result.table.to_json(orient="records", indent=2))
         return

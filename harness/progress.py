@@ -38,10 +38,11 @@ class Progress:
             self.last_line_s = now
             self._line(now)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """End the bar, or print the last plain line; none after a failure, whose message stands alone."""
         if self.bar is not None:
             self.bar.close()
-        else:
+        elif not failed:
             self._line(time.monotonic())
 
     def _line(self, now: float) -> None:
@@ -54,8 +55,8 @@ class Progress:
     def __enter__(self) -> Progress:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *_) -> None:
+        self.close(failed=exc_type is not None)
 
 
 def _is_terminal(stream: TextIO) -> bool:

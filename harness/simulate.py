@@ -196,19 +196,30 @@ def drivers(runs: pd.DataFrame) -> list[str]:
 
 
 def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out: Path | None,
-                    overwrite: bool, report: Path | None):
+                    overwrite: bool, report: Path | None, executor: str = "local", address: str | None = None,
+                    resume: bool = False):
+    """Sweep into ``out``; each finished chunk of points is stored in ``out/points/`` as it arrives, so
+    ``resume`` continues an interrupted sweep of the same experiment and grid without redoing them."""
+    from .progress import Progress
     from .sweep import parse_vary, points, sweep
 
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
-        from ..core.errors import ConfigError
-
         raise ConfigError("vary one or two fields", key="--vary", value=list(varies), source="command line")
-    points(exp, vary)  # every point is checked before anything is written
+    grid = points(exp, vary)  # every point is checked before anything is written
+    if resume and out is None:
+        raise ConfigError("--resume needs --out (the sweep folder to continue)", key="--resume",
+                          source="command line")
+    manifest_vary = [{"key": k, "values": v} for k, v in vary]
     if out is not None:
-        store.prepare(out, overwrite=overwrite)
-        store.start(out, "sweep", exp, vary=[{"key": k, "values": v} for k, v in vary])
-    result = sweep(exp, vary, jobs=jobs)
+        store.prepare(out, overwrite=overwrite, resume=resume, kind="sweep", exp=exp)
+        if resume and store.read_manifest(out).get("vary") != manifest_vary:
+            raise ConfigError("the sweep to resume varied other fields or values; give the same --vary",
+                              key="--vary", value=list(varies), source=str(Path(out) / io.MANIFEST))
+        store.start(out, "sweep", exp, vary=manifest_vary)
+    with Progress(len(grid), "sweep") as progress:
+        result = sweep(exp, vary, jobs=jobs, executor=executor, address=address, progress=progress,
+                       done=Path(out) / "points" if out is not None else None)
     if out is not None:
         store.write_table(out, "sweep.csv", result.table)
         store.write_table(out, "crossovers.csv", result.crossovers)
