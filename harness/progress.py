@@ -1,16 +1,19 @@
 """Progress with an ETA for long commands (sweep, simulate --repeats, run, calibrate, validate).
 
 On a terminal: a tqdm bar on stderr. Otherwise (CI logs, files, pipes): one plain line at most every
-``every_s`` seconds and one at the end, so a log stays readable and greppable.
+``every_s`` seconds and one at the end, so a log stays readable and greppable. Work that finishes within
+``every_s`` (or is a single unit) prints nothing: a quick command's output stays what it was.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TextIO
 
-PLAIN_EVERY_S = 10.0
+PLAIN_EVERY_S = float(os.environ.get("PALSGD_PROGRESS_EVERY_S", "10"))
+"""Seconds between plain lines; the environment variable lets a CI job ask for more or fewer."""
 
 
 class Progress:
@@ -23,7 +26,8 @@ class Progress:
         self.done = 0
         self.start_s = self.last_line_s = time.monotonic()
         self.bar = None
-        if _is_terminal(self.stream):
+        self.printed = False
+        if total > 1 and _is_terminal(self.stream):
             from tqdm import tqdm
 
             self.bar = tqdm(total=total, desc=what, unit=f" {unit}", file=self.stream, dynamic_ncols=True)
@@ -42,10 +46,11 @@ class Progress:
         """End the bar, or print the last plain line; none after a failure, whose message stands alone."""
         if self.bar is not None:
             self.bar.close()
-        elif not failed:
+        elif not failed and (self.printed or time.monotonic() - self.start_s >= self.every_s):
             self._line(time.monotonic())
 
     def _line(self, now: float) -> None:
+        self.printed = True
         elapsed_s = now - self.start_s
         share = self.done / self.total if self.total else 1.0
         eta = f", ETA {_human_s(elapsed_s / share - elapsed_s)}" if 0 < share < 1 else ""

@@ -25,6 +25,7 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
     """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace."""
     from ..sim import bounds
     from ..sim.engine import simulate
+    from .progress import Progress
 
     # the step table and phase totals are kept only when a file or a report will hold them
     record_steps = bounds.records_steps(exp, None) if out or report else False
@@ -33,7 +34,9 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         store.prepare(out, overwrite=overwrite)
         store.start(out, "simulate", exp)
     try:
-        result = simulate(exp, record_steps=record_steps, keep_totals=out is not None)
+        with Progress(exp.repeats, "simulate", unit="repeats") as progress:
+            result = simulate(exp, record_steps=record_steps, keep_totals=out is not None,
+                              on_repeat=lambda: progress.update(1))
         notes = _write_results(exp, out, result)
     except KeyboardInterrupt:
         if out is not None:  # the folder says it was stopped instead of looking complete or running

@@ -38,10 +38,12 @@ class SimResult:
     """Phase totals (``schema.TOTAL_COLUMNS``): per (algorithm, run, worker, phase); None when not kept."""
 
 
-def simulate(exp: Experiment, *, record_steps: bool | None = None, keep_totals: bool = True) -> SimResult:
+def simulate(exp: Experiment, *, record_steps: bool | None = None, keep_totals: bool = True,
+             on_repeat=None) -> SimResult:
     """Simulate every algorithm of ``exp`` for ``exp.repeats`` runs, after checking that the job fits
     (``bounds.check``: ConfigError otherwise). ``record_steps=None`` keeps the step table of small
-    jobs only; without ``keep_totals`` the phase totals are summarized and dropped as runs stream by."""
+    jobs only; without ``keep_totals`` the phase totals are summarized and dropped as runs stream by.
+    ``on_repeat()`` is called after each repeat (a progress bar)."""
     record_steps = bounds.records_steps(exp, record_steps)
     bounds.check(exp, record_steps=record_steps, keep_totals=keep_totals)
     summaries, kept_totals, steps = [], [], []
@@ -54,6 +56,8 @@ def simulate(exp: Experiment, *, record_steps: bool | None = None, keep_totals: 
             steps.append(table)
         if keep_totals:
             kept_totals.append(totals)
+        if on_repeat is not None:
+            on_repeat()
         if rows >= bounds.TOTALS_BATCH_ROWS:  # summarize whole repeats: a speedup pairs runs of one seed
             summaries.append(_summarize(batch))
             batch, rows = [], 0
