@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from palsgd.core.algorithms import GRADIENT_STEP, PSEUDO_SYNC_STEP, Plan
+from palsgd.core.algorithms import GRADIENT_STEP, PSEUDO_SYNC_STEP
 from palsgd.real.worker import PROGRESS_EVERY_S, Diverged, Training
 
 KINDS = np.array([GRADIENT_STEP, PSEUDO_SYNC_STEP, GRADIENT_STEP, GRADIENT_STEP], dtype=np.int8)
@@ -17,8 +17,8 @@ SYNC_AFTER = np.array([False, False, True, False])
 
 
 def _training(params: torch.Tensor) -> Training:
-    plan = Plan("palsgd", KINDS[None, :], SYNC_AFTER)
-    setup = SimpleNamespace(kinds=plan.worker_kinds(0), timer=SimpleNamespace(last_end_s=1.5))
+    plan = SimpleNamespace(steps=len(KINDS), sync_after=SYNC_AFTER)  # the part of a Plan the loop reads
+    setup = SimpleNamespace(kinds=KINDS, timer=SimpleNamespace(last_end_s=1.5))
     return Training(exp=None, name="palsgd", out=None, ctx=SimpleNamespace(rank=0), attempt=0, plan=plan,
                     setup=setup, algo=None, flat_params=params, data=None, eval_data=[], files=None)
 
