@@ -173,8 +173,9 @@ def _root_cause_rank(log: Path) -> int | None:
 
 
 def _diverged(beats: dict[int, dict]) -> dict | None:
-    """The first rank whose heartbeat says "diverged" (it exited on a non-finite loss or parameter)."""
-    diverged = sorted((b["step"] + 1, r) for r, b in beats.items() if b.get("status") == "diverged")
+    """The first rank whose heartbeat says "diverged" at its ``step`` (it exited on a non-finite loss or
+    parameter)."""
+    diverged = sorted((b["step"], r) for r, b in beats.items() if b.get("status") == "diverged")
     if not diverged:
         return None
     step, rank = diverged[0]

@@ -144,14 +144,14 @@ def run(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, fault: 
                 if fault is not None and fault.rank == ctx.rank and step >= fault.step:
                     _inject(fault, t.setup, t.files)
                 loss = t.algo.step(step, t.next_batch)
-                t.stop_if_diverged(step, loss)
                 eval_loss = t.evaluate_if_due(step)
                 t.record(step, loss, eval_loss)
+                t.stop_if_diverged(step, loss)  # before a checkpoint could keep a diverged model
                 t.flush_if_due(step)
                 t.print_progress(step, loss, eval_loss)
         except Diverged as err:
-            t.files.flush(t.timer.rows)
-            t.files.beat(status="diverged", message=str(err))  # "step" stays the last finite one
+            t.files.flush(t.timer.rows)  # with the diverged step's row: the tables show where it happened
+            t.files.beat(status="diverged", message=str(err))
             raise
     t.files.beat(status="done")
 

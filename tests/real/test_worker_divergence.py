@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pandas as pd
@@ -9,6 +10,7 @@ import pytest
 
 from palsgd.harness import store
 from palsgd.harness.launch import RunFailed, run_real
+from palsgd.harness.targets import time_to_target
 
 
 @pytest.mark.slow
@@ -25,5 +27,8 @@ def test_a_diverging_run_stops_with_status_diverged(tiny, tmp_path):
     assert manifest["failure"]["kind"] == "diverged" and manifest["failure"]["step"] == step
     assert manifest["algorithms"]["ddp"]["status"] == "diverged"
     metrics = pd.read_csv(tmp_path / "metrics.csv")
-    assert metrics["step"].max() < step < 29  # stopped early, with no row of the diverged step
-    assert metrics["loss"].notna().all()  # nothing non-finite for time-to-target to trip over
+    assert metrics["step"].max() == step < 29  # stopped early; the diverged step's row is kept
+    assert metrics[metrics["step"] < step]["loss"].map(math.isfinite).all()
+    # Time-to-target reads the curve up to the divergence, not its NaN: a target the first step reached.
+    table = time_to_target(tmp_path, float(metrics[metrics["step"] == 0]["loss"].max()))
+    assert (table[table["source"] == "real"]["step_at_target"] == 0).all()
