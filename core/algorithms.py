@@ -1,8 +1,9 @@
 """The algorithm names and the step plan that the simulator and the real harness share.
 
 ``plan_for`` decides, before a run starts, which kind of step each worker takes at each step: a DDP
-step (warm-up), a local gradient step or a PALSGD pseudo-synchronization step, and after which steps a
-sync happens. Drawing it once from a seeded generator is what lets a simulated and a real run of the
+step (warm-up), a local gradient step or a PALSGD pseudo-synchronization step, after which steps a
+sync happens and, for Streaming DiLoCo, which fragment it syncs and how many steps earlier its all-reduce
+started. Drawing it once from a seeded generator is what lets a simulated and a real run of the
 same experiment take exactly the same steps (``docs/algorithms.md``).
 """
 
@@ -17,8 +18,11 @@ import numpy as np
 if TYPE_CHECKING:  # core.config imports this module; the plan only reads the specs' fields
     from .config import AlgorithmSpec, Experiment
 
-ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd")
-LOCAL_ALGORITHMS = ("local_sgd", "diloco", "palsgd")
+ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco")
+LOCAL_ALGORITHMS = ("local_sgd", "diloco", "palsgd", "streaming_diloco")
+DEFAULT_ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd")
+"""What an experiment runs when it names no algorithms: the PALSGD paper's comparison (Streaming DiLoCo
+is asked for by name, so the default outputs stay those of the paper's question)."""
 
 SKIP_DRAWS = ("shared", "independent")
 SKIPPED_BATCHES = ("consumed", "kept")
@@ -32,7 +36,7 @@ _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every oth
 # PeriodicModelAverager (first average right after step W); DiLoCo and PALSGD take H local steps before
 # each outer step, as in the DiLoCo paper. (PALSGD's released code also takes H steps between outer
 # steps, but counts them from step 0, warm-up included, so its first round is not aligned to W.)
-_SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1}
+_SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1, "streaming_diloco": 1}
 
 
 def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int):
@@ -45,6 +49,7 @@ def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync
     - ``diloco``, ``palsgd``: H local steps between outer steps: after step t when t >= W and
       (t - W + 1) % H == 0, so the first outer step follows step W + H - 1. PALSGD's pseudo-sync steps
       count among the H, as in the released code (its step counter advances on them too).
+    - ``streaming_diloco``: as DiLoCo with ``sync_every`` = H/P, one fragment per sync (``plan``).
     - ``ddp``: never.
     """
     step = np.asarray(step)
@@ -83,6 +88,16 @@ class Plan:
     algorithm: str
     kinds: np.ndarray  # int8 [workers, steps]: DDP_STEP, GRADIENT_STEP or PSEUDO_SYNC_STEP
     sync_after: np.ndarray  # bool [steps]: a sync follows this step (always False for ddp)
+    fragment: np.ndarray  # int [steps]: the fragment a sync after this step applies; -1 without a sync
+    sync_delay: int = 0  # tau: a sync's all-reduce starts after the step tau steps before it
+
+    @property
+    def start_after(self) -> np.ndarray:
+        """int [steps]: the fragment whose all-reduce starts after this step (-1: none). With tau = 0
+        it is the step of the sync itself."""
+        out = np.full(self.steps, -1, dtype=self.fragment.dtype)
+        out[:self.steps - self.sync_delay] = self.fragment[self.sync_delay:]
+        return out
 
     @property
     def workers(self) -> int:
@@ -97,20 +112,33 @@ class Plan:
 
 
 def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: int = 0,
-         sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared") -> Plan:
-    """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone."""
+         sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared", fragments: int = 1,
+         sync_delay: int = 0) -> Plan:
+    """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone, ``fragments`` (P)
+    and ``sync_delay`` (tau) by ``streaming_diloco`` alone.
+
+    Streaming DiLoCo (torchft ``local_sgd.DiLoCo``): a fragment sync every H/P local steps, fragments in
+    turn (0, 1, ..., P-1, 0, ...), so fragment i is synced every H steps, H/P steps after fragment i-1.
+    Its all-reduce starts after the step tau steps before the sync (torchft's ``prepare_sync`` at inner
+    step H/P - tau) and is applied after the sync step (``perform_sync``); tau < H/P, so one fragment is
+    in flight at a time and never before the warm-up ends."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     kinds = np.full((workers, steps), GRADIENT_STEP, dtype=np.int8)
     index = np.arange(steps)
-    sync_after = is_sync_step(algorithm, index, warmup_steps, sync_every)
+    streaming = algorithm == "streaming_diloco"
+    period = sync_every // fragments if streaming else sync_every
+    sync_after = is_sync_step(algorithm, index, warmup_steps, period)
+    fragment = np.where(sync_after, np.cumsum(sync_after) - 1, -1)
+    fragment[sync_after] %= fragments if streaming else 1
+    delay = sync_delay if streaming else 0
     if algorithm == "ddp":
         kinds[:, :] = DDP_STEP
-        return Plan(algorithm, kinds, sync_after)
+        return Plan(algorithm, kinds, sync_after, fragment)
     kinds[:, index < warmup_steps] = DDP_STEP
     if algorithm == "palsgd":
         kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws)] = PSEUDO_SYNC_STEP
-    return Plan(algorithm, kinds, sync_after)
+    return Plan(algorithm, kinds, sync_after, fragment, delay)
 
 
 def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
@@ -127,7 +155,8 @@ def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
     if spec.skipped_batches == "kept" and spec.effective_p > 0:
         steps = _steps_with_gradient_budget(spec, exp.workers, seed, steps - spec.warmup_steps)
     return plan(spec.name, workers=exp.workers, steps=steps, seed=seed, warmup_steps=spec.warmup_steps,
-                sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws)
+                sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws,
+                fragments=spec.fragments, sync_delay=spec.fragment_sync_delay)
 
 
 def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int) -> int:

@@ -8,6 +8,7 @@ Sizes are element counts or bytes of whole tensors, in the order the tensors are
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 MIB = 1 << 20
@@ -62,3 +63,31 @@ def sync_call_bytes(param_numels: Sequence[float], buffer_numels: Sequence[float
         return [n * payload_elem_bytes for n in (*param_numels, *buffer_numels)]
     groups = [sum(param_numels), sum(buffer_numels)]
     return [n * payload_elem_bytes for n in groups if n > 0]
+
+
+def fragment_bounds(param_numels: Sequence[float], fragments: int) -> list[tuple[int, int]]:
+    """Streaming DiLoCo's fragments: P contiguous runs of parameter tensors, in registration order, as
+    ``[first, end)`` tensor indices; a tensor is never split.
+
+    torchft's ``DiLoCo(model_fragments=...)`` takes the fragments as modules the user cuts (torchtitan
+    cuts a transformer into contiguous blocks of layers); we cut the registration order, each cut where
+    the fragment nearest holds 1/(fragments left) of the elements left, so fragments are contiguous slices of the
+    flat parameter buffer of about equal size (one tensor bigger than N/P, such as GPT's embedding,
+    makes its fragment bigger and the others share the rest). Every fragment holds at least one tensor.
+    """
+    count = len(param_numels)
+    if not 1 <= fragments <= count:
+        raise ValueError(f"cannot cut {count} tensors into {fragments} fragments")
+    ends = [0.0]
+    for n in param_numels:
+        ends.append(ends[-1] + n)
+    cuts = [0]
+    for i in range(1, fragments):
+        # Share what is left evenly among the fragments still to cut, so that one big tensor does not
+        # unbalance the fragments after it.
+        target = ends[cuts[-1]] + (ends[-1] - ends[cuts[-1]]) / (fragments - i + 1)
+        # Leave at least one tensor to each fragment before and after this cut.
+        lo, hi = cuts[-1] + 1, count - (fragments - i)
+        cuts.append(min(range(lo, hi + 1), key=lambda c: abs(ends[c] - target)))
+    cuts.append(count)
+    return list(itertools.pairwise(cuts))

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import presets
-from .algorithms import ALGORITHMS, LOCAL_ALGORITHMS, SKIP_DRAWS, SKIPPED_BATCHES
+from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ALGORITHMS, SKIP_DRAWS, SKIPPED_BATCHES
 from .cluster import ClusterSpec
 from .errors import ConfigError, check
 from .typed import build, merge, set_path, to_dict
@@ -43,6 +43,7 @@ ALGORITHM_KEYS = {
     "local_sgd": _LOCAL_KEYS,
     "diloco": _OUTER_KEYS,
     "palsgd": (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
+    "streaming_diloco": (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"),
 }
 """The parameters each algorithm uses: the keys its own ``[algorithm.<name>]`` table accepts."""
 
@@ -51,7 +52,7 @@ ALGORITHM_KEYS = {
 class AlgorithmSpec:
     """One algorithm and its parameters; names as in ``docs/algorithms.md``."""
 
-    name: Literal["ddp", "local_sgd", "diloco", "palsgd"] = "ddp"
+    name: Literal["ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco"] = "ddp"
     sync_every: int = 100
     """H: local steps between two syncs."""
     warmup_steps: int = 0
@@ -68,6 +69,12 @@ class AlgorithmSpec:
     """PALSGD: all workers draw the same pseudo-sync steps (released code) or each its own."""
     skipped_batches: Literal["consumed", "kept"] = "consumed"
     """PALSGD: a pseudo-sync step throws its batch away (released code) or leaves it to the next step."""
+    fragments: int = 1
+    """Streaming DiLoCo: P, the fragments synced in turn, one every H/P steps (torchft model_fragments)."""
+    fragment_sync_delay: int = 0
+    """Streaming DiLoCo: tau, inner steps a fragment's all-reduce overlaps before it is applied."""
+    fragment_update_alpha: float = 0.0
+    """Streaming DiLoCo: weight of the local fragment when mixed with the synced one (0: take the synced)."""
     payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
     """Element type of what a sync sends."""
     bucket_mb: float = 25.0
@@ -89,6 +96,20 @@ class AlgorithmSpec:
         check(self.skipped_batches in SKIPPED_BATCHES, "skipped_batches", self.skipped_batches,
               f"must be one of {SKIPPED_BATCHES}")
         check(self.bucket_mb > 0, "bucket_mb", self.bucket_mb, "must be > 0")
+        self._check_fragments()
+
+    def _check_fragments(self) -> None:
+        """torchft's rules: H/P steps between fragment syncs, a whole number, and each fragment's
+        all-reduce applied before the next one starts."""
+        if self.name != "streaming_diloco":
+            return
+        check(self.fragments >= 1, "fragments", self.fragments, "must be >= 1 (P)")
+        check(self.sync_every % self.fragments == 0, "fragments", self.fragments,
+              f"must divide sync_every ({self.sync_every})")
+        check(0 <= self.fragment_sync_delay < self.sync_every // self.fragments, "fragment_sync_delay",
+              self.fragment_sync_delay, f"must be in [0, sync_every / fragments = {self.sync_every // self.fragments})")
+        check(0 <= self.fragment_update_alpha <= 1, "fragment_update_alpha", self.fragment_update_alpha,
+              "must be in [0, 1]")
 
     @property
     def torch_bucket_cap_mb(self) -> float | None:
@@ -314,7 +335,7 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
 
     data = dict(data)
     algo_table = data.pop("algorithm", {}) or {}
-    names = data.pop("algorithms", list(ALGORITHMS))
+    names = data.pop("algorithms", list(DEFAULT_ALGORITHMS))
     try:
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise ConfigError("must be a list of algorithm names", key="algorithms", value=names)

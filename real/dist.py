@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -151,17 +151,31 @@ class TorchComm:
     def _mean_(self, tensors: Sequence[torch.Tensor]) -> None:
         """PyTorch ``average_parameters``' order, so the bits are the same: divide by the world size,
         then sum (a 16-bit sum of undivided values could also overflow)."""
+        self._start_mean(tensors).wait()
+
+    def _start_mean(self, tensors: Sequence[torch.Tensor]) -> _PendingMean:
         flat = flat_view(tensors) if tensors[0].dtype == self.payload else None
         copied = flat is None
         if copied:
             flat = torch.cat([t.detach().reshape(-1).to(self.payload) for t in tensors])
         flat.div_(self.world_size)
-        dist.all_reduce(flat)
-        if copied:
-            offset = 0
-            for t in tensors:
-                t.detach().copy_(flat[offset:offset + t.numel()].view_as(t))
-                offset += t.numel()
+        return _PendingMean(dist.all_reduce(flat, async_op=True), flat, tensors if copied else ())
+
+    def start_allreduce_mean_(self, groups: Sequence[Sequence[torch.Tensor]]) -> Callable[[], int]:
+        """``allreduce_mean_`` started asynchronously (``async_op=True``, gloo's threads or NCCL's stream
+        carry it while training goes on); returns a ``wait`` that finishes it in place and returns the
+        payload bytes (S) sent. Training must not touch the tensors before ``wait``."""
+        calls = [[t] for g in groups for t in g] if self.per_tensor else [g for g in groups if g]
+        pending = [self._start_mean(tensors) for tensors in calls]
+
+        def wait() -> int:
+            with self.blocking():
+                for p in pending:
+                    p.wait()
+                _synchronize(self.ctx.device)
+            return sum(t.numel() for g in calls for t in g) * self.payload.itemsize
+
+        return wait
 
     def mean_scalar(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.ctx.device)
@@ -182,6 +196,22 @@ class TorchComm:
         axis, whatever the host clocks say, up to the barrier's exit skew (well under a millisecond)."""
         self.barrier()
         return time.perf_counter()
+
+
+@dataclass(frozen=True)
+class _PendingMean:
+    """An all-reduce in flight of ``flat``, to be copied back into ``tensors`` (when it is a copy)."""
+
+    work: object  # torch.distributed Work
+    flat: torch.Tensor
+    tensors: Sequence[torch.Tensor]
+
+    def wait(self) -> None:
+        self.work.wait()
+        offset = 0
+        for t in self.tensors:
+            t.detach().copy_(self.flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
 
 
 def _synchronize(device: torch.device) -> None:

@@ -74,6 +74,29 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     )
 
 
+def fragment_syncs(exp: Experiment, algo: AlgorithmSpec) -> list[tuple[float, float, float]]:
+    """Streaming DiLoCo, per fragment (``core.buckets.fragment_bounds``): (seconds of its sync's calls,
+    bytes one worker sends, its share of the parameters, which scales u). The floating-point buffers
+    are averaged with the last fragment. With tau = 0 the sync is blocking and enters through a barrier
+    as every other sync (``_sync``); with tau > 0 the all-reduce is started asynchronously, without one:
+    Σ T_AR of its calls."""
+    params, buffers = tensor_numels(exp.workload)
+    bounds = buckets.fragment_bounds(params, algo.fragments)
+    elem = algo.payload_bytes_per_param
+    out = []
+    for i, (first, end) in enumerate(bounds):
+        own = params[first:end]
+        calls = buckets.sync_call_bytes(own, buffers if i == len(bounds) - 1 else [], elem,
+                                        per_tensor=algo.per_tensor_allreduce)
+        if algo.fragment_sync_delay == 0:
+            sync_s, sync_bytes = _sync(exp.cluster, calls)
+        else:
+            sync_s = sum(collectives.allreduce_time(exp.cluster, b) for b in calls)
+            sync_bytes = sum(collectives.bytes_sent(exp.cluster, b) for b in calls)
+        out.append((sync_s, sync_bytes, sum(own) / sum(params)))
+    return out
+
+
 def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:
     """Elements of each parameter tensor and each floating-point buffer, in registration order: the
     built model's (``core/model_facts.py``), or for a custom model ``tensors`` equal tensors and no

@@ -111,7 +111,8 @@ class Run:
         env, rec = self.env, self.rec
         start_s = env.now
         present = self.back_at <= start_s  # under ``rejoin``, a worker still restarting sits out
-        arrival, present = self._local_steps(first, last, start_s, present)
+        delay = self.plan.sync_delay if sync else 0
+        arrival, present, started = self._local_steps(first, last, start_s, present, delay)
         if not present.any():  # everyone is down: the sync happens when the first one is back
             arrival = np.minimum(arrival, self.back_at)
             present = self.back_at <= self.back_at.min()
@@ -122,18 +123,38 @@ class Run:
         who = np.flatnonzero(present)
         idle = barrier - arrival[who]
         rec.rows("wait", who[idle > 0], last, arrival[who][idle > 0], barrier)
-        sync_cost = self.algo.sync(self.costs)
-        yield env.process(self.net.collective(sync_cost.comm_s if self.talk else 0.0))
-        if self.talk:
-            rec.rows("allreduce", who, last, barrier, env.now, sync_cost.bytes)
+        sync_cost = self.algo.sync(self.costs, int(self.plan.fragment[last]))
+        if delay:
+            yield from self._overlapped(who, last, float(started[who].max()), sync_cost)
+        else:
+            yield env.process(self.net.collective(sync_cost.comm_s if self.talk else 0.0))
+            if self.talk:
+                rec.rows("allreduce", who, last, barrier, env.now, sync_cost.bytes)
         if sync_cost.outer_s > 0:
             rec.rows("outer_step", who, last, env.now, env.now + sync_cost.outer_s)
             yield env.timeout(sync_cost.outer_s)
         back = np.flatnonzero(~present & (self.back_at < env.now))  # rejoin from z after this sync
         rec.rows("wait", back, last, np.maximum(self.back_at[back], start_s), env.now)
 
-    def _local_steps(self, first: int, last: int, start_s: float, present: np.ndarray):
-        """Each worker's local steps from ``start_s``; returns (arrival at the barrier, present)."""
+    def _overlapped(self, who: np.ndarray, last: int, start_s: float, sync_cost):
+        """SimPy process part: a Streaming DiLoCo all-reduce started at ``start_s`` (the last worker
+        ends the step tau before the sync) and overlapped with the steps since; the workers, at the
+        barrier now, wait for what those steps did not hide. The link is free (one fragment in flight)."""
+        env, rec = self.env, self.rec
+        comm_s = sync_cost.comm_s if self.talk else 0.0
+        end_s = start_s + comm_s
+        hidden_s = min(end_s, env.now) - start_s
+        if self.talk and comm_s > 0:
+            hidden_share = hidden_s / comm_s
+            rec.rows("allreduce_hidden", who, last, start_s, start_s + hidden_s, sync_cost.bytes * hidden_share)
+            if end_s > env.now:
+                rec.rows("allreduce", who, last, env.now, end_s, sync_cost.bytes * (1 - hidden_share))
+        self.net.busy_s += comm_s
+        yield env.timeout(max(0.0, end_s - env.now))
+
+    def _local_steps(self, first: int, last: int, start_s: float, present: np.ndarray, delay: int = 0):
+        """Each worker's local steps from ``start_s``; returns (arrival at the barrier, present, the end
+        of the step ``delay`` steps before the last)."""
         c, k = self.costs, self.workers
         grad = self.plan.kinds[:, first:last + 1] == GRADIENT_STEP
         m, pseudo_data = self.algo.pseudo_sync(c)
@@ -165,7 +186,7 @@ class Run:
         starts = ends - dur
         done = (np.arange(grad.shape[1])[None, :] < cut[:, None]) & started[:, None]
         self._record_local(first, starts, done, grad, data, fail, comp, m, opt)
-        return np.where(present, arrival, np.inf), present
+        return np.where(present, arrival, np.inf), present, ends[:, -1 - delay]
 
     def _record_local(self, first, starts, done, grad, data, fail, comp, m, opt) -> None:
         rec = self.rec

@@ -5,9 +5,11 @@ from .ddp import DDP
 from .diloco import DiLoCo
 from .local_sgd import LocalSGD
 from .palsgd import PALSGD
+from .streaming_diloco import StreamingDiLoCo
 
 ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD)
+    cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD, StreamingDiLoCo)
 }
 
-__all__ = ["ALGORITHM_CLASSES", "DDP", "PALSGD", "Algorithm", "DiLoCo", "LocalSGD", "Setup"]
+__all__ = ["ALGORITHM_CLASSES", "DDP", "PALSGD", "Algorithm", "DiLoCo", "LocalSGD", "Setup",
+           "StreamingDiLoCo"]

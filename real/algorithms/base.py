@@ -48,6 +48,8 @@ class Setup:
     grad_accum: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     slow_factor: float = 1.0  # fault injection: each compute phase lasts this many times longer
+    fragment: np.ndarray | None = None  # Streaming DiLoCo: the plan's fragment synced after each step
+    start_after: np.ndarray | None = None  # Streaming DiLoCo: the fragment whose all-reduce starts
 
     @property
     def total_steps(self) -> int:
@@ -88,6 +90,7 @@ class Algorithm:
             loss = self.pseudo_sync(next_batch, lr)
         if kind == DDP_STEP and step == self.s.spec.warmup_steps - 1 and self.name != "ddp":
             self.begin_local()
+        self.start_sync(step)
         if self.s.sync_after[step]:
             self.sync(step)
         self.s.timer.end_step()
@@ -97,6 +100,9 @@ class Algorithm:
 
     def begin_local(self) -> None:
         """Called once when local training starts (after the warm-up, or at once when W = 0)."""
+
+    def start_sync(self, step: int) -> None:
+        """Called after every step, before its sync: Streaming DiLoCo starts a fragment's all-reduce here."""
 
     def sync(self, step: int) -> None:
         raise NotImplementedError

@@ -8,12 +8,16 @@ from .ddp import DDP
 from .diloco import DiLoCo
 from .local_sgd import LocalSGD
 from .palsgd import PALSGD
+from .streaming_diloco import StreamingDiLoCo
 
-REGISTRY: dict[str, type[SimAlgorithm]] = {cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD)}
+REGISTRY: dict[str, type[SimAlgorithm]] = {
+    cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD, StreamingDiLoCo)
+}
 
 
 def build(spec: AlgorithmSpec, exp: Experiment) -> SimAlgorithm:
     return REGISTRY[spec.name](spec, exp)
 
 
-__all__ = ["DDP", "PALSGD", "REGISTRY", "DiLoCo", "LocalSGD", "SimAlgorithm", "SyncCost", "build"]
+__all__ = ["DDP", "PALSGD", "REGISTRY", "DiLoCo", "LocalSGD", "SimAlgorithm", "StreamingDiLoCo", "SyncCost",
+           "build"]

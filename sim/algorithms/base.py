@@ -39,8 +39,8 @@ class SimAlgorithm:
         """The seeded plan the real harness takes too (``core.algorithms.plan_for``)."""
         return plan_for(self.exp, self.spec, seed)
 
-    def sync(self, costs: StepCosts) -> SyncCost:
-        """A sync: T_AR(S) (+ u with an outer step)."""
+    def sync(self, costs: StepCosts, fragment: int = 0) -> SyncCost:
+        """A sync: T_AR(S) (+ u with an outer step). Only Streaming DiLoCo has more than one fragment."""
         return SyncCost(costs.sync_s, costs.sync_bytes, costs.outer_s if self.outer_step else 0.0)
 
     def pseudo_sync(self, costs: StepCosts) -> tuple[float, float]:

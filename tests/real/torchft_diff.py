@@ -1,0 +1,177 @@
+"""Our DiLoCo and Streaming DiLoCo next to torchft's ``local_sgd.DiLoCo`` on gloo ranks:
+``python torchft_diff.py WORLD OUT.pt``; rank 0 saves, per case, both parameter trajectories.
+
+A script (not a test module) so that torch.multiprocessing can spawn its functions by path. torchft's
+``Manager`` needs a lighthouse and its own process groups; ``Manager`` below stands in for it with only
+what ``DiLoCo`` calls, all-reducing through torch.distributed as torchft's does: sum, then divide by the
+participants (``Manager.allreduce`` with ``ReduceOp.AVG``).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torchft.local_sgd import DiLoCo as TorchftDiLoCo
+
+from palsgd.core.algorithms import plan
+from palsgd.core.buckets import fragment_bounds
+from palsgd.core.config import AlgorithmSpec
+from palsgd.core.workload import TrainSpec
+from palsgd.real.algorithms import ALGORITHM_CLASSES, Setup
+from palsgd.real.dist import DistContext, TorchComm, flatten_
+from palsgd.real.optim import build_optimizer, set_lr
+from palsgd.real.timing import StepTimer
+
+STEPS, H, BATCH = 16, 4, 8
+OUTER_LR, OUTER_MOMENTUM = 0.7, 0.9
+TRAIN = TrainSpec(optimizer="adamw", lr=0.01, weight_decay=0.1)
+CASES = {  # name: (algorithm, P, tau, alpha)
+    "diloco": ("diloco", 1, 0, 0.0),
+    "p1_tau0_alpha0": ("streaming_diloco", 1, 0, 0.0),
+    "p2_tau0_alpha0": ("streaming_diloco", 2, 0, 0.0),
+    "p2_tau1_alpha0": ("streaming_diloco", 2, 1, 0.0),
+    "p2_tau1_alpha05": ("streaming_diloco", 2, 1, 0.5),
+    "p4_tau0_alpha025": ("streaming_diloco", 4, 0, 0.25),
+    "p1_tau3_alpha05": ("streaming_diloco", 1, 3, 0.5),
+}
+
+
+def model_fn() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 4), nn.Tanh(), nn.Linear(4, 2))
+
+
+def batch(rank: int, index: int):
+    g = torch.Generator().manual_seed(1000 * rank + index)
+    return torch.randn(BATCH, 6, generator=g), torch.randn(BATCH, 2, generator=g)
+
+
+def loss_fn(model, b):
+    return nn.functional.mse_loss(model(b[0]), b[1])
+
+
+def flat(model) -> torch.Tensor:
+    return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
+
+
+class _AverageWork:
+    def __init__(self, work, tensor: torch.Tensor):
+        self.work, self.tensor = work, tensor
+
+    def wait(self) -> bool:
+        self.work.wait()
+        self.tensor /= dist.get_world_size()
+        return True
+
+
+class Manager:
+    """torchft's ``Manager``, as far as ``DiLoCo`` uses it, for a fixed group with no failures: every
+    quorum is everyone, every commit succeeds, and the step counts commits (one per fragment sync)."""
+
+    _use_async_quorum = False
+
+    def __init__(self):
+        self._step = 0
+
+    def register_state_dict_fn(self, key, load_fn, save_fn) -> None:
+        pass
+
+    def allow_state_dict_read(self) -> None:
+        pass
+
+    def disallow_state_dict_read(self) -> None:
+        pass
+
+    def start_quorum(self) -> None:
+        pass
+
+    def current_step(self) -> int:
+        return self._step
+
+    def should_commit(self) -> bool:
+        self._step += 1
+        return True
+
+    def allreduce(self, tensor: torch.Tensor, should_quantize: bool = False) -> _AverageWork:
+        return _AverageWork(dist.all_reduce(tensor, async_op=True), tensor)
+
+
+class _Fragment(nn.Module):
+    def __init__(self, params):
+        super().__init__()
+        self.params = nn.ParameterList(params)
+
+
+def torchft_run(rank, fragments, tau, alpha) -> list[torch.Tensor]:
+    model = model_fn()
+    params = list(model.parameters())
+    modules = [_Fragment(params[a:b]) for a, b in fragment_bounds([p.numel() for p in params], fragments)]
+    inner = build_optimizer(model.parameters(), TRAIN)
+    outer = [torch.optim.SGD(m.parameters(), lr=OUTER_LR, momentum=OUTER_MOMENTUM, nesterov=True)
+             for m in modules]
+    trajectory = []
+    with TorchftDiLoCo(Manager(), modules, inner, outer, sync_every=H, fragment_sync_delay=tau,
+                       fragment_update_alpha=alpha):
+        for step in range(STEPS):
+            loss_fn(model, batch(rank, step)).backward()
+            set_lr(inner, TRAIN.lr)
+            inner.step()  # torchft's hooks start and apply the fragment syncs after the step
+            inner.zero_grad(set_to_none=True)
+            trajectory.append(flat(model))
+    return trajectory
+
+
+def our_run(rank, world, name, fragments, tau, alpha) -> list[torch.Tensor]:
+    extra = {"fragments": fragments, "fragment_sync_delay": tau, "fragment_update_alpha": alpha}
+    spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=0, outer_lr=OUTER_LR,
+                         outer_momentum=OUTER_MOMENTUM, **(extra if name == "streaming_diloco" else {}))
+    model = model_fn()
+    flatten_(list(model.parameters()))
+    ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
+    comm = TorchComm(ctx)
+    p = plan(name, workers=world, steps=STEPS, seed=0, sync_every=H, fragments=spec.fragments,
+             sync_delay=spec.fragment_sync_delay)
+    algorithm = ALGORITHM_CLASSES[name](Setup(
+        model=model, optimizer=build_optimizer(model.parameters(), TRAIN), spec=spec, train=TRAIN,
+        kinds=p.worker_kinds(rank), sync_after=p.sync_after, comm=comm,
+        timer=StepTimer(algorithm=name, worker=rank, zero=0.0, device=ctx.device), loss_fn=loss_fn,
+        fragment=p.fragment, start_after=p.start_after))
+    trajectory = []
+    for step in range(STEPS):
+        algorithm.step(step, lambda step=step: batch(rank, step))
+        trajectory.append(flat(model))
+    return trajectory
+
+
+def run(rank, world, out):
+    results = {}
+    for case, (name, fragments, tau, alpha) in CASES.items():
+        results[case] = (our_run(rank, world, name, fragments, tau, alpha), torchft_run(rank, fragments, tau, alpha))
+    gathered = [None] * world
+    dist.all_gather_object(gathered, results)
+    if rank == 0:
+        torch.save(gathered, out)
+
+
+def _entry(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        run(rank, world, out)
+    finally:
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    world = int(sys.argv[1])
+    mp.spawn(_entry, args=(world, port, sys.argv[2]), nprocs=world, join=True)

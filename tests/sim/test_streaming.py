@@ -1,0 +1,60 @@
+"""Streaming DiLoCo in the simulator: DiLoCo when P = 1, tau = 0; event logs of overlapped fragment
+syncs checked by hand (tiny: c = 1 s, o = 0.1 s, u = 0.2 s, 4 equal tensors of 512 KiB, T_AR(S) = 0.5 s)."""
+
+from __future__ import annotations
+
+from palsgd.sim.engine import simulate
+
+from .test_event_log import both, log
+
+
+def streaming(tiny, fragments, delay, overrides=None, **kw):
+    algo = {"sync_every": 4, "streaming_diloco": {"fragments": fragments, "fragment_sync_delay": delay}}
+    return tiny({"algorithm": algo, **(overrides or {})}, algorithms=["streaming_diloco"], **kw)
+
+
+def test_one_fragment_without_delay_is_diloco_row_for_row(tiny):
+    jitter = {"cluster": {"variability": {"jitter_cv": 0.2, "straggler_prob": 0.1}}, "repeats": 2}
+    for overrides in ({}, jitter):
+        exp = tiny({"algorithm": {"sync_every": 4}, **overrides}, algorithms=["diloco", "streaming_diloco"],
+                   steps=12)
+        res = simulate(exp, record_steps=True)
+        rows = {name: res.steps[res.steps["algorithm"] == name].drop(columns="algorithm").reset_index(drop=True)
+                for name in ("diloco", "streaming_diloco")}
+        assert len(rows["diloco"]) > 0
+        assert rows["diloco"].equals(rows["streaming_diloco"])
+
+
+def test_two_fragments_overlapped_with_one_step(tiny):
+    # P = 2, H = 4: a fragment sync every 2 steps (fragment 0 after step 1, fragment 1 after step 3),
+    # each fragment 2 of the 4 tensors: T_AR = 0.25 s, u/2 = 0.1 s. tau = 1: the all-reduce starts
+    # when step 0 ends (1.1) and ends at 1.35, hidden by step 1 (1.1..2.2); u 2.2..2.3.
+    assert log(streaming(tiny, 2, 1), "streaming_diloco") == both([
+        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1),
+        (1, "compute", 1.1, 2.1), (1, "allreduce_hidden", 1.1, 1.35), (1, "optimizer", 2.1, 2.2),
+        (1, "outer_step", 2.2, 2.3),
+        (2, "compute", 2.3, 3.3), (2, "optimizer", 3.3, 3.4),
+        (3, "compute", 3.4, 4.4), (3, "allreduce_hidden", 3.4, 3.65), (3, "optimizer", 4.4, 4.5),
+        (3, "outer_step", 4.5, 4.6),
+    ])
+
+
+def test_a_fragment_the_delay_cannot_hide_makes_the_workers_wait(tiny):
+    # A 6x slower link: a fragment's T_AR = 1.5 s, started at 1.1, ends at 2.6; step 1 hides 1.1 s of it.
+    slow = {"cluster": {"intra_node": {"bandwidth_gbps": 2 * 2 * (1 << 20) * 8 / 1e9 / 6}}}
+    rows = [r for r in log(streaming(tiny, 2, 1, slow), "streaming_diloco") if r[1] <= 1]
+    assert rows == both([
+        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1),
+        (1, "compute", 1.1, 2.1), (1, "allreduce_hidden", 1.1, 2.2), (1, "optimizer", 2.1, 2.2),
+        (1, "allreduce", 2.2, 2.6), (1, "outer_step", 2.6, 2.7),
+    ])
+
+
+def test_fragments_send_the_payload_once_per_h_steps(tiny):
+    # Over H = 4 steps DiLoCo sends S once; Streaming DiLoCo sends each half once: the same bytes.
+    exp = tiny({"algorithm": {"sync_every": 4, "streaming_diloco": {"fragments": 2}}},
+               algorithms=["diloco", "streaming_diloco"], steps=8)
+    res = simulate(exp, record_steps=True)
+    sent = res.steps.groupby("algorithm")["bytes"].sum()
+    assert sent["diloco"] > 0
+    assert abs(sent["streaming_diloco"] - sent["diloco"]) < 1e-6 * sent["diloco"]
