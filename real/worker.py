@@ -8,7 +8,7 @@ periodically (a killed run keeps what it did), into ``OUT/ranks/<algorithm>/``:
 
 - ``rank<r>.steps.parquet``  step table rows (``core.schema.STEP_COLUMNS``, source "real");
 - ``rank<r>.metrics.csv``    one row per step (``METRIC_COLUMNS``): loss, lr, eval_loss;
-- ``rank<r>.progress.json``  heartbeat: last completed step, time, pid, whether it waits in a collective,
+- ``rank<r>.progress.json``  heartbeat: last completed step, time, pid and host, whether it waits in a collective,
   status (running, done, or diverged with a message: the loss or the parameters stopped being finite;
   the rank then exits with ``core.faults.DIVERGED_EXIT_CODE``).
 
@@ -39,6 +39,7 @@ from ..core.schema import METRIC_COLUMNS, STEP_COLUMNS
 from . import checkpoint, dist
 from .algorithms import ALGORITHM_CLASSES, Algorithm, Setup
 from .data import DataSource, build_data
+from .emulated_compute import EmulatedCompute, NoData, emulate
 from .models import build_model, compute_loss
 from .optim import build_optimizer, lr_at
 from .timing import DDPCommTimer, StepTimer, ddp_timed_hook
@@ -69,8 +70,8 @@ class RankFiles:
         self.metrics_path = self.dir / f"rank{rank}.metrics.csv"
         self.progress_path = self.dir / f"rank{rank}.progress.json"
         self.metrics: list[tuple] = []
-        self._state = {"rank": rank, "pid": os.getpid(), "step": -1, "status": "starting",
-                       "in_collective": False, "time": time.time()}
+        self._state = {"rank": rank, "pid": os.getpid(), "host": os.uname().nodename, "step": -1,
+                       "status": "starting", "in_collective": False, "time": time.time()}
         self._lock = threading.Lock()
 
     def load_until(self, step: int) -> list[tuple]:
@@ -143,7 +144,7 @@ def run(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, fault: 
             for step in range(t.start, t.plan.steps):
                 if fault is not None and fault.rank == ctx.rank and step >= fault.step:
                     _inject(fault, t.setup, t.files)
-                loss = t.algo.step(step, t.next_batch)
+                loss = t.step(step)
                 eval_loss = t.evaluate_if_due(step)
                 t.record(step, loss, eval_loss)
                 t.stop_if_diverged(step, loss)  # before a checkpoint could keep a diverged model
@@ -175,9 +176,14 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     model = build_model(exp.workload.model).to(ctx.device)
     flat_params = dist.flatten_([p for p in model.parameters() if p.requires_grad])  # syncs need no copy
     optimizer = build_optimizer(model.parameters(), exp.train)
+    emulated, loss_fn = None, compute_loss
+    if exp.train.compute == "emulated":  # compute sleeps its modelled time; the communication is real
+        emulated, optimizer = emulate(model, optimizer, exp, ctx.rank, plan.steps)
+        loss_fn, data = emulated.loss_fn, NoData()
+    else:
+        data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
     comm = dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
     ddp = _wrap_in_ddp(model, spec, ctx)
-    data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
     eval_data = data.eval_batches(exp.train.eval_batches)
     files = RankFiles(out, name, ctx.rank)
     restored = _agree_on_checkpoint(out, name, ctx, comm) if resume else None
@@ -187,11 +193,11 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     ddp.register_comm_hook(ddp_timer, ddp_timed_hook)
     setup = Setup(model=model, optimizer=optimizer, spec=spec, train=exp.train,
                   kinds=plan.worker_kinds(ctx.rank), sync_after=plan.sync_after, comm=comm, timer=timer,
-                  loss_fn=compute_loss, ddp=ddp, ddp_timer=ddp_timer, grad_accum=exp.workload.grad_accum,
+                  loss_fn=loss_fn, ddp=ddp, ddp_timer=ddp_timer, grad_accum=exp.workload.grad_accum,
                   device=ctx.device, fragment=plan.fragment, start_after=plan.start_after)
     t = Training(exp=exp, name=name, out=out, ctx=ctx, attempt=attempt, plan=plan, setup=setup,
                  algo=ALGORITHM_CLASSES[name](setup), flat_params=flat_params, data=data,
-                 eval_data=eval_data, files=files)
+                 eval_data=eval_data, files=files, emulated=emulated)
     if restored is None:
         torch.manual_seed(exp.seed + 1 + ctx.rank)  # per-rank randomness (dropout) from here on
     else:
@@ -220,9 +226,10 @@ class Training:
     setup: Setup  # model, optimizer, comm, timer, ... as the algorithm sees them
     algo: Algorithm
     flat_params: torch.Tensor  # every trainable parameter is a view of it (dist.flatten_)
-    data: DataSource
+    data: DataSource | NoData
     eval_data: list
     files: RankFiles
+    emulated: EmulatedCompute | None = None  # emulated accelerators: no loss, no evaluation
     start: int = 0  # the first step this attempt takes
     data_position: int = 0  # the next training batch
     last_flush: float = field(default_factory=time.perf_counter)
@@ -235,6 +242,14 @@ class Training:
     @property
     def timer(self) -> StepTimer:
         return self.setup.timer
+
+    def step(self, step: int) -> float:
+        """Take one step of the plan; its training loss (NaN when there is none to report)."""
+        if self.emulated is None:
+            return self.algo.step(step, self.next_batch)
+        self.emulated.begin_step(step)
+        self.algo.step(step, self.next_batch)
+        return math.nan
 
     def next_batch(self):
         batch = self.data.train_batch(self.data_position)
@@ -250,14 +265,14 @@ class Training:
     def stop_if_diverged(self, step: int, loss: float) -> None:
         """Every gradient step checks its own loss (a pseudo-sync step has none). A sync checks the
         parameters it averaged, the same on every rank, so that all ranks stop there together."""
-        if not self.is_pseudo_sync(step) and not math.isfinite(loss):
+        if not self.is_pseudo_sync(step) and self.emulated is None and not math.isfinite(loss):
             raise Diverged(step, f"loss is {loss}")
         if self.plan.sync_after[step] and not bool(torch.isfinite(self.flat_params).all()):
             raise Diverged(step, "parameters are not finite after the sync")
 
     def evaluate_if_due(self, step: int) -> float:
         every = self.exp.train.eval_every
-        if not (self.is_last(step) or (every and (step + 1) % every == 0)):
+        if self.emulated is not None or not (self.is_last(step) or (every and (step + 1) % every == 0)):
             return math.nan
         with _paused(self.timer):
             return evaluate(self.setup.model, self.eval_data, self.comm, self.ctx.device)
@@ -286,7 +301,8 @@ class Training:
         if self.ctx.rank != 0 or not (self.is_last(step) or time.perf_counter() - self.last_print > PROGRESS_EVERY_S):
             return
         self.last_print = time.perf_counter()
-        took = "pseudo-sync" if self.is_pseudo_sync(step) else f"loss {loss:.4f}"
+        took = ("pseudo-sync" if self.is_pseudo_sync(step) else "emulated compute, no loss"
+                if self.emulated is not None else f"loss {loss:.4f}")
         evaluated = "" if math.isnan(eval_loss) else f"  eval {eval_loss:.4f}"
         print(f"[{self.name}] step {step + 1}/{self.plan.steps}  {took}  t {self.timer.last_end_s:.1f}s{evaluated}",
               file=sys.stderr, flush=True)
