@@ -1,0 +1,76 @@
+"""`palsgd validate --suite cluster`: the cases, their experiments, and the quick case end to end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from palsgd.core.errors import ConfigError
+from palsgd.harness import cluster_suite
+from palsgd.harness.netem import preflight
+
+
+def test_full_suite_changes_one_thing_at_a_time_from_the_base():
+    cases = cluster_suite.cases(quick=False)
+    base = cluster_suite.BASE
+    assert cases[0] == base and base.ranks == 8 and len({c.name for c in cases}) == len(cases)
+    fields = ("workload", "nodes", "ranks_per_node", "link", "sync_every", "variability")
+    for case in cases[1:]:
+        changed = {f for f in fields if getattr(case, f) != getattr(base, f)}
+        assert len(changed - {"ranks_per_node"}) == 1, (case.name, changed)
+        assert case.ranks >= 8
+    assert {c.nodes for c in cases} == {2, 4}
+    assert {c.link for c in cases} == {"rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms"}
+    assert {c.sync_every for c in cases} == {4, 16}
+    assert {dict(c.variability).get("jitter_cv") for c in cases} >= {0.1, 0.3}
+
+
+def test_payloads_are_gpt_neo_8m_and_about_100_MB():
+    payloads = {4 * cluster_suite.case_experiment(c).workload.params for c in cluster_suite.cases(quick=False)}
+    assert min(payloads) == 4 * 8_054_656 and 90e6 < max(payloads) < 110e6
+
+
+def test_case_experiment_is_emulated_with_the_case_variability_only():
+    case = next(c for c in cluster_suite.cases(quick=False) if c.name == "slow-worker-1.5x")
+    exp = cluster_suite.case_experiment(case)
+    assert exp.train.compute == "emulated" and exp.repeats == cluster_suite.SEEDS
+    assert (exp.cluster.nodes, exp.cluster.gpus_per_node) == (2, 4)
+    assert exp.cluster.compute.step_time_s == cluster_suite.COMPUTE_S
+    v = exp.cluster.variability
+    assert (v.slow_workers, v.slow_factor, v.jitter_cv, v.straggler_prob) == (1, 1.5, 0.0, 0.0)
+    assert {a.sync_every for a in exp.algorithms if a.is_local} == {4}
+
+
+def test_cluster_suite_refuses_no_emulation(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "palsgd.cli", "validate", "--suite", "cluster", "--no-emulation",
+                           "--out", str(tmp_path / "v")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--no-emulation" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "v").exists()
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_quick_cluster_case_end_to_end(tmp_path):
+    try:
+        preflight(need_delay_program=True)
+    except ConfigError as err:
+        pytest.skip(str(err))
+    out = tmp_path / "v"
+    proc = subprocess.run([sys.executable, "-m", "palsgd.cli", "validate", "--suite", "cluster", "--quick",
+                           "--out", str(out)], capture_output=True, text=True, timeout=900, env=dict(os.environ))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    table = pd.read_csv(out / "comparison.csv")
+    assert set(table["algorithm"]) == {"ddp", "diloco"} and (table["measured"] > 0).all()
+    run = out / "cases" / "quick-2x2-1gbit" / "run"
+    steps = pd.read_parquet(run / "steps.parquet")
+    assert steps["worker"].nunique() == 4
+    compute = steps[steps["phase"] == "compute"]
+    # Emulated compute: each step sleeps c (0.2 s); the host adds little on top.
+    assert 0.19 < (compute["end_s"] - compute["start_s"]).median() < 0.3
+    profile = (out / "cases" / "quick-2x2-1gbit" / "profile" / "cluster.toml").read_text()
+    assert "[cluster.intra_node]" in profile and "[cluster.inter_node]" in profile
+    assert "target step_time_mean_s" in proc.stdout
