@@ -42,6 +42,10 @@ POLL_S = 0.2
 STARTUP_S = 300.0
 SLOW_SKEW = 1.5
 """A rank whose mean compute time exceeds the median rank's by this factor is reported as slow."""
+SHARED_FS_WAIT_S = 60.0
+"""How long a launcher waits for the other nodes' files to show in ``--out`` (a shared file system may
+cache a folder's listing that long); ``timeout_s`` caps it."""
+RANK_FILES = ("steps.parquet", "metrics.csv")
 
 
 class RunFailed(Exception):
@@ -80,6 +84,15 @@ def check_world(exp: Experiment, nproc_per_node: int, nnodes: int, node_rank: in
                           f"workers but the run has {nnodes} x {nproc_per_node}: set cluster.nodes and "
                           "cluster.gpus_per_node to the real world size", key="cluster",
                           source="command line")
+
+
+def job_id(rdzv_endpoint: str | None) -> str:
+    """What the launchers of one job share and no other job does: the rendezvous endpoint, and SLURM's job
+    id when there is one. The ``--out`` lock admits the launchers of one job (``store.join``)."""
+    if rdzv_endpoint is None:
+        return ""
+    slurm_job = os.environ.get("SLURM_JOB_ID")
+    return f"{rdzv_endpoint} slurm:{slurm_job}" if slurm_job else rdzv_endpoint
 
 
 def torchrun_argv(worker_args: list[str], *, nproc_per_node: int, nnodes: int, node_rank: int,
@@ -203,7 +216,8 @@ def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int)
         if all(c == 0 for c in codes):
             return None
         steps = {r: b["step"] for r, b in beats.items()}
-        if len(steps) == ranks and steps != seen:
+        # >=: on a shared --out the folder also holds the other nodes' heartbeats.
+        if len(steps) >= ranks and steps != seen:
             seen, progress_at = steps, time.monotonic()
         elif time.monotonic() - progress_at > timeout_s:
             # The hung rank is the one not waiting inside a collective for the others.
@@ -287,8 +301,11 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
     if fault is not None and fault.rank >= world:
         raise ConfigError(f"rank must be < {world}", key="--inject-fault", value=fault.to_text(),
                           source="command line")
+    # The launcher given --node-rank 0 leads (writes the manifest, merges), whatever group rank the c10d
+    # rendezvous gave its agent: ranks are assigned in arrival order, anew for each algorithm.
     lead = node_rank == 0
-    out = store.prepare(out, resume=resume, kind="run", exp=exp, job=rdzv_endpoint or "") if lead else out
+    job = job_id(rdzv_endpoint)
+    out = store.prepare(out, resume=resume, kind="run", exp=exp, job=job) if lead else store.join(out, job)
     previous = store.read_manifest(out).get("algorithms", {}) if resume and (out / io.MANIFEST).exists() \
         else {}
     (out / "ranks").mkdir(parents=True, exist_ok=True)
@@ -313,6 +330,10 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
                 break
     except KeyboardInterrupt:
         failure = {"kind": "interrupted", "rank": None, "step": None, "message": "stopped by the user"}
+    if failure is None:
+        wait_s = min(SHARED_FS_WAIT_S, timeout_s)
+        failure = missing_ranks_failure(out, names, world, wait_s) if lead \
+            else missing_lead_failure(out, names, wait_s)
     return _finish(out, names, record, failure, lead)
 
 
@@ -360,8 +381,9 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
         failure = {"kind": "interrupted"}
         raise
     finally:
-        if failure is not None:
-            pids = [b["pid"] for b in read_heartbeats(folder).values() if "pid" in b]
+        if failure is not None:  # this machine's workers only: a shared --out holds other nodes' heartbeats
+            pids = [b["pid"] for b in read_heartbeats(folder).values()
+                    if "pid" in b and b.get("host", platform.node()) == platform.node()]
             group.kill(pids)
         group.close()
         shutil.rmtree(tmp, ignore_errors=True)
@@ -374,6 +396,48 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
     if failure is not None:
         failure = {"algorithm": name, **failure}
     return failure
+
+
+def missing_ranks(out: Path, names: list[str], world: int) -> dict[str, list[int]]:
+    """Per algorithm, the ranks whose files are not in ``out`` (empty when every rank's are)."""
+    missing = {}
+    for name in names:
+        folder = out / "ranks" / name
+        lost = [r for r in range(world) if not all((folder / f"rank{r}.{f}").exists() for f in RANK_FILES)]
+        if lost:
+            missing[name] = lost
+    return missing
+
+
+def _wait_until(done, wait_s: float) -> bool:
+    """Poll ``done()`` for up to ``wait_s``; whether it came true."""
+    deadline = time.monotonic() + wait_s
+    while not done():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
+
+
+def missing_ranks_failure(out: Path, names: list[str], world: int, wait_s: float) -> dict | None:
+    """The lead's check before merging: every rank of every algorithm wrote its files to ``out``. Ranks
+    another node hosted are missing when ``out`` is a folder of each node's own (no shared file system)."""
+    if _wait_until(lambda: not missing_ranks(out, names, world), wait_s):
+        return None
+    missing = missing_ranks(out, names, world)
+    lost = ", ".join(f"{name} ranks {ranks}" for name, ranks in missing.items())
+    return {"algorithm": next(iter(missing)), "kind": "missing ranks", "rank": None, "step": None,
+            "message": f"no files from {lost} of {world} in {out} after {wait_s:g} s: --out must be a "
+                       "folder on a file system all nodes share"}
+
+
+def missing_lead_failure(out: Path, names: list[str], wait_s: float) -> dict | None:
+    """The other nodes' check: the lead's manifest is in ``out``, so the lead sees what they wrote."""
+    if _wait_until(lambda: (out / io.MANIFEST).exists(), wait_s):
+        return None
+    return {"algorithm": ", ".join(names), "kind": "not shared", "rank": None, "step": None,
+            "message": f"{out} holds no manifest from the launcher with --node-rank 0 after {wait_s:g} s: "
+                       "--out must be a folder on a file system all nodes share"}
 
 
 def _finish(out: Path, names: list[str], record: dict, failure: dict | None, lead: bool) -> RealResult:

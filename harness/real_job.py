@@ -33,7 +33,7 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
                   inject_fault: str | None, timeout_s: float, echo: Callable[[str], None] = print) -> int:
     """Run, merge, predict, compare; the exit status (0 complete, 1 failed)."""
     from ..core.faults import FaultSpec
-    from .launch import RunFailed, run_real
+    from .launch import RunFailed, job_id, run_real
     from .netem import EmulatedNetwork, NetemSpec, preflight
 
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
@@ -47,7 +47,7 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
         preflight(spec)
     check_before_launch(exp, nproc_per_node)
     if node_rank == 0:
-        store.prepare(out, overwrite=overwrite, resume=resume, kind="run", job=rdzv_endpoint or "")
+        store.prepare(out, overwrite=overwrite, resume=resume, kind="run", job=job_id(rdzv_endpoint))
     hosts = nproc_per_node * nnodes
     network = EmulatedNetwork(hosts, spec) if spec is not None else contextlib.nullcontext()
     try:

@@ -124,6 +124,31 @@ def lock(folder: Path, job: str = "") -> None:
     _held[key] = fd
 
 
+def join(folder: str | Path, job: str) -> Path:
+    """Let another launcher of a multi-node ``job`` write into ``folder``, which node 0 locks (``prepare``).
+
+    A folder held by any other command is refused. The joiner holds no lock itself: node 0 may reach the
+    folder after it, and must still be able to lock it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # free: no command holds the folder (released below)
+    except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "{}"
+        try:
+            holder_job = json.loads(holder).get("job")
+        except ValueError:
+            holder_job = None
+        if holder_job != job:
+            raise ConfigError(f"is in use by another palsgd command ({holder}), not by this job ({job}); the "
+                              "nodes of one job share --rdzv-endpoint: wait for it or choose another --out",
+                              key="--out", value=str(folder), source="command line") from None
+    finally:
+        os.close(fd)
+    return folder
+
+
 def unlock(folder: Path) -> None:
     fd = _held.pop(folder.resolve(), None)
     if fd is not None:
