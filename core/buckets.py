@@ -16,6 +16,22 @@ PARAM_BYTES = 4
 """Bytes per parameter element: the model's master weights and their gradients are fp32 (AMP casts only
 the activations), and DDP sizes its buckets by the gradients' bytes."""
 
+QUANT_BLOCK = 32
+"""Elements that share one fp32 scale in a quantized payload (``real/quantize.py``)."""
+QUANTIZED = ("int8", "fp4")
+"""Payload dtypes sent as codes plus a scale per block, averaged with fp32 accumulation: a sync's
+all-reduce becomes an all-to-all of the quantized chunks, a sum in fp32, and an all-gather of the
+re-quantized result (as torchft's ``allreduce_quantized``); DDP steps send these payloads' gradients in
+fp32 (PyTorch's DDP has no such hook)."""
+PAYLOAD_ELEM_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0,
+                      "int8": 1 + 4 / QUANT_BLOCK, "fp4": 0.5 + 4 / QUANT_BLOCK}
+"""Bytes on the wire per element of a sync's payload, scales included; one truth for sim and real."""
+
+
+def ddp_elem_bytes(payload_dtype: str) -> float:
+    """Bytes per gradient element in DDP's buckets: the payload's, or fp32 for a quantized payload."""
+    return PARAM_BYTES if payload_dtype in QUANTIZED else PAYLOAD_ELEM_BYTES[payload_dtype]
+
 
 def ddp_bucket_numels(param_numels: Sequence[float], cap_bytes: float, first_cap_bytes: float) -> list[float]:
     """Elements in each of DDP's gradient buckets, in the order the buckets become ready.

@@ -24,12 +24,13 @@ from typing import Literal
 
 from . import presets
 from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ALGORITHMS, SKIP_DRAWS, SKIPPED_BATCHES
+from .buckets import PAYLOAD_ELEM_BYTES
 from .cluster import ClusterSpec
 from .errors import ConfigError, check
 from .typed import build, merge, set_path, to_dict
 from .workload import TrainSpec, WorkloadSpec
 
-PAYLOAD_BYTES = {"fp32": 4, "bf16": 2, "fp16": 2}
+PAYLOAD_BYTES = PAYLOAD_ELEM_BYTES  # bytes per element of each payload dtype (core/buckets.py)
 TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
@@ -75,8 +76,9 @@ class AlgorithmSpec:
     """Streaming DiLoCo: tau, inner steps a fragment's all-reduce overlaps before it is applied."""
     fragment_update_alpha: float = 0.0
     """Streaming DiLoCo: weight of the local fragment when mixed with the synced one (0: take the synced)."""
-    payload_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """Element type of what a sync sends."""
+    payload_dtype: Literal["fp32", "bf16", "fp16", "int8", "fp4"] = "fp32"
+    """Element type of what a sync sends; int8 and fp4 are quantized with fp32 accumulation, and DDP
+    steps then send fp32 gradients (``core.buckets.QUANTIZED``)."""
     bucket_mb: float = 25.0
     """DDP gradient bucket size, MB (PyTorch's bucket_cap_mb)."""
     per_tensor_allreduce: bool = False
@@ -128,7 +130,7 @@ class AlgorithmSpec:
         return self.name in LOCAL_ALGORITHMS
 
     @property
-    def payload_bytes_per_param(self) -> int:
+    def payload_bytes_per_param(self) -> float:
         return PAYLOAD_BYTES[self.payload_dtype]
 
     @property

@@ -19,7 +19,13 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-PAYLOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from ..core.buckets import PAYLOAD_ELEM_BYTES, QUANT_BLOCK, QUANTIZED
+from .quantize import dequantize, quantize
+
+PAYLOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+                  "int8": torch.float32, "fp4": torch.float32}
+"""The floating type a payload is held and DDP's gradients are sent in; int8 and fp4 payloads are
+quantized from fp32 when a sync sends them (``_QuantizedMean``)."""
 
 
 def ring_bytes(payload_bytes: float, world_size: int) -> float:
@@ -112,6 +118,8 @@ class TorchComm:
     def __init__(self, ctx: DistContext, *, payload: str = "fp32", per_tensor: bool = False):
         self.ctx = ctx
         self.payload = PAYLOAD_DTYPES[payload]
+        self.elem_bytes = PAYLOAD_ELEM_BYTES[payload]
+        self.quantized = payload if payload in QUANTIZED else None
         self.per_tensor = per_tensor
         self.in_collective = False
         self._tiny = torch.zeros(1, device=ctx.device)
@@ -146,14 +154,16 @@ class TorchComm:
             for tensors in calls:
                 self._mean_(tensors)
             _synchronize(self.ctx.device)
-        return sum(t.numel() for g in calls for t in g) * self.payload.itemsize
+        return sum(t.numel() for g in calls for t in g) * self.elem_bytes
 
     def _mean_(self, tensors: Sequence[torch.Tensor]) -> None:
         """PyTorch ``average_parameters``' order, so the bits are the same: divide by the world size,
         then sum (a 16-bit sum of undivided values could also overflow)."""
         self._start_mean(tensors).wait()
 
-    def _start_mean(self, tensors: Sequence[torch.Tensor]) -> _PendingMean:
+    def _start_mean(self, tensors: Sequence[torch.Tensor]) -> _PendingMean | _QuantizedMean:
+        if self.quantized:
+            return _QuantizedMean(self.quantized, tensors, self.world_size)
         flat = flat_view(tensors) if tensors[0].dtype == self.payload else None
         copied = flat is None
         if copied:
@@ -173,7 +183,7 @@ class TorchComm:
                 for p in pending:
                     p.wait()
                 _synchronize(self.ctx.device)
-            return sum(t.numel() for g in calls for t in g) * self.payload.itemsize
+            return sum(t.numel() for g in calls for t in g) * self.elem_bytes
 
         return wait
 
@@ -211,6 +221,39 @@ class _PendingMean:
         offset = 0
         for t in self.tensors:
             t.detach().copy_(self.flat[offset:offset + t.numel()].view_as(t))
+            offset += t.numel()
+
+
+class _QuantizedMean:
+    """The mean of an int8 or fp4 payload with fp32 accumulation, as torchft's ``allreduce_quantized``:
+    each rank quantizes its payload in W chunks and sends chunk j to rank j (one all-to-all, started at
+    once); in ``wait`` rank j dequantizes the W copies of its chunk, sums them in fp32 in rank order,
+    divides by W, quantizes that mean and all-gathers it, and every rank dequantizes every chunk. Each
+    rank sends 2(W-1)/W of the quantized payload, as in a ring all-reduce of it (what the simulator
+    charges). Every rank ends with the same values."""
+
+    def __init__(self, dtype: str, tensors: Sequence[torch.Tensor], world: int):
+        self.dtype, self.tensors, self.world = dtype, tensors, world
+        x = torch.cat([t.detach().reshape(-1).float() for t in tensors])
+        self.numel = x.numel()
+        self.chunk = -(-self.numel // (world * QUANT_BLOCK)) * QUANT_BLOCK  # whole blocks per rank
+        x = torch.nn.functional.pad(x, (0, world * self.chunk - self.numel))
+        send = torch.stack([quantize(part, dtype) for part in x.split(self.chunk)])
+        self.received = torch.empty_like(send)
+        self.work = dist.all_to_all_single(self.received, send, async_op=True)
+
+    def wait(self) -> None:
+        self.work.wait()
+        total = torch.zeros(self.chunk, device=self.received.device)
+        for copy in self.received:
+            total += dequantize(copy, self.chunk, self.dtype)
+        mine = quantize(total / self.world, self.dtype)
+        gathered = [torch.empty_like(mine) for _ in range(self.world)]
+        dist.all_gather(gathered, mine)
+        mean = torch.cat([dequantize(g, self.chunk, self.dtype) for g in gathered])
+        offset = 0
+        for t in self.tensors:
+            t.detach().copy_(mean[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
 
 

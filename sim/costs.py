@@ -20,6 +20,11 @@ from ..core.model_facts import model_facts
 from ..core.workload import WorkloadSpec
 from . import collectives
 
+QUANTIZE_PASSES = 3.0
+"""Memory passes over 4n bytes that a quantized mean of n elements costs (``real/dist._QuantizedMean``):
+quantize the payload (read 4n), dequantize and sum the W received copies of one's chunk (W·4n/W
+written), dequantize the all-gathered mean (4n written); the re-quantized chunk (4n/W) is left out."""
+
 FORWARD_SHARE = 1 / 3
 """Forward ≈ 1/3 of forward + backward (backward ≈ 2x forward: Kaplan et al. 2020, 6N = 2N + 4N)."""
 
@@ -60,7 +65,9 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     payload = float(elem * sum(params))
     calls = buckets.sync_call_bytes(params, buffers, elem, per_tensor=algo.per_tensor_allreduce)
     sync_s, sync_bytes = _sync(cluster, calls)
-    sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, elem))
+    sync_s += quantize_time(exp, algo, sum(params) + sum(buffers))
+    ddp_elem = buckets.ddp_elem_bytes(algo.payload_dtype)
+    sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
     bucket_s = bucket_times(cluster, sizes)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
     extra = wl.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
@@ -93,8 +100,21 @@ def fragment_syncs(exp: Experiment, algo: AlgorithmSpec) -> list[tuple[float, fl
         else:
             sync_s = sum(collectives.allreduce_time(exp.cluster, b) for b in calls)
             sync_bytes = sum(collectives.bytes_sent(exp.cluster, b) for b in calls)
+        sync_s += quantize_time(exp, algo, sum(own) + (sum(buffers) if i == len(bounds) - 1 else 0))
         out.append((sync_s, sync_bytes, sum(own) / sum(params)))
     return out
+
+
+def quantize_time(exp: Experiment, algo: AlgorithmSpec, numel: float) -> float:
+    """Quantizing and dequantizing a sync of ``numel`` elements with an int8 or fp4 payload (0 for the
+    others): q = QUANTIZE_PASSES · 4·numel / memory bandwidth, memory-bound elementwise passes like u
+    and m, as fused GPU kernels (torchft's triton ones) run. ``benchmarks/bench_quantize.py`` measures
+    the real harness's torch emulation next to this formula: on a CPU the emulation is compute-bound
+    and much slower, so a CPU run's quantize time is not what this predicts."""
+    if algo.payload_dtype not in buckets.QUANTIZED:
+        return 0.0
+    comp = exp.cluster.compute
+    return QUANTIZE_PASSES * 4.0 * numel / (comp.memory_gbytes_per_s * 1e9)
 
 
 def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:

@@ -5,8 +5,10 @@ On 2 ranks the trajectories are equal bit for bit. On 3 they agree within 1e-6 b
 average as PyTorch's ``average_parameters`` does (divide by 3, then sum), torchft's Manager sums, then
 divides, and x/3 is not exact in binary floating point (measured: at most 6e-8 apart).
 
-Not covered: torchft's quantized all-reduce (``should_quantize``) runs only with triton on a GPU; on CPU
-torchft silently sends full precision, so there is no quantized trajectory to compare with here.
+Quantized cases (int8, fp4): torchft's own quantized all-reduce (``should_quantize``, fp8 triton kernels)
+runs only on a GPU, and on CPU torchft silently sends full precision; the stand-in Manager then runs our
+quantized mean on what torchft hands it. Those cases check that both quantize the same tensors at the
+same steps and use the result alike, not torchft's kernels.
 """
 
 from __future__ import annotations

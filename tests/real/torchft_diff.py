@@ -4,7 +4,11 @@
 A script (not a test module) so that torch.multiprocessing can spawn its functions by path. torchft's
 ``Manager`` needs a lighthouse and its own process groups; ``Manager`` below stands in for it with only
 what ``DiLoCo`` calls, all-reducing through torch.distributed as torchft's does: sum, then divide by the
-participants (``Manager.allreduce`` with ``ReduceOp.AVG``).
+participants (``Manager.allreduce`` with ``ReduceOp.AVG``). torchft quantizes (``should_quantize``) only
+with triton on a GPU; the stand-in then runs our quantized mean (``real/dist._QuantizedMean``) on the
+tensor torchft hands it, so those cases check which tensors are quantized when, and how the result is
+used, not torchft's fp8 kernels. torchft all-reduces one tensor at a time: our quantized cases do too
+(``per_tensor_allreduce``), so that the quantization blocks are the same.
 """
 
 from __future__ import annotations
@@ -24,21 +28,24 @@ from palsgd.core.buckets import fragment_bounds
 from palsgd.core.config import AlgorithmSpec
 from palsgd.core.workload import TrainSpec
 from palsgd.real.algorithms import ALGORITHM_CLASSES, Setup
-from palsgd.real.dist import DistContext, TorchComm, flatten_
+from palsgd.real.dist import DistContext, TorchComm, _QuantizedMean, flatten_
 from palsgd.real.optim import build_optimizer, set_lr
 from palsgd.real.timing import StepTimer
 
 STEPS, H, BATCH = 16, 4, 8
 OUTER_LR, OUTER_MOMENTUM = 0.7, 0.9
 TRAIN = TrainSpec(optimizer="adamw", lr=0.01, weight_decay=0.1)
-CASES = {  # name: (algorithm, P, tau, alpha)
-    "diloco": ("diloco", 1, 0, 0.0),
-    "p1_tau0_alpha0": ("streaming_diloco", 1, 0, 0.0),
-    "p2_tau0_alpha0": ("streaming_diloco", 2, 0, 0.0),
-    "p2_tau1_alpha0": ("streaming_diloco", 2, 1, 0.0),
-    "p2_tau1_alpha05": ("streaming_diloco", 2, 1, 0.5),
-    "p4_tau0_alpha025": ("streaming_diloco", 4, 0, 0.25),
-    "p1_tau3_alpha05": ("streaming_diloco", 1, 3, 0.5),
+CASES = {  # name: (algorithm, P, tau, alpha, payload dtype)
+    "diloco": ("diloco", 1, 0, 0.0, "fp32"),
+    "p1_tau0_alpha0": ("streaming_diloco", 1, 0, 0.0, "fp32"),
+    "p2_tau0_alpha0": ("streaming_diloco", 2, 0, 0.0, "fp32"),
+    "p2_tau1_alpha0": ("streaming_diloco", 2, 1, 0.0, "fp32"),
+    "p2_tau1_alpha05": ("streaming_diloco", 2, 1, 0.5, "fp32"),
+    "p4_tau0_alpha025": ("streaming_diloco", 4, 0, 0.25, "fp32"),
+    "p1_tau3_alpha05": ("streaming_diloco", 1, 3, 0.5, "fp32"),
+    "diloco_int8": ("diloco", 1, 0, 0.0, "int8"),
+    "p2_tau1_alpha05_int8": ("streaming_diloco", 2, 1, 0.5, "int8"),
+    "p2_tau0_alpha0_fp4": ("streaming_diloco", 2, 0, 0.0, "fp4"),
 }
 
 
@@ -70,14 +77,25 @@ class _AverageWork:
         return True
 
 
+class _QuantizedWork:
+    def __init__(self, dtype: str, tensor: torch.Tensor):
+        self.mean = _QuantizedMean(dtype, [tensor], dist.get_world_size())
+
+    def wait(self) -> bool:
+        self.mean.wait()
+        return True
+
+
 class Manager:
     """torchft's ``Manager``, as far as ``DiLoCo`` uses it, for a fixed group with no failures: every
-    quorum is everyone, every commit succeeds, and the step counts commits (one per fragment sync)."""
+    quorum is everyone, every commit succeeds, and the step counts commits (one per fragment sync).
+    ``quantize``: the payload dtype of a ``should_quantize`` all-reduce."""
 
     _use_async_quorum = False
 
-    def __init__(self):
+    def __init__(self, quantize: str = "fp32"):
         self._step = 0
+        self.quantize = quantize
 
     def register_state_dict_fn(self, key, load_fn, save_fn) -> None:
         pass
@@ -98,7 +116,9 @@ class Manager:
         self._step += 1
         return True
 
-    def allreduce(self, tensor: torch.Tensor, should_quantize: bool = False) -> _AverageWork:
+    def allreduce(self, tensor: torch.Tensor, should_quantize: bool = False) -> _AverageWork | _QuantizedWork:
+        if should_quantize:
+            return _QuantizedWork(self.quantize, tensor)
         return _AverageWork(dist.all_reduce(tensor, async_op=True), tensor)
 
 
@@ -108,7 +128,7 @@ class _Fragment(nn.Module):
         self.params = nn.ParameterList(params)
 
 
-def torchft_run(rank, fragments, tau, alpha) -> list[torch.Tensor]:
+def torchft_run(rank, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
     model = model_fn()
     params = list(model.parameters())
     modules = [_Fragment(params[a:b]) for a, b in fragment_bounds([p.numel() for p in params], fragments)]
@@ -116,8 +136,8 @@ def torchft_run(rank, fragments, tau, alpha) -> list[torch.Tensor]:
     outer = [torch.optim.SGD(m.parameters(), lr=OUTER_LR, momentum=OUTER_MOMENTUM, nesterov=True)
              for m in modules]
     trajectory = []
-    with TorchftDiLoCo(Manager(), modules, inner, outer, sync_every=H, fragment_sync_delay=tau,
-                       fragment_update_alpha=alpha):
+    with TorchftDiLoCo(Manager(dtype), modules, inner, outer, sync_every=H, fragment_sync_delay=tau,
+                       fragment_update_alpha=alpha, should_quantize=dtype != "fp32"):
         for step in range(STEPS):
             loss_fn(model, batch(rank, step)).backward()
             set_lr(inner, TRAIN.lr)
@@ -127,14 +147,15 @@ def torchft_run(rank, fragments, tau, alpha) -> list[torch.Tensor]:
     return trajectory
 
 
-def our_run(rank, world, name, fragments, tau, alpha) -> list[torch.Tensor]:
+def our_run(rank, world, name, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
     extra = {"fragments": fragments, "fragment_sync_delay": tau, "fragment_update_alpha": alpha}
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=0, outer_lr=OUTER_LR,
-                         outer_momentum=OUTER_MOMENTUM, **(extra if name == "streaming_diloco" else {}))
+                         outer_momentum=OUTER_MOMENTUM, payload_dtype=dtype, per_tensor_allreduce=dtype != "fp32",
+                         **(extra if name == "streaming_diloco" else {}))
     model = model_fn()
     flatten_(list(model.parameters()))
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
-    comm = TorchComm(ctx)
+    comm = TorchComm(ctx, payload=dtype, per_tensor=spec.per_tensor_allreduce)
     p = plan(name, workers=world, steps=STEPS, seed=0, sync_every=H, fragments=spec.fragments,
              sync_delay=spec.fragment_sync_delay)
     algorithm = ALGORITHM_CLASSES[name](Setup(
@@ -151,8 +172,8 @@ def our_run(rank, world, name, fragments, tau, alpha) -> list[torch.Tensor]:
 
 def run(rank, world, out):
     results = {}
-    for case, (name, fragments, tau, alpha) in CASES.items():
-        results[case] = (our_run(rank, world, name, fragments, tau, alpha), torchft_run(rank, fragments, tau, alpha))
+    for case, (name, *settings) in CASES.items():
+        results[case] = (our_run(rank, world, name, *settings), torchft_run(rank, *settings))
     gathered = [None] * world
     dist.all_gather_object(gathered, results)
     if rank == 0:

@@ -1,0 +1,37 @@
+"""Quantized payloads (``real/quantize.py``): codes and scales, their size as core charges it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from palsgd.core.buckets import PAYLOAD_ELEM_BYTES, QUANT_BLOCK
+from palsgd.real.quantize import FP4_MAGNITUDES, dequantize, packed_bytes, quantize
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp4"])
+def test_buffer_size_is_what_core_charges(dtype):
+    x = torch.randn(64 * QUANT_BLOCK)
+    assert quantize(x, dtype).numel() == packed_bytes(x.numel(), dtype) == x.numel() * PAYLOAD_ELEM_BYTES[dtype]
+
+
+def test_int8_error_is_at_most_half_a_step_of_its_block():
+    x = torch.randn(8 * QUANT_BLOCK) * torch.logspace(-3, 3, 8).repeat_interleave(QUANT_BLOCK)
+    y = dequantize(quantize(x, "int8"), x.numel(), "int8")
+    step = x.reshape(-1, QUANT_BLOCK).abs().amax(dim=1, keepdim=True) / 127
+    assert ((x - y).reshape(-1, QUANT_BLOCK).abs() <= step / 2 * (1 + 1e-6)).all()
+
+
+def test_fp4_keeps_e2m1_values_and_rounds_to_the_nearest():
+    grid = torch.cat([FP4_MAGNITUDES, -FP4_MAGNITUDES]).repeat(2) * 0.25  # two blocks, absmax 1.5 each
+    assert torch.equal(dequantize(quantize(grid, "fp4"), grid.numel(), "fp4"), grid)
+    # Block absmax 6 (scale 1): 2.4 -> 2, 2.6 -> 3, -5.2 -> -6, a tie 2.5 -> 2 (the smaller).
+    x = torch.zeros(QUANT_BLOCK)
+    x[:5] = torch.tensor([6.0, 2.4, 2.6, -5.2, 2.5])
+    assert dequantize(quantize(x, "fp4"), QUANT_BLOCK, "fp4")[:5].tolist() == [6.0, 2.0, 3.0, -6.0, 2.0]
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp4"])
+def test_a_block_of_zeros_decodes_to_zeros(dtype):
+    assert torch.equal(dequantize(quantize(torch.zeros(QUANT_BLOCK), dtype), QUANT_BLOCK, dtype),
+                       torch.zeros(QUANT_BLOCK))
