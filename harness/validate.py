@@ -36,6 +36,7 @@ from ..core import io
 from ..core.config import Experiment, load
 from . import store
 from .compare import COMPARISON_COLUMNS, format_comparison, summary
+from .progress import Progress
 
 UNSHAPED = "unshaped"
 NETWORKS = (UNSHAPED, "rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms")
@@ -103,6 +104,7 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
                 cases={c.name: {"status": "pending", **c.describe()} for c in cases})
     parts, replays, status = [], [], {}
     cache: dict = {}  # cpu: compute per (workload, ranks); cluster: profile per calibration key
+    progress = Progress(len(cases), "validate", unit="cases")
     try:
         for i, case in enumerate(cases, 1):
             echo(f"[{i}/{len(cases)}] {case.name}")
@@ -120,9 +122,12 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
                 status[case.name] = {"status": "failed", "error": str(err), **case.describe()}
             io.update_manifest(out, cases={**{c.name: {"status": "pending", **c.describe()} for c in cases},
                                            **status})
+            progress.update(1)
     except KeyboardInterrupt:
+        progress.close(failed=True)
         store.finish(out, "interrupted", cases=status)
         raise
+    progress.close()
     write_tables(out, parts, replays, echo, TARGETS if suite == "cpu" else cluster_suite.TARGETS)
     failed = [name for name, s in status.items() if s["status"] != "complete"]
     store.finish(out, "failed" if failed else "complete", cases=status, failed_cases=failed)
