@@ -1,0 +1,111 @@
+"""Sweep executors: the same 10,000-point sweep on the local process pool and as Ray tasks.
+
+Prints points per second and the peak resident memory of this process plus every process it started
+(pool workers; Ray's raylet, GCS and workers), sampled every 0.2 s. Checks that both tables are equal.
+Figures with their machine: docs/sweeps.md.
+
+Run: ``.venv/bin/python benchmarks/bench_sweep_executors.py [--points N] [--jobs J]`` (Ray: ``pip install
+'palsgd[ray]'``; a local Ray instance with J CPUs is started and stopped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from palsgd.core.config import load
+from palsgd.harness.sweep import sweep
+
+
+def tree_rss_bytes(root: int) -> int:
+    """Resident memory of ``root`` and all its descendants, from /proc (Linux)."""
+    parent, rss = {}, {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in status.read_text().splitlines() if ":\t" in line)
+        except OSError:  # the process ended while we read
+            continue
+        pid = int(status.parent.name)
+        parent[pid] = int(fields.get("PPid", "0"))
+        rss[pid] = int(fields.get("VmRSS", "0 kB").split()[0]) * 1024
+    total = 0
+    for pid, size in rss.items():
+        p = pid
+        while p and p != root:
+            p = parent.get(p, 0)
+        total += size if p == root else 0
+    return total
+
+
+class PeakMemory:
+    """Sample ``tree_rss_bytes`` of this process in a thread; ``peak_bytes`` after ``with``."""
+
+    def __enter__(self) -> PeakMemory:
+        self.peak_bytes, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.2):
+            self.peak_bytes = max(self.peak_bytes, tree_rss_bytes(os.getpid()))
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def grid(points: int) -> list[tuple[str, list]]:
+    side = math.isqrt(points)
+    return [("cluster.inter_node.bandwidth_gbps", [round(1 + i * 399 / (side - 1), 3) for i in range(side)]),
+            ("cluster.inter_node.latency_us", [round(1 + i * 99 / (side - 1), 3) for i in range(side)])]
+
+
+def timed(label: str, points: int, run) -> pd.DataFrame:
+    with PeakMemory() as mem:
+        t0 = time.perf_counter()
+        table = run()
+        dt = time.perf_counter() - t0
+    print(f"{label:28s} {dt:7.1f} s  {points / dt:7.1f} points/s  peak resident memory (all processes) "
+          f"{mem.peak_bytes / 2**20:7.0f} MiB", flush=True)
+    return table
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=10_000, help="grid points (a square number is exact)")
+    ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes / Ray CPUs")
+    args = ap.parse_args()
+    base = load(workload="gpt-neo-8m", cluster="a100-4x8-ib100", steps=100, algorithms=["ddp", "local_sgd"],
+                overrides=["cluster.nodes=2", "algorithm.warmup_steps=0", "algorithm.sync_every=10",
+                           "cluster.variability.jitter_cv=0.0"])
+    vary = grid(args.points)
+    n = len(vary[0][1]) * len(vary[1][1])
+    print(f"== {n:,} points x 2 algorithms (gpt-neo-8m, 16 workers, 100 steps), {args.jobs} CPUs; "
+          f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} ==")
+    local = timed("local process pool", n, lambda: sweep(base, vary, jobs=args.jobs).table)
+    try:
+        import ray
+    except ImportError:
+        print("ray is not installed: pip install 'palsgd[ray]'")
+        return
+    t0 = time.perf_counter()
+    ray.init(num_cpus=args.jobs, include_dashboard=False, log_to_driver=False)
+    print(f"{'ray.init (local instance)':28s} {time.perf_counter() - t0:7.1f} s", flush=True)
+    try:
+        remote = timed("ray tasks", n, lambda: sweep(base, vary, executor="ray").table)
+    finally:
+        ray.shutdown()
+    pd.testing.assert_frame_equal(remote, local)
+    print("tables equal: yes")
+
+
+if __name__ == "__main__":
+    main()
