@@ -37,6 +37,7 @@ from ..core.errors import ConfigError
 from ..core.faults import FaultSpec
 from ..core.procs import die_with_parent, pid_alive
 from . import store
+from .progress import Progress
 
 POLL_S = 0.2
 STARTUP_S = 300.0
@@ -195,8 +196,10 @@ def _diverged(beats: dict[int, dict]) -> dict | None:
     return {"kind": "diverged", "rank": rank, "step": step, "message": beats[rank].get("message", "")}
 
 
-def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int) -> dict | None:
-    """Wait for the group; return None on success, else the failure (dead rank or hang).
+def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int, progress: Progress
+           ) -> dict | None:
+    """Wait for the group; return None on success, else the failure (dead rank or hang). ``progress``
+    counts the steps every rank has finished.
 
     The hang clock starts once all ``ranks`` of this machine have written a heartbeat: start-up (imports,
     rendezvous, loading data) gets STARTUP_S more, since it says nothing about a hang in training."""
@@ -219,6 +222,7 @@ def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int)
         # >=: on a shared --out the folder also holds the other nodes' heartbeats.
         if len(steps) >= ranks and steps != seen:
             seen, progress_at = steps, time.monotonic()
+            progress.update(min(steps.values()) + 1 - progress.done)
         elif time.monotonic() - progress_at > timeout_s:
             # The hung rank is the one not waiting inside a collective for the others.
             suspects = sorted(r for r, b in beats.items() if not b.get("in_collective"))
@@ -376,7 +380,8 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
     group = _Group(commands, log)
     failure = None
     try:
-        failure = _watch(group, folder, timeout_s, log, nproc_per_node if network is None else world)
+        with Progress(exp.nominal_steps, f"run {name}", unit="steps") as progress:
+            failure = _watch(group, folder, timeout_s, log, nproc_per_node if network is None else world, progress)
     except BaseException:
         failure = {"kind": "interrupted"}
         raise
