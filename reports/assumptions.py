@@ -46,8 +46,11 @@ _USES = {"ddp": ("payload_dtype", "bucket_mb"),
          "diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
                     "warmup_syncs_optimizer_state"),
          "palsgd": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
-                    "warmup_syncs_optimizer_state", "p", "eta", "skip_draws", "skipped_batches")}
-_KNOWN = set(_USES["palsgd"])
+                    "warmup_syncs_optimizer_state", "p", "eta", "skip_draws", "skipped_batches"),
+         "streaming_diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
+                              "warmup_syncs_optimizer_state", "fragments", "fragment_sync_delay",
+                              "fragment_update_alpha")}
+_KNOWN = set(_USES["palsgd"]) | set(_USES["streaming_diloco"])
 
 
 def algorithm_table(experiment: dict) -> Table | None:
