@@ -39,6 +39,7 @@ from ..core.config import Experiment, load
 from ..core.errors import ConfigError
 from .fit_transport import Series, TiersFit, fit_tiers
 from .netem import EmulatedNetwork, NetemSpec
+from .progress import Progress
 
 COMPUTE_FIELDS = ("step_time_s", "optimizer_time_s", "pseudo_sync_time_s", "outer_step_time_s", "data_time_s")
 
@@ -64,7 +65,9 @@ def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: Netem
                           key="--emulate-network", value=str(network))
     bench = ["--min-bytes", str(min_bytes), "--max-bytes", str(max_bytes), "--reps", str(reps),
              "--per-octave", str(per_octave)]
+    progress = Progress(1 + (measured_compute is None and compute), "calibrate", unit="benchmarks")
     tiers = run_collectives(nproc_per_node, network, folder, bench, timeout_s)
+    progress.update(1)
     backend = str(tiers[0].table["backend"].iloc[0])
     result = fit_tiers([t.series for t in tiers], kind="nccl" if backend == "nccl" else "gloo", base=exp.cluster)
     residuals = fit_table(tiers, result)
@@ -73,6 +76,8 @@ def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: Netem
     measured = measured_compute
     if measured is None and compute:
         measured = run_compute(exp, nproc_per_node, folder / "compute.json", compute_steps, timeout_s)
+        progress.update(1)
+    progress.close()
     nodes = network.nodes if network is not None and network.nodes else 1
     text = profile_toml(tiers, result, measured, nodes=nodes, gpus_per_node=nproc_per_node // nodes,
                         network=network, command=command or " ".join(sys.argv))
