@@ -1,0 +1,51 @@
+"""The explore grid: values around the user's own, only the fields the algorithms use, a window that fits."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from palsgd.core.config import load
+from palsgd.harness import explore
+
+
+def test_axes_surround_the_users_point():
+    exp = load(workload="gpt-neo-125m", cluster="a100-4x8-ib100",
+               overrides=["cluster.inter_node.bandwidth_gbps=40", "algorithm.sync_every=64"])
+    axes = dict(explore.axes(exp))
+    assert axes["cluster.inter_node.bandwidth_gbps"] == [4.0, 12.0, 40.0, 120.0, 400.0]
+    assert axes["cluster.nodes"] == [2, 4, 8]
+    assert axes["algorithm.sync_every"] == [32, 64, 128]
+    assert 0.2 in axes["algorithm.p"] and all(0 < p < 1 for p in axes["algorithm.p"])
+    assert explore.window_steps(exp, list(axes.items())) == 100 + 2 * 128  # warm-up + two sync intervals of H_max
+
+
+def test_fields_no_algorithm_uses_are_not_varied():
+    exp = load(workload="gpt-neo-8m", algorithms=["ddp", "local_sgd"], overrides=["cluster.nodes=1"])
+    keys = [k for k, _ in explore.axes(exp)]
+    assert "algorithm.p" not in keys and "algorithm.sync_every" in keys
+    assert dict(explore.axes(exp))["cluster.nodes"] == [1, 2]
+    ddp = load(workload="gpt-neo-8m", algorithms=["ddp"])
+    assert "algorithm.sync_every" not in [k for k, _ in explore.axes(ddp)]
+
+
+@pytest.mark.slow
+def test_explore_command_writes_one_offline_page(tmp_path):
+    page = tmp_path / "explore.html"
+    r = subprocess.run([sys.executable, "-m", "palsgd.cli", "explore", "--workload", "gpt-neo-8m", "--algorithms",
+                        "ddp,local_sgd", "--set", "cluster.nodes=1", "-o", str(page)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    html = page.read_text(encoding="utf-8")
+    assert not re.search(r"(src|href)=\"?https?:|<(link|iframe)\b", html)
+    data = json.loads(re.search(r'<script type="application/json" id="grid-data">(.*?)</script>', html, re.S)[1])
+    sizes = [len(a["values"]) for a in data["axes"]]
+    assert [a["key"] for a in data["axes"]] == [k for k, _ in explore.axes(
+        load(workload="gpt-neo-8m", algorithms=["ddp", "local_sgd"], overrides=["cluster.nodes=1"]))]
+    assert len(data["cells"]) == sizes[0] * sizes[1] * sizes[2] * sizes[3] * sizes[4]
+    assert all(cell is not None for cell in data["cells"])  # every point was simulated
+    assert f"({len(data['cells'])} simulated points)" in r.stdout
