@@ -1,5 +1,7 @@
-"""c, the forward + backward time of one optimizer step: the simulator charges it, and the real harness's
-emulated accelerators sleep it, so both take it from here."""
+"""What an accelerator spends on one worker's own work: c (forward + backward), o (inner optimizer step),
+u (outer step), m (pseudo-sync step). The simulator charges them, and the real harness's emulated
+accelerators sleep them, so both take them from here. Each is a formula over the workload and the cluster
+unless ``palsgd calibrate`` measured it (a ``*_time_s`` field > 0 wins)."""
 
 from __future__ import annotations
 
@@ -21,6 +23,16 @@ def optimizer_step_s(workload: WorkloadSpec, compute: ComputeSpec) -> float:
     """o: ``optimizer_passes`` passes over the 4N bytes of fp32 master weights at the memory bandwidth
     (the inner optimizer step is memory-bound), or the measured ``compute.optimizer_time_s``."""
     return compute.optimizer_time_s or workload.optimizer_passes * pass_s(workload, compute)
+
+
+def outer_step_s(workload: WorkloadSpec, compute: ComputeSpec) -> float:
+    """u: ``outer_passes`` passes over 4N bytes (the outer gradient, the Nesterov buffer, z and x)."""
+    return compute.outer_step_time_s or workload.outer_passes * pass_s(workload, compute)
+
+
+def pseudo_sync_s(workload: WorkloadSpec, compute: ComputeSpec) -> float:
+    """m: ``pseudo_sync_passes`` passes over 4N bytes (the axpy x <- x - a (x - z): read x, read z, write x)."""
+    return compute.pseudo_sync_time_s or workload.pseudo_sync_passes * pass_s(workload, compute)
 
 
 def pass_s(workload: WorkloadSpec, compute: ComputeSpec) -> float:

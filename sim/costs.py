@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import buckets
+from ..core import buckets, compute
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.model_facts import model_facts
@@ -50,15 +50,10 @@ class StepCosts:
 
 def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     wl, comp, cluster = exp.workload, exp.cluster.compute, exp.cluster
-    # c = flops_per_sample · batch_per_worker · grad_accum / (peak · utilisation); the workload's own
-    # utilisation wins over the cluster's typical one (a ResNet reaches a lower fraction than a GPT).
-    flops = wl.flops_per_sample * wl.batch_per_worker * wl.grad_accum
-    c = comp.step_time_s or flops / (comp.peak_tflops * 1e12 * (wl.utilization or comp.utilization))
-    # Memory-bound steps: passes over 4N bytes at the memory bandwidth (fp32 master weights).
-    pass_s = 4.0 * wl.params / (comp.memory_gbytes_per_s * 1e9)
-    o = comp.optimizer_time_s or wl.optimizer_passes * pass_s
-    u = comp.outer_step_time_s or wl.outer_passes * pass_s
-    m = comp.pseudo_sync_time_s or wl.pseudo_sync_passes * pass_s
+    # c from FLOPs, o, u and m memory-bound passes over 4N bytes, or what calibration measured: the same
+    # functions the real harness's emulated accelerators sleep by (core/compute.py).
+    c, o = compute.step_compute_s(wl, comp), compute.optimizer_step_s(wl, comp)
+    u, m = compute.outer_step_s(wl, comp), compute.pseudo_sync_s(wl, comp)
     data = comp.data_time_s or wl.data_time_s
     elem = algo.payload_bytes_per_param
     params, buffers = tensor_numels(wl)
