@@ -202,8 +202,10 @@ def presets(kind):
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--overwrite", is_flag=True, help="Move existing results in --out aside instead of refusing.")
 @click.option("--resume", is_flag=True, help="Continue the run in --out from its last checkpoint.")
-@click.option("--emulate-network", metavar="rate=1gbit,delay=5ms[,jitter=1ms]",
-              help="Put each rank in its own network namespace behind a shaped link (root, Linux).")
+@click.option("--emulate-network", metavar="[nodes=K,]rate=1gbit,delay=5ms[,jitter=1ms]",
+              help="Emulated hosts behind shaped links (root, Linux): each rank its own host, or K nodes whose "
+                   "ranks share a loopback [intra_rate=,intra_delay=] and groups of nodes joined by a WAN "
+                   "[groups=G,wan_rate=,wan_delay=]. See docs/network-emulation.md.")
 @click.option("--emulate-compute", is_flag=True,
               help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
 @click.option("--inject-fault", metavar="rank=R,step=S,kind=crash|hang|slow", help="For testing failures.")
@@ -240,7 +242,9 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
 @main.command()
 @_experiment_options
 @click.option("--nproc-per-node", type=int, default=2, show_default=True)
-@click.option("--emulate-network", metavar="rate=1gbit,delay=5ms", help="Calibrate across an emulated network.")
+@click.option("--emulate-network", metavar="[nodes=K,]rate=1gbit,delay=5ms",
+              help="Calibrate across an emulated network; with nodes=K [intra_rate=,intra_delay=] the intra- and "
+                   "inter-node links are fitted apart (no WAN groups). See docs/network-emulation.md.")
 @click.option("--emulate-compute", is_flag=True,
               help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
