@@ -9,10 +9,9 @@ are joined by shaped links). It checks what the simulator claims for real cluste
 and jitter, slow workers and stragglers meeting each algorithm's barriers.
 
 Each case changes one thing from a base case (2 nodes x 4 ranks, 1 Gbit/s and 5 ms between nodes, the
-GPT-Neo-8M payload, H = 4, no variability). Its cluster profile is a fresh two-tier calibration
-(``calibrate.py``: links fitted per tier; the outer and pseudo-sync steps measured in the same process
-layout), with c and o set to what the emulated accelerators sleep and the case's variability. The
-prediction is the simulator's mean over ``SEEDS`` seeds.
+GPT-Neo-8M payload, H = 4, no variability). Its cluster profile is a fresh two-tier calibration of the
+links (``calibrate.py``: fitted per tier), with the device times c, o, u and m that the emulated
+accelerators sleep and the case's variability. The prediction is the simulator's mean over ``SEEDS`` seeds.
 """
 
 from __future__ import annotations
@@ -108,6 +107,8 @@ def case_experiment(case: ClusterCase, cluster: str | None = None) -> Experiment
                  'train.compute="emulated"', f"train.threads_per_rank={THREADS_PER_RANK}",
                  f"algorithm.sync_every={case.sync_every}", "algorithm.warmup_steps=0",
                  f"cluster.compute.step_time_s={COMPUTE_S}", f"cluster.compute.optimizer_time_s={OPTIMIZER_S}",
+                 # u and m from memory passes at the cluster's memory bandwidth (core/compute.py)
+                 "cluster.compute.outer_step_time_s=0", "cluster.compute.pseudo_sync_time_s=0",
                  "cluster.compute.data_time_s=0", "workload.data_time_s=0", "train.eval_batches=1",
                  *(f"cluster.variability.{k}={v}" for k, v in {**NO_VARIABILITY, **dict(case.variability)}.items())]
     exp = load(workload=case.workload, cluster=cluster, steps=case.steps, algorithms=list(case.algorithms),
@@ -137,7 +138,7 @@ def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[st
         base = case_experiment(dataclasses.replace(case, variability=()))
         profiles[case.calibration_key] = calibrate(
             base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=spec,
-            command=f"palsgd validate --suite cluster ({case.name})", compute_steps=20, **calibration_sizes(base))
+            command=f"palsgd validate --suite cluster ({case.name})", compute=False, **calibration_sizes(base))
     exp = case_experiment(case, str(profiles[case.calibration_key]))
     run = folder / "run"
     with EmulatedNetwork(case.ranks, spec) as net:

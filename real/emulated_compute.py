@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..core.compute import optimizer_step_s, step_compute_s
+from ..core.compute import optimizer_step_s, outer_step_s, pseudo_sync_s, step_compute_s
 from ..core.config import Experiment
 from ..core.variability import ComputeFactors
 from ..core.workload import ModelSpec
@@ -149,6 +149,7 @@ class EmulatedCompute:
         self.micro_batch_s = step_compute_s / grad_accum
         self.factors = factors  # this rank's factor per step
         self.seconds = self.micro_batch_s
+        self.device_s: dict[str, float] = {}  # u and m, for the algorithms' device phases (Setup.device_s)
 
     def begin_step(self, step: int) -> None:
         self.seconds = self.micro_batch_s * float(self.factors[step])
@@ -185,14 +186,15 @@ class EmulatedOptimizer:
 
 def emulate(model: nn.Module, optimizer: torch.optim.Optimizer, exp: Experiment, rank: int,
             steps: int) -> tuple[EmulatedCompute, EmulatedOptimizer]:
-    """Make ``model`` and ``optimizer`` those of an emulated accelerator of ``exp``'s cluster: c and o from
-    its description (``core.compute``, as the simulator charges them), this rank's compute factors drawn
-    with the simulator's distributions (``core.variability``) from the experiment's seed."""
+    """Make ``model`` and ``optimizer`` those of an emulated accelerator of ``exp``'s cluster: c, o, u and m
+    from its description (``core.compute``, as the simulator charges them), this rank's compute factors
+    drawn with the simulator's distributions (``core.variability``) from the experiment's seed."""
     wl, compute = exp.workload, exp.cluster.compute
     factors = ComputeFactors(exp.cluster.variability, exp.workers, exp.seed).draw(steps)[rank]
     emu = EmulatedCompute(model, wl.model, flops_per_sample=wl.flops_per_sample,
                           step_compute_s=step_compute_s(wl, compute), grad_accum=wl.grad_accum, factors=factors)
     emu.install(model)
+    emu.device_s = {"outer_step": outer_step_s(wl, compute), "pseudo_sync": pseudo_sync_s(wl, compute)}
     return emu, EmulatedOptimizer(optimizer, optimizer_step_s(wl, compute))
 
 

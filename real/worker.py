@@ -194,7 +194,8 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     setup = Setup(model=model, optimizer=optimizer, spec=spec, train=exp.train,
                   kinds=plan.worker_kinds(ctx.rank), sync_after=plan.sync_after, comm=comm, timer=timer,
                   loss_fn=loss_fn, ddp=ddp, ddp_timer=ddp_timer, grad_accum=exp.workload.grad_accum,
-                  device=ctx.device, fragment=plan.fragment, start_after=plan.start_after)
+                  device=ctx.device, fragment=plan.fragment, start_after=plan.start_after,
+                  device_s=None if emulated is None else emulated.device_s)
     t = Training(exp=exp, name=name, out=out, ctx=ctx, attempt=attempt, plan=plan, setup=setup,
                  algo=ALGORITHM_CLASSES[name](setup), flat_params=flat_params, data=data,
                  eval_data=eval_data, files=files, emulated=emulated)

@@ -23,7 +23,7 @@ from ...core.algorithms import DDP_STEP, GRADIENT_STEP
 from ...core.config import AlgorithmSpec
 from ...core.workload import TrainSpec
 from ..dist import flat_view, ring_bytes
-from ..optim import FINAL_LR_FRACTION, lr_at, set_lr
+from ..optim import FINAL_LR_FRACTION, flat_order, lr_at, set_lr
 from ..timing import DDPCommTimer, StepTimer
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -50,6 +50,9 @@ class Setup:
     slow_factor: float = 1.0  # fault injection: each compute phase lasts this many times longer
     fragment: np.ndarray | None = None  # Streaming DiLoCo: the plan's fragment synced after each step
     start_after: np.ndarray | None = None  # Streaming DiLoCo: the fragment whose all-reduce starts
+    device_s: dict[str, float] | None = None
+    """Emulated accelerators (``real/emulated_compute.py``): the modelled seconds of the device phases
+    ``outer_step`` (u) and ``pseudo_sync`` (m), slept instead of computed."""
 
     @property
     def total_steps(self) -> int:
@@ -63,7 +66,7 @@ class Algorithm:
 
     def __init__(self, setup: Setup):
         self.s = setup
-        self.params = [p for p in setup.model.parameters() if p.requires_grad]
+        self.params = flat_order(setup.model)  # as they lie in the flat buffer
         self.numels = [p.numel() for p in self.params]
         self.flat = flat_view(self.params)
         if self.flat is None and self.name != "ddp":
@@ -218,6 +221,17 @@ class Algorithm:
             return lr
         progress = min(1.0, step / max(1, self.s.total_steps - 1))
         return lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def on_device(self, phase: str, work: Callable[[], object], share: float = 1.0) -> None:
+        """``work``, timed as ``phase``. On an emulated accelerator the parameters never change (zero
+        gradients, an optimizer step that sleeps), so there is nothing to compute: the phase sleeps ``share``
+        of its modelled time instead, and the host stays free for communication, as beside a GPU."""
+        with self.s.timer.phase(phase):
+            if self.s.device_s is None:
+                work()
+                self._sync_device()
+            else:
+                time.sleep(share * self.s.device_s[phase])
 
     def _sync_device(self) -> None:
         if self.s.device.type == "cuda":

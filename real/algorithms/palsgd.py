@@ -44,7 +44,6 @@ class PALSGD(DiLoCo):
     def pseudo_sync(self, next_batch: Callable[[], Batch], lr: float) -> float:
         if self.s.spec.skipped_batches == "consumed":
             self.fetch(next_batch)
-        with self.s.timer.phase("pseudo_sync"):
-            pseudo_sync_([self.flat], [self.z], pseudo_sync_alpha(lr, self.s.spec.eta, self.s.spec.p))
-            self._sync_device()
+        alpha = pseudo_sync_alpha(lr, self.s.spec.eta, self.s.spec.p)
+        self.on_device("pseudo_sync", lambda: pseudo_sync_([self.flat], [self.z], alpha))
         return float("nan")

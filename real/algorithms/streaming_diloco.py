@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from ...core.buckets import fragment_bounds
 from ..dist import ring_bytes
 from .base import Setup
-from .diloco import DiLoCo
+from .diloco import DELTA_SHARE, DiLoCo
 
 
 class StreamingDiLoCo(DiLoCo):
@@ -39,6 +40,7 @@ class StreamingDiLoCo(DiLoCo):
         bounds = fragment_bounds(self.numels, setup.spec.fragments)
         self.parts = [slice(offsets[a], offsets[b]) for a, b in bounds]  # each fragment in the flat buffer
         self.part_numels = [self.numels[a:b] for a, b in bounds]
+        self.shares = [sum(n) / sum(self.numels) for n in self.part_numels]  # of u, on an emulated device
         self._pending = None  # (fragment, its outer gradient being averaged, the all-reduce's wait)
 
     def start_sync(self, step: int) -> None:
@@ -48,8 +50,9 @@ class StreamingDiLoCo(DiLoCo):
         if self.s.spec.fragment_sync_delay == 0:
             self.wait_for_all()  # a blocking sync, timed as DiLoCo's
         part = self.parts[fragment]
-        with self.s.timer.phase("outer_step"):
-            delta = self.z[part] - self.flat[part]
+        delta = self.delta[part]
+        self.on_device("outer_step", lambda: torch.sub(self.z[part], self.flat[part], out=delta),
+                       DELTA_SHARE * self.shares[fragment])
         buffers = self.float_buffers() if fragment == len(self.parts) - 1 else []
         wait = self.s.comm.start_allreduce_mean_([list(delta.split(self.part_numels[fragment])), buffers])
         self._pending = (fragment, delta, wait)
@@ -61,16 +64,17 @@ class StreamingDiLoCo(DiLoCo):
         self._pending = None
         with self.s.timer.phase("allreduce") as box:
             box[0] = ring_bytes(wait(), self.s.comm.world_size)
-        part = self.parts[fragment]
-        with self.s.timer.phase("outer_step"):
-            local = self.flat[part].clone()
-            z, buf, mu = self.z[part], self.buf[part], self.s.spec.outer_momentum
-            buf.mul_(mu).add_(delta)
-            delta.add_(buf, alpha=mu)
-            z.add_(delta, alpha=-self.outer_lr_at(step))
-            # torchft merges in place after the outer step: x_f = z_f + α·(local - z_f).
-            self.flat[part].copy_(z).lerp_(local, self.s.spec.fragment_update_alpha)
-            self._sync_device()
+        self.on_device("outer_step", lambda: self.apply_fragment(step, self.parts[fragment], delta),
+                       (1 - DELTA_SHARE) * self.shares[fragment])
+
+    def apply_fragment(self, step: int, part: slice, delta: torch.Tensor) -> None:
+        local = self.flat[part].clone()
+        z, buf, mu = self.z[part], self.buf[part], self.s.spec.outer_momentum
+        buf.mul_(mu).add_(delta)
+        delta.add_(buf, alpha=mu)
+        z.add_(delta, alpha=-self.outer_lr_at(step))
+        # torchft merges in place after the outer step: x_f = z_f + α·(local - z_f).
+        self.flat[part].copy_(z).lerp_(local, self.s.spec.fragment_update_alpha)
 
     def state_dict(self) -> dict:
         """A checkpoint while a fragment's all-reduce is in flight finishes it first and saves the
