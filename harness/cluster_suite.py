@@ -131,7 +131,7 @@ def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[st
     from .launch import run_real
     from .netem import EmulatedNetwork, NetemSpec
     from .real_job import add_prediction
-    from .validate import replay_prediction
+    from .validate import compute_drift, explain, replay_prediction
 
     spec = NetemSpec.parse(case.network)
     if case.calibration_key not in profiles:
@@ -145,5 +145,7 @@ def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[st
         run_real(exp, run, nproc_per_node=case.ranks_per_node, nnodes=case.nodes, network=net)
     metrics = ("wait_s",) if case.varies else ()
     rows = add_prediction(exp, run, network=case.network, case=case.name, extra_metrics=metrics)
+    replay = replay_prediction(exp, run, network=case.network, case=case.name)
+    rows = explain(rows, replay, compute_drift(exp, run))
     echo(format_comparison(rows))
-    return rows, replay_prediction(exp, run, network=case.network, case=case.name)
+    return rows, replay

@@ -193,8 +193,34 @@ def run_case(case: Case, folder: Path, compute_dir: Path, computed: dict, echo) 
         with EmulatedNetwork(case.ranks, spec) as net:
             run_real(exp, run, nproc_per_node=case.ranks, network=net)
     rows = add_prediction(exp, run, network=case.network, case=case.name)
+    replay = replay_prediction(exp, run, network=case.network, case=case.name)
+    rows = explain(rows, replay, compute_drift(exp, run))
     echo(format_comparison(rows))
-    return rows, replay_prediction(exp, run, network=case.network, case=case.name)
+    echo("compute drift, run vs calibration: " + ", ".join(
+        f"{a} {d:+.0f} %" for a, d in rows.groupby("algorithm", sort=False)["compute_drift_pct"].first().items()))
+    return rows, replay
+
+
+def compute_drift(exp: Experiment, run: Path) -> dict[str, float]:
+    """Per algorithm, how much longer (%) the run's mean compute phase took than the calibration's c:
+    on shared cores the forward and backward compete with communication threads and sibling ranks, and
+    that competition differs between the calibration's loop and the run."""
+    steps = store.read_table(run, io.STEPS)
+    compute = steps[steps["phase"] == "compute"]
+    mean = (compute["end_s"] - compute["start_s"]).groupby(compute["algorithm"]).mean()
+    return {a: 100.0 * (float(m) / exp.cluster.compute.step_time_s - 1) for a, m in mean.items()}
+
+
+def explain(rows: pd.DataFrame, replay: pd.DataFrame, drift: dict[str, float]) -> pd.DataFrame:
+    """Two columns per comparison row: the algorithm's compute drift, and the effect that dominates the
+    row's error: "compute drift" when predicting with the run's own compute removes most of the error,
+    else "communication model" (what the simulator models beyond compute: collectives, overlap, barriers)."""
+    keys = ["case", "algorithm", "metric"]
+    both = rows.merge(replay[[*keys, "error_pct"]].rename(columns={"error_pct": "replay_error"}), on=keys,
+                      how="left")
+    cal, rep = both["error_pct"].abs(), both["replay_error"].abs()
+    effect = ["compute drift" if c - r > r else "communication model" for c, r in zip(cal, rep, strict=True)]
+    return rows.assign(compute_drift_pct=rows["algorithm"].map(drift).to_numpy(), dominant_effect=effect)
 
 
 def repredict(out: Path, echo: Callable[[str], None] = print) -> pd.DataFrame:
@@ -214,8 +240,9 @@ def repredict(out: Path, echo: Callable[[str], None] = print) -> pd.DataFrame:
             continue  # no complete measurement to compare with
         exp = from_dict(store.read_manifest(run)["experiment"])
         waits = ("wait_s",) if case.get("variability") else ()
-        parts.append(add_prediction(exp, run, network=case["network"], case=name, extra_metrics=waits))
+        rows = add_prediction(exp, run, network=case["network"], case=name, extra_metrics=waits)
         replays.append(replay_prediction(exp, run, network=case["network"], case=name))
+        parts.append(explain(rows, replays[-1], compute_drift(exp, run)))
         cases[name] = {**case, "status": "complete"}
         cases[name].pop("error", None)
     io.update_manifest(out, cases=cases, repredicted_at=store.now())

@@ -49,6 +49,16 @@ def test_format_targets_reports_met_and_missed():
     assert "speedup_vs_ddp: median |error| <= 5 pp, max <= 5 pp: met (median 3.0, max 3.0)" in text
 
 
+def test_explain_names_compute_drift_when_the_runs_own_compute_removes_the_error():
+    rows = pd.DataFrame([("c", "w", "n", 2, "ddp", "step_time_mean_s", 1.3, 1.0, 30.0),
+                         ("c", "w", "n", 2, "palsgd", "step_time_mean_s", 0.9, 1.0, -10.0)],
+                        columns=list(COMPARISON_COLUMNS))
+    replay = rows.assign(error_pct=[2.0, -9.0])  # ddp's error was the compute; palsgd's is not
+    out = validate.explain(rows, replay, {"ddp": 25.0, "palsgd": -1.0})
+    assert out["dominant_effect"].tolist() == ["compute drift", "communication model"]
+    assert out["compute_drift_pct"].tolist() == [25.0, -1.0]
+
+
 def test_emulation_without_root_fails_before_any_work(tmp_path, monkeypatch):
     monkeypatch.setattr(netem.os, "geteuid", lambda: 1000)
     with pytest.raises(ConfigError, match="needs root"):
@@ -64,7 +74,8 @@ def _run_cli(out: Path, *extra: str) -> subprocess.CompletedProcess:
 def _check_folder(out: Path, proc: subprocess.CompletedProcess, cases: int) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = pd.read_csv(out / "comparison.csv")
-    assert list(table.columns) == list(COMPARISON_COLUMNS)
+    assert list(table.columns) == [*COMPARISON_COLUMNS, "compute_drift_pct", "dominant_effect"]
+    assert set(table["dominant_effect"]) <= {"compute drift", "communication model"}
     assert table["case"].nunique() == cases
     for _, g in table.groupby("case"):
         assert set(g["algorithm"]) == ALGORITHMS
