@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..core.algorithms import ALGORITHMS
 from ..core.config import Experiment, load
+from .validate import STREAMING
 
 COMPUTE_S = 0.2
 """c of the emulated accelerators: a GPT-Neo-8M step of 64 x 300 tokens on an A100 at ~25% MFU."""
@@ -110,7 +111,8 @@ def case_experiment(case: ClusterCase, cluster: str | None = None) -> Experiment
                  # u and m from memory passes at the cluster's memory bandwidth (core/compute.py)
                  "cluster.compute.outer_step_time_s=0", "cluster.compute.pseudo_sync_time_s=0",
                  "cluster.compute.data_time_s=0", "workload.data_time_s=0", "train.eval_batches=1",
-                 *(f"cluster.variability.{k}={v}" for k, v in {**NO_VARIABILITY, **dict(case.variability)}.items())]
+                 *(f"cluster.variability.{k}={v}" for k, v in {**NO_VARIABILITY, **dict(case.variability)}.items()),
+                 *(STREAMING if "streaming_diloco" in case.algorithms else ())]
     exp = load(workload=case.workload, cluster=cluster, steps=case.steps, algorithms=list(case.algorithms),
                overrides=overrides)
     return exp.replace(repeats=SEEDS)

@@ -16,7 +16,7 @@ from palsgd.harness import netem, validate
 from palsgd.harness.compare import COMPARISON_COLUMNS
 from palsgd.harness.netem import preflight
 
-ALGORITHMS = {"ddp", "local_sgd", "diloco", "palsgd"}
+ALGORITHMS = {"ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco"}
 
 
 def test_full_matrix_is_workloads_by_ranks_by_networks():
