@@ -57,6 +57,21 @@ def _output_options(what: str):
     ])
 
 
+_convergence_option = click.option(
+    "--convergence", "convergence_ref", metavar="FILE|NAME",
+    help="Steps to a target loss relative to DDP (a [workload.convergence] file or preset; `palsgd time-to-target "
+         "RUN... --loss L --export FILE` measures one): adds the speedup to the target.")
+
+
+def _with_convergence(exp, ref):
+    """``exp`` carrying the description ``ref`` names, replacing any its experiment file gave."""
+    if ref is None:
+        return exp
+    from .core import convergence
+
+    return convergence.with_convergence(exp, convergence.load(ref))
+
+
 def _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra=()):
     from .core.config import load
 
@@ -114,20 +129,28 @@ def main():
 @main.command()
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
+@_convergence_option
+@click.option("--sensitivity", is_flag=True,
+              help="Also simulate the speedups vs inter-node bandwidth, H and nodes around this point (a few "
+                   "seconds; always done with --json and --report).")
 @_output_options("the summary rows")
 @_handle_errors
-def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, out,
-             overwrite, as_json, report):
+def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
+             sensitivity, out, overwrite, as_json, report):
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
     from .harness import simulate as job
 
     extra = [f"repeats={repeats}"] if repeats is not None else []
-    exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
-    result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report)
+    exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra),
+                            convergence_ref)
+    result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
+                                    sensitivity=sensitivity or as_json)
     if as_json:
-        click.echo(json.dumps(job.json_rows(result.runs), indent=2))
+        click.echo(json.dumps(job.json_rows(result.runs, result.sensitivity), indent=2))
         return
     click.echo(job.format_summary(exp, result.runs))
+    if result.sensitivity is not None:
+        click.echo(job.format_sensitivity(result.sensitivity))
     for line in result.notes:
         click.echo(line)
 
@@ -142,22 +165,26 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
               help="Where points run: processes here, or Ray tasks on a Ray cluster (pip install 'palsgd[ray]').")
 @click.option("--address", metavar="HOST:PORT", help="The Ray cluster's head (default: RAY_ADDRESS, else a local one).")
 @click.option("--resume", is_flag=True, help="Continue the interrupted sweep in --out; finished points are kept.")
+@_convergence_option
 @_output_options("the sweep table")
 @_handle_errors
 def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, varies, jobs, executor,
-          address, resume, out, overwrite, as_json, report):
+          address, resume, convergence_ref, out, overwrite, as_json, report):
     """Vary one or two fields and find where each algorithm overtakes DDP."""
+    from .core import convergence
     from .harness import simulate as job
 
     _check_positive("--jobs", jobs)
     _check_varies(varies)
-    exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides)
+    exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides),
+                            convergence_ref)
     result = job.sweep_to_folder(exp, list(varies), jobs=jobs, out=out, overwrite=overwrite, report=report,
                                  executor=executor, address=address, resume=resume)
     if as_json:
         click.echo(result.table.to_json(orient="records", indent=2))
         return
     click.echo(job.format_sweep(result))
+    click.echo("\n".join(convergence.notes(exp)))
 
 
 @main.command()

@@ -13,7 +13,8 @@ RUN... --loss L --export FILE``) or stated by the user, in a TOML file (``--conv
 
     [[workload.convergence.points]]
     algorithm = "palsgd"
-    sync_every = 8          # optional axes: sync_every (H), p (palsgd only), workers
+    sync_every = 8          # optional axes: sync_every (H), p (palsgd only), fragments (streaming_diloco
+                            # only), workers
     p = 0.2
     payload_dtype = "fp32"  # optional, default fp32: only points of the same dtype answer
     steps_vs_ddp = 1.49     # steps to the target / DDP's steps to the target (same workers)
@@ -32,6 +33,7 @@ Rules, per algorithm and payload dtype:
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +47,17 @@ from .config import PAYLOAD_BYTES, AlgorithmSpec, Experiment, read_toml
 from .errors import ConfigError
 
 TABLE = "workload.convergence"
-AXES = ("sync_every", "p", "workers")
+AXES = ("sync_every", "p", "fragments", "workers")
 AXES_OF = {"local_sgd": ("sync_every", "workers"), "diloco": ("sync_every", "workers"),
-           "palsgd": ("sync_every", "p", "workers")}
-"""The axes each local algorithm's steps to the target may depend on (p is PALSGD's alone)."""
-LOG_AXES = ("sync_every", "workers")
+           "palsgd": ("sync_every", "p", "workers"), "streaming_diloco": ("sync_every", "fragments", "workers")}
+"""The axes each local algorithm's steps to the target may depend on: p is PALSGD's alone; Streaming
+DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does."""
+OWN_AXES = {"p": "palsgd", "fragments": "streaming_diloco"}
+"""Axes that only one algorithm has."""
+LOG_AXES = ("sync_every", "fragments", "workers")
 """Interpolated in log space: they are usually measured on geometric grids (H = 4, 8, 16, ...)."""
-AXIS_NAMES = {"sync_every": "H (sync_every)", "p": "p", "workers": "the number of workers"}
+AXIS_NAMES = {"sync_every": "H (sync_every)", "p": "p", "fragments": "the number of fragments",
+              "workers": "the number of workers"}
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,7 @@ class Point:
     payload_dtype: str = "fp32"
     sync_every: int | None = None
     p: float | None = None
+    fragments: int | None = None
     workers: int | None = None
 
     def given_axes(self) -> tuple[str, ...]:
@@ -113,7 +120,7 @@ class Convergence:
         if grid is None:
             return Lookup(None, f"the convergence description has no {spec.name} point with payload "
                                 f"{spec.payload_dtype}")
-        query = {"sync_every": spec.sync_every, "p": spec.p, "workers": workers}
+        query = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": workers}
         return grid.lookup(spec.name, query)
 
     def require(self, spec: AlgorithmSpec, workers: int, *, source: str = "") -> float:
@@ -128,8 +135,8 @@ class Convergence:
         """The ``[workload.convergence]`` table; keys without a value are left out (TOML has no null)."""
         head = {"target_loss": self.target_loss, "ddp_steps": self.ddp_steps, "ddp_workers": self.ddp_workers,
                 "source": self.source}
-        points = [{"algorithm": p.algorithm, "payload_dtype": p.payload_dtype, "sync_every": p.sync_every,
-                   "p": p.p, "workers": p.workers, "steps_vs_ddp": p.steps_vs_ddp, "source": p.source}
+        points = [{"algorithm": p.algorithm, "payload_dtype": p.payload_dtype,
+                   **{a: getattr(p, a) for a in AXES}, "steps_vs_ddp": p.steps_vs_ddp, "source": p.source}
                   for p in self.points]
         return {**_given(head), "points": [_given(p) for p in points]}
 
@@ -223,6 +230,32 @@ TO_TARGET_ASSUMPTION = ("speedup to the target = same-steps speedup / steps to t
                         "algorithm's mean simulated step time assumed to hold over its steps to the target")
 
 
+def of_experiment(exp: Experiment) -> Convergence | None:
+    """The experiment's ``[workload.convergence]`` table (from its file or ``--convergence``), if any."""
+    return from_dict(exp.workload.convergence) if exp.workload.convergence else None
+
+
+def with_convergence(exp: Experiment, conv: Convergence) -> Experiment:
+    """``exp`` carrying ``conv``, so that its results folder (manifest) and every sweep point hold it."""
+    return exp.replace(workload=dataclasses.replace(exp.workload, convergence=conv.to_dict()))
+
+
+def notes(exp: Experiment) -> list[str]:
+    """What a speedup of ``exp`` means: the same steps (no description), or to the target, and on what
+    each algorithm's steps to the target rest."""
+    conv = of_experiment(exp)
+    if conv is None:
+        return [SAME_STEPS_NOTE]
+    out = [f"to target = to held-out loss {conv.target_loss:g} (DDP: {conv.ddp_steps:.1f} steps; {conv.source}); "
+           + TO_TARGET_ASSUMPTION]
+    for spec in exp.algorithms:
+        if spec.is_local:
+            found = conv.lookup(spec, exp.workers)
+            ratio = f"{found.steps_vs_ddp:.3g}x DDP's steps" if found.steps_vs_ddp is not None else "no value"
+            out.append(f"{spec.name}: {ratio}; {found.why}")
+    return out
+
+
 def speedup_to_target(runs: pd.DataFrame, exp: Experiment, conv: Convergence | None) -> pd.Series:
     """``speedup_to_target_vs_ddp`` for each row of a run table (``schema.RUN_COLUMNS``): NaN without a
     description or outside its measured range."""
@@ -282,18 +315,20 @@ def _point(raw: object, key: str) -> Point:
     dtype = raw.get("payload_dtype", "fp32")
     if dtype not in PAYLOAD_BYTES:
         raise ConfigError(f"must be one of {', '.join(PAYLOAD_BYTES)}", key=f"{key}.payload_dtype", value=dtype)
-    for axis in ("sync_every", "workers"):
+    for axis, owner in OWN_AXES.items():
+        if axis in raw and name != owner:
+            raise ConfigError(f"applies to {owner} only", key=f"{key}.{axis}", value=raw[axis])
+    for axis in ("sync_every", "fragments", "workers"):
         if axis in raw:
             _check_count(raw[axis], f"{key}.{axis}")
     if "p" in raw:
-        if name != "palsgd":
-            raise ConfigError("applies to palsgd only", key=f"{key}.p", value=raw["p"])
         _check_number(raw["p"], f"{key}.p", "must be in [0, 1)")
         if not 0 <= raw["p"] < 1:
             raise ConfigError("must be in [0, 1)", key=f"{key}.p", value=raw["p"])
     return Point(algorithm=name, steps_vs_ddp=float(raw["steps_vs_ddp"]), source=raw["source"],
                  payload_dtype=dtype, sync_every=raw.get("sync_every"),
-                 p=float(raw["p"]) if "p" in raw else None, workers=raw.get("workers"))
+                 p=float(raw["p"]) if "p" in raw else None, fragments=raw.get("fragments"),
+                 workers=raw.get("workers"))
 
 
 def _check_keys(raw: dict, allowed: tuple[str, ...], prefix: str, required: tuple[str, ...]) -> None:

@@ -18,6 +18,8 @@ import pandas as pd
 MANIFEST = "manifest.json"
 RUNS = "runs.csv"
 STEPS = "steps.parquet"
+SENSITIVITY = "sensitivity.csv"  # speedups around a simulated point (harness/sensitivity.py)
+SENSITIVITY_CROSSOVERS = "sensitivity_crossovers.csv"
 TIMELINE = "timeline.parquet"  # the first steps of a run too large to keep every row
 METRICS = "metrics.csv"
 TRACE = "trace.json"

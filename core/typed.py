@@ -64,6 +64,10 @@ def _convert(value: object, hint: Any) -> Any:
         if not math.isfinite(value):
             raise ConfigError("must be a finite number", value=value)
         return float(value)
+    if hint is dict:  # a table its own module checks (workload.convergence)
+        if not isinstance(value, dict):
+            raise ConfigError("must be a table", value=value)
+        return value
     if hint is str:
         if not isinstance(value, str):
             raise ConfigError("must be a string", value=value)

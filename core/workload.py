@@ -127,9 +127,19 @@ class WorkloadSpec:
     """Optimizer state per parameter (AdamW: m and v), for a warm-up that also syncs the state."""
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
+    convergence: dict = field(default_factory=dict, hash=False)
+    """The ``[workload.convergence]`` table: steps to a target loss relative to DDP (core/convergence.py
+    reads it); empty: unknown, speedups are for the same steps."""
 
     def __post_init__(self):
         self._derive_facts()
+        if self.convergence:
+            from .convergence import from_dict  # it imports the config, which imports this module
+
+            try:
+                from_dict(self.convergence)
+            except ConfigError as err:
+                raise err.located("", "convergence") from None
         check(self.batch_per_worker >= 1, "batch_per_worker", self.batch_per_worker, "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
         check(self.dataset_samples >= 0, "dataset_samples", self.dataset_samples, "must be >= 0")

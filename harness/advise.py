@@ -12,6 +12,7 @@ simulated with one seed; the best two and DDP again with ``exp.repeats`` seeds f
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -98,15 +99,20 @@ def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], li
             measured = conv.measured(base.name, dtype)
             hs = _grid(measured.get("sync_every"), base.sync_every, _powers_of_two)
             ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if base.name == "palsgd" else [base.p]
-            for h in hs:
-                for p in ps:
-                    spec = dataclasses.replace(base, sync_every=int(h), p=float(p), payload_dtype=dtype)
-                    found = conv.lookup(spec, exp.workers)
-                    if found.steps_vs_ddp is None:
-                        refused.append(f"{_name(spec)}: {found.why}")
-                        continue
-                    steps = max(1, math.ceil(conv.ddp_steps * found.steps_vs_ddp - 1e-9))
-                    out.append(Candidate(spec, found.steps_vs_ddp, steps, found.why))
+            fs = _grid(measured.get("fragments"), base.fragments, _powers_of_two)
+            for h, p, f in itertools.product(hs, ps, fs):
+                try:
+                    spec = dataclasses.replace(base, sync_every=int(h), p=float(p), fragments=int(f),
+                                               payload_dtype=dtype)
+                except ConfigError as err:  # P fragments must divide H
+                    refused.append(f"{base.name} H={h:g} fragments={f:g}: {err}")
+                    continue
+                found = conv.lookup(spec, exp.workers)
+                if found.steps_vs_ddp is None:
+                    refused.append(f"{_name(spec)}: {found.why}")
+                    continue
+                steps = max(1, math.ceil(conv.ddp_steps * found.steps_vs_ddp - 1e-9))
+                out.append(Candidate(spec, found.steps_vs_ddp, steps, found.why))
         if not conv.payload_dtypes(base.name):
             refused.append(f"{base.name}: the convergence description has no point for it")
     return out, refused
@@ -144,7 +150,8 @@ def _name(spec: AlgorithmSpec) -> str:
     if spec.name == "ddp":
         return f"ddp {spec.payload_dtype}"
     p = f" p={spec.p:g}" if spec.name == "palsgd" else ""
-    return f"{spec.name} H={spec.sync_every}{p} {spec.payload_dtype}"
+    fragments = f" P={spec.fragments}" if spec.name == "streaming_diloco" else ""
+    return f"{spec.name} H={spec.sync_every}{p}{fragments} {spec.payload_dtype}"
 
 
 def why_it_wins(best: Answer, ddp: Answer) -> str:
@@ -209,7 +216,9 @@ def advice_json(advice: Advice) -> dict:
         spec = answer.candidate.spec
         lo, hi = answer.band_s
         return {"algorithm": spec.name, "sync_every": spec.sync_every if spec.is_local else None,
-                "p": spec.p if spec.name == "palsgd" else None, "payload_dtype": spec.payload_dtype,
+                "p": spec.p if spec.name == "palsgd" else None,
+                "fragments": spec.fragments if spec.name == "streaming_diloco" else None,
+                "payload_dtype": spec.payload_dtype,
                 "steps_to_target": answer.candidate.steps, "steps_vs_ddp": answer.candidate.steps_vs_ddp,
                 "time_to_target_s": answer.time_s, "time_to_target_5_95_s": [lo, hi],
                 "speedup_to_target_vs_ddp": advice.ddp.time_s / answer.time_s}

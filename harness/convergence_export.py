@@ -39,7 +39,7 @@ def export(folders: list[Path], target_loss: float) -> tuple[Convergence, list[s
             if not math.isfinite(steps):
                 notes.append(f"{folder}: {spec.name} does not reach {target_loss:g}; left out")
                 continue
-            coords = {"sync_every": spec.sync_every, "p": spec.p, "workers": exp.workers}
+            coords = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": exp.workers}
             source = (f"{folder}: {spec.name} reached {target_loss:g} at step {steps:.1f}, DDP at {ddp:.1f} "
                       f"({exp.workload.name}, {exp.workers} workers on {exp.cluster.name})")
             measured.append((spec.name, spec.payload_dtype, coords, steps / ddp, source))

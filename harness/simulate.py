@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from ..core import io, presets, schema
+from ..core import convergence, io, presets, schema
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from . import store
@@ -18,14 +19,18 @@ from . import store
 class SimulateOutcome:
     runs: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    sensitivity: object = None
+    """``sensitivity.Sensitivity`` around the user's point, when asked for."""
 
 
 def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: bool = False,
-                       report: Path | None = None) -> SimulateOutcome:
-    """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace."""
+                       report: Path | None = None, sensitivity: bool = False) -> SimulateOutcome:
+    """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace. With
+    ``sensitivity`` (always with a report), also the speedups around the user's point (``harness.sensitivity``)."""
     from ..sim import bounds
     from ..sim.engine import simulate
     from .progress import Progress
+    from .sensitivity import sensitivity as around
 
     # the step table and phase totals are kept only when a file or a report will hold them
     record_steps = bounds.records_steps(exp, None) if out or report else False
@@ -37,20 +42,25 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         with Progress(exp.repeats, "simulate", unit="repeats") as progress:
             result = simulate(exp, record_steps=record_steps, keep_totals=out is not None,
                               on_repeat=lambda: progress.update(1))
-        notes = _write_results(exp, out, result)
-    except KeyboardInterrupt:
+        result.runs["speedup_to_target_vs_ddp"] = convergence.speedup_to_target(
+            result.runs, exp, convergence.of_experiment(exp))
+        sens = around(exp) if sensitivity or report is not None else None
+        notes = _write_results(exp, out, result, sens)
+    except (KeyboardInterrupt, ConfigError) as err:
         if out is not None:  # the folder says it was stopped instead of looking complete or running
-            store.finish(out, "interrupted")
+            store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
     if report is not None:
-        notes.append(_report([out] if out is not None else None, report, exp, result))
-    return SimulateOutcome(result.runs, notes)
+        notes.append(_report([out] if out is not None else None, report, exp, result, sens))
+    notes += convergence.notes(exp) + (sens.notes if sens is not None else [])
+    return SimulateOutcome(result.runs, notes, sens)
 
 
-def _write_results(exp: Experiment, out: Path | None, result) -> list[str]:
+def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]:
     if out is None:
         return []
     store.write_table(out, io.RUNS, result.runs)
+    _write_sensitivity(out, sens)
     store.write_table(out, "totals.csv", result.totals)
     if result.steps is not None:
         store.write_table(out, io.STEPS, result.steps)
@@ -90,7 +100,13 @@ def _trace_window(steps: pd.DataFrame, max_rows: int = 200_000) -> pd.DataFrame:
     return steps[steps["step"] < max(1, max_rows // per_step)]
 
 
-def _report(folders, output: Path, exp: Experiment, result) -> str:
+def _write_sensitivity(out: Path, sens) -> None:
+    if sens is not None:
+        store.write_table(out, io.SENSITIVITY, sens.table)
+        store.write_table(out, io.SENSITIVITY_CROSSOVERS, sens.crossovers)
+
+
+def _report(folders, output: Path, exp: Experiment, result, sens) -> str:
     """Render a report; without --out the results go to a folder beside the report."""
     from ..reports.render import render_report
 
@@ -99,6 +115,7 @@ def _report(folders, output: Path, exp: Experiment, result) -> str:
         store.prepare(folder, overwrite=True)
         store.start(folder, "simulate", exp)
         store.write_table(folder, io.RUNS, result.runs)
+        _write_sensitivity(folder, sens)
         if result.steps is not None:
             store.write_table(folder, io.STEPS, result.steps)
         store.finish(folder)
@@ -106,9 +123,15 @@ def _report(folders, output: Path, exp: Experiment, result) -> str:
     return f"wrote {render_report(list(folders), output)}"
 
 
-def json_rows(runs: pd.DataFrame) -> list[dict]:
+def json_rows(runs: pd.DataFrame, sens=None) -> list[dict]:
+    """One dict per run row; with ``sens``, each holds its algorithm's sensitivity (``sensitivity.json_of``)."""
+    from .sensitivity import json_of
+
     rows = runs.astype(object).where(runs.notna(), None).to_dict(orient="records")
-    return [{k: _plain(v) for k, v in row.items()} for row in rows]
+    rows = [{k: _plain(v) for k, v in row.items()} for row in rows]
+    if sens is not None:
+        rows = [{**row, "sensitivity": json_of(sens, row["algorithm"])} for row in rows]
+    return rows
 
 
 def _plain(v):
@@ -161,9 +184,18 @@ def format_summary(exp: Experiment, runs: pd.DataFrame) -> str:
         "sent/worker": mean["bytes_sent_per_worker"].map(human_bytes),
         "vs DDP": [_speedup(mean.loc[a, "speedup_vs_ddp"], lo[a], hi[a], exp.repeats) for a in mean.index],
     })
+    if runs.get("speedup_to_target_vs_ddp", pd.Series(dtype=float)).notna().any():
+        table["to target"] = _to_target_column(runs, exp.repeats)
     lines = [head, table.to_string(), ""]
     lines += drivers(runs)
     return "\n".join(lines)
+
+
+def _to_target_column(runs: pd.DataFrame, repeats: int) -> list[str]:
+    """The speedup to the target loss per algorithm, "-" where the description has no value."""
+    g = runs.groupby("algorithm", sort=False)["speedup_to_target_vs_ddp"]
+    mean, lo, hi = g.mean(), g.quantile(0.05), g.quantile(0.95)
+    return [_speedup(mean[a], lo[a], hi[a], repeats) for a in mean.index]
 
 
 def _speedup(mean: float, lo: float, hi: float, repeats: int) -> str:
@@ -223,6 +255,7 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
     with Progress(len(grid), "sweep") as progress:
         result = sweep(exp, vary, jobs=jobs, executor=executor, address=address, progress=progress,
                        done=Path(out) / "points" if out is not None else None)
+    result = _with_to_target(exp, grid, result)
     if out is not None:
         store.write_table(out, "sweep.csv", result.table)
         store.write_table(out, "crossovers.csv", result.crossovers)
@@ -234,6 +267,24 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
             raise_missing_out()
         render_report([out], report)
     return result
+
+
+def _with_to_target(exp: Experiment, grid, result):
+    """The sweep with ``speedup_to_target_vs_ddp`` at every point (NaN without a convergence description)
+    and the crossovers of both speedups (column ``speedup``)."""
+    from .sensitivity import crossovers_both
+
+    conv = convergence.of_experiment(exp)
+    table, keys = result.table, list(grid[0][0])
+    if conv is None:
+        table = table.assign(speedup_to_target_vs_ddp=math.nan)
+    else:  # each point's own H, p and workers pick its steps to the target
+        ratios = pd.DataFrame([{**values, "algorithm": a.name,
+                                "steps_vs_ddp": conv.lookup(a, point.workers).steps_vs_ddp or math.nan}
+                               for values, point in grid for a in point.algorithms])
+        steps_vs_ddp = table[[*keys, "algorithm"]].merge(ratios, how="left", on=[*keys, "algorithm"])["steps_vs_ddp"]
+        table = table.assign(speedup_to_target_vs_ddp=table["speedup_vs_ddp"] / steps_vs_ddp.to_numpy())
+    return dataclasses.replace(result, table=table, crossovers=crossovers_both(table, keys))
 
 
 def raise_missing_out():
@@ -250,15 +301,41 @@ def format_sweep(result) -> str:
     speedup = view["speedup_vs_ddp"].unstack("algorithm")
     wall = view["wall_clock_s"].unstack("algorithm").map(human_s)
     lines = ["wall-clock:", wall.to_string(), "",
-             "speedup vs DDP (DDP wall-clock / algorithm wall-clock):", speedup.round(3).to_string(), ""]
-    if len(result.crossovers):
-        lines.append("crossovers:")
-        for row in result.crossovers.itertuples():
-            has_fixed = isinstance(row.fixed_key, str) and row.fixed_key
-            fixed = f" at {row.fixed_key}={row.fixed_value:g}" if has_fixed else ""
-            lines.append(f"  {row.algorithm} {row.direction} DDP at {row.key} = {row.value:.4g}{fixed}")
-    else:
-        lines.append("no crossover in the swept range")
+             "speedup vs DDP for the same steps (DDP wall-clock / algorithm wall-clock):",
+             speedup.round(3).to_string(), ""]
+    if table.get("speedup_to_target_vs_ddp", pd.Series(dtype=float)).notna().any():
+        to_target = table.groupby([*keys, "algorithm"], sort=False)["speedup_to_target_vs_ddp"].mean()
+        lines += ["speedup vs DDP to the target loss (- outside the convergence description's range):",
+                  to_target.unstack("algorithm").round(3).to_string(na_rep="-"), ""]
+    lines += format_crossovers(result.crossovers, "in the swept range")
+    return "\n".join(lines)
+
+
+def format_crossovers(crossovers: pd.DataFrame, where: str) -> list[str]:
+    """One line per crossing, naming which speedup crosses (``sensitivity.MEASURES``)."""
+    if not len(crossovers):
+        return [f"no crossover {where}"]
+    lines = ["crossovers:"]
+    for row in crossovers.itertuples():
+        has_fixed = isinstance(row.fixed_key, str) and row.fixed_key
+        fixed = f" at {row.fixed_key}={row.fixed_value:g}" if has_fixed else ""
+        lines.append(f"  {row.algorithm} {row.direction} DDP ({row.speedup}) at {row.key} = {row.value:.4g}{fixed}")
+    return lines
+
+
+def format_sensitivity(sens) -> str:
+    """Speedups around the user's point (marked *), one block per varied key, then the crossovers."""
+    lines = [f"sensitivity (each point: {sens.window_steps} steps, one seed; * = this experiment):"]
+    for key, along in sens.table.groupby("key", sort=False):
+        for measure, column in (("same steps", "speedup_vs_ddp"), ("to target", "speedup_to_target_vs_ddp")):
+            if along[column].isna().all():
+                continue
+            point = [f"{v:g}{' *' if own else ''}" for v, own in zip(along["value"], along["user_point"], strict=True)]
+            view = along.assign(point=point).pivot_table(index="point", columns="algorithm", values=column,
+                                                         sort=False, dropna=False)
+            view = view.drop(columns="ddp", errors="ignore").rename_axis(f"{key} ({measure})")
+            lines += [view.round(3).to_string(na_rep="-"), ""]
+    lines += format_crossovers(sens.crossovers, "around this point")
     return "\n".join(lines)
 
 

@@ -279,3 +279,48 @@ def _mark_targets(ax_step, ax_time, targets: pd.DataFrame | None, size: float) -
     measured = targets[targets["source"] == "real"] if "source" in targets else targets  # metrics are real
     for row in measured.dropna(subset=["time_to_target_s"]).itertuples():
         ax_time.axvline(row.time_to_target_s / size, color=color(row.algorithm), linestyle=":", linewidth=1.4)
+
+
+SENSITIVITY_MEASURES = (("same steps", "speedup_vs_ddp"), ("to target", "speedup_to_target_vs_ddp"))
+
+
+def sensitivity(table: pd.DataFrame, crossovers: pd.DataFrame | None = None) -> str | None:
+    """Speedup vs DDP around the user's point: one panel per varied key (inter-node bandwidth, nodes, H),
+    a row for the same steps and one for the target loss when a convergence description gives it; the
+    user's point is a star on a grey line, crossovers are diamonds."""
+    if table is None or not len(table):
+        return None
+    data = table[table["algorithm"] != "ddp"]
+    measures = [(m, c) for m, c in SENSITIVITY_MEASURES if c in data and data[c].notna().any()]
+    keys = list(dict.fromkeys(data["key"]))
+    if not measures or not keys:
+        return None
+    with style.figure(min(2.0 + 3.2 * len(keys), 11.0), 0.6 + 2.8 * len(measures), len(measures), len(keys),
+                      sharey="row") as (fig, axes):
+        for row, (measure, column) in enumerate(measures):
+            for ax, key in zip(axes[row], keys, strict=True):
+                part = data[data["key"] == key].dropna(subset=[column])
+                if len(part):
+                    sns.lineplot(part, x="value", y=column, hue="algorithm", hue_order=ordered(part["algorithm"]),
+                                 palette=style.PALETTE, style="algorithm", markers=style.MARKERS,
+                                 dashes=style.DASHES, markersize=5, ax=ax, legend=False)
+                    _mark_user_point(ax, part, column)
+                    _x_ticks(ax, part["value"], _spans_decade(part["value"]))
+                ax.axhline(1.0, color=style.color("ddp"), linestyle="--", linewidth=1)
+                if crossovers is not None and "speedup" in crossovers:
+                    _mark_crossovers(ax, crossovers[crossovers["speedup"] == measure], key, None, None)
+                ax.set_xlabel(style.key_label(key))
+                ax.set_ylabel(f"speedup vs DDP, {measure} (×)")
+        _algorithm_legend(fig, ordered(data["algorithm"]), lines="styled", extra_ddp="DDP (= 1)")
+        return style.to_svg(fig)
+
+
+def _mark_user_point(ax, part: pd.DataFrame, column: str) -> None:
+    """The experiment the user asked about: a grey line at its value and a star on every curve."""
+    own = part[part["user_point"].astype(bool)]
+    if not len(own):
+        return
+    ax.axvline(float(own["value"].iloc[0]), color="0.5", linewidth=6, alpha=0.25, zorder=0)
+    for row in own.itertuples():
+        ax.plot([row.value], [getattr(row, column)], marker="*", markersize=13, color=color(row.algorithm),
+                markeredgecolor="black", zorder=6)

@@ -19,7 +19,7 @@ from ..core.errors import ConfigError
 
 # Tables a report knows how to draw; any other CSV is shown as it is.
 KNOWN_TABLES = (io.RUNS, io.STEPS, io.TIMELINE, io.METRICS, "sweep.csv", "crossovers.csv", "comparison.csv",
-                "targets.csv", "totals.csv")
+                "targets.csv", "totals.csv", io.SENSITIVITY, io.SENSITIVITY_CROSSOVERS)
 RANKS = "ranks"
 
 

@@ -75,6 +75,7 @@ def build_section(folder: ResultFolder, anchor: str) -> Section:
     s = Section(folder, anchor)
     runs = folder.table(io.RUNS)
     builders = [("summary", lambda: _runs_panels(s, runs)),
+                ("sensitivity", lambda: _sensitivity_panels(s, folder)),
                 ("sweep", lambda: _sweep_panels(s, folder)), ("timeline", lambda: _timeline_panels(s, folder)),
                 ("predicted vs measured", lambda: _validation_panels(s, folder, runs)),
                 ("loss", lambda: _loss_panels(s, folder))]
@@ -105,6 +106,19 @@ def _runs_panels(s: Section, runs: pd.DataFrame | None) -> None:
         "(compute = data + forward/backward + optimizer; exposed communication = blocking all-reduce; "
         "waiting = idle at a barrier for the slowest worker)." + (" Partial: only the steps that ran before the "
         "run stopped." if s.folder.partial else ""), _svg(figures.breakdown(runs, s.folder.partial))))
+
+
+def _sensitivity_panels(s: Section, folder: ResultFolder) -> None:
+    table, crossovers = folder.table(io.SENSITIVITY), folder.table(io.SENSITIVITY_CROSSOVERS)
+    if table is None:
+        return
+    s.panels.append(Panel(
+        "Sensitivity around this point", f"Speedup vs DDP from {io.SENSITIVITY}: one field varied at a time "
+        "around the experiment (star and grey line), the others held; each point a short simulation (warm-up and "
+        "two sync intervals of the largest H, one seed). Diamonds and dotted lines = crossovers of DDP; the second "
+        "row, when present, is the speedup to the target loss of the convergence description.",
+        _svg(figures.sensitivity(table, crossovers)),
+        tables=[tables.crossover_table(crossovers)] if crossovers is not None and len(crossovers) else []))
 
 
 def _sweep_panels(s: Section, folder: ResultFolder) -> None:

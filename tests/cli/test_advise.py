@@ -59,3 +59,26 @@ def test_cli_prints_best_runner_up_ddp_bands_and_why(tmp_path):
     path.write_text(TABLE.replace("ddp_steps = 400", "ddp_steps = -1"))
     r = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "workload.convergence.ddp_steps = -1" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_advise_searches_streaming_diloco_fragments_inside_the_measured_range(tmp_path):
+    path = tmp_path / "convergence.toml"
+    path.write_text("""
+[workload.convergence]
+target_loss = 3.0
+ddp_steps = 400
+source = "hand-made"
+""" + "".join(f"""
+[[workload.convergence.points]]
+algorithm = "streaming_diloco"
+fragments = {f}
+steps_vs_ddp = {ratio}
+source = "hand-made"
+""" for f, ratio in ((1, 1.0), (4, 3.0))))
+    exp = config.load(workload="gpt-neo-8m", cluster="a100-8x1-eth10", algorithms=["ddp", "streaming_diloco"],
+                      overrides=["algorithm.sync_every=8"])
+    advice = advise(exp, convergence.load(path))
+    best = advice.ranked[0].candidate
+    assert (best.spec.name, best.spec.fragments, best.steps) == ("streaming_diloco", 1, 400)
+    # fragments 1, 2 and 4 were simulated; none outside 1..4
+    assert advice.searched == 4 and not any("fragments = 8" in r for r in advice.refused)

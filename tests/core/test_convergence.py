@@ -78,6 +78,8 @@ def test_file_round_trip_gives_the_same_numbers(tmp_path):
     ({"source": ""}, "source = '': must be a non-empty string"),
     ({"points": [_point("ddp", 1.0)]}, "points[0].algorithm = 'ddp': must be one of local_sgd"),
     ({"points": [_point("diloco", 1.0, p=0.2)]}, "points[0].p = 0.2: applies to palsgd only"),
+    ({"points": [_point("diloco", 1.0, fragments=2)]}, "points[0].fragments = 2: applies to streaming_diloco only"),
+    ({"points": [_point("streaming_diloco", 1.0, fragments=0)]}, "points[0].fragments = 0: must be an integer"),
     ({"points": [_point("diloco", -1.0)]}, "points[0].steps_vs_ddp = -1.0"),
     ({"points": [_point("diloco", 1.0, sync_every=0)]}, "points[0].sync_every = 0: must be an integer >= 1"),
     ({"points": [_point("diloco", 1.0, speed=2)]}, "points[0].speed: unknown key"),
@@ -127,3 +129,16 @@ def test_the_cpu_preset_loads_by_name_and_states_its_source():
     assert {p.algorithm for p in conv.points} == {"local_sgd", "diloco", "palsgd"}
     with pytest.raises(ConfigError, match="unknown convergence preset; known: gpt-tiny-2rank"):
         convergence.load("gpt-huge")
+
+
+def test_streaming_diloco_is_interpolated_in_log_fragments_and_names_its_assumptions(tmp_path):
+    conv = convergence.from_dict(_table(_point("streaming_diloco", 1.0, fragments=1),
+                                        _point("streaming_diloco", 2.0, fragments=4)))
+    found = conv.lookup(AlgorithmSpec(name="streaming_diloco", sync_every=8, fragments=2), 4)
+    assert found.steps_vs_ddp == pytest.approx(1.5)  # halfway between 1 and 4 in log P
+    assert "H (sync_every)" in found.why and "the number of workers" in found.why
+    outside = conv.lookup(AlgorithmSpec(name="streaming_diloco", sync_every=8, fragments=8), 4)
+    assert outside.steps_vs_ddp is None and "fragments = 8 is outside" in outside.why
+    path = tmp_path / "c.toml"
+    path.write_text(conv.to_toml())
+    assert convergence.load(path) == conv
