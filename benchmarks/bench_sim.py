@@ -3,8 +3,10 @@
 1. 1,024 workers x 10,000 steps of each algorithm, with jitter and stragglers (target: < 10 s each).
 2. A sweep of 1,000 configurations of 64-worker runs (4 algorithms x 1,000 steps each) on every
    core (target: < 60 s on two cores).
+3. Peak resident memory of ``palsgd simulate`` (each in a fresh process) for 1,024 and 16,384 workers
+   and for ``--repeats 1000``, next to the simulator's own estimate (``palsgd.sim.bounds``).
 
-Run: ``.venv/bin/python benchmarks/bench_sim.py [--quick]``.
+Run: ``.venv/bin/python benchmarks/bench_sim.py [--quick] [--memory-only]``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import argparse
 import os
 import platform
 import resource
+import subprocess
+import sys
 import time
 import tracemalloc
 
@@ -20,6 +24,7 @@ import numpy as np
 
 from palsgd.core.config import load
 from palsgd.harness.sweep import sweep
+from palsgd.sim import bounds
 from palsgd.sim.engine import simulate
 
 NOISE = ["cluster.variability.jitter_cv=0.05", "cluster.variability.straggler_prob=0.001",
@@ -64,6 +69,39 @@ def sweep_bench(configs: int, steps: int) -> None:
     print(f"load average during the sweep: {os.getloadavg()[0]:.1f} (other processes share the cores)")
 
 
+MEMORY_CASES = [
+    ("default workload, 1,024 workers (128 nodes)", ["--steps", "1000", "--set", "cluster.nodes=128"]),
+    ("default workload, 16,384 workers (2,048 nodes)", ["--steps", "1000", "--set", "cluster.nodes=2048"]),
+    ("gpt-tiny, --repeats 1000 (32 workers x 60 steps)", ["--workload", "gpt-tiny", "--repeats", "1000"]),
+]
+
+
+def memory_runs() -> None:
+    """Each case in a fresh ``palsgd simulate`` process, as a user runs it (no --out)."""
+    print("== peak resident memory of `palsgd simulate` (fresh process each) ==")
+    for name, args in MEMORY_CASES:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, "-m", "palsgd.cli", "simulate", "--json", *args],
+                                stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        dt = time.perf_counter() - t0
+        steps = _arg(args, "--steps")
+        exp = load(workload=_arg(args, "--workload"), steps=int(steps) if steps else None, overrides=_sets(args))
+        est = bounds.estimate(exp, record_steps=False, keep_totals=False)
+        print(f"{name:50s} exit {os.waitstatus_to_exitcode(status)}  {dt:7.1f} s  peak RSS "
+              f"{usage.ru_maxrss / 1024:7.0f} MiB  estimate {est.peak_bytes / 2**20:7.0f} MiB "
+              f"(+ the interpreter)  {exp.workers:,} workers x {exp.nominal_steps:,} steps x {exp.repeats} repeats")
+
+
+def _arg(args: list[str], flag: str) -> str | None:
+    return args[args.index(flag) + 1] if flag in args else None
+
+
+def _sets(args: list[str]) -> list[str]:
+    out = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+    return out + ([f"repeats={_arg(args, '--repeats')}"] if "--repeats" in args else [])
+
+
 def _cpu_s() -> float:
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
@@ -72,10 +110,14 @@ def _cpu_s() -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the work, for a smoke test")
+    parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
-          f"Python {platform.python_version()}")
+          f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    memory_runs()
+    if args.memory_only:
+        return
     big_runs(10_000 // scale)
     sweep_bench(1_000 // scale, 1_000)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -13,7 +13,8 @@ import itertools
 import math
 import os
 import tomllib
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +25,11 @@ from ..core import io, schema
 from ..core.config import Experiment, with_changes
 from ..core.errors import ConfigError
 from ..core.typed import set_path
+from ..sim import bounds
 from ..sim.engine import simulate_tables
+
+MAX_POINTS = 100_000
+"""The largest grid: the sweep table keeps a row per point, algorithm and repeat (docs/limits.md)."""
 
 CROSSOVER_COLUMNS = ("algorithm", "key", "value", "direction", "fixed_key", "fixed_value")
 
@@ -65,7 +70,9 @@ def _range(key: str, raw: str) -> list[int]:
     if a > b or s < (2 if geometric else 1) or (geometric and a < 1):
         raise ConfigError(rule, key=key, value=raw, source="--vary")
     if not geometric:
-        return list(range(a, b + 1, s))
+        values = range(a, b + 1, s)
+        _check_points(key, raw, len(values))  # counted before a list is built
+        return list(values)
     out = [a]
     while out[-1] * s <= b:
         out.append(out[-1] * s)
@@ -82,23 +89,48 @@ def _value(key: str, item: str):
         return item
 
 
-def points(base: Experiment, vary: list[tuple[str, list]], most: int = 2) -> list[tuple[dict, Experiment]]:
-    """Every grid point as ({key: value}, validated Experiment). A sweep varies one or two fields
-    (``most``); the explore page's grid varies more."""
+def points(base: Experiment, vary: list[tuple[str, list]], most: int = 2) -> Grid:
+    """Every grid point as ({key: value}, validated Experiment), built when read (``Grid``). A sweep
+    varies one or two fields (``most``); the explore page's grid varies more."""
     if not 1 <= len(vary) <= most:
         raise ConfigError("vary one or two fields" if most == 2 else f"vary 1 to {most} fields", key="vary",
                           value=[k for k, _ in vary], source="--vary")
     for key, values in vary:
         if not values:
             raise ConfigError("give at least one value", key=key, value=values, source="--vary")
-    out = []
-    for combo in itertools.product(*(values for _, values in vary)):
+    grid = Grid(base, vary)
+    _check_points(" x ".join(k for k, _ in vary), [len(v) for _, v in vary], len(grid))
+    return grid
+
+
+class Grid(Sequence):
+    """The points of a grid in ``itertools.product`` order, each built, validated and checked to fit
+    (``bounds``) when it is read: a large sweep starts simulating at once, not after building them all."""
+
+    def __init__(self, base: Experiment, vary: list[tuple[str, list]]):
+        self.base, self.vary = base, vary
+        self._sizes = [len(values) for _, values in vary]
+
+    def __len__(self) -> int:
+        return math.prod(self._sizes)
+
+    def __getitem__(self, i: int) -> tuple[dict, Experiment]:
+        i = range(len(self))[i]  # IndexError past the end, as iteration expects
+        combo = [values[j] for (_, values), j in zip(self.vary, np.unravel_index(i, self._sizes), strict=True)]
         override: dict = {}
-        for (key, _), value in zip(vary, combo, strict=True):
+        for (key, _), value in zip(self.vary, combo, strict=True):
             set_path(override, key.split("."), value)
-        exp = with_changes(base, [("--vary", override)])
-        out.append((dict(zip([k for k, _ in vary], combo, strict=True)), exp))
-    return out
+        exp = with_changes(self.base, [("--vary", override)])
+        bounds.check(exp, record_steps=False, keep_totals=False)
+        return dict(zip([k for k, _ in self.vary], combo, strict=True)), exp
+
+
+def _check_points(key: str, value, count: int) -> None:
+    if count > MAX_POINTS:
+        raise ConfigError(
+            f"{count:,} sweep points, over the limit of {MAX_POINTS:,} (docs/limits.md); split the range "
+            "over several calls, or run the points on a distributed executor", key=key, value=value,
+            source="--vary")
 
 
 def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:
@@ -152,7 +184,7 @@ def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, 
             raise ConfigError("must be local or ray", key="--executor", value=executor, source="command line")
         size = max(1, min(32, math.ceil(len(todo) / (run.slots(len(todo)) * 4))))
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        for indices, part in run.map(_simulate_chunk, [[grid[i] for i in chunk] for chunk in chunks], chunks):
+        for indices, part in run.map(_simulate_chunk, ([grid[i] for i in chunk] for chunk in chunks), chunks):
             part["_point"] = np.asarray(indices)[part["_point"].to_numpy()]
             if done is not None:
                 _store_part(done, indices, part)
@@ -167,20 +199,36 @@ class LocalExecutor:
     """Chunks of points on a process pool of this machine (in this process for one job)."""
 
     def __init__(self, jobs: int | None):
+        if jobs is not None and jobs < 1:
+            raise ConfigError("must be >= 1 (leave it out to use every core)", key="--jobs", value=jobs,
+                              source="command line")
         self.jobs = jobs or os.cpu_count() or 1
 
     def slots(self, n_points: int) -> int:
         return min(self.jobs, n_points)
 
-    def map(self, fn, chunks: list, tags: list):
-        """Yield (tag, fn(chunk)) as each chunk finishes."""
-        if self.jobs == 1 or len(chunks) == 1:
-            yield from ((tag, fn(chunk)) for chunk, tag in zip(chunks, tags, strict=True))
+    def map(self, fn, chunks: Iterable, tags: list):
+        """Yield (tag, fn(chunk)) as each chunk finishes. Chunks are taken from the iterable (points
+        built) only as processes free up: at most two per process wait."""
+        work = zip(chunks, tags, strict=True)
+        if self.jobs == 1 or len(tags) == 1:
+            yield from ((tag, fn(chunk)) for chunk, tag in work)
             return
-        with ProcessPoolExecutor(max_workers=min(self.jobs, len(chunks))) as pool:
-            futures = {pool.submit(fn, chunk): tag for chunk, tag in zip(chunks, tags, strict=True)}
-            for future in as_completed(futures):
-                yield futures[future], future.result()
+        with ProcessPoolExecutor(max_workers=min(self.jobs, len(tags))) as pool:
+            running: dict = {}
+            for chunk, tag in work:
+                running[pool.submit(fn, chunk)] = tag
+                if len(running) >= 2 * self.jobs:
+                    yield from _finished(running)
+            while running:
+                yield from _finished(running)
+
+
+def _finished(running: dict):
+    """(tag, result) of the futures of ``running`` that finish first, removed from it."""
+    done, _ = wait(running, return_when=FIRST_COMPLETED)
+    for future in done:
+        yield running.pop(future), future.result()
 
 
 def _store_part(done: Path, indices: list[int], part: pd.DataFrame) -> None:

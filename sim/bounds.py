@@ -22,7 +22,7 @@ from .run import DDP_CHUNK
 
 RECORD_LIMIT = 1_000_000
 """Worker-steps (summed over algorithms and repeats) up to which the step table may be kept."""
-TOTALS_BATCH_ROWS = 1_000_000
+TOTALS_BATCH_ROWS = 200_000
 """Phase-total rows summarized at once when the totals are not kept (repeats stream through)."""
 
 PLAN_BYTES_PER_CELL = 12  # int8 kinds, PALSGD's bool mask and its draws, per (worker, step)
@@ -67,7 +67,10 @@ def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estim
     workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
     block = max([min(DDP_CHUNK, steps), *(min(a.sync_every, steps) for a in exp.algorithms if a.is_local)])
     run_bytes = workers * (steps * PLAN_BYTES_PER_CELL + block * BLOCK_BYTES_PER_CELL)
-    total_rows = workers * len(PHASES) * (runs if keep_totals else max(1, min(runs, TOTALS_BATCH_ROWS // workers)))
+    run_rows = workers * len(PHASES)  # phase totals of one run, at most
+    total_rows = runs * run_rows
+    if not keep_totals:  # a batch of whole repeats is summarized once it reaches TOTALS_BATCH_ROWS
+        total_rows = min(total_rows, TOTALS_BATCH_ROWS + len(exp.algorithms) * run_rows)
     kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
     if record_steps:
         kept_bytes += runs * workers * steps * RECORDED_BYTES_PER_WORKER_STEP
@@ -85,7 +88,7 @@ def check(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate
     est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals)
     available = available_memory_bytes()
     if available is not None and est.peak_bytes > available:
-        if est.run_bytes >= est.kept_bytes:
+        if est.run_bytes >= est.kept_bytes or exp.repeats == 1:
             raise ConfigError(
                 f"{exp.workers:,} workers x {exp.nominal_steps:,} steps need about {_gb(est.peak_bytes)} of "
                 f"memory, {_gb(available)} is available (docs/limits.md); simulate fewer workers or steps",

@@ -12,11 +12,15 @@ import numpy as np
 import simpy
 
 from ..core.algorithms import GRADIENT_STEP, Plan
+from ..core.errors import ConfigError
 from .algorithms import SimAlgorithm
 from .cluster import Network, Workers
 from .costs import StepCosts, ddp_comm_end, ddp_comm_end_one
 from .record import Recorder
 
+MAX_REDOS_PER_STEP = 100
+"""Passes of a block's failure loop (each redoes the steps a failure fell in), per step of the block,
+before the run is given up: failures then come about as fast as steps end (docs/limits.md)."""
 DDP_CHUNK = 256
 """DDP steps evaluated in one numpy block (bounds memory at workers x 256 floats per array)."""
 
@@ -58,12 +62,22 @@ class Run:
 
     # -- DDP steps: a barrier every step -------------------------------------------------------
 
+    def _redos(self, steps: int):
+        """The passes of the failure loop of a block of ``steps`` steps: MAX_REDOS_PER_STEP each at most."""
+        yield from range(MAX_REDOS_PER_STEP * steps)
+        f = self.algo.exp.cluster.failures
+        raise ConfigError(
+            f"more than {MAX_REDOS_PER_STEP * steps:,} failures in a block of {steps:,} steps "
+            f"({self.algo.exp.workers:,} workers, restart_s {f.restart_s:g}): failures come about as fast as "
+            "steps end, so the run almost never ends (docs/limits.md); give a larger mtbf_s",
+            key="cluster.failures.mtbf_s", value=f.mtbf_s, source="simulate")
+
     def _ddp(self, first: int, last: int, start_s: float) -> float:
         """Steps first..last, all workers starting together at ``start_s``; returns the end."""
         c, k = self.costs, self.workers
         comp = k.compute(c.compute_s, last - first + 1)
         fail = np.zeros_like(comp)
-        while True:
+        for _ in self._redos(last - first + 1):
             offset_max = (fail + comp).max(axis=0)  # C_t: the slowest worker's compute ends
             comm_end = ddp_comm_end(offset_max, c.bucket_ready, c.bucket_s)
             for t in np.flatnonzero(fail.any(axis=0)):
@@ -165,7 +179,7 @@ class Run:
         fail = np.zeros_like(comp)
         cut = np.full(k.count, grad.shape[1])  # rejoin: steps from here on are lost to a failure
         started = present.copy()
-        while True:
+        for _ in self._redos(last - first + 1):
             dur = data + fail + main + opt
             ends = start_s + np.cumsum(dur, axis=1)
             arrival = ends[:, -1]
