@@ -9,6 +9,7 @@ written by ``palsgd calibrate``); the printout says which cluster it used.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import subprocess
@@ -45,11 +46,13 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
             raise ConfigError("emulates a network between the ranks of one machine; use --nnodes 1",
                               key="--emulate-network", value=emulate_network, source="command line")
         preflight(spec)
+        exp = on_emulated_nodes(exp, spec, nproc_per_node)
+    check_nodes(nnodes, node_rank, rdzv_endpoint)
     check_before_launch(exp, nproc_per_node)
-    if node_rank == 0:
-        store.prepare(out, overwrite=overwrite, resume=resume, kind="run", job=job_id(rdzv_endpoint))
     hosts = nproc_per_node * nnodes
     network = EmulatedNetwork(hosts, spec) if spec is not None else contextlib.nullcontext()
+    if node_rank == 0:  # after every check of the command line: a refused run leaves --out as it was
+        store.prepare(out, overwrite=overwrite, resume=resume, kind="run", exp=exp, job=job_id(rdzv_endpoint))
     try:
         with network as net:
             result = run_real(exp, out, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
@@ -93,6 +96,28 @@ def check_writable(out: Path) -> None:
                           source="command line") from None
     if out.exists() and not os.access(out, os.W_OK):
         raise ConfigError("cannot be written", key="--out", value=str(out), source="command line")
+
+
+def on_emulated_nodes(exp: Experiment, spec, ranks: int) -> Experiment:
+    """``nodes=K`` in --emulate-network splits this machine's ranks into K emulated nodes: the experiment's
+    cluster (and so its prediction) is K nodes of ranks / K workers."""
+    if not spec.nodes:
+        return exp
+    if ranks % spec.nodes:
+        raise ConfigError(f"{ranks} ranks do not split evenly over nodes={spec.nodes}", key="--emulate-network",
+                          value=str(spec), source="command line")
+    return exp.replace(cluster=dataclasses.replace(exp.cluster, nodes=spec.nodes,
+                                                   gpus_per_node=ranks // spec.nodes))
+
+
+def check_nodes(nnodes: int, node_rank: int, rdzv_endpoint: str | None) -> None:
+    """What torchrun would refuse only after the results folder is made."""
+    if not 0 <= node_rank < nnodes:
+        raise ConfigError(f"must be in 0..{nnodes - 1} for --nnodes {nnodes}", key="--node-rank", value=node_rank,
+                          source="command line")
+    if nnodes > 1 and rdzv_endpoint is None:
+        raise ConfigError("several nodes need a rendezvous endpoint HOST:PORT", key="--rdzv-endpoint",
+                          source="command line")
 
 
 def check_fault(fault, *, world: int, steps: int) -> None:

@@ -60,13 +60,14 @@ def activation_bytes(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Te
     return total
 
 
-def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor]) -> int:
-    """Rough memory of one rank: parameters, gradients, optimizer and algorithm state, activations."""
+def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor] | None) -> int:
+    """Rough memory of one rank: parameters, gradients, optimizer and algorithm state, activations (none
+    without a batch: emulated accelerators keep none)."""
     with torch.device("meta"):
         model = build_model(exp.workload.model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     copies = 2 + OPTIMIZER_STATES[exp.train.optimizer] + max(map(algorithm_buffers, exp.algorithms))
-    return copies * param_bytes + activation_bytes(model, batch)
+    return copies * param_bytes + (0 if batch is None else activation_bytes(model, batch))
 
 
 def algorithm_buffers(algo: AlgorithmSpec) -> int:
@@ -91,8 +92,10 @@ def check(exp: Experiment, local_ranks: int) -> str:
     if local_ranks > limit:
         raise ConfigError(f"this machine holds at most {limit} local ranks ({why})", key="--nproc-per-node",
                           value=local_ranks, source="command line")
-    data = build_data(exp.workload, rank=0, world_size=exp.workers, seed=exp.seed)
-    need = rank_bytes(exp, data.train_batch(0))
+    if exp.train.compute == "emulated":  # reads no data
+        need = rank_bytes(exp, None)
+    else:
+        need = rank_bytes(exp, build_data(exp.workload, rank=0, world_size=exp.workers, seed=exp.seed).train_batch(0))
     have, where = available_bytes()
     per_device = need if torch.cuda.is_available() else need * local_ranks
     if per_device > have:
