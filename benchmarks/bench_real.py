@@ -53,7 +53,7 @@ def bench(rank, world, port):
     comm = TorchComm(ctx)
     model = model_fn()
     scattered = [p.data.clone() for p in model.parameters()]  # one allocation per tensor
-    flatten_(list(model.parameters()))  # the layout real/worker.py gives every model
+    flatten_(model)  # the layout real/worker.py gives every model
     params = [p.data for p in model.parameters()]
     flat = torch.zeros(sum(p.numel() for p in params))
     raw = timed(lambda: dist.all_reduce(flat))

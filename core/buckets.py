@@ -2,8 +2,9 @@
 
 One definition for both sides: the simulator charges these calls (a latency per call, ``sim/costs.py``)
 and the real harness makes exactly these (``real/dist.py``; tests record the calls it makes and compare).
-Sizes are element counts or bytes of whole tensors, in the order the tensors are registered in the model
-(``nn.Module.parameters()``); no torch here.
+Sizes are element counts or bytes of whole tensors. DDP lays its buckets out over the tensors in the
+order they are registered in the model (``nn.Module.parameters()``), whatever their storage; a sync sends
+runs of the flat parameter buffer, which holds them in ``flat_order``. No torch here.
 """
 
 from __future__ import annotations
@@ -26,6 +27,28 @@ fp32 (PyTorch's DDP has no such hook)."""
 PAYLOAD_ELEM_BYTES = {"fp32": 4.0, "bf16": 2.0, "fp16": 2.0,
                       "int8": 1 + 4 / QUANT_BLOCK, "fp4": 0.5 + 4 / QUANT_BLOCK}
 """Bytes on the wire per element of a sync's payload, scales included; one truth for sim and real."""
+
+
+INT_BUFFER_BYTES = 8
+"""Bytes per element of an integer buffer (BatchNorm's ``num_batches_tracked`` is int64)."""
+
+
+def decay_groups(param_ndims: Sequence[int]) -> tuple[list[int], list[int]]:
+    """The inner optimizer's two parameter groups (``real/optim.py``), as tensor indices in registration
+    order: matrices and conv kernels (ndim >= 2) are weight-decayed; biases and normalisation gains
+    are not."""
+    decay = [i for i, ndim in enumerate(param_ndims) if ndim >= 2]
+    return decay, [i for i, ndim in enumerate(param_ndims) if ndim < 2]
+
+
+def flat_order(param_ndims: Sequence[int]) -> list[int]:
+    """The parameter tensors' order in the flat buffer a sync all-reduces (``real/dist.flatten_``): the
+    optimizer's groups one after the other, the order in which PyTorch's ``average_parameters`` flattens
+    ``optimizer.param_groups`` (torch 2.13 ``PostLocalSGDOptimizer``). The same elements at the same
+    offsets are what make our averages bit-identical to PyTorch's: gloo's ring sums each chunk of the
+    buffer in its own rank order."""
+    decay, no_decay = decay_groups(param_ndims)
+    return decay + no_decay
 
 
 def ddp_elem_bytes(payload_dtype: str) -> float:
@@ -67,13 +90,28 @@ def ddp_bucket_bytes(param_numels: Sequence[float], bucket_mb: float, first_buck
     return [n * payload_elem_bytes for n in numels]
 
 
+def ddp_buffer_broadcast_bytes(buffer_numels: Sequence[float], int_buffer_numels: Sequence[float]) -> list[float]:
+    """Bytes of each broadcast from rank 0 that DDP makes before the first forward of a step, when the
+    model has buffers (its default ``broadcast_buffers=True``).
+
+    torch 2.13 ``DistributedDataParallel._pre_forward`` syncs the buffers when ``require_forward_param_sync``
+    is set, which the previous forward leaves set only if it ran outside ``no_sync``: once per optimizer
+    step, before the first micro-batch, however many run under ``no_sync``. ``_broadcast_coalesced``
+    flattens the buffers into one broadcast per dtype (``compute_bucket_assignment_by_size``, 250 MiB
+    buckets: BatchNorm statistics are far smaller), floating point first (a running mean is the first
+    buffer), then the int64 ``num_batches_tracked``."""
+    calls = [PARAM_BYTES * sum(buffer_numels), INT_BUFFER_BYTES * sum(int_buffer_numels)]
+    return [b for b in calls if b > 0]
+
+
 def sync_call_bytes(param_numels: Sequence[float], buffer_numels: Sequence[float], payload_elem_bytes: int,
                     *, per_tensor: bool) -> list[float]:
     """Bytes of each all-reduce of one Local SGD / DiLoCo / PALSGD sync, in the order they are made.
 
     Every local algorithm sends one parameter-sized payload (the parameters, or DiLoCo's outer gradient
     z - x) and the floating-point buffers (BatchNorm running statistics). Each is one flat buffer
-    all-reduced by one call; ``per_tensor`` (the released GPT code) sends every tensor by a call of its own.
+    all-reduced by one call; ``per_tensor`` (the released GPT code) sends every tensor by a call of its own,
+    in the order of ``param_numels`` (the flat buffer's, ``flat_order``).
     """
     if per_tensor:
         return [n * payload_elem_bytes for n in (*param_numels, *buffer_numels)]
@@ -82,11 +120,11 @@ def sync_call_bytes(param_numels: Sequence[float], buffer_numels: Sequence[float
 
 
 def fragment_bounds(param_numels: Sequence[float], fragments: int) -> list[tuple[int, int]]:
-    """Streaming DiLoCo's fragments: P contiguous runs of parameter tensors, in registration order, as
-    ``[first, end)`` tensor indices; a tensor is never split.
+    """Streaming DiLoCo's fragments: P contiguous runs of the parameter tensors ``param_numels`` (in the
+    flat buffer's order, ``flat_order``), as ``[first, end)`` tensor indices; a tensor is never split.
 
     torchft's ``DiLoCo(model_fragments=...)`` takes the fragments as modules the user cuts (torchtitan
-    cuts a transformer into contiguous blocks of layers); we cut the registration order, each cut where
+    cuts a transformer into contiguous blocks of layers); we cut the flat buffer, each cut where
     the fragment nearest holds 1/(fragments left) of the elements left, so fragments are contiguous slices of the
     flat parameter buffer of about equal size (one tensor bigger than N/P, such as GPT's embedding,
     makes its fragment bigger and the others share the rest). Every fragment holds at least one tensor.

@@ -3,7 +3,8 @@
 The layouts mirror ``real/models.py`` tensor for tensor, in registration order, so that
 ``param_numels`` is ``[p.numel() for p in model.parameters()]`` of the built model and
 ``buffer_numels`` the floating-point entries of ``model.buffers()`` (BatchNorm's running mean and
-variance; its ``num_batches_tracked`` is an integer and is never averaged or sent).
+variance; its ``num_batches_tracked`` is an integer, never averaged, only broadcast by DDP:
+``int_buffer_numels``).
 ``tests/real_models/test_models.py`` builds every preset's model and checks both, and the FLOPs
 against an independent count.
 """
@@ -26,6 +27,11 @@ class ModelFacts:
     """Floating-point buffers (BatchNorm running mean and variance), in ``model.buffers()`` order."""
     flops_per_sample: float
     """Forward + backward FLOPs of one sample."""
+    param_ndims: tuple[int, ...]
+    """Dimensions of each trainable parameter, in ``param_numels`` order (the optimizer's groups and the
+    flat buffer's order follow from them: ``core.buckets.flat_order``)."""
+    int_buffer_numels: tuple[int, ...] = ()
+    """Integer buffers (BatchNorm's ``num_batches_tracked``): never averaged, but DDP broadcasts them."""
 
     @property
     def params(self) -> int:
@@ -64,9 +70,10 @@ def _gpt_neo(spec: ModelSpec) -> ModelFacts:
              4 * h * h, h)         # c_proj weight, bias
     # The LM head is tied with wte: one tensor, counted once.
     params = (spec.vocab * h, spec.n_positions * h, *block * spec.layers, h, h)
+    ndims = (2, 2, *(1, 1, 2, 2, 2, 2, 1, 1, 1, 2, 1, 2, 1) * spec.layers, 1, 1)
     t = spec.seq_len
     flops = t * (6 * sum(params) + 12 * spec.layers * t * h)
-    return ModelFacts(params, (), float(flops))
+    return ModelFacts(params, (), float(flops), ndims)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,7 +85,9 @@ class _Layout:
 
     def __init__(self, spec: ModelSpec):
         self.params: list[int] = []
+        self.ndims: list[int] = []
         self.buffers: list[int] = []
+        self.int_buffers: list[int] = []
         self.macs = 0
         self.size = spec.image_size  # height = width of the current feature map
 
@@ -86,11 +95,14 @@ class _Layout:
         """Bias-free conv; MACs = out_h * out_w * c_out * c_in * k * k."""
         self.size = (self.size + 2 * padding - kernel) // stride + 1
         self.params.append(c_out * c_in * kernel * kernel)
+        self.ndims.append(4)
         self.macs += self.size * self.size * c_out * c_in * kernel * kernel
 
     def batch_norm(self, channels: int) -> None:
         self.params += [channels, channels]   # weight, bias
+        self.ndims += [1, 1]
         self.buffers += [channels, channels]  # running mean, running var
+        self.int_buffers.append(1)            # num_batches_tracked
 
     def block(self, c_in: int, planes: int, stride: int, bottleneck: bool, shortcut_conv: bool) -> int:
         """One residual block; returns its output channels. The shortcut reads the block's input."""
@@ -141,5 +153,7 @@ def _resnet(spec: ModelSpec) -> ModelFacts:
             channels = net.block(channels, planes, stride, bottleneck, shortcut_conv=not cifar)
     # Global average pooling, then fc with bias.
     net.params += [spec.num_classes * channels, spec.num_classes]
+    net.ndims += [2, 1]
     net.macs += channels * spec.num_classes
-    return ModelFacts(tuple(net.params), tuple(net.buffers), 6.0 * net.macs)
+    return ModelFacts(tuple(net.params), tuple(net.buffers), 6.0 * net.macs, tuple(net.ndims),
+                      tuple(net.int_buffers))

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 from ..core.buckets import PAYLOAD_ELEM_BYTES, QUANT_BLOCK, QUANTIZED
+from .optim import flat_order
 from .quantize import dequantize, quantize
 
 PAYLOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
@@ -81,10 +82,12 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def flatten_(tensors: Sequence[torch.Tensor]) -> torch.Tensor | None:
-    """Move ``tensors`` (a model's parameters) into one contiguous buffer that they then view, so a sync
+def flatten_(model: torch.nn.Module) -> torch.Tensor | None:
+    """Move the model's trainable parameters into one contiguous buffer that they then view, so a sync
     all-reduces them in place with no copy: PyTorch's ``average_parameters`` leaves parameters as views
-    of its flat buffer after the first average too. Call before building optimizers and DDP."""
+    of its flat buffer after the first average too, laid out in the optimizer's group order
+    (``optim.flat_order``), as here. Call before building optimizers and DDP."""
+    tensors = flat_order(model)
     if not tensors:
         return None
     flat = torch.cat([t.detach().reshape(-1) for t in tensors])

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 
 import torch
 
+from ..core.buckets import decay_groups
 from ..core.workload import TrainSpec
 
 FINAL_LR_FRACTION = 0.1
@@ -20,12 +21,19 @@ FINAL_LR_FRACTION = 0.1
 
 def param_groups(params: Iterable[torch.nn.Parameter], weight_decay: float) -> list[dict]:
     """Decay matrices and conv kernels, not biases or normalisation gains (nanoGPT; Goyal et al. 2017
-    leave BatchNorm undecayed too): weight decay on a LayerNorm gain pulls it toward 0, not toward 1."""
+    leave BatchNorm undecayed too): weight decay on a LayerNorm gain pulls it toward 0, not toward 1.
+    The split is ``core.buckets.decay_groups``, which also orders the flat buffer (``flat_order``)."""
     params = [p for p in params if p.requires_grad]
-    decay = [p for p in params if p.ndim >= 2]
-    no_decay = [p for p in params if p.ndim < 2]
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    decay, no_decay = decay_groups([p.ndim for p in params])
+    groups = [{"params": [params[i] for i in decay], "weight_decay": weight_decay},
+              {"params": [params[i] for i in no_decay], "weight_decay": 0.0}]
     return [g for g in groups if g["params"]]
+
+
+def flat_order(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The trainable parameters in the order of the optimizer's groups: the order of the flat buffer a
+    sync all-reduces (``real/dist.flatten_``, ``core.buckets.flat_order``)."""
+    return [p for g in param_groups(model.parameters(), 0.0) for p in g["params"]]
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], train: TrainSpec) -> torch.optim.Optimizer:

@@ -174,7 +174,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     plan = make_plan(exp, spec)
     torch.manual_seed(exp.seed)  # the same initial model on every rank; DDP also broadcasts rank 0's
     model = build_model(exp.workload.model).to(ctx.device)
-    flat_params = dist.flatten_([p for p in model.parameters() if p.requires_grad])  # syncs need no copy
+    flat_params = dist.flatten_(model)  # syncs need no copy
     optimizer = build_optimizer(model.parameters(), exp.train)
     emulated, loss_fn = None, compute_loss
     if exp.train.compute == "emulated":  # compute sleeps its modelled time; the communication is real

@@ -202,3 +202,25 @@ def bytes_sent(cluster: ClusterSpec, nbytes: float) -> float:
         total += 2 * (ranks - 1) / ranks * size
         size /= ranks
     return total
+
+
+def broadcast_time(cluster: ClusterSpec, nbytes: float) -> float:
+    """One broadcast of ``nbytes`` from one rank to all (DDP's buffers before a step's forward). gloo: a
+    binomial tree (gloo ``broadcast.cc``), ceil(log2 n) rounds each sending the whole buffer:
+    ceil(log2 n)·(α + S/B). NCCL: a ring pipelined in chunks from the root (nccl-tests: broadcast
+    busbw = algbw): (n-1)·α + S/B."""
+    n = cluster.workers
+    if n <= 1 or nbytes <= 0:
+        return 0.0
+    t, tier = cluster.transport, flat_tier(cluster)
+    alpha, transfer = _alpha(tier.latency_s, t), nbytes / tier.bandwidth_Bps
+    if t.kind == "gloo":
+        return _base(t, True) + math.ceil(math.log2(n)) * (alpha + transfer)
+    return _base(t, True) + (n - 1) * alpha + transfer
+
+
+def broadcast_bytes_sent(cluster: ClusterSpec, nbytes: float) -> float:
+    """Bytes one worker sends in that broadcast, on average: n-1 copies of S cross the links in either
+    algorithm, (n-1)/n·S per worker."""
+    n = cluster.workers
+    return (n - 1) / n * nbytes if n > 1 else 0.0

@@ -1,6 +1,6 @@
 """Cost of one step, per worker, from the workload and the cluster (``docs/model.md``): c, o, u, m,
-data, the all-reduce calls of a sync and the DDP gradient buckets (both laid out by ``core/buckets.py``,
-exactly as the real harness makes them).
+data, the all-reduce calls of a sync, the DDP gradient buckets and DDP's broadcast of the buffers (all
+laid out by ``core/buckets.py``, exactly as the real harness makes them).
 
 Every cost is a formula over the specs unless ``palsgd calibrate`` measured it (ComputeSpec ``*_time_s``
 fields > 0 override the formulas).
@@ -46,6 +46,8 @@ class StepCosts:
     bucket_bytes_sent: float  # DDP: bytes one worker sends per step
     warmup_extra_s: float  # blocking all-reduce of the optimizer state in a warm-up step
     warmup_extra_bytes: float
+    buffer_broadcast_s: float  # DDP: blocking broadcast of the buffers (BatchNorm) before a step's forward
+    buffer_broadcast_bytes: float
 
 
 def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
@@ -58,7 +60,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     elem = algo.payload_bytes_per_param
     params, buffers = tensor_numels(wl)
     payload = float(elem * sum(params))
-    calls = buckets.sync_call_bytes(params, buffers, elem, per_tensor=algo.per_tensor_allreduce)
+    calls = buckets.sync_call_bytes(flat_numels(wl), buffers, elem, per_tensor=algo.per_tensor_allreduce)
     sync_s, sync_bytes = _sync(cluster, calls)
     sync_s += quantize_time(exp, algo, sum(params) + sum(buffers))
     ddp_elem = buckets.ddp_elem_bytes(algo.payload_dtype)
@@ -66,6 +68,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     bucket_s = bucket_times(cluster, sizes)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
     extra = wl.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
+    broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
         sync_s=sync_s, sync_bytes=sync_bytes, bucket_s=bucket_s,
@@ -73,6 +76,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
         bucket_bytes_sent=sum(collectives.bytes_sent(cluster, b) for b in sizes),
         warmup_extra_s=collectives.allreduce_time(cluster, extra) if extra else 0.0,
         warmup_extra_bytes=collectives.bytes_sent(cluster, extra) if extra else 0.0,
+        buffer_broadcast_s=broadcast_s, buffer_broadcast_bytes=broadcast_bytes,
     )
 
 
@@ -82,7 +86,7 @@ def fragment_syncs(exp: Experiment, algo: AlgorithmSpec) -> list[tuple[float, fl
     are averaged with the last fragment. With tau = 0 the sync is blocking and enters through a barrier
     as every other sync (``_sync``); with tau > 0 the all-reduce is started asynchronously, without one:
     Σ T_AR of its calls."""
-    params, buffers = tensor_numels(exp.workload)
+    params, buffers = flat_numels(exp.workload), tensor_numels(exp.workload)[1]
     bounds = buckets.fragment_bounds(params, algo.fragments)
     elem = algo.payload_bytes_per_param
     out = []
@@ -120,6 +124,34 @@ def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:
     if facts is not None:
         return facts.param_numels, facts.buffer_numels
     return [wl.params / wl.tensors] * wl.tensors, []
+
+
+def flat_numels(wl: WorkloadSpec) -> Sequence[float]:
+    """Elements of each parameter tensor in the flat buffer's order (``core.buckets.flat_order``): what a
+    sync sends, and what Streaming DiLoCo cuts into fragments. A custom model's tensors are all equal."""
+    facts = model_facts(wl.model)
+    params = tensor_numels(wl)[0]
+    return params if facts is None else [params[i] for i in buckets.flat_order(facts.param_ndims)]
+
+
+def buffer_broadcast_calls(wl: WorkloadSpec) -> list[float]:
+    """Bytes of each broadcast DDP makes of the model's buffers before a step's forward
+    (``core.buckets.ddp_buffer_broadcast_bytes``); none for a custom model, which has no buffers."""
+    facts = model_facts(wl.model)
+    return [] if facts is None else buckets.ddp_buffer_broadcast_bytes(facts.buffer_numels, facts.int_buffer_numels)
+
+
+def buffer_broadcast(cluster: ClusterSpec, calls: list[float]) -> tuple[float, float]:
+    """Seconds and bytes one worker sends of DDP's buffer broadcasts, blocking, before the forward.
+
+    torch's ``broadcast_coalesced`` keeps two broadcasts in flight (torch 2.13 ``c10d/comm.cpp``):
+    gloo's two threads run them at once, charged as one broadcast of their bytes (as ``bucket_times``
+    charges concurrent buckets); nccl runs them one after the other on its stream."""
+    if cluster.transport.kind == "gloo" and calls:
+        seconds = collectives.broadcast_time(cluster, sum(calls))
+    else:
+        seconds = sum(collectives.broadcast_time(cluster, b) for b in calls)
+    return seconds, sum(collectives.broadcast_bytes_sent(cluster, b) for b in calls)
 
 
 def bucket_ready(sizes: np.ndarray, grad_accum: int) -> np.ndarray:

@@ -82,7 +82,7 @@ class Run:
             comm_end = ddp_comm_end(offset_max, c.bucket_ready, c.bucket_s)
             for t in np.flatnonzero(fail.any(axis=0)):
                 comm_end[t] = ddp_comm_end_one(fail[:, t], comp[:, t], c.bucket_ready, c.bucket_s)
-            dur = c.data_s + comm_end + c.warmup_extra_s + c.optimizer_s
+            dur = c.data_s + c.buffer_broadcast_s + comm_end + c.warmup_extra_s + c.optimizer_s
             ends = start_s + np.cumsum(dur)
             starts = ends - dur
             hit = k.failures_before(np.full(k.count, ends[-1]))
@@ -91,19 +91,23 @@ class Run:
             w = hit[np.argmin(k.next_failure[hit])]  # DDP always waits: the step takes longer
             t = min(int(np.searchsorted(ends, k.next_failure[w], "right")), len(ends) - 1)
             fail[w, t] += self.restart_s
-            k.restart(w, starts[t] + c.data_s + fail[w, t])
+            k.restart(w, starts[t] + c.data_s + c.buffer_broadcast_s + fail[w, t])
         self._record_ddp(first, starts, comp, fail, offset_max, comm_end)
         return float(ends[-1])
 
     def _record_ddp(self, first, starts, comp, fail, offset_max, comm_end) -> None:
         c, rec = self.costs, self.rec
-        grid = np.broadcast_to(starts + c.data_s, comp.shape)  # compute phase origin, per step
+        # compute phase origin, per step: after the data and DDP's broadcast of the buffers
+        grid = np.broadcast_to(starts + c.data_s + c.buffer_broadcast_s, comp.shape)
         total = float(c.bucket_s.sum())
         exposed = comm_end - offset_max
         hidden = np.maximum(total - exposed, 0.0)
         share = exposed / total if total > 0 else np.ones_like(exposed)
         if c.data_s > 0:
-            rec.grid("data", first, grid - c.data_s, c.data_s)
+            rec.grid("data", first, grid - c.buffer_broadcast_s - c.data_s, c.data_s)
+        if c.buffer_broadcast_s > 0:
+            rec.grid("allreduce", first, grid - c.buffer_broadcast_s, c.buffer_broadcast_s, None,
+                     c.buffer_broadcast_bytes)
         rec.grid("failure", first, grid, fail, fail > 0)
         rec.grid("compute", first, grid + fail, comp)
         idle = offset_max - fail - comp

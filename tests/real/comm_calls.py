@@ -3,11 +3,13 @@
 A script (not a test module) so that torch.multiprocessing can spawn its functions by path. For each
 preset workload and case, rank 0 saves the byte size of every ``dist.all_reduce`` call (the one-element
 barriers left out): DDP's gradient buckets in a steady-state step, one sync of each local algorithm, and
-a warm-up step that also averages the optimizer state.
+a warm-up step that also averages the optimizer state; and of every broadcast gloo makes in that step
+(DDP's buffers, broadcast from C++ and so seen through the profiler).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import sys
@@ -16,6 +18,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from torch.profiler import ProfilerActivity, profile
 
 from palsgd.core.algorithms import DDP_STEP, GRADIENT_STEP
 from palsgd.core.config import load
@@ -32,14 +35,16 @@ LOCAL = "algorithm.warmup_steps=0"  # local steps from the start
 CASES = {  # name: (algorithm, overrides, kind of the recorded step)
     "ddp": ("ddp", [], DDP_STEP),
     "ddp_capped": ("ddp", ["algorithm.bucket_mb=0.2"], DDP_STEP),
+    "ddp_accum": ("ddp", ["workload.grad_accum=2"], DDP_STEP),  # one micro-batch under no_sync
     "local_sgd": ("local_sgd", [LOCAL], GRADIENT_STEP),
     "diloco": ("diloco", [LOCAL], GRADIENT_STEP),
     "palsgd_bf16": ("palsgd", [LOCAL, "algorithm.payload_dtype=bf16"], GRADIENT_STEP),
     "diloco_per_tensor": ("diloco", [LOCAL, "algorithm.per_tensor_allreduce=true"], GRADIENT_STEP),
-    "warmup_state": ("diloco", ["algorithm.warmup_syncs_optimizer_state=true", "algorithm.warmup_steps=2"],
+    "warmup_state": ("diloco", ["algorithm.warmup_syncs_optimizer_state=true", "algorithm.warmup_steps=3"],
                      DDP_STEP),
 }
-STEPS = 2  # DDP lays its buckets out anew after the first step: the second one is recorded
+STEPS = 3  # DDP lays its buckets out anew in the second step (rank 0 broadcasts the layout): the third is recorded
+ELEMENT_BYTES = {"float": 4, "long int": 8}  # the profiler's names of the buffers' dtypes
 
 
 class Recorder:
@@ -58,7 +63,7 @@ def record(rank, world, workload, algorithm, overrides, kind, recorder):
     spec = exp.algorithm(algorithm)
     torch.manual_seed(0)
     model = build_model(exp.workload.model)
-    flatten_([p for p in model.parameters() if p.requires_grad])
+    flatten_(model)
     optimizer = build_optimizer(model.parameters(), exp.train)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
     comm = TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
@@ -73,10 +78,14 @@ def record(rank, world, workload, algorithm, overrides, kind, recorder):
         model=model, optimizer=optimizer, spec=spec, train=exp.train, kinds=kinds, sync_after=sync_after,
         comm=comm, timer=timer, loss_fn=compute_loss, ddp=ddp, ddp_timer=hook))
     data = build_data(exp.workload, rank=rank, world_size=world, seed=0)
-    for step in range(STEPS):
-        recorder.calls = []
+    for step in range(STEPS - 1):
         algo.step(step, lambda s=step: data.train_batch(s))
-    return recorder.calls
+    recorder.calls = []
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        algo.step(STEPS - 1, lambda: data.train_batch(STEPS - 1))
+    broadcasts = [math.prod(e.input_shapes[0]) * ELEMENT_BYTES[e.input_dtypes[0]]
+                  for e in sorted(prof.events(), key=lambda e: e.time_range.start) if e.name == "gloo:broadcast"]
+    return {"all_reduce": list(recorder.calls), "broadcast": broadcasts}
 
 
 def main(rank, world, out):

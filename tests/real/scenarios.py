@@ -58,7 +58,7 @@ def gathered(model) -> list[torch.Tensor]:
 def ours(rank, world, name, train, **algo):
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=W, **algo)
     model = model_fn()
-    flatten_(list(model.parameters()))  # the worker's layout: syncs all-reduce the parameters in place
+    flatten_(model)  # the worker's layout: syncs all-reduce the parameters in place
     opt = build_optimizer(model.parameters(), train)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
     comm = TorchComm(ctx, payload=spec.payload_dtype)

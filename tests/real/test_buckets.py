@@ -1,4 +1,4 @@
-"""The all-reduce calls the real code makes (2 gloo ranks, ``comm_calls.py``) are the ones
+"""The all-reduce and broadcast calls the real code makes (2 gloo ranks, ``comm_calls.py``) are the ones
 ``core/buckets.py`` lays out and the simulator charges."""
 
 from __future__ import annotations
@@ -14,7 +14,9 @@ import torch.distributed as dist
 from palsgd.core import buckets
 from palsgd.core.config import load
 from palsgd.core.model_facts import model_facts
+from palsgd.real.dist import flat_view, flatten_
 from palsgd.real.models import build_model
+from palsgd.real.optim import build_optimizer
 from palsgd.sim import collectives
 from palsgd.sim.costs import step_costs
 
@@ -38,12 +40,12 @@ def experiment(workload, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", WORKLOADS)
-@pytest.mark.parametrize("case", ["ddp", "ddp_capped"])
+@pytest.mark.parametrize("case", ["ddp", "ddp_capped", "ddp_accum"])
 def test_ddp_buckets_are_pytorchs(calls, workload, case):
     exp, spec = experiment(workload, case)
     facts = model_facts(exp.workload.model)
     expected = buckets.ddp_bucket_bytes(facts.param_numels, spec.bucket_mb, spec.first_bucket_mb, 4)
-    assert calls[workload, case] == expected
+    assert calls[workload, case]["all_reduce"] == expected
     costs = step_costs(exp, spec)
     assert costs.bucket_bytes_sent == pytest.approx(sum(collectives.bytes_sent(exp.cluster, b) for b in expected))
     assert len(costs.bucket_s) == len(expected)
@@ -55,9 +57,11 @@ def test_ddp_buckets_are_pytorchs(calls, workload, case):
 def test_sync_calls_are_the_ones_charged(calls, workload, case):
     exp, spec = experiment(workload, case)
     facts = model_facts(exp.workload.model)
-    expected = buckets.sync_call_bytes(facts.param_numels, facts.buffer_numels, spec.payload_bytes_per_param,
+    flat = [facts.param_numels[i] for i in buckets.flat_order(facts.param_ndims)]
+    expected = buckets.sync_call_bytes(flat, facts.buffer_numels, spec.payload_bytes_per_param,
                                        per_tensor=spec.per_tensor_allreduce)
-    assert calls[workload, case] == expected
+    assert calls[workload, case]["all_reduce"] == expected
+    assert calls[workload, case]["broadcast"] == []  # local steps run outside DDP
     costs = step_costs(exp, spec)
     T = lambda b: collectives.allreduce_time(exp.cluster, b)  # noqa: E731
     assert costs.sync_s == pytest.approx(collectives.barrier_time(exp.cluster) + sum(T(b) for b in expected))
@@ -67,12 +71,29 @@ def test_sync_calls_are_the_ones_charged(calls, workload, case):
 @pytest.mark.parametrize("workload", WORKLOADS)
 def test_warmup_that_syncs_optimizer_state_makes_one_more_call(calls, workload):
     exp, spec = experiment(workload, "warmup_state")
-    made = calls[workload, "warmup_state"]
-    ddp_calls = calls[workload, "ddp"]
+    made = calls[workload, "warmup_state"]["all_reduce"]
+    ddp_calls = calls[workload, "ddp"]["all_reduce"]
     payload = 4 * exp.workload.params
     assert made == [*ddp_calls, exp.workload.optimizer_state_tensors * payload]
     costs = step_costs(exp, spec)
     assert costs.warmup_extra_s == pytest.approx(collectives.allreduce_time(exp.cluster, made[-1]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workload", WORKLOADS)
+@pytest.mark.parametrize("case", ["ddp", "ddp_accum", "warmup_state"])
+def test_ddp_broadcasts_the_buffers_once_a_step_as_charged(calls, workload, case):
+    """PyTorch's default ``broadcast_buffers=True``: the model's buffers from rank 0 before the step's
+    first forward (one broadcast per dtype; none for a model without buffers, none under ``no_sync``)."""
+    exp, spec = experiment(workload, case)
+    facts = model_facts(exp.workload.model)
+    expected = buckets.ddp_buffer_broadcast_bytes(facts.buffer_numels, facts.int_buffer_numels)
+    assert calls[workload, case]["broadcast"] == expected
+    assert (expected != []) == (workload == "resnet-tiny")
+    costs = step_costs(exp, spec)
+    assert costs.buffer_broadcast_s == pytest.approx(collectives.broadcast_time(exp.cluster, sum(expected)))
+    assert costs.buffer_broadcast_bytes == pytest.approx(
+        sum(collectives.broadcast_bytes_sent(exp.cluster, b) for b in expected))
 
 
 @pytest.mark.parametrize("workload", WORKLOADS)
@@ -89,3 +110,19 @@ def test_bucket_layout_equals_torchs_own_function(workload, cap_mb):
         [params[i] for i in order], [first, cap], [False] * len(params), order)
     theirs = [sum(params[i].numel() for i in bucket) for bucket in indices]
     assert buckets.ddp_bucket_numels([p.numel() for p in params], cap, first) == theirs
+
+
+@pytest.mark.parametrize("workload", WORKLOADS)
+def test_flat_buffer_is_laid_out_in_the_optimizers_group_order(workload):
+    """What PyTorch's ``average_parameters(optimizer.param_groups)`` flattens, element for element, and
+    what ``core.buckets.flat_order`` says the simulator's syncs and fragments cut."""
+    exp = load(workload=workload)
+    model = build_model(exp.workload.model)
+    flat = flatten_(model)
+    grouped = [p for g in build_optimizer(model.parameters(), exp.train).param_groups for p in g["params"]]
+    view = flat_view(grouped)
+    assert view is not None and view.data_ptr() == flat.data_ptr() and view.numel() == flat.numel()
+    facts = model_facts(exp.workload.model)
+    assert facts.param_ndims == tuple(p.ndim for p in model.parameters())
+    assert facts.int_buffer_numels == tuple(b.numel() for b in model.buffers() if not b.is_floating_point())
+    assert [p.numel() for p in grouped] == [facts.param_numels[i] for i in buckets.flat_order(facts.param_ndims)]

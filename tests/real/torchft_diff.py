@@ -29,7 +29,7 @@ from palsgd.core.config import AlgorithmSpec
 from palsgd.core.workload import TrainSpec
 from palsgd.real.algorithms import ALGORITHM_CLASSES, Setup
 from palsgd.real.dist import DistContext, TorchComm, _QuantizedMean, flatten_
-from palsgd.real.optim import build_optimizer, set_lr
+from palsgd.real.optim import build_optimizer, flat_order, set_lr
 from palsgd.real.timing import StepTimer
 
 STEPS, H, BATCH = 16, 4, 8
@@ -130,7 +130,7 @@ class _Fragment(nn.Module):
 
 def torchft_run(rank, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
     model = model_fn()
-    params = list(model.parameters())
+    params = flat_order(model)  # our fragments are runs of the flat buffer
     modules = [_Fragment(params[a:b]) for a, b in fragment_bounds([p.numel() for p in params], fragments)]
     inner = build_optimizer(model.parameters(), TRAIN)
     outer = [torch.optim.SGD(m.parameters(), lr=OUTER_LR, momentum=OUTER_MOMENTUM, nesterov=True)
@@ -153,7 +153,7 @@ def our_run(rank, world, name, fragments, tau, alpha, dtype) -> list[torch.Tenso
                          outer_momentum=OUTER_MOMENTUM, payload_dtype=dtype, per_tensor_allreduce=dtype != "fp32",
                          **(extra if name == "streaming_diloco" else {}))
     model = model_fn()
-    flatten_(list(model.parameters()))
+    flatten_(model)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
     comm = TorchComm(ctx, payload=dtype, per_tensor=spec.per_tensor_allreduce)
     p = plan(name, workers=world, steps=STEPS, seed=0, sync_every=H, fragments=spec.fragments,

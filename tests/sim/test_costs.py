@@ -1,12 +1,15 @@
-"""Step costs checked by hand: DDP bucket ready times under gradient accumulation, the calls of a sync."""
+"""Step costs checked by hand: DDP bucket ready times under gradient accumulation, the calls of a sync,
+DDP's broadcast of the buffers, the flat buffer's order."""
 
 from __future__ import annotations
 
 import pytest
 
+from palsgd.core import buckets
 from palsgd.core.config import load
+from palsgd.core.model_facts import model_facts
 from palsgd.sim import collectives
-from palsgd.sim.costs import step_costs
+from palsgd.sim.costs import flat_numels, fragment_syncs, step_costs
 from palsgd.sim.engine import simulate
 
 MIB = 1 << 20
@@ -57,3 +60,56 @@ def test_a_sync_charges_each_call_of_the_real_code(tiny):
     assert flat.sync_s == pytest.approx(barrier + T(2 * MIB))
     assert per_tensor.sync_s == pytest.approx(barrier + 4 * T(MIB / 2))
     assert per_tensor.sync_bytes == pytest.approx(flat.sync_bytes)
+
+
+def resnet_tiny(*overrides):
+    return load(workload="resnet-tiny", cluster="cpu-2core-gloo",
+                overrides=["budget.steps=6", "budget.epochs=0", *overrides])
+
+
+def test_ddp_broadcasts_the_batchnorm_buffers_before_each_step():
+    # resnet-tiny (19 BatchNorms: 1376 fp32 running means and variances, 19 int64 num_batches_tracked)
+    # on the build VM: 2 gloo ranks, one binomial-tree round of α = 150 us (its step overhead) plus
+    # S / 1.85 GB/s; both broadcasts are in flight at once, so the latency is paid once.
+    exp = resnet_tiny("algorithms=['ddp']")
+    nbytes = 4 * 1376 + 8 * 19
+    costs = step_costs(exp, exp.algorithm("ddp"))
+    assert costs.buffer_broadcast_s == pytest.approx(150e-6 + nbytes / 1.85e9)
+    assert costs.buffer_broadcast_bytes == pytest.approx(nbytes / 2)
+    steps = simulate(exp, record_steps=True).steps
+    step = steps[(steps["worker"] == 0) & (steps["step"] == 2)].sort_values("start_s")
+    first, compute = step.iloc[0], step[step["phase"] == "compute"].iloc[0]
+    assert first["phase"] == "allreduce" and first["end_s"] == pytest.approx(compute["start_s"])
+    assert first["end_s"] - first["start_s"] == pytest.approx(costs.buffer_broadcast_s)
+    assert first["bytes"] == pytest.approx(costs.buffer_broadcast_bytes)
+
+
+def test_a_model_without_buffers_broadcasts_nothing(tiny):
+    exp = tiny(algorithms=["ddp"], steps=2)
+    costs = step_costs(exp, exp.algorithm("ddp"))
+    assert costs.buffer_broadcast_s == costs.buffer_broadcast_bytes == 0.0
+
+
+def test_broadcast_rounds_of_gloo_and_nccl(tiny):
+    # No latency, B = 4 MiB/s: gloo's binomial tree sends all of S in each of ceil(log2 n) rounds,
+    # NCCL's pipelined ring streams S once.
+    for workers, rounds in [(2, 1), (3, 2), (4, 2), (5, 3)]:
+        gloo = tiny({"cluster": {"gpus_per_node": workers, "transport": {"kind": "gloo"}}}).cluster
+        nccl = tiny({"cluster": {"gpus_per_node": workers}}).cluster
+        assert collectives.broadcast_time(gloo, 2 * MIB) == pytest.approx(rounds * 0.5)
+        assert collectives.broadcast_time(nccl, 2 * MIB) == pytest.approx(0.5)
+        assert collectives.broadcast_bytes_sent(nccl, 2 * MIB) == pytest.approx((workers - 1) / workers * 2 * MIB)
+
+
+def test_syncs_and_fragments_follow_the_flat_buffer():
+    # The flat buffer holds the conv kernels and the fc matrix first, then BatchNorm gains and biases
+    # and the fc bias (the optimizer's groups): Streaming DiLoCo's fragments are runs of that order.
+    exp = resnet_tiny("algorithms=['streaming_diloco']", "algorithm.fragments=2", "budget.steps=16")
+    facts = model_facts(exp.workload.model)
+    flat = flat_numels(exp.workload)
+    assert flat == [facts.param_numels[i] for i in buckets.flat_order(facts.param_ndims)]
+    matrices = [n for n, ndim in zip(facts.param_numels, facts.param_ndims, strict=True) if ndim >= 2]
+    assert flat[:len(matrices)] == matrices
+    shares = [share for _s, _b, share in fragment_syncs(exp, exp.algorithm("streaming_diloco"))]
+    (_, cut), _ = buckets.fragment_bounds(flat, 2)
+    assert shares[0] == pytest.approx(sum(flat[:cut]) / sum(flat))
