@@ -108,7 +108,7 @@ def _accepted(exp) -> bounds.Estimate | None:
 
 
 @pytest.mark.slow
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(nodes=small_or_huge["nodes"], steps=small_or_huge["steps"], repeats=small_or_huge["repeats"],
        algos=algorithms, mtbf_s=st.sampled_from([0, 0.001, 0.05, 5.0]))
 def test_random_sizes_are_refused_or_fit_their_estimate(nodes, steps, repeats, algos, mtbf_s):
@@ -134,7 +134,7 @@ def test_random_sizes_are_refused_or_fit_their_estimate(nodes, steps, repeats, a
 
 
 @pytest.mark.slow
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=4000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(first=st.one_of(st.integers(0, 3), st.integers(10**5, 10**15)),
        nodes=st.one_of(st.just(None), st.sampled_from(["1,2", "1..4:x2", "1..100000000", "3,4000000000"])),
        jobs=st.sampled_from([None, "1", "0", "-3"]))
