@@ -2,7 +2,7 @@
 
 Alpha-beta model (Hockney 1994; Thakur, Rabenseifner & Gropp, "Optimization of Collective
 Communication Operations in MPICH", IJHPCA 2005): a message of c bytes over a link costs
-α + c/B. The transport shapes α and B (``../shared/docs/network-and-collectives.md``):
+α + c/B. The transport shapes α and B (docs/model.md):
 
 * α (one ring step) = one-way latency (NCCL) or one round trip (gloo over TCP: measured ~RTT)
   + ``step_overhead_us`` (gloo: 0.2-0.4 ms of software per step, measured here);
