@@ -145,6 +145,8 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
                             convergence_ref)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
                                     sensitivity=sensitivity or as_json)
+    if report is not None:
+        result.notes.append(_render_report(result.folders, report))
     if as_json:
         click.echo(json.dumps(job.json_rows(result.runs, result.sensitivity), indent=2))
         return
@@ -153,6 +155,12 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
         click.echo(job.format_sensitivity(result.sensitivity))
     for line in result.notes:
         click.echo(line)
+
+
+def _render_report(folders: list[Path], output: Path) -> str:
+    from .reports.render import render_report
+
+    return f"wrote {render_report(list(folders), output)}"
 
 
 @main.command()
@@ -176,10 +184,15 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
 
     _check_positive("--jobs", jobs)
     _check_varies(varies)
+    if report is not None and out is None:
+        raise ConfigError("--report needs --out (the report reads the results folder)", key="--report",
+                          source="command line")
     exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides),
                             convergence_ref)
-    result = job.sweep_to_folder(exp, list(varies), jobs=jobs, out=out, overwrite=overwrite, report=report,
+    result = job.sweep_to_folder(exp, list(varies), jobs=jobs, out=out, overwrite=overwrite,
                                  executor=executor, address=address, resume=resume)
+    if report is not None:
+        click.echo(_render_report([out], report))
     if as_json:
         click.echo(result.table.to_json(orient="records", indent=2))
         return
@@ -260,9 +273,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
         inject_fault=inject_fault, timeout_s=timeout_s, echo=click.echo,
     )
     if report is not None and node_rank == 0:  # a failed run's report shows where it stopped
-        from .reports.render import render_report
-
-        click.echo(f"wrote {render_report([out], report)}")
+        click.echo(_render_report([out], report))
     sys.exit(code)
 
 
@@ -308,9 +319,7 @@ def validate(quick, out, overwrite, no_emulation, suite, report):
     code = job.validate_to_folder(out, quick=quick, overwrite=overwrite, emulate=not no_emulation, suite=suite,
                                   echo=click.echo)
     if report is not None:
-        from .reports.render import render_report
-
-        click.echo(f"wrote {render_report([out], report)}")
+        click.echo(_render_report([out], report))
     sys.exit(code)
 
 

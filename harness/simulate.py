@@ -21,6 +21,8 @@ class SimulateOutcome:
     notes: list[str] = field(default_factory=list)
     sensitivity: object = None
     """``sensitivity.Sensitivity`` around the user's point, when asked for."""
+    folders: list[Path] = field(default_factory=list)
+    """The results folders a report of this answer reads (``out``, or one written beside the report)."""
 
 
 def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: bool = False,
@@ -50,10 +52,9 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         if out is not None:  # the folder says it was stopped instead of looking complete or running
             store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
-    if report is not None:
-        notes.append(_report([out] if out is not None else None, report, exp, result, sens))
+    folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
     notes += convergence.notes(exp) + (sens.notes if sens is not None else [])
-    return SimulateOutcome(result.runs, notes, sens)
+    return SimulateOutcome(result.runs, notes, sens, folders)
 
 
 def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]:
@@ -106,21 +107,17 @@ def _write_sensitivity(out: Path, sens) -> None:
         store.write_table(out, io.SENSITIVITY_CROSSOVERS, sens.crossovers)
 
 
-def _report(folders, output: Path, exp: Experiment, result, sens) -> str:
-    """Render a report; without --out the results go to a folder beside the report."""
-    from ..reports.render import render_report
-
-    if folders is None:
-        folder = output.with_suffix("").with_name(output.stem + "-results")
-        store.prepare(folder, overwrite=True)
-        store.start(folder, "simulate", exp)
-        store.write_table(folder, io.RUNS, result.runs)
-        _write_sensitivity(folder, sens)
-        if result.steps is not None:
-            store.write_table(folder, io.STEPS, result.steps)
-        store.finish(folder)
-        folders = [folder]
-    return f"wrote {render_report(list(folders), output)}"
+def _report_folder(output: Path, exp: Experiment, result, sens) -> Path:
+    """Without --out, the results a report reads go to a folder beside it (the CLI renders the report)."""
+    folder = output.with_suffix("").with_name(output.stem + "-results")
+    store.prepare(folder, overwrite=True)
+    store.start(folder, "simulate", exp)
+    store.write_table(folder, io.RUNS, result.runs)
+    _write_sensitivity(folder, sens)
+    if result.steps is not None:
+        store.write_table(folder, io.STEPS, result.steps)
+    store.finish(folder)
+    return folder
 
 
 def json_rows(runs: pd.DataFrame, sens=None) -> list[dict]:
@@ -231,8 +228,7 @@ def drivers(runs: pd.DataFrame) -> list[str]:
 
 
 def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out: Path | None,
-                    overwrite: bool, report: Path | None, executor: str = "local", address: str | None = None,
-                    resume: bool = False):
+                    overwrite: bool, executor: str = "local", address: str | None = None, resume: bool = False):
     """Sweep into ``out``; each finished chunk of points is stored in ``out/points/`` as it arrives, so
     ``resume`` continues an interrupted sweep of the same experiment and grid without redoing them."""
     from .progress import Progress
@@ -260,12 +256,6 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
         store.write_table(out, "sweep.csv", result.table)
         store.write_table(out, "crossovers.csv", result.crossovers)
         store.finish(out)
-    if report is not None:
-        from ..reports.render import render_report
-
-        if out is None:
-            raise_missing_out()
-        render_report([out], report)
     return result
 
 
@@ -285,13 +275,6 @@ def _with_to_target(exp: Experiment, grid, result):
         steps_vs_ddp = table[[*keys, "algorithm"]].merge(ratios, how="left", on=[*keys, "algorithm"])["steps_vs_ddp"]
         table = table.assign(speedup_to_target_vs_ddp=table["speedup_vs_ddp"] / steps_vs_ddp.to_numpy())
     return dataclasses.replace(result, table=table, crossovers=crossovers_both(table, keys))
-
-
-def raise_missing_out():
-    from ..core.errors import ConfigError
-
-    raise ConfigError("--report needs --out (the report reads the results folder)", key="--report",
-                      source="command line")
 
 
 def format_sweep(result) -> str:

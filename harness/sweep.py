@@ -100,7 +100,20 @@ def points(base: Experiment, vary: list[tuple[str, list]], most: int = 2) -> Gri
             raise ConfigError("give at least one value", key=key, value=values, source="--vary")
     grid = Grid(base, vary)
     _check_points(" x ".join(k for k, _ in vary), [len(v) for _, v in vary], len(grid))
+    for key, values in vary:
+        _check_values(base, key, values)
     return grid
+
+
+def _check_values(base: Experiment, key: str, values: list) -> None:
+    """Each value valid on its own, before anything is written (the grid's points are built later, when
+    simulated): every value of a field of names, the ends of a numeric range (what lies between is valid
+    when they are, for the fields a range can vary)."""
+    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+    for value in (min(values), max(values)) if numeric else dict.fromkeys(values):
+        override: dict = {}
+        set_path(override, key.split("."), value)
+        with_changes(base, [("--vary", override)])
 
 
 class Grid(Sequence):

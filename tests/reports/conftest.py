@@ -95,8 +95,7 @@ def sweep_folder(tmp_path_factory) -> Path:
     # PALSGD with H = 1 syncs every step without DDP's overlap: slower than DDP on a slow network, so the
     # speedup crosses 1 along both keys (bandwidth and H).
     sweep_to_folder(small_experiment(), ["cluster.inter_node.bandwidth_gbps=2,10,50,200",
-                                         "algorithm.palsgd.sync_every=1,16"], jobs=1, out=out, overwrite=False,
-                    report=None)
+                                         "algorithm.palsgd.sync_every=1,16"], jobs=1, out=out, overwrite=False)
     return out
 
 

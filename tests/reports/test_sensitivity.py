@@ -11,6 +11,7 @@ from palsgd.core import config, convergence
 from palsgd.harness import sensitivity
 from palsgd.harness.simulate import simulate_to_folder
 from palsgd.reports import figures
+from palsgd.reports.render import render_report
 
 CONV = convergence.from_dict({"target_loss": 3.0, "ddp_steps": 500.0, "source": "hand-made", "points": [
     {"algorithm": "palsgd", "steps_vs_ddp": 3.0, "source": "hand-made"}]})
@@ -54,7 +55,8 @@ def test_crossovers_of_the_speedup_to_the_target_are_found(around):
 def test_plain_simulate_stays_fast_and_report_and_json_carry_the_sensitivity(exp, tmp_path):
     assert simulate_to_folder(exp).sensitivity is None  # a few seconds more: only when asked for
     out, report = tmp_path / "res", tmp_path / "r.html"
-    simulate_to_folder(exp, out=out, report=report)
+    result = simulate_to_folder(exp, out=out, report=report)
+    render_report(result.folders, report)
     assert len(pd.read_csv(out / "sensitivity.csv")) and len(pd.read_csv(out / "sensitivity_crossovers.csv"))
     html = report.read_text()
     assert "Sensitivity around this point" in html and "to target" in html
