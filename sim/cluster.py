@@ -1,12 +1,9 @@
 """Workers and links built from a ClusterSpec: step-time variability, failures, and the collective
 stream as a SimPy resource.
 
-Variability (``VariabilitySpec``) multiplies every compute time c of worker k at step t:
-
-    c_kt = c · slow_k · J_kt · S_kt
-    J_kt ~ LogNormal(μ, σ²) with σ² = ln(1 + cv²), μ = -σ²/2, so E[J] = 1 and sd(J)/E[J] = cv
-    S_kt = straggler_factor with probability straggler_prob, else 1 (rare spikes: OS noise, GC)
-    slow_k = slow_factor for the last ``slow_workers`` ranks, else 1 (a persistently slower card)
+Variability (``VariabilitySpec``) multiplies every compute time c of worker k at step t by the factors
+of ``core/variability.py`` (slow workers, log-normal jitter, straggler spikes), the one sampler the real
+harness's emulated accelerators draw from too.
 
 Failures (``FailureSpec``): each worker fails after an exponential time of mean ``mtbf_s``
 (memoryless, independent per worker), is down for ``restart_s``, and its clock restarts from the
@@ -19,8 +16,8 @@ import numpy as np
 import simpy
 
 from ..core.cluster import ClusterSpec
+from ..core.variability import ComputeFactors
 
-_JITTER_STREAM = 0x717E
 _FAILURE_STREAM = 0xFA11
 
 
@@ -29,36 +26,20 @@ class Workers:
 
     def __init__(self, cluster: ClusterSpec, seed: int):
         self.count = cluster.workers
-        self.var = cluster.variability
         self.fail = cluster.failures
-        self.slow = np.ones(self.count)
-        if self.var.slow_workers:
-            self.slow[self.count - self.var.slow_workers:] = self.var.slow_factor
-        sigma2 = np.log1p(self.var.jitter_cv ** 2)
-        self._sigma, self._mu = np.sqrt(sigma2), -sigma2 / 2
-        self._rng = np.random.default_rng([seed, _JITTER_STREAM])
+        self._factors = ComputeFactors(cluster.variability, self.count, seed)
         self._frng = np.random.default_rng([seed, _FAILURE_STREAM])
         self.next_failure = self._draw_failures(np.zeros(self.count))
 
     @property
     def varies(self) -> bool:
-        v = self.var
-        return v.jitter_cv > 0 or v.straggler_prob > 0 or v.slow_workers > 0
+        return self._factors.varies
 
     def compute(self, c: float, steps: int) -> np.ndarray:
         """[workers, steps] compute times c_kt (see the module docstring)."""
-        shape = (self.count, steps)
         if not self.varies:
-            return np.full(shape, c)
-        out = self.slow[:, None] * c
-        if self.var.jitter_cv > 0:
-            out = out * self._rng.lognormal(self._mu, self._sigma, shape)
-        else:
-            out = np.broadcast_to(out, shape).copy()
-        if self.var.straggler_prob > 0:
-            spikes = self._rng.random(shape) < self.var.straggler_prob
-            out[spikes] *= self.var.straggler_factor
-        return out
+            return np.full((self.count, steps), c)
+        return c * self._factors.draw(steps)
 
     def _draw_failures(self, after: np.ndarray) -> np.ndarray:
         if self.fail.mtbf_s <= 0:
