@@ -18,6 +18,7 @@ B_wan/(g·k_group). The division is done explicitly in ``_hierarchical``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -176,14 +177,36 @@ def allreduce_time(cluster: ClusterSpec, nbytes: float) -> float:
 
 def barrier_time(cluster: ClusterSpec) -> float:
     """A barrier: an all-reduce of one element (what ``real/dist.py`` ``TorchComm.barrier`` runs before
-    every sync, so that the wait is measured apart from the transfer). Its cost is the latency part of
-    a ring: base + 2(n-1)·α (the 4-byte transfer term is nil). Measured here: 0.3 ms on 2 loopback
-    ranks; about 2(n-1) round trips on an emulated link (``docs/validation.md``)."""
+    every sync, so that the wait is measured apart from the transfer).
+
+    gloo's ring (``gloo/allreduce.cc``) cuts the buffer into 2n segments, and of a 4-byte buffer only the
+    first holds data: it is not a ring step but a chain of 2(n-1) hops, one message each, one after another
+    (reduce-scatter from rank n-1 down to rank 0, then all-gather from rank 0 to rank n-1 and down to rank 1).
+    Each hop costs its own link's one-way latency + ``step_overhead_us``, not the slowest tier's round trip.
+    Measured on emulated nodes at 1 Gbit/s, 5 ms (one-way 5.4 ms), 4 bytes: 2 ranks on 2 nodes 11.4 ms, 4 on
+    4 nodes 34.4 ms (chain: 11.9 and 35.8), 2 nodes x 2 ranks 23.3 ms, 2 x 4 35.3 ms (chain: 18.4 and 19.5:
+    there a hop inside a node cost 1.6-2 ms, not its 20 us ping, on 2 cores under load 6); the ring's
+    2(n-1) round trips said 24-165 ms (``docs/validation.md``). NCCL: the latency part of a ring,
+    base + 2(n-1)·α."""
     n = cluster.workers
     if n <= 1:
         return 0.0
     t = cluster.transport
-    return _base(t, True) + 2 * (n - 1) * _alpha(flat_tier(cluster).latency_s, t)
+    if t.kind != "gloo":
+        return _base(t, True) + 2 * (n - 1) * _alpha(flat_tier(cluster).latency_s, t)
+    chain = [(n - 1 - i) % n for i in range(2 * n - 1)]  # n-1, ..., 1, 0, n-1, ..., 1
+    hops = sum(_hop_latency_s(cluster, a, b) for a, b in itertools.pairwise(chain))
+    return _base(t, True) + hops + 2 * (n - 1) * t.step_overhead_us * _US
+
+
+def _hop_latency_s(cluster: ClusterSpec, a: int, b: int) -> float:
+    """One-way latency between ranks ``a`` and ``b``, placed node by node and groups of nodes in order."""
+    g = cluster.gpus_per_node
+    if a // g == b // g:
+        return cluster.intra_node.latency_us * _US
+    per_group = g * (cluster.nodes // cluster.wan.groups)
+    link = cluster.inter_node if a // per_group == b // per_group else cluster.wan
+    return link.latency_us * _US
 
 
 def bytes_sent(cluster: ClusterSpec, nbytes: float) -> float:

@@ -91,3 +91,23 @@ def test_gloo_rings_only_and_one_rank_costs_nothing():
     g = cluster(gpus=4, kind="gloo")
     assert set(co.allreduce_costs(g, 1e6)) == {"ring"}
     assert co.allreduce_time(cluster(gpus=1), 1e9) == 0.0
+
+
+def test_a_gloo_barrier_is_a_chain_of_one_way_hops_each_on_its_own_link():
+    # One element fills one of gloo's 2n segments: it hops n-1, ..., 0, n-1, ..., 1, each hop one way on
+    # its own link. 2 nodes x 2 ranks: the chain 3-2-1-0-3-2-1 crosses nodes 3 times (2-1, 0-3, 2-1).
+    two_by_two = cluster(nodes=2, gpus=2, intra=(800.0, 10.0), inter=(1.0, 5000.0), kind="gloo",
+                         step_overhead_us=100.0)
+    assert co.barrier_time(two_by_two) == pytest.approx(3 * 5e-3 + 3 * 10e-6 + 6 * 100e-6)
+    # One rank per node: every hop crosses, 2(n-1) of them.
+    four_nodes = cluster(nodes=4, gpus=1, inter=(1.0, 5000.0), kind="gloo", step_overhead_us=100.0)
+    assert co.barrier_time(four_nodes) == pytest.approx(6 * (5e-3 + 100e-6))
+    # A WAN hop between groups of nodes costs the WAN's latency (2 groups of 1 node x 1 rank).
+    wan = cluster(nodes=2, gpus=1, inter=(1.0, 5000.0), kind="gloo",
+                  wan=WanSpec(groups=2, bandwidth_gbps=0.1, latency_us=20000.0))
+    assert co.barrier_time(wan) == pytest.approx(2 * 20e-3)
+
+
+def test_an_nccl_barrier_pays_the_latency_part_of_a_ring():
+    c = cluster(nodes=2, gpus=2, intra=(800.0, 10.0), inter=(1.0, 5000.0), kind="nccl", step_latency="one_way")
+    assert co.barrier_time(c) == pytest.approx(6 * 5e-3)
