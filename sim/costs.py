@@ -40,6 +40,7 @@ class StepCosts:
     data_s: float  # data loading not hidden by prefetching
     payload_bytes: float  # S: what a sync sends
     sync_s: float  # barrier + Σ T_AR of the sync's calls (core/buckets.sync_call_bytes)
+    barrier_s: float  # the barrier's own latency, part of sync_s; timed as waiting, as the real side does
     sync_bytes: float  # bytes one worker sends in a sync
     bucket_s: np.ndarray  # DDP: all-reduce time of each bucket, in the order they become ready
     bucket_ready: np.ndarray  # DDP: when each bucket is ready, as a fraction of c from step start
@@ -71,7 +72,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
-        sync_s=sync_s, sync_bytes=sync_bytes, bucket_s=bucket_s,
+        sync_s=sync_s, sync_bytes=sync_bytes, barrier_s=collectives.barrier_time(cluster), bucket_s=bucket_s,
         bucket_ready=bucket_ready(sizes, wl.grad_accum),
         bucket_bytes_sent=sum(collectives.bytes_sent(cluster, b) for b in sizes),
         warmup_extra_s=collectives.allreduce_time(cluster, extra) if extra else 0.0,

@@ -139,15 +139,18 @@ class Run:
         if not sync:
             return
         who = np.flatnonzero(present)
-        idle = barrier - arrival[who]
-        rec.rows("wait", who[idle > 0], last, arrival[who][idle > 0], barrier)
         sync_cost = self.algo.sync(self.costs, int(self.plan.fragment[last]))
+        # A blocking sync enters through a barrier; the real side times it as waiting (it cannot tell the
+        # barrier's own latency from the wait for the slowest worker), so the record does too.
+        entered = barrier + (self.costs.barrier_s if self.talk and not delay else 0.0)
+        idle = entered - arrival[who]
+        rec.rows("wait", who[idle > 0], last, arrival[who][idle > 0], entered)
         if delay:
             yield from self._overlapped(who, last, float(started[who].max()), sync_cost)
         else:
             yield env.process(self.net.collective(sync_cost.comm_s if self.talk else 0.0))
             if self.talk:
-                rec.rows("allreduce", who, last, barrier, env.now, sync_cost.bytes)
+                rec.rows("allreduce", who, last, entered, env.now, sync_cost.bytes)
         if sync_cost.outer_s > 0:
             rec.rows("outer_step", who, last, env.now, env.now + sync_cost.outer_s)
             yield env.timeout(sync_cost.outer_s)

@@ -111,3 +111,20 @@ def test_palsgd_independent_draws_wait_for_the_busiest_worker(tiny):
     # 1.85 + 2.2 = 4.05; worker 1 one of each and arrives at 1.85 + 0.05 + 1.1 = 3.0, then waits 3.0..4.05.
     assert [r for r in rows if r[2] == "wait"] == [(1, 3, "wait", 3.0, 4.05)]
     assert sorted({(r[1], r[3]) for r in rows if r[2] == "allreduce"}) == [(1, 1.15), (3, 4.05)]
+
+
+def test_a_sync_barrier_is_timed_as_waiting_as_the_real_side_times_it(tiny):
+    # Intra-node latency 10 ms one way (nccl: a ring step waits one hop), so T_AR(S) = 0.5 s + 2 steps x
+    # 10 ms = 0.52 s. The barrier costs its own latency b (collectives.barrier_time) and sits in `wait` on
+    # every worker: after step 0, wait 1.1..1.1+b, then the all-reduce 1.1+b..1.62+b.
+    from palsgd.sim import collectives
+
+    exp = tiny({"cluster": {"intra_node": {"latency_us": 10_000.0}}}, algorithms=["local_sgd"], steps=2)
+    b = collectives.barrier_time(exp.cluster)
+    assert b > 0 and abs(collectives.allreduce_time(exp.cluster, 2 * MIB) - 0.52) < 1e-9
+    t = round(1.62 + b, 9)
+    assert log(exp, "local_sgd") == both([
+        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1), (0, "wait", 1.1, round(1.1 + b, 9)),
+        (0, "allreduce", round(1.1 + b, 9), t),
+        (1, "compute", t, round(t + 1, 9)), (1, "optimizer", round(t + 1, 9), round(t + 1.1, 9)),
+    ])
