@@ -11,7 +11,7 @@ import pytest
 
 from palsgd.core.errors import ConfigError
 from palsgd.harness import store
-from palsgd.harness.launch import missing_ranks_failure
+from palsgd.harness.rank_files import missing_ranks_failure
 
 from .launchers import finish, free_port, launch
 

@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness import store
 from palsgd.core.faults import FaultSpec
-from palsgd.harness.launch import RunFailed, read_heartbeats, run_real
+from palsgd.harness import store
+from palsgd.harness.launch import RunFailed, run_real
+from palsgd.harness.rank_files import read_heartbeats
 from palsgd.harness.targets import time_to_target
 
 

@@ -84,5 +84,5 @@ def test_cli_exports_and_refuses_folders_of_other_workloads(tmp_path):
 
 
 def test_ddp_must_reach_the_target(tmp_path):
-    with pytest.raises(ConfigError, match="DDP does not reach loss 0.5"):
+    with pytest.raises(ConfigError, match=r"DDP does not reach loss 0\.5"):
         export([_fake_run(tmp_path / "a", 4)], 0.5)
