@@ -157,8 +157,8 @@ def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulat
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
     if spec is not None:
         preflight(spec)
+    check_before_launch(exp, nproc_per_node)  # first: it writes nothing, check_writable makes --out's folder
     check_writable(Path(out))
-    check_before_launch(exp, nproc_per_node)
     path = calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv))
     echo(f"wrote {path} (use it with `palsgd simulate --cluster {path}`)")
     return path
