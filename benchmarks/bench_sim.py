@@ -6,7 +6,7 @@
 3. Peak resident memory of ``palsgd simulate`` (each in a fresh process) for 1,024 and 16,384 workers
    and for ``--repeats 1000``, next to the simulator's own estimate (``palsgd.sim.bounds``).
 
-Run: ``.venv/bin/python benchmarks/bench_sim.py [--quick] [--memory-only]``.
+Run: ``.venv/bin/python benchmarks/bench_sim.py [--quick] [--memory-only | --speed-only]``.
 """
 
 from __future__ import annotations
@@ -111,11 +111,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the work, for a smoke test")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
+    parser.add_argument("--speed-only", action="store_true", help="only the speed measurements (1 and 2)")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
-    memory_runs()
+    if not args.speed_only:
+        memory_runs()
     if args.memory_only:
         return
     big_runs(10_000 // scale)
