@@ -10,14 +10,12 @@ a warm-up step that also averages the optimizer state; and of every broadcast gl
 from __future__ import annotations
 
 import math
-import os
-import socket
 import sys
 
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import spawn
 from torch.profiler import ProfilerActivity, profile
 
 from palsgd.core.algorithms import DDP_STEP, GRADIENT_STEP
@@ -97,18 +95,5 @@ def main(rank, world, out):
         torch.save(results, out)
 
 
-def _entry(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        main(rank, world, out)
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_entry, args=(2, port, sys.argv[1]), nprocs=2, join=True)
+    spawn(main, 2, sys.argv[1])

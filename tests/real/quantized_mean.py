@@ -3,13 +3,11 @@ saves every rank's inputs and results per payload dtype."""
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import spawn
 
 from palsgd.real.dist import DistContext, TorchComm
 
@@ -31,19 +29,5 @@ def run(rank, world, out):
         torch.save(gathered, out)
 
 
-def _entry(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        run(rank, world, out)
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    world = int(sys.argv[1])
-    mp.spawn(_entry, args=(world, port, sys.argv[2]), nprocs=world, join=True)
+    spawn(run, int(sys.argv[1]), sys.argv[2])

@@ -6,14 +6,11 @@ saves, per scenario, the parameters of every rank after every step.
 
 from __future__ import annotations
 
-import os
-import socket
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo_ranks import spawn
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks.post_localSGD_hook import (
     PostLocalSGDState,
@@ -144,19 +141,5 @@ def scenarios(rank, world, out):
         torch.save(results, out)
 
 
-def _entry(rank, world, port, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    np.seterr(all="raise")
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        scenarios(rank, world, out)
-    finally:
-        dist.destroy_process_group()
-
-
 if __name__ == "__main__":
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    mp.spawn(_entry, args=(2, port, sys.argv[1]), nprocs=2, join=True)
+    spawn(scenarios, 2, sys.argv[1])
