@@ -71,21 +71,32 @@ def window_steps(exp: Experiment) -> int:
     return min(exp.nominal_steps, max(a.warmup_steps for a in local) + 2 * h_max)
 
 
+MAX_WORK_S = 60.0
+"""Estimated one-core work of all the points together (``sim.bounds``): a simulate answer of a huge cluster
+stays an answer, with its sensitivity cut short and saying so, instead of taking hours or all memory."""
+
+
 def sensitivity(exp: Experiment) -> Sensitivity:
-    """Simulate every point of ``axes(exp)`` (one seed, ``window_steps``) and find the crossovers."""
+    """Simulate every point of ``axes(exp)`` (one seed, ``window_steps``) and find the crossovers. Each
+    point is checked to fit (memory, work) before it runs."""
+    from ..sim import bounds
     from ..sim.engine import simulate
 
     conv = convergence.of_experiment(exp)
     steps = window_steps(exp)
     base = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
     own = user_values(exp)
-    parts, notes = [], []
+    parts, notes, work_s = [], [], 0.0
     for key, values in axes(exp):
         for value in values:
             change: dict = {}
             set_path(change, key.split("."), value)
             try:
                 point = with_changes(base, [("sensitivity", change)])
+                work_s += bounds.check(point, record_steps=False, keep_totals=False).work_s
+                if work_s > MAX_WORK_S:
+                    raise ConfigError(f"the points around this one would take over {MAX_WORK_S:g} s of work; "
+                                      "sweep the field instead (`palsgd sweep --vary`)")
                 runs = simulate(point, record_steps=False, keep_totals=False).runs
             except ConfigError as err:
                 notes.append(f"{key} = {value:g} left out: {err}")

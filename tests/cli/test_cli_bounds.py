@@ -112,7 +112,7 @@ def _accepted(exp) -> bounds.Estimate | None:
 @given(nodes=small_or_huge["nodes"], steps=small_or_huge["steps"], repeats=small_or_huge["repeats"],
        algos=algorithms, mtbf_s=st.sampled_from([0, 0.001, 0.05, 5.0]))
 def test_random_sizes_are_refused_or_fit_their_estimate(nodes, steps, repeats, algos, mtbf_s):
-    argv = ["simulate", "--json", "--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo", "--algorithms", algos,
+    argv = ["simulate", "--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo", "--algorithms", algos,
             "--steps", str(steps), "--repeats", str(repeats), "--set", f"cluster.nodes={nodes}",
             "--set", f"cluster.failures.mtbf_s={mtbf_s}", "--set", "cluster.failures.restart_s=0.5"]
     with mock.patch.object(bounds, "MAX_WORK_S", WORK_LIMIT_S):
