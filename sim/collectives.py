@@ -18,7 +18,6 @@ B_wan/(g·k_group). The division is done explicitly in ``_hierarchical``.
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
@@ -194,8 +193,12 @@ def barrier_time(cluster: ClusterSpec) -> float:
     t = cluster.transport
     if t.kind != "gloo":
         return _base(t, True) + 2 * (n - 1) * _alpha(flat_tier(cluster).latency_s, t)
-    chain = [(n - 1 - i) % n for i in range(2 * n - 1)]  # n-1, ..., 1, 0, n-1, ..., 1
-    hops = sum(_hop_latency_s(cluster, a, b) for a, b in itertools.pairwise(chain))
+    # The chain n-1, ..., 1, 0, n-1, ..., 1 is the downward run (i+1 -> i for i = 0..n-2) twice, less the
+    # hop 1 -> 0 the second time, plus the wrap 0 -> n-1. Counted in closed form (a cluster may have
+    # millions of workers): of the n-1 downward hops, nodes-1 cross a node and groups-1 of those a group.
+    down = ((n - cluster.nodes) * cluster.intra_node.latency_us + (cluster.nodes - cluster.wan.groups)
+            * cluster.inter_node.latency_us + (cluster.wan.groups - 1) * cluster.wan.latency_us) * _US
+    hops = 2 * down - _hop_latency_s(cluster, 1, 0) + _hop_latency_s(cluster, 0, n - 1)
     return _base(t, True) + hops + 2 * (n - 1) * t.step_overhead_us * _US
 
 

@@ -111,3 +111,25 @@ def test_a_gloo_barrier_is_a_chain_of_one_way_hops_each_on_its_own_link():
 def test_an_nccl_barrier_pays_the_latency_part_of_a_ring():
     c = cluster(nodes=2, gpus=2, intra=(800.0, 10.0), inter=(1.0, 5000.0), kind="nccl", step_latency="one_way")
     assert co.barrier_time(c) == pytest.approx(6 * 5e-3)
+
+
+def test_gloo_barrier_chain_in_closed_form_equals_the_hop_by_hop_chain():
+    """The barrier's chain n-1, ..., 0, n-1, ..., 1 summed hop by hop on small clusters (two tiers and a
+    WAN) equals the closed form the simulator uses, which a cluster of 60 M workers needs."""
+    import itertools
+
+    from palsgd.core.config import load
+    from palsgd.sim import collectives
+
+    for nodes, per_node, groups in [(1, 2, 1), (2, 1, 1), (2, 4, 1), (4, 2, 2), (8, 1, 4), (6, 5, 3)]:
+        cluster = load(cluster="cpu-2core-gloo", overrides=[
+            f"cluster.nodes={nodes}", f"cluster.gpus_per_node={per_node}", f"cluster.wan.groups={groups}",
+            "cluster.intra_node.latency_us=7", "cluster.inter_node.latency_us=100",
+            "cluster.wan.latency_us=5000"]).cluster
+        n = cluster.workers
+        chain = [(n - 1 - i) % n for i in range(2 * n - 1)]
+        hops = sum(collectives._hop_latency_s(cluster, a, b) for a, b in itertools.pairwise(chain))
+        overhead = collectives._base(cluster.transport, True) + 2 * (n - 1) * cluster.transport.step_overhead_us * 1e-6
+        assert collectives.barrier_time(cluster) == pytest.approx(hops + overhead, rel=1e-12)
+    huge = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=["cluster.nodes=30000000"]).cluster
+    assert collectives.barrier_time(huge) > 0  # instant: no per-rank loop
