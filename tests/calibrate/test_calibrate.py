@@ -99,7 +99,8 @@ def test_two_tiers_on_emulated_nodes(tmp_path):
     # Effective, not line rate: gloo reached 180-185 Mbit/s here, and the tiers share one fitted step
     # overhead; a link at a wrong rate (or one rank per namespace, or none) misses by far more.
     assert inter.bandwidth_gbps == pytest.approx(0.2, rel=0.20)
-    assert 2e3 <= inter.latency_us <= 2e3 * 1.2 + 500  # half the round trip: 2 ms plus wake-ups
+    # Half the round trip: 2 ms plus wake-ups; fitted, so a few per cent either side (1,988 us seen).
+    assert 0.95 * 2e3 <= inter.latency_us <= 2e3 * 1.2 + 500
     assert intra.latency_us < 500 and intra.bandwidth_gbps > 5 * inter.bandwidth_gbps
 
 
