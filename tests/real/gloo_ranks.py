@@ -28,3 +28,11 @@ def _entry(rank: int, main, world: int, port: int, out: str) -> None:
         main(rank, world, out)
     finally:
         dist.destroy_process_group()
+
+
+def save_from_all_ranks(results, world: int, rank: int, out: str) -> None:
+    """Every rank's ``results`` in one list, saved by rank 0 to ``out``."""
+    gathered = [None] * world
+    dist.all_gather_object(gathered, results)
+    if rank == 0:
+        torch.save(gathered, out)

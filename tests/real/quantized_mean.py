@@ -6,8 +6,7 @@ from __future__ import annotations
 import sys
 
 import torch
-import torch.distributed as dist
-from gloo_ranks import spawn
+from gloo_ranks import save_from_all_ranks, spawn
 
 from palsgd.real.dist import DistContext, TorchComm
 
@@ -23,10 +22,7 @@ def run(rank, world, out):
         inputs = [t.clone() for t in tensors]
         sent = TorchComm(ctx, payload=dtype).allreduce_mean_([tensors])
         results[dtype] = (inputs, tensors, sent)
-    gathered = [None] * world
-    dist.all_gather_object(gathered, results)
-    if rank == 0:
-        torch.save(gathered, out)
+    save_from_all_ranks(results, world, rank, out)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import sys
 
 import torch
 import torch.distributed as dist
-from gloo_ranks import spawn
+from gloo_ranks import save_from_all_ranks, spawn
 from torch import nn
 from torchft.local_sgd import DiLoCo as TorchftDiLoCo
 
@@ -172,10 +172,7 @@ def run(rank, world, out):
     results = {}
     for case, (name, *settings) in CASES.items():
         results[case] = (our_run(rank, world, name, *settings), torchft_run(rank, *settings))
-    gathered = [None] * world
-    dist.all_gather_object(gathered, results)
-    if rank == 0:
-        torch.save(gathered, out)
+    save_from_all_ranks(results, world, rank, out)
 
 
 if __name__ == "__main__":
