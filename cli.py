@@ -87,6 +87,14 @@ def _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
                 epochs=epochs, seed=seed, overrides=[*extra, *overrides])
 
 
+def _check_output(path: Path | None, key: str) -> None:
+    """A page the command writes at the end can be written: found before the work, not after it."""
+    if path is not None:
+        from .core import io
+
+        io.check_writable(path, key)
+
+
 def _check_positive(key: str, value: float | None) -> None:
     """A count or duration that must be a finite number > 0 (nan would turn a check off silently)."""
     if value is not None and not (math.isfinite(value) and value > 0):
@@ -140,6 +148,7 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
     from .harness import simulate as job
 
+    _check_output(report, "--report")
     extra = [f"repeats={repeats}"] if repeats is not None else []
     exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra),
                             convergence_ref)
@@ -184,6 +193,7 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
 
     _check_positive("--jobs", jobs)
     _check_varies(varies)
+    _check_output(report, "--report")
     if report is not None and out is None:
         raise ConfigError("--report needs --out (the report reads the results folder)", key="--report",
                           source="command line")
@@ -213,6 +223,7 @@ def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, over
     from .reports.explore import render_explore
 
     _check_positive("--jobs", jobs)
+    _check_output(output, "--output")
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides)
     with Progress(job.grid_size(exp), "explore") as progress:
         grid = job.explore(exp, jobs=jobs, progress=progress)
@@ -265,6 +276,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
         raise ConfigError("must be >= 1", key="--nproc-per-node" if nproc_per_node < 1 else "--nnodes",
                           value=min(nproc_per_node, nnodes), source="command line")
     _check_positive("--timeout-s", timeout_s)
+    _check_output(report, "--report")
     extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     code = real_job.run_to_folder(
@@ -316,6 +328,7 @@ def validate(quick, out, overwrite, no_emulation, suite, report):
     if suite == "cluster" and no_emulation:
         raise ConfigError("the cluster suite runs on an emulated network", key="--no-emulation",
                           source="command line")
+    _check_output(report, "--report")
     code = job.validate_to_folder(out, quick=quick, overwrite=overwrite, emulate=not no_emulation, suite=suite,
                                   echo=click.echo)
     if report is not None:
@@ -337,8 +350,11 @@ def _compute(emulate: bool) -> list[str]:
 @click.option("--export", "export_to", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the steps to the loss relative to DDP, measured by the run folders, as a convergence "
                    "description for --convergence (runs with different H, p or workers give a function of them).")
+@click.option("--convergence", "convergence_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also predict each algorithm's time to the target from this convergence description "
+                   "(measured elsewhere), with its error against the run.")
 @_handle_errors
-def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, export_to):
+def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, export_to, convergence_file):
     """Wall-clock to reach a held-out loss on a measured or simulated cluster.
 
     CURVES is a `palsgd run` results folder, or a CSV with columns algorithm, step, loss; several run
@@ -347,6 +363,8 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
 
     if not math.isfinite(target_loss):
         raise ConfigError("must be a finite number", key="--loss", value=target_loss, source="command line")
+    if export_to is not None and convergence_file is not None:
+        raise ConfigError("give --export or --convergence, not both", key="--convergence", source="command line")
     if export_to is not None:
         from .harness import convergence_export
 
@@ -357,8 +375,13 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
     if len(curves) > 1:
         raise ConfigError("give one run folder or CSV (several only with --export)", key="CURVES",
                           value=[str(c) for c in curves], source="command line")
+    described = None
+    if convergence_file is not None:
+        from .core import convergence
+
+        described = convergence.load(convergence_file)
     table = targets.time_to_target(curves[0], target_loss, cluster=cluster, overrides=list(overrides),
-                                   workload=workload)
+                                   workload=workload, described=described)
     click.echo(table.to_json(orient="records", indent=2) if as_json else targets.format_targets(table))
 
 
@@ -393,6 +416,7 @@ def report(results, output):
     """Turn result folders (simulate, sweep, run, validate) into one self-contained HTML page."""
     from .reports.render import render_report
 
+    _check_output(output, "--output")
     path = render_report(list(results), output)
     click.echo(f"wrote {path}")
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .errors import ConfigError
+
 MANIFEST = "manifest.json"
 RUNS = "runs.csv"
 STEPS = "steps.parquet"
@@ -24,6 +26,21 @@ TIMELINE = "timeline.parquet"  # the first steps of a run too large to keep ever
 METRICS = "metrics.csv"
 TRACE = "trace.json"
 EXPERIMENT = "experiment.toml"
+
+
+def check_writable(path: str | os.PathLike, key: str) -> None:
+    """A file can be written at ``path`` (its folder exists or can be made): checked before minutes of
+    work, not after. Makes nothing."""
+    path = Path(path)
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"cannot be made: {folder} is a file, not a folder", key=key, value=str(path),
+                          source="command line")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ConfigError("cannot be written (permission denied)", key=key, value=str(path),
+                          source="command line")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:

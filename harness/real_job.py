@@ -87,6 +87,7 @@ def check_before_launch(exp: Experiment, local_ranks: int) -> None:
 
 def check_writable(out: Path) -> None:
     """The profile and the files beside it can be written: found now, not after minutes of measuring."""
+    io.check_writable(out, "--out")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         with tempfile.TemporaryFile(dir=out.parent):
@@ -118,6 +119,20 @@ def check_nodes(nnodes: int, node_rank: int, rdzv_endpoint: str | None) -> None:
     if nnodes > 1 and rdzv_endpoint is None:
         raise ConfigError("several nodes need a rendezvous endpoint HOST:PORT", key="--rdzv-endpoint",
                           source="command line")
+    if rdzv_endpoint is not None:
+        check_endpoint(rdzv_endpoint)
+
+
+def check_endpoint(endpoint: str) -> None:
+    """HOST:PORT (an IPv6 host in brackets), as torchrun's c10d rendezvous parses it; torchrun would only
+    fail on it after every node had started."""
+    host, sep, port = endpoint.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    bare = host[1:-1] if bracketed else host
+    bad_host = not bare or any(c.isspace() or c in "[]/" for c in bare) or (":" in bare and not bracketed)
+    if not sep or bad_host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError("must be HOST:PORT with a port in 1..65535 (an IPv6 host in brackets)",
+                          key="--rdzv-endpoint", value=endpoint, source="command line")
 
 
 def check_fault(fault, *, world: int, steps: int) -> None:

@@ -10,6 +10,11 @@ from a user's CSV (columns ``algorithm, step, loss``). Reaching the target there
 number of steps on any cluster; only the time per step changes, which the simulator predicts. So the
 predicted time to target on a cluster is the simulated wall-clock at the step where the measured curve
 first reaches the target (linearly interpolated between evaluations).
+
+With a convergence description (``--convergence``), a third set of rows predicts a run without its
+curves: the step at the target is the description's DDP steps times the algorithm's steps relative to
+DDP, as ``simulate`` and ``advise`` use them. Beside a measured run this checks whether a description
+measured on another configuration (workers, network, cluster) carries over to this one.
 """
 
 from __future__ import annotations
@@ -22,11 +27,15 @@ import pandas as pd
 
 from ..core import config, io
 from ..core.algorithms import ALGORITHMS
+from ..core.convergence import Convergence
 from ..core.errors import ConfigError
 from . import store
 
 TARGET_COLUMNS = ("source", "cluster", "algorithm", "target_loss", "step_at_target", "time_to_target_s",
-                  "speedup_to_target", "wall_clock_budget_s", "speedup_same_budget")
+                  "speedup_to_target", "wall_clock_budget_s", "speedup_same_budget", "error_vs_measured",
+                  "assumption")
+"""``source``: real (measured), sim (measured curve, simulated step times) or convergence (the steps from a
+convergence description, simulated step times); ``error_vs_measured``: time to target / measured - 1."""
 
 
 def step_at_target(curve: pd.DataFrame, target: float) -> float:
@@ -82,10 +91,15 @@ def _check_column(path: Path, curves: pd.DataFrame, column: str, ok: pd.Series, 
 
 
 def time_to_target(source: str | Path, target_loss: float, *, cluster: str | None = None,
-                   overrides: list[str] = (), workload: str | None = None) -> pd.DataFrame:
-    """The target table: measured (from a run folder) and predicted (simulated cluster) rows."""
+                   overrides: list[str] = (), workload: str | None = None,
+                   described: Convergence | None = None) -> pd.DataFrame:
+    """The target table: measured (from a run folder), predicted (simulated cluster) and, with
+    ``described``, predicted from a convergence description."""
     from ..sim.engine import simulate
 
+    if described is not None and not math.isclose(described.target_loss, target_loss, rel_tol=1e-9):
+        raise ConfigError(f"the convergence description is for a loss of {described.target_loss:g}, not "
+                          f"{target_loss:g}", key="--loss", value=target_loss, source="command line")
     source = Path(source)
     rows: list[dict] = []
     if source.is_dir():
@@ -104,7 +118,9 @@ def time_to_target(source: str | Path, target_loss: float, *, cluster: str | Non
     curves = curves[curves["algorithm"].isin([a.name for a in exp.algorithms])]
     sim = simulate(exp.replace(budget=config.BudgetSpec(steps=exp.nominal_steps)), record_steps=True)
     rows += _predicted_rows(sim.steps, sim.runs, curves, target_loss, exp.cluster.name)
-    table = _speedups(pd.DataFrame(rows, columns=list(TARGET_COLUMNS)))
+    if described is not None:
+        rows += _described_rows(sim.steps, sim.runs, described, exp)
+    table = _errors(_speedups(pd.DataFrame(rows, columns=list(TARGET_COLUMNS))))
     if source.is_dir():  # derived data: the report of this folder draws it
         store.write_table(source, "targets.csv", table)
     return table
@@ -142,20 +158,48 @@ def _measured_rows(folder: Path, curves: pd.DataFrame, target: float, cluster: s
 
 def _predicted_rows(steps: pd.DataFrame, runs: pd.DataFrame, curves: pd.DataFrame, target: float,
                     cluster: str) -> list[dict]:
-    # The wall-clock at the end of step s is when the slowest worker has finished everything of step s.
-    done = steps.groupby(["algorithm", "step"])["end_s"].max()
-    wall = runs.groupby("algorithm")["wall_clock_s"].mean()
+    done, wall = _step_ends(steps), runs.groupby("algorithm")["wall_clock_s"].mean()
     rows = []
     for algorithm, g in curves.groupby("algorithm", sort=False):
         step = step_at_target(g[["step", "loss"]], target)
-        t = math.nan
-        if math.isfinite(step) and algorithm in done.index.get_level_values(0):
-            ends = done.loc[algorithm]
-            t = float(np.interp(step, ends.index.to_numpy(float), ends.to_numpy(float)))
         rows.append({"source": "sim", "cluster": cluster, "algorithm": algorithm, "target_loss": target,
-                     "step_at_target": step, "time_to_target_s": t,
+                     "step_at_target": step, "time_to_target_s": _time_at(done, algorithm, step),
                      "wall_clock_budget_s": float(wall.get(algorithm, math.nan))})
     return rows
+
+
+def _described_rows(steps: pd.DataFrame, runs: pd.DataFrame, conv: Convergence,
+                    exp: config.Experiment) -> list[dict]:
+    """Each algorithm's step at the target from ``conv`` (none outside its measured range, or past this
+    run's budget: a description is never extrapolated), at the simulated wall-clock of that step."""
+    done, wall = _step_ends(steps), runs.groupby("algorithm")["wall_clock_s"].mean()
+    ddp_assumption = ("" if conv.ddp_workers in (None, exp.workers) else
+                      f"; DDP's steps measured on {conv.ddp_workers} workers, assumed to hold on {exp.workers}")
+    rows = []
+    for spec in exp.algorithms:
+        found = conv.lookup(spec, exp.workers)
+        step = conv.ddp_steps * found.steps_vs_ddp if found.steps_vs_ddp is not None else math.nan
+        rows.append({"source": "convergence", "cluster": exp.cluster.name, "algorithm": spec.name,
+                     "target_loss": conv.target_loss, "step_at_target": step,
+                     "time_to_target_s": _time_at(done, spec.name, step),
+                     "wall_clock_budget_s": float(wall.get(spec.name, math.nan)),
+                     "assumption": found.why + ddp_assumption})
+    return rows
+
+
+def _step_ends(steps: pd.DataFrame) -> pd.Series:
+    """The wall-clock at the end of each (algorithm, step): when the slowest worker has finished it."""
+    return steps.groupby(["algorithm", "step"])["end_s"].max()
+
+
+def _time_at(done: pd.Series, algorithm: str, step: float) -> float:
+    """The simulated wall-clock at a fractional ``step``; NaN when it is not a step of the run."""
+    if not math.isfinite(step) or algorithm not in done.index.get_level_values(0):
+        return math.nan
+    ends = done.loc[algorithm]
+    if step > ends.index.max():
+        return math.nan
+    return float(np.interp(step, ends.index.to_numpy(float), ends.to_numpy(float)))
 
 
 def _speedups(table: pd.DataFrame) -> pd.DataFrame:
@@ -169,17 +213,33 @@ def _speedups(table: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
+def _errors(table: pd.DataFrame) -> pd.DataFrame:
+    """Each prediction's time to target against the measured one of the same algorithm."""
+    measured = table[table["source"] == "real"].set_index("algorithm")["time_to_target_s"]
+    predicted = table["source"] != "real"
+    table.loc[predicted, "error_vs_measured"] = (table.loc[predicted, "time_to_target_s"]
+                                                 / table.loc[predicted, "algorithm"].map(measured) - 1)
+    return table
+
+
+HEADINGS = {"real": "measured", "sim": "predicted (measured curves)",
+            "convergence": "predicted (steps from the convergence description)"}
+
+
 def format_targets(table: pd.DataFrame) -> str:
     from .simulate import human_s
 
     lines = []
     for (source, cluster), g in table.groupby(["source", "cluster"], sort=False):
-        lines.append(f"{'measured' if source == 'real' else 'predicted'} on {cluster}:")
+        lines.append(f"{HEADINGS[source]} on {cluster}:")
         for r in g.itertuples():
             reach = (f"reaches {r.target_loss:g} at step {r.step_at_target:.0f} after {human_s(r.time_to_target_s)}"
-                     if math.isfinite(r.step_at_target) else f"does not reach {r.target_loss:g}")
-            lines.append(f"  {r.algorithm:10s} {reach}; to target {_x(r.speedup_to_target)} DDP, same budget "
+                     if math.isfinite(r.time_to_target_s) else f"does not reach {r.target_loss:g} in the run")
+            error = f" ({r.error_vs_measured:+.1%} vs measured)" if math.isfinite(r.error_vs_measured) else ""
+            lines.append(f"  {r.algorithm:10s} {reach}{error}; to target {_x(r.speedup_to_target)} DDP, same budget "
                          f"{_x(r.speedup_same_budget)} DDP ({human_s(r.wall_clock_budget_s)})")
+            if isinstance(r.assumption, str) and r.assumption:
+                lines.append(f"  {'':10s} steps: {r.assumption}")
     return "\n".join(lines)
 
 

@@ -75,3 +75,15 @@ def test_time_to_target_refuses_a_loss_that_is_not_finite(tmp_path, loss):
     curves = tmp_path / "c.csv"
     curves.write_text("algorithm,step,loss\nddp,0,4.0\n")
     _refused(["time-to-target", str(curves), "--loss", loss, "--workload", "gpt-tiny"], "--loss")
+
+
+@pytest.mark.parametrize("command", [
+    [*SIM, "--report"], [*RUN, "--out", "{tmp}/run", "--report"], ["explore", "--workload", "gpt-tiny", "-o"],
+    ["report", "{tmp}/none", "-o"], ["calibrate", "--workload", "gpt-tiny", "--out"]])
+def test_an_output_under_a_file_is_refused_before_the_work(tmp_path, command):
+    """A page or profile written at the end: a path it cannot take is named at the start (it used to be
+    found after the work, as a bare "File exists")."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + [str(blocker / "page.html")]
+    _refused(argv, f"{blocker / 'page.html'}': cannot be made: {blocker} is a file", tmp_path / "run")

@@ -1,6 +1,7 @@
 """`time-to-target --export`: a convergence description from run folders, and reading it back."""
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,9 +15,11 @@ from palsgd.core.config import AlgorithmSpec
 from palsgd.core.errors import ConfigError
 from palsgd.harness import store
 from palsgd.harness.convergence_export import export
+from palsgd.harness.targets import time_to_target
 
 # Steps each algorithm needs to fall from 4.0 to the target 3.0 in the fake runs, by H.
-STEPS_AT_TARGET = {"ddp": {4: 20, 16: 20}, "local_sgd": {4: 30, 16: 40}, "palsgd": {4: 25, 16: 50}}
+STEPS_AT_TARGET = {"ddp": {4: 20, 16: 20, 32: 20}, "local_sgd": {4: 30, 16: 40, 32: 45},
+                   "palsgd": {4: 25, 16: 50, 32: 55}}
 
 
 def _fake_run(folder, sync_every, *, workers=2):
@@ -86,3 +89,43 @@ def test_cli_exports_and_refuses_folders_of_other_workloads(tmp_path):
 def test_ddp_must_reach_the_target(tmp_path):
     with pytest.raises(ConfigError, match=r"DDP does not reach loss 0\.5"):
         export([_fake_run(tmp_path / "a", 4)], 0.5)
+
+
+def test_a_description_predicts_another_run(tmp_path):
+    """`time-to-target RUN --convergence FILE`: the steps come from the description (DDP's steps x each
+    algorithm's ratio), the times from the simulator, the error from the run."""
+    conv, _ = export([_fake_run(tmp_path / "h4", 4)], 3.0)
+    same = time_to_target(tmp_path / "h4", 3.0, described=conv).set_index(["source", "algorithm"])
+    for algorithm, steps in STEPS_AT_TARGET.items():  # on its own run, the description is the curve
+        assert same.loc[("convergence", algorithm), "step_at_target"] == pytest.approx(steps[4])
+        assert same.loc[("convergence", algorithm), "time_to_target_s"] == pytest.approx(
+            same.loc[("sim", algorithm), "time_to_target_s"])
+        measured = same.loc[("real", algorithm), "time_to_target_s"]
+        assert measured == pytest.approx(0.1 * steps[4])  # the fake run's clock
+        assert same.loc[("convergence", algorithm), "error_vs_measured"] == pytest.approx(
+            same.loc[("convergence", algorithm), "time_to_target_s"] / measured - 1)
+
+    by_h, _ = export([tmp_path / "h4", _fake_run(tmp_path / "h16", 16)], 3.0)
+    other = time_to_target(_fake_run(tmp_path / "w4h32", 32, workers=4), 3.0, described=by_h)
+    rows = other[other["source"] == "convergence"].set_index("algorithm")
+    # H = 32 lies outside the measured 4-16: no value, and the row says why
+    assert math.isnan(rows.loc["palsgd", "time_to_target_s"])
+    assert "sync_every = 32 is outside the measured range" in rows.loc["palsgd", "assumption"]
+    assert rows.loc["ddp", "step_at_target"] == 20 and "assumed to hold on 4" in rows.loc["ddp", "assumption"]
+    with pytest.raises(ConfigError, match=r"for a loss of 3, not 2\.5"):
+        time_to_target(tmp_path / "h4", 2.5, described=conv)
+
+
+def test_cli_predicts_from_a_description(tmp_path):
+    run = _fake_run(tmp_path / "a", 4)
+    out = tmp_path / "conv.toml"
+    export_cmd = [sys.executable, "-m", "palsgd.cli", "time-to-target", str(run), "--loss", "3.0"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    assert subprocess.run([*export_cmd, "--export", str(out)], env=env, timeout=120).returncode == 0
+    r = subprocess.run([*export_cmd, "--convergence", str(out)], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "predicted (steps from the convergence description)" in r.stdout and "vs measured" in r.stdout
+    r = subprocess.run([*export_cmd, "--convergence", str(out), "--export", str(out)], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 2 and "not both" in r.stderr
