@@ -20,6 +20,12 @@ RUN... --loss L --export FILE``) or stated by the user, in a TOML file (``--conv
     steps_vs_ddp = 1.49     # steps to the target / DDP's steps to the target (same workers)
     source = "..."
 
+    [[workload.convergence.points]]
+    algorithm = "ddp"       # optional: DDP's own steps on other worker counts, relative to ddp_steps
+    workers = 4
+    steps_vs_ddp = 1.15
+    source = "..."
+
 Rules, per algorithm and payload dtype:
 
 - An axis its points give is *measured*: every point gives it, the points form a full grid, and a
@@ -27,7 +33,9 @@ Rules, per algorithm and payload dtype:
   A value outside the measured range is never extrapolated: ``lookup`` answers no value and says why,
   ``require`` raises ``ConfigError``.
 - An axis no point gives is *assumed not to matter*; every lookup lists that assumption.
-- DDP needs 1.0 times DDP's steps, by definition.
+- DDP needs 1.0 times DDP's steps on the same workers, by definition. Its steps on another number of
+  workers are ``ddp_steps`` (measured on ``ddp_workers``) times its own points' value, interpolated in
+  log workers; without DDP points they are assumed to be ``ddp_steps`` on any number of workers.
 """
 
 from __future__ import annotations
@@ -42,13 +50,12 @@ import pandas as pd
 import tomli_w
 
 from . import presets
-from .algorithms import LOCAL_ALGORITHMS
 from .config import PAYLOAD_BYTES, AlgorithmSpec, Experiment, read_toml
 from .errors import ConfigError
 
 TABLE = "workload.convergence"
 AXES = ("sync_every", "p", "fragments", "workers")
-AXES_OF = {"local_sgd": ("sync_every", "workers"), "diloco": ("sync_every", "workers"),
+AXES_OF = {"ddp": ("workers",), "local_sgd": ("sync_every", "workers"), "diloco": ("sync_every", "workers"),
            "palsgd": ("sync_every", "p", "workers"), "streaming_diloco": ("sync_every", "fragments", "workers")}
 """The axes each local algorithm's steps to the target may depend on: p is PALSGD's alone; Streaming
 DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does."""
@@ -122,6 +129,29 @@ class Convergence:
                                 f"{spec.payload_dtype}")
         query = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": workers}
         return grid.lookup(spec.name, query)
+
+    def ddp_steps_on(self, workers: int) -> Lookup:
+        """DDP's own steps to the target on ``workers`` workers (in the ``steps_vs_ddp`` field)."""
+        grid = self._groups.get(("ddp", "fp32"))
+        if grid is None:
+            assumed = "" if self.ddp_workers in (None, workers) else \
+                f" (measured on {self.ddp_workers} workers, assumed to hold on {workers})"
+            return Lookup(self.ddp_steps, f"DDP's steps {self.ddp_steps:.1f}{assumed}", (self.source,))
+        found = grid.lookup("ddp", {"workers": workers})
+        if found.steps_vs_ddp is None:
+            return found
+        steps = self.ddp_steps * found.steps_vs_ddp
+        return Lookup(steps, f"DDP's steps {steps:.1f} on {workers} workers (from its measured worker counts)",
+                      found.sources)
+
+    def steps_to_target(self, spec: AlgorithmSpec, workers: int) -> Lookup:
+        """Steps ``spec`` needs to the target on ``workers`` workers (in the ``steps_vs_ddp`` field): DDP's
+        steps there times ``spec``'s steps relative to DDP there."""
+        ddp, ratio = self.ddp_steps_on(workers), self.lookup(spec, workers)
+        if ddp.steps_vs_ddp is None or ratio.steps_vs_ddp is None:
+            return Lookup(None, ratio.why if ratio.steps_vs_ddp is None else ddp.why)
+        return Lookup(ddp.steps_vs_ddp * ratio.steps_vs_ddp, f"{ratio.why}; {ddp.why}",
+                      tuple(dict.fromkeys(ratio.sources + ddp.sources)))
 
     def require(self, spec: AlgorithmSpec, workers: int, *, source: str = "") -> float:
         """Like ``lookup``, but a configuration outside the measured range is a ConfigError."""
@@ -246,8 +276,8 @@ def notes(exp: Experiment) -> list[str]:
     conv = of_experiment(exp)
     if conv is None:
         return [SAME_STEPS_NOTE]
-    out = [f"to target = to held-out loss {conv.target_loss:g} (DDP: {conv.ddp_steps:.1f} steps; {conv.source}); "
-           + TO_TARGET_ASSUMPTION]
+    out = [f"to target = to held-out loss {conv.target_loss:g} ({conv.ddp_steps_on(exp.workers).why}; "
+           f"{conv.source}); " + TO_TARGET_ASSUMPTION]
     for spec in exp.algorithms:
         if spec.is_local:
             found = conv.lookup(spec, exp.workers)
@@ -307,9 +337,12 @@ def _point(raw: object, key: str) -> Point:
         raise ConfigError("must be a table", key=key, value=raw)
     _check_keys(raw, _POINT_KEYS, f"{key}.", ("algorithm", "steps_vs_ddp", "source"))
     name = raw["algorithm"]
-    if name not in LOCAL_ALGORITHMS:
-        raise ConfigError(f"must be one of {', '.join(LOCAL_ALGORITHMS)} (DDP is 1.0 by definition)",
-                          key=f"{key}.algorithm", value=name)
+    if name not in AXES_OF:
+        raise ConfigError(f"must be one of {', '.join(AXES_OF)}", key=f"{key}.algorithm", value=name)
+    if name == "ddp" and (sorted(set(raw) & set(AXES)) != ["workers"] or raw.get("payload_dtype", "fp32") != "fp32"):
+        raise ConfigError("a DDP point gives DDP's steps on another number of workers: `workers` and no other "
+                          "axis or payload dtype (on the same workers DDP is 1.0 by definition)", key=key,
+                          value=raw)
     _check_number(raw["steps_vs_ddp"], f"{key}.steps_vs_ddp", "must be a finite number > 0", positive=True)
     _check_string(raw["source"], f"{key}.source")
     dtype = raw.get("payload_dtype", "fp32")

@@ -1,8 +1,8 @@
 """`palsgd advise`: the fastest configuration to a target loss on a cluster.
 
 Time to the target = the simulated wall-clock of the steps the configuration needs to reach the
-target: DDP's steps (``ddp_steps`` of the convergence description) times the configuration's steps
-relative to DDP (``Convergence.lookup``). The search covers algorithm x H x p x payload dtype, but only
+target: DDP's steps (``Convergence.ddp_steps_on``) times the configuration's steps relative to DDP
+(``Convergence.steps_to_target``). The search covers algorithm x H x p x payload dtype, but only
 where the description was measured: an axis it measured is searched over its measured values and the
 powers of two (H) or multiples of 0.05 (p) between them; an axis it assumes not to matter keeps the
 experiment's value (searching it would trust an assumption outside any measurement). Each candidate is
@@ -86,7 +86,14 @@ def advise(exp: Experiment, conv: Convergence) -> Advice:
 
 def _ddp(exp: Experiment, conv: Convergence) -> Candidate:
     spec = next((a for a in exp.algorithms if a.name == "ddp"), AlgorithmSpec(name="ddp"))
-    return Candidate(spec, 1.0, math.ceil(conv.ddp_steps), "DDP by definition")
+    found = conv.ddp_steps_on(exp.workers)
+    if found.steps_vs_ddp is None:
+        raise ConfigError(f"no steps to the target for DDP, the reference: {found.why}", key="--convergence")
+    return Candidate(spec, 1.0, _whole_steps(found.steps_vs_ddp), found.why)
+
+
+def _whole_steps(steps: float) -> int:
+    return max(1, math.ceil(steps - 1e-9))
 
 
 def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], list[str]]:
@@ -111,8 +118,8 @@ def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], li
                 if found.steps_vs_ddp is None:
                     refused.append(f"{_name(spec)}: {found.why}")
                     continue
-                steps = max(1, math.ceil(conv.ddp_steps * found.steps_vs_ddp - 1e-9))
-                out.append(Candidate(spec, found.steps_vs_ddp, steps, found.why))
+                steps = conv.steps_to_target(spec, exp.workers).steps_vs_ddp
+                out.append(Candidate(spec, found.steps_vs_ddp, _whole_steps(steps), found.why))
         if not conv.payload_dtypes(base.name):
             refused.append(f"{base.name}: the convergence description has no point for it")
     return out, refused
@@ -203,10 +210,8 @@ def _answer_line(answer: Answer, ddp: Answer) -> str:
 
 
 def assumptions(advice: Advice) -> list[str]:
-    conv, exp = advice.conv, advice.exp
-    out = [f"DDP needs {conv.ddp_steps:.1f} steps to loss {conv.target_loss:g} ({conv.source})"]
-    if conv.ddp_workers is not None and conv.ddp_workers != exp.workers:
-        out.append(f"steps measured on {conv.ddp_workers} workers assumed to hold on {exp.workers}")
+    conv = advice.conv
+    out = [f"to loss {conv.target_loss:g}: {advice.ddp.candidate.assumption} ({conv.source})"]
     out += list(dict.fromkeys(a.candidate.assumption for a in advice.ranked if a.candidate.spec.name != "ddp"))
     return out
 

@@ -8,6 +8,7 @@ every run is left out of the file, so it reads as "assumed not to matter" (``cor
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def export(folders: list[Path], target_loss: float) -> tuple[Convergence, list[s
                               "every ratio)", source=str(folder))
         ddp_steps.append((ddp, exp.workers))
         for spec in exp.algorithms:
-            if spec.name not in AXES_OF or spec.name not in curves:
+            if not spec.is_local or spec.name not in curves:
                 continue
             steps = step_at_target(curves[spec.name], target_loss)
             if not math.isfinite(steps):
@@ -41,17 +42,27 @@ def export(folders: list[Path], target_loss: float) -> tuple[Convergence, list[s
                 continue
             coords = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": exp.workers}
             source = (f"{folder}: {spec.name} reached {target_loss:g} at step {steps:.1f}, DDP at {ddp:.1f} "
-                      f"({exp.workload.name}, {exp.workers} workers on {exp.cluster.name})")
+                      f"({exp.workload.name}, {exp.workers} workers x {exp.workload.batch_per_worker} samples "
+                      f"on {exp.cluster.name})")
             measured.append((spec.name, spec.payload_dtype, coords, steps / ddp, source))
-    ddp_mean = sum(s for s, _ in ddp_steps) / len(ddp_steps)
-    workers = {w for _, w in ddp_steps}
+    reference = min(w for _, w in ddp_steps)
+    ddp_mean = _mean([s for s, w in ddp_steps if w == reference])
+    if len({w for _, w in ddp_steps}) > 1:  # DDP's own steps as a function of the workers
+        for w in sorted({w for _, w in ddp_steps}):
+            found = [s for s, w_ in ddp_steps if w_ == w]
+            measured.append(("ddp", "fp32", {"workers": w}, _mean(found) / ddp_mean,
+                             f"DDP reached {target_loss:g} at step {_mean(found):.1f} on {w} workers"))
     conv = Convergence(
-        target_loss=target_loss, ddp_steps=ddp_mean, ddp_workers=workers.pop() if len(workers) == 1 else None,
+        target_loss=target_loss, ddp_steps=ddp_mean, ddp_workers=reference,
         source=(f"measured by `palsgd time-to-target --export` from {len(folders)} run(s): "
                 f"{', '.join(map(str, folders))}; DDP reached {target_loss:g} at step(s) "
                 + ", ".join(f"{s:.1f} ({w} workers)" for s, w in ddp_steps)),
         points=_points(measured))
     return conv, notes
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values)
 
 
 def export_to_file(folders: list[Path], target_loss: float, path: Path) -> tuple[Convergence, list[str]]:
@@ -74,12 +85,20 @@ def _run_experiment(folder: Path) -> config.Experiment:
 
 
 def _check_same_training(reference: tuple[Path, config.Experiment], folder: Path, exp: config.Experiment) -> None:
-    """Steps to a loss compare only runs of the same model, data and optimizer."""
+    """Steps to a loss compare only runs of the same model, data and optimizer. The batch may be split
+    over another number of workers (batch_per_worker, grad_accum) if the global batch stays the same:
+    that is DDP's same training, so a workers axis measured so isolates what the local methods lose."""
     ref_folder, ref = reference
-    for key in ("workload", "train"):
-        if getattr(exp, key) != getattr(ref, key):
-            raise ConfigError(f"trains another {key} than {ref_folder}; export runs of one workload and "
-                              "training setup only", key=key, source=str(folder))
+    split = {"batch_per_worker": ref.workload.batch_per_worker, "grad_accum": ref.workload.grad_accum}
+    same_model = dataclasses.replace(exp.workload, **split) == ref.workload
+    if not same_model or exp.train != ref.train:
+        key = "workload" if not same_model else "train"
+        raise ConfigError(f"trains another {key} than {ref_folder}; export runs of one workload and "
+                          "training setup only", key=key, source=str(folder))
+    if exp.workload != ref.workload and exp.samples_per_step != ref.samples_per_step:
+        raise ConfigError(f"trains with a global batch of {exp.samples_per_step} samples per step, {ref_folder} "
+                          f"with {ref.samples_per_step}; runs that split the batch differently must keep the "
+                          "global batch", key="workload.batch_per_worker", source=str(folder))
 
 
 def _points(measured: list[tuple[str, str, dict, float, str]]) -> tuple[Point, ...]:
@@ -88,7 +107,7 @@ def _points(measured: list[tuple[str, str, dict, float, str]]) -> tuple[Point, .
     points = []
     for name in AXES_OF:
         rows = [m for m in measured if m[0] == name]
-        varied = [a for a in AXES_OF[name] if len({m[2][a] for m in rows}) > 1]
+        varied = [a for a in AXES_OF[name] if len({m[2].get(a) for m in rows}) > 1]
         groups: dict[tuple, list] = {}
         for _, dtype, coords, ratio, source in rows:
             groups.setdefault((dtype, *(coords[a] for a in varied)), []).append((ratio, source))

@@ -173,17 +173,14 @@ def _described_rows(steps: pd.DataFrame, runs: pd.DataFrame, conv: Convergence,
     """Each algorithm's step at the target from ``conv`` (none outside its measured range, or past this
     run's budget: a description is never extrapolated), at the simulated wall-clock of that step."""
     done, wall = _step_ends(steps), runs.groupby("algorithm")["wall_clock_s"].mean()
-    ddp_assumption = ("" if conv.ddp_workers in (None, exp.workers) else
-                      f"; DDP's steps measured on {conv.ddp_workers} workers, assumed to hold on {exp.workers}")
     rows = []
     for spec in exp.algorithms:
-        found = conv.lookup(spec, exp.workers)
-        step = conv.ddp_steps * found.steps_vs_ddp if found.steps_vs_ddp is not None else math.nan
+        found = conv.steps_to_target(spec, exp.workers)
+        step = found.steps_vs_ddp if found.steps_vs_ddp is not None else math.nan
         rows.append({"source": "convergence", "cluster": exp.cluster.name, "algorithm": spec.name,
                      "target_loss": conv.target_loss, "step_at_target": step,
                      "time_to_target_s": _time_at(done, spec.name, step),
-                     "wall_clock_budget_s": float(wall.get(spec.name, math.nan)),
-                     "assumption": found.why + ddp_assumption})
+                     "wall_clock_budget_s": float(wall.get(spec.name, math.nan)), "assumption": found.why})
     return rows
 
 

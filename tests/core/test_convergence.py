@@ -76,7 +76,9 @@ def test_file_round_trip_gives_the_same_numbers(tmp_path):
     ({"ddp_steps": 0}, "ddp_steps = 0: must be a finite number > 0"),
     ({"target_loss": math.nan}, "target_loss = nan"),
     ({"source": ""}, "source = '': must be a non-empty string"),
-    ({"points": [_point("ddp", 1.0)]}, "points[0].algorithm = 'ddp': must be one of local_sgd"),
+    ({"points": [_point("sgd", 1.0)]}, "points[0].algorithm = 'sgd': must be one of ddp, local_sgd"),
+    ({"points": [_point("ddp", 1.0)]}, "a DDP point gives DDP's steps on another number of workers"),
+    ({"points": [_point("ddp", 1.0, workers=2, sync_every=4)]}, "`workers` and no other axis"),
     ({"points": [_point("diloco", 1.0, p=0.2)]}, "points[0].p = 0.2: applies to palsgd only"),
     ({"points": [_point("diloco", 1.0, fragments=2)]}, "points[0].fragments = 2: applies to streaming_diloco only"),
     ({"points": [_point("streaming_diloco", 1.0, fragments=0)]}, "points[0].fragments = 0: must be an integer"),
@@ -142,3 +144,19 @@ def test_streaming_diloco_is_interpolated_in_log_fragments_and_names_its_assumpt
     path = tmp_path / "c.toml"
     path.write_text(conv.to_toml())
     assert convergence.load(path) == conv
+
+
+def test_ddp_steps_by_workers_are_interpolated_not_extrapolated():
+    """DDP's own steps on other worker counts (relative to ddp_steps on ddp_workers): the absolute steps of
+    every algorithm use DDP's steps on the asked workers."""
+    conv = convergence.from_dict(_table(_point("ddp", 1.0, workers=2), _point("ddp", 1.5, workers=8),
+                            _point("palsgd", 2.0), ddp_workers=2))
+    assert conv.ddp_steps_on(4).steps_vs_ddp == pytest.approx(125.0)  # halfway in log workers
+    palsgd = AlgorithmSpec(name="palsgd")
+    assert conv.steps_to_target(palsgd, 8).steps_vs_ddp == pytest.approx(300.0)
+    assert conv.lookup(palsgd, 8).steps_vs_ddp == 2.0  # the ratio to DDP on the same workers is unchanged
+    beyond = conv.steps_to_target(palsgd, 16)
+    assert beyond.steps_vs_ddp is None and "workers = 16 is outside the measured range of ddp" in beyond.why
+    plain = convergence.from_dict(_table(_point("palsgd", 2.0), ddp_workers=2))
+    assert plain.steps_to_target(palsgd, 16).steps_vs_ddp == 200.0
+    assert "measured on 2 workers, assumed to hold on 16" in plain.steps_to_target(palsgd, 16).why

@@ -22,10 +22,11 @@ STEPS_AT_TARGET = {"ddp": {4: 20, 16: 20, 32: 20}, "local_sgd": {4: 30, 16: 40, 
                    "palsgd": {4: 25, 16: 50, 32: 55}}
 
 
-def _fake_run(folder, sync_every, *, workers=2):
+def _fake_run(folder, sync_every, *, workers=2, batch=16):
     """A `palsgd run` folder whose held-out loss falls linearly, reaching 3.0 at STEPS_AT_TARGET."""
     exp = config.load(workload="gpt-tiny", cluster="cpu-2core-gloo", algorithms=list(STEPS_AT_TARGET),
-                      steps=60, overrides=[f"algorithm.sync_every={sync_every}", f"cluster.gpus_per_node={workers}"])
+                      steps=60, overrides=[f"algorithm.sync_every={sync_every}", f"cluster.gpus_per_node={workers}",
+                                           f"workload.batch_per_worker={batch}"])
     store.start(folder, "run", exp)
     rows = []
     for algorithm, by_h in STEPS_AT_TARGET.items():
@@ -129,3 +130,12 @@ def test_cli_predicts_from_a_description(tmp_path):
     r = subprocess.run([*export_cmd, "--convergence", str(out), "--export", str(out)], capture_output=True,
                        text=True, env=env, timeout=120)
     assert r.returncode == 2 and "not both" in r.stderr
+
+
+def test_the_batch_may_be_split_over_more_workers_at_the_same_global_batch(tmp_path):
+    two = _fake_run(tmp_path / "2x16", 4)
+    conv, _ = export([two, _fake_run(tmp_path / "4x8", 4, workers=4, batch=8)], 3.0)
+    assert {p.workers for p in conv.points} == {2, 4} and "4 workers x 8 samples" in conv.points[-1].source
+    export([two, _fake_run(tmp_path / "4x16", 4, workers=4)], 3.0)  # the same workers' batch: also one training
+    with pytest.raises(ConfigError, match=r"global batch of 16 samples per step, .* with 32"):
+        export([two, _fake_run(tmp_path / "4x4", 4, workers=4, batch=4)], 3.0)
