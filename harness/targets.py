@@ -230,8 +230,13 @@ def format_targets(table: pd.DataFrame) -> str:
     for (source, cluster), g in table.groupby(["source", "cluster"], sort=False):
         lines.append(f"{HEADINGS[source]} on {cluster}:")
         for r in g.itertuples():
-            reach = (f"reaches {r.target_loss:g} at step {r.step_at_target:.0f} after {human_s(r.time_to_target_s)}"
-                     if math.isfinite(r.time_to_target_s) else f"does not reach {r.target_loss:g} in the run")
+            reach = f"does not reach {r.target_loss:g} in the run"
+            if math.isfinite(r.time_to_target_s):
+                reach = f"reaches {r.target_loss:g} at step {r.step_at_target:.0f} after {human_s(r.time_to_target_s)}"
+            elif math.isfinite(r.step_at_target):
+                reach = f"reaches {r.target_loss:g} at step {r.step_at_target:.0f}, after the run's last step"
+            elif source == "convergence":
+                reach = "no prediction (see below)"
             error = f" ({r.error_vs_measured:+.1%} vs measured)" if math.isfinite(r.error_vs_measured) else ""
             lines.append(f"  {r.algorithm:10s} {reach}{error}; to target {_x(r.speedup_to_target)} DDP, same budget "
                          f"{_x(r.speedup_same_budget)} DDP ({human_s(r.wall_clock_budget_s)})")

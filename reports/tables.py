@@ -292,9 +292,14 @@ def targets_table(targets: pd.DataFrame) -> Table:
                          num(r.target_loss, f"{r.target_loss:.4g}"),
                          num(r.time_to_target_s, fmt_s(r.time_to_target_s) if reached else "not reached"),
                          num(r.speedup_to_target, fmt_x(r.speedup_to_target)),
-                         num(r.get("speedup_same_budget", math.nan), fmt_x(r.get("speedup_same_budget", math.nan)))])
+                         num(r.get("speedup_same_budget", math.nan), fmt_x(r.get("speedup_same_budget", math.nan))),
+                         _error_cell(r.get("error_vs_measured", math.nan))])
     return Table(["source", "cluster", "algorithm", "target loss", "time to target", "speedup vs DDP to target",
-                  "speedup vs DDP, same budget"], rows)
+                  "speedup vs DDP, same budget", "time to target vs measured"], rows)
+
+
+def _error_cell(error: float) -> Cell:
+    return num(error, f"{error:+.1%}" if math.isfinite(error) else "")
 
 
 def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:

@@ -75,7 +75,7 @@ def test_emulated_optimizer_sleeps_and_changes_nothing():
         p.grad = torch.ones_like(p)
     t0 = time.perf_counter()
     opt.step()
-    assert time.perf_counter() - t0 == pytest.approx(0.03, abs=0.01)
+    assert 0.029 <= time.perf_counter() - t0 < 0.08  # a sleep never ends early; late only on busy cores
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
     assert opt.param_groups[0]["lr"] == 1.0
 

@@ -111,12 +111,17 @@ def test_targets_csv_is_drawn_and_tabled(tmp_path, parse, build):
                             "target_loss": 1.6, "step_at_target": [17.1, 21.0],
                             "time_to_target_s": [2.9, 2.0], "speedup_to_target": [1.0, 1.45],
                             "wall_clock_budget_s": [6.4, 3.752], "speedup_same_budget": [1.0, 1.7058]})
-    store.write_table(folder, "targets.csv", targets)
+    # a prediction from a convergence description, with its error against the measured time
+    described = targets.assign(source="convergence", time_to_target_s=[3.19, 1.8],
+                               error_vs_measured=[0.1, -0.1])
+    store.write_table(folder, "targets.csv", pd.concat([targets, described]))
     (folder / io.STEPS).unlink()  # not needed here; saves drawing a timeline
     doc = parse(render_report([folder], tmp_path / "r.html"))
     table = next(t for t in doc.tables if "time to target" in t["headers"])
-    rows = {LABEL[r[2][0]]: r for r in doc.body_rows(table)}
-    assert rows["palsgd"][4][1] == 2.0 and rows["palsgd"][5][1] == 1.45 and rows["palsgd"][6][1] == 1.7058
+    rows = {(r[0][0], LABEL[r[2][0]]): r for r in doc.body_rows(table)}
+    palsgd = rows[("real", "palsgd")]
+    assert palsgd[4][1] == 2.0 and palsgd[5][1] == 1.45 and palsgd[6][1] == 1.7058
+    assert rows[("convergence", "palsgd")][7] == ("-10.0%", -0.1)
     assert "targets.csv" in doc.text
     assert_figures_drawn(doc, 2)  # breakdown, loss
 

@@ -15,7 +15,7 @@ from palsgd.core.config import AlgorithmSpec
 from palsgd.core.errors import ConfigError
 from palsgd.harness import store
 from palsgd.harness.convergence_export import export
-from palsgd.harness.targets import time_to_target
+from palsgd.harness.targets import format_targets, time_to_target
 
 # Steps each algorithm needs to fall from 4.0 to the target 3.0 in the fake runs, by H.
 STEPS_AT_TARGET = {"ddp": {4: 20, 16: 20, 32: 20}, "local_sgd": {4: 30, 16: 40, 32: 45},
@@ -113,6 +113,7 @@ def test_a_description_predicts_another_run(tmp_path):
     assert math.isnan(rows.loc["palsgd", "time_to_target_s"])
     assert "sync_every = 32 is outside the measured range" in rows.loc["palsgd", "assumption"]
     assert rows.loc["ddp", "step_at_target"] == 20 and "assumed to hold on 4" in rows.loc["ddp", "assumption"]
+    assert "palsgd     no prediction (see below)" in format_targets(other)
     with pytest.raises(ConfigError, match=r"for a loss of 3, not 2\.5"):
         time_to_target(tmp_path / "h4", 2.5, described=conv)
 
