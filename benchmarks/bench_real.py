@@ -46,7 +46,7 @@ def bench(rank, world, port):
     from palsgd.core.workload import TrainSpec
     from palsgd.real.algorithms import LocalSGD, Setup
     from palsgd.real.dist import DistContext, TorchComm, flatten_
-    from palsgd.real.optim import build_optimizer
+    from palsgd.real.optim import build_optimizer, flat_order
     from palsgd.real.timing import StepTimer
 
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
@@ -54,11 +54,11 @@ def bench(rank, world, port):
     model = model_fn()
     scattered = [p.data.clone() for p in model.parameters()]  # one allocation per tensor
     flatten_(model)  # the layout real/worker.py gives every model
-    params = [p.data for p in model.parameters()]
+    params = [p.data for p in flat_order(model)]  # in that layout's order, as the algorithms hold them
     flat = torch.zeros(sum(p.numel() for p in params))
     raw = timed(lambda: dist.all_reduce(flat))
-    sync = timed(lambda: comm.allreduce_mean_(params))
-    copied = timed(lambda: comm.allreduce_mean_(scattered))
+    sync = timed(lambda: comm.allreduce_mean_([params]))
+    copied = timed(lambda: comm.allreduce_mean_([scattered]))
     # (b) local step vs a plain loop, same model, optimizer and batch.
     train = TrainSpec(optimizer="adamw", lr=1e-4)
     x, y = torch.randn(64, 512), torch.randn(64, 512)
