@@ -45,7 +45,7 @@ def bench(rank, world, port):
     from palsgd.core.config import AlgorithmSpec
     from palsgd.core.workload import TrainSpec
     from palsgd.real.algorithms import LocalSGD, Setup
-    from palsgd.real.dist import DistContext, TorchComm, flatten_
+    from palsgd.real.dist import DistContext, TorchComm, flat_view, flatten_
     from palsgd.real.optim import build_optimizer, flat_order
     from palsgd.real.timing import StepTimer
 
@@ -55,6 +55,7 @@ def bench(rank, world, port):
     scattered = [p.data.clone() for p in model.parameters()]  # one allocation per tensor
     flatten_(model)  # the layout real/worker.py gives every model
     params = [p.data for p in flat_order(model)]  # in that layout's order, as the algorithms hold them
+    assert flat_view(params) is not None, "the parameters no longer tile one buffer: (a) would time a copy"
     flat = torch.zeros(sum(p.numel() for p in params))
     raw = timed(lambda: dist.all_reduce(flat))
     sync = timed(lambda: comm.allreduce_mean_([params]))
