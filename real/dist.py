@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -126,6 +127,10 @@ class TorchComm:
         self.per_tensor = per_tensor
         self.in_collective = False
         self._tiny = torch.zeros(1, device=ctx.device)
+        # An asynchronous quantized mean runs on a thread (_Background), through a process group of its
+        # own, so that its collectives never interleave with the main thread's.
+        self._group = dist.new_group() if self.quantized and ctx.world_size > 1 else None
+        self._last: _Background | None = None
 
     @property
     def world_size(self) -> int:
@@ -179,6 +184,24 @@ class TorchComm:
         carry it while training goes on); returns a ``wait`` that finishes it in place and returns the
         payload bytes (S) sent. Training must not touch the tensors before ``wait``."""
         calls = [[t] for g in groups for t in g] if self.per_tensor else [g for g in groups if g]
+        sent = sum(t.numel() for g in calls for t in g) * self.elem_bytes
+        if self._group is not None:
+            # The whole exchange of a quantized mean (all-to-all, then all-gather of the re-quantized
+            # mean) in the background, as torchft's runs on a CUDA stream of its own; one job after another.
+            means = [_QuantizedMean(self.quantized, tensors, self.world_size, group=self._group, start=False)
+                     for tensors in calls]
+            device = self.ctx.device
+            self._last = job = _Background(lambda: [m.exchange() for m in means], after=self._last, device=device)
+
+            def wait_background() -> int:
+                with self.blocking():
+                    job.result()
+                    for m in means:
+                        m.wait()
+                    _synchronize(device)
+                return sent
+
+            return wait_background
         pending = [self._start_mean(tensors) for tensors in calls]
 
         def wait() -> int:
@@ -186,7 +209,7 @@ class TorchComm:
                 for p in pending:
                     p.wait()
                 _synchronize(self.ctx.device)
-            return sum(t.numel() for g in calls for t in g) * self.elem_bytes
+            return sent
 
         return wait
 
@@ -229,35 +252,79 @@ class _PendingMean:
 
 class _QuantizedMean:
     """The mean of an int8 or fp4 payload with fp32 accumulation, as torchft's ``allreduce_quantized``:
-    each rank quantizes its payload in W chunks and sends chunk j to rank j (one all-to-all, started at
-    once); in ``wait`` rank j dequantizes the W copies of its chunk, sums them in fp32 in rank order,
-    divides by W, quantizes that mean and all-gathers it, and every rank dequantizes every chunk. Each
-    rank sends 2(W-1)/W of the quantized payload, as in a ring all-reduce of it (what the simulator
-    charges). Every rank ends with the same values."""
+    each rank quantizes its payload in W chunks and sends chunk j to rank j (one all-to-all); rank j
+    dequantizes the W copies of its chunk, sums them in fp32 in rank order, divides by W, quantizes that
+    mean and all-gathers it, and every rank dequantizes every chunk. Each rank sends 2(W-1)/W of the
+    quantized payload, as in a ring all-reduce of it (what the simulator charges). Every rank ends with
+    the same values.
 
-    def __init__(self, dtype: str, tensors: Sequence[torch.Tensor], world: int):
-        self.dtype, self.tensors, self.world = dtype, tensors, world
+    The payload is quantized when the mean is made (a snapshot: training may go on), and the all-to-all
+    started then unless ``start`` is False; ``exchange`` does the rest of the communication (on a
+    background thread for an asynchronous sync, which then starts the all-to-all itself) and ``wait``
+    writes the mean back into the tensors."""
+
+    def __init__(self, dtype: str, tensors: Sequence[torch.Tensor], world: int, *, group=None,
+                 start: bool = True):
+        self.dtype, self.tensors, self.world, self.group = dtype, tensors, world, group
         x = torch.cat([t.detach().reshape(-1).float() for t in tensors])
         self.numel = x.numel()
         self.chunk = -(-self.numel // (world * QUANT_BLOCK)) * QUANT_BLOCK  # whole blocks per rank
         x = torch.nn.functional.pad(x, (0, world * self.chunk - self.numel))
-        send = torch.stack([quantize(part, dtype) for part in x.split(self.chunk)])
-        self.received = torch.empty_like(send)
-        self.work = dist.all_to_all_single(self.received, send, async_op=True)
+        self.send = torch.stack([quantize(part, dtype) for part in x.split(self.chunk)])
+        self.received = torch.empty_like(self.send)
+        self.work = self._all_to_all(async_op=True) if start else None
+        self.mean: torch.Tensor | None = None
 
-    def wait(self) -> None:
-        self.work.wait()
+    def _all_to_all(self, async_op: bool):
+        return dist.all_to_all_single(self.received, self.send, group=self.group, async_op=async_op)
+
+    def exchange(self) -> None:
+        if self.work is None:
+            self._all_to_all(async_op=False)
+        else:
+            self.work.wait()
         total = torch.zeros(self.chunk, device=self.received.device)
         for copy in self.received:
             total += dequantize(copy, self.chunk, self.dtype)
         mine = quantize(total / self.world, self.dtype)
         gathered = [torch.empty_like(mine) for _ in range(self.world)]
-        dist.all_gather(gathered, mine)
-        mean = torch.cat([dequantize(g, self.chunk, self.dtype) for g in gathered])
+        dist.all_gather(gathered, mine, group=self.group)
+        self.mean = torch.cat([dequantize(g, self.chunk, self.dtype) for g in gathered])
+
+    def wait(self) -> None:
+        if self.mean is None:
+            self.exchange()
         offset = 0
         for t in self.tensors:
-            t.detach().copy_(mean[offset:offset + t.numel()].view_as(t))
+            t.detach().copy_(self.mean[offset:offset + t.numel()].view_as(t))
             offset += t.numel()
+
+
+class _Background:
+    """``fn`` on a daemon thread (a rank that dies must not wait for it), started after the job ``after``
+    has finished so that jobs issue their collectives in the same order on every rank; ``result`` waits
+    for it and raises what it raised."""
+
+    def __init__(self, fn: Callable[[], object], *, after: _Background | None, device: torch.device):
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                if after is not None:
+                    after.thread.join()
+                if device.type == "cuda":  # the current device is per thread
+                    torch.cuda.set_device(device)
+                fn()
+            except BaseException as err:  # handed to the caller by result()
+                self.error = err
+
+        self.thread = threading.Thread(target=run, name="palsgd-background-sync", daemon=True)
+        self.thread.start()
+
+    def result(self) -> None:
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
 
 
 def _synchronize(device: torch.device) -> None:

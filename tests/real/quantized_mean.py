@@ -1,9 +1,10 @@
 """The quantized mean of ``TorchComm`` on gloo ranks: ``python quantized_mean.py WORLD OUT.pt``; rank 0
-saves every rank's inputs and results per payload dtype."""
+saves every rank's inputs and results per payload dtype, blocking and started asynchronously."""
 
 from __future__ import annotations
 
 import sys
+import time
 
 import torch
 from gloo_ranks import save_from_all_ranks, spawn
@@ -20,8 +21,18 @@ def run(rank, world, out):
         g = torch.Generator().manual_seed(rank)
         tensors = [torch.randn(n, generator=g) * (rank + 1) for n in NUMELS]
         inputs = [t.clone() for t in tensors]
-        sent = TorchComm(ctx, payload=dtype).allreduce_mean_([tensors])
+        comm = TorchComm(ctx, payload=dtype)
+        sent = comm.allreduce_mean_([tensors])
         results[dtype] = (inputs, tensors, sent)
+        # Asynchronous, twice in flight: the tensors change after the start (training goes on), and the
+        # exchange finishes in the background, before anyone waits.
+        first, second = [t.clone() for t in inputs], [t.clone() for t in inputs]
+        waits = [comm.start_allreduce_mean_([first]), comm.start_allreduce_mean_([second])]
+        for t in (*first, *second):
+            t.mul_(-7.0)
+        time.sleep(1.0)
+        finished = not comm._last.thread.is_alive()
+        results[f"{dtype} async"] = (finished, [w() for w in waits], first, second)
     save_from_all_ranks(results, world, rank, out)
 
 

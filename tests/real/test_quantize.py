@@ -68,3 +68,16 @@ def test_quantized_mean_on_three_ranks_is_the_fp32_mean_of_dequantized_chunks(qu
     true_mean = torch.stack(inputs).mean(0)
     error = (mean - true_mean).abs().max() / true_mean.abs().max()
     assert 0 < error < {"int8": 0.02, "fp4": 0.5}[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["int8", "fp4"])
+def test_a_started_quantized_mean_finishes_in_the_background_on_a_snapshot(quantized_means, dtype):
+    """Streaming DiLoCo's fragment sync: the whole exchange (all-to-all and all-gather) overlaps the
+    steps that follow its start, as torchft's does; the mean is of the payload as it was at the start,
+    and two syncs in flight finish in order (one process group, one job after another)."""
+    for r in quantized_means:
+        blocking = torch.cat(r[dtype][1])
+        finished, sent, first, second = r[f"{dtype} async"]
+        assert finished  # 1 s after the start, before wait() was called
+        assert torch.equal(torch.cat(first), blocking) and torch.equal(torch.cat(second), blocking)
+        assert sent == [r[dtype][2]] * 2
