@@ -125,11 +125,13 @@ def test_speedup_to_target_divides_the_same_steps_speedup_by_the_steps_ratio():
     assert convergence.speedup_to_target(runs.tail(1), outside, convergence.from_dict(GRID)).isna().all()
 
 
-def test_the_cpu_preset_loads_by_name_and_states_its_source():
-    conv = convergence.load("gpt-tiny-2rank")
-    assert conv.target_loss == 3.05 and "palsgd run --workload gpt-tiny" in conv.source
+@pytest.mark.parametrize(("name", "loss"), [("gpt-tiny", 3.05), ("resnet-tiny", 0.3)])
+def test_the_cpu_presets_load_by_name_and_state_their_source(name, loss):
+    conv = convergence.load(f"{name}-2rank")
+    assert conv.target_loss == loss and f"palsgd run --workload {name}" in conv.source
     assert {p.algorithm for p in conv.points} == {"local_sgd", "diloco", "palsgd"}
-    with pytest.raises(ConfigError, match="unknown convergence preset; known: gpt-tiny-2rank"):
+    assert conv.ddp_workers == 2 and "/tmp" not in conv.to_toml()
+    with pytest.raises(ConfigError, match="unknown convergence preset; known: gpt-tiny-2rank, resnet-tiny-2rank"):
         convergence.load("gpt-huge")
 
 
