@@ -131,8 +131,16 @@ def test_the_cpu_presets_load_by_name_and_state_their_source(name, loss):
     assert conv.target_loss == loss and f"palsgd run --workload {name}" in conv.source
     assert {p.algorithm for p in conv.points} == {"local_sgd", "diloco", "palsgd"}
     assert conv.ddp_workers == 2 and "/tmp" not in conv.to_toml()
-    with pytest.raises(ConfigError, match="unknown convergence preset; known: gpt-tiny-2rank, resnet-tiny-2rank"):
+    with pytest.raises(ConfigError, match="unknown convergence preset; known: gpt-tiny-2and4rank, gpt-tiny-2rank"):
         convergence.load("gpt-huge")
+
+
+def test_the_workers_preset_answers_between_its_worker_counts_only():
+    conv = convergence.load("gpt-tiny-2and4rank")
+    palsgd = AlgorithmSpec(name="palsgd")
+    assert conv.steps_to_target(palsgd, 2).steps_vs_ddp < conv.steps_to_target(palsgd, 4).steps_vs_ddp
+    assert conv.ddp_steps_on(4).steps_vs_ddp > conv.ddp_steps_on(2).steps_vs_ddp == conv.ddp_steps
+    assert conv.steps_to_target(palsgd, 8).steps_vs_ddp is None and "/tmp" not in conv.to_toml()
 
 
 def test_streaming_diloco_is_interpolated_in_log_fragments_and_names_its_assumptions(tmp_path):
