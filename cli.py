@@ -235,10 +235,11 @@ def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, over
 
 
 @main.command()
-@click.option("--kind", type=click.Choice(["workload", "cluster", "all"]), default="all", show_default=True)
+@click.option("--kind", type=click.Choice(["workload", "cluster", "convergence", "all"]), default="all",
+              show_default=True)
 @_handle_errors
 def presets(kind):
-    """List the built-in workloads and clusters with their numbers and sources."""
+    """List the built-in workloads, clusters and convergence descriptions with their numbers."""
     from .harness import simulate as job
 
     click.echo(job.format_presets(kind))

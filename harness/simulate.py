@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import convergence, io, presets, schema
+from ..core import config, convergence, io, presets, schema
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from . import store
@@ -329,12 +329,13 @@ def format_presets(kind: str) -> str:
         lines.append("WORKLOADS")
         for name in presets.names("workload"):
             d = presets.read("workload", name)
-            w, alg, bud = d.get("workload", {}), d.get("algorithm", {}), d.get("budget", {})
+            w = config.load(workload=name).workload  # parameters and FLOPs are derived from the model
+            alg, bud = d.get("algorithm", {}), d.get("budget", {})
             budget = f"{bud['steps']} steps" if bud.get("steps") else f"{bud.get('epochs', '?')} epochs"
-            lines.append(f"  {name}: {w.get('description', '')}")
-            lines.append(f"      params {w.get('params', 0):,}, {w.get('flops_per_sample', 0):.3g} FLOP/sample, "
-                         f"batch {w.get('batch_per_worker')} x accum {w.get('grad_accum', 1)}, "
-                         f"{w.get('dataset_samples', 0):,} samples/epoch, {budget}")
+            lines.append(f"  {name}: {w.description}")
+            lines.append(f"      params {w.params:,}, {w.flops_per_sample:.3g} FLOP/sample, "
+                         f"batch {w.batch_per_worker} x accum {w.grad_accum}, "
+                         f"{w.dataset_samples:,} samples/epoch, {budget}")
             lines.append("      algorithm: " + ", ".join(f"{k}={v}" for k, v in alg.items() if not isinstance(v, dict)))
     if kind in ("cluster", "all"):
         lines.append("CLUSTERS")
@@ -348,5 +349,15 @@ def format_presets(kind: str) -> str:
                          f"{inter.get('bandwidth_gbps', '-')} Gb/s {inter.get('latency_us', '-')} us; "
                          f"{tr.get('kind', 'nccl')}; {comp.get('peak_tflops', '-')} TFLOP/s x "
                          f"{comp.get('utilization', '-')}" + (f"; WAN {c['wan']}" if "wan" in c else ""))
+    if kind in ("convergence", "all"):
+        lines.append("CONVERGENCE (steps to a target loss relative to DDP, for --convergence)")
+        for name in presets.names("convergence"):
+            conv = convergence.load(name)
+            workers = sorted({p.workers for p in conv.points if p.workers is not None}) or [conv.ddp_workers]
+            ratios = ", ".join(f"{p.algorithm}{'' if p.workers is None else f' on {p.workers}'} {p.steps_vs_ddp:.2f}x"
+                               for p in conv.points if p.algorithm != "ddp")
+            lines.append(f"  {name}: loss {conv.target_loss:g}, DDP {conv.ddp_steps:.1f} steps on "
+                         f"{conv.ddp_workers} workers, measured on {'/'.join(map(str, workers))} workers")
+            lines.append(f"      {ratios}")
     lines.append("Sources: `source` in each file under palsgd/core/presets/; details in docs/model.md.")
     return "\n".join(lines)

@@ -96,8 +96,11 @@ def test_bad_vary_is_exit_2():
 def test_presets_lists_sources():
     r = palsgd("presets")
     assert r.returncode == 0
-    for name in ("gpt-neo-8m", "gpt-neo-125m", "resnet50-imagenet", "a100-4x8-ib100", "cpu-2core-gloo"):
+    for name in ("gpt-neo-8m", "gpt-neo-125m", "resnet50-imagenet", "a100-4x8-ib100", "cpu-2core-gloo",
+                 "gpt-tiny-2rank"):
         assert name in r.stdout
+    # the derived facts, not the (no longer typed) preset values: GPT-Neo-125M with a tied LM head
+    assert "params 124,412,160," in r.stdout and "params 0," not in r.stdout
 
 
 def test_unwritable_paths_are_one_line_exit_2(tmp_path):
