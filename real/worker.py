@@ -183,7 +183,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     else:
         data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
     comm = dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
-    ddp = _wrap_in_ddp(model, spec, ctx)
+    ddp = _wrap_in_ddp(model, spec, ctx, bucket_views=emulated is not None)
     eval_data = data.eval_batches(exp.train.eval_batches)
     files = RankFiles(out, name, ctx.rank)
     restored = _agree_on_checkpoint(out, name, ctx, comm) if resume else None
@@ -206,12 +206,16 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     return t
 
 
-def _wrap_in_ddp(model: torch.nn.Module, spec: AlgorithmSpec, ctx: dist.DistContext) -> torch.nn.Module:
+def _wrap_in_ddp(model: torch.nn.Module, spec: AlgorithmSpec, ctx: dist.DistContext, *,
+                 bucket_views: bool) -> torch.nn.Module:
     # PyTorch's default bucket layout (1 MiB first bucket) unless a cap is asked for; the simulator
-    # charges the same layout (AlgorithmSpec.first_bucket_mb).
+    # charges the same layout (AlgorithmSpec.first_bucket_mb). On emulated accelerators the gradients
+    # are views of DDP's buckets, saving the copy back after each all-reduce: host memory work that a GPU
+    # does on the device, and that would otherwise land in the emulated compute.
     cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_cap_mb": spec.torch_bucket_cap_mb}
     return torch.nn.parallel.DistributedDataParallel(
-        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None, **cap)
+        model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
+        gradient_as_bucket_view=bucket_views, **cap)
 
 
 @dataclass
