@@ -234,7 +234,7 @@ def load(path: str | Path | None = None, *, workload: str | None = None, cluster
     layers: list[tuple[str, dict]] = []
     own: dict = {}
     if path is not None:
-        own = read_toml(path)
+        own = presets.read_toml(path)
     source = str(path) if path is not None else "defaults"
     wl_ref = workload or _pop_ref(own, "workload") or presets.DEFAULT_WORKLOAD
     cl_ref = cluster or _pop_ref(own, "cluster") or presets.DEFAULT_CLUSTER
@@ -276,7 +276,7 @@ PRESET_TABLES = {"workload": ("workload", "train", "algorithm", "budget"), "clus
 def _read_preset(kind: str, path: Path) -> dict:
     """A workload or cluster file; one without its ``[kind]`` table (empty, or the other kind) would
     silently give the defaults under the name "custom"."""
-    data = read_toml(path)
+    data = presets.read_toml(path)
     if not isinstance(data.get(kind), dict) or not data[kind]:
         raise ConfigError(f"is not a {kind} file: it needs a non-empty [{kind}] table", source=str(path))
     extra = sorted(set(data) - set(PRESET_TABLES[kind]))
@@ -284,18 +284,6 @@ def _read_preset(kind: str, path: Path) -> dict:
         raise ConfigError(f"a {kind} file holds only {', '.join(PRESET_TABLES[kind])}", key=extra[0],
                           source=str(path))
     return data
-
-
-def read_toml(path: str | Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read: {err}", source=str(path)) from None
 
 
 def parse_override(item: str) -> dict:

@@ -45,13 +45,17 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import tomli_w
 
 from . import presets
-from .config import PAYLOAD_BYTES, AlgorithmSpec, Experiment, read_toml
+from .buckets import PAYLOAD_ELEM_BYTES as PAYLOAD_BYTES
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # annotations only: config imports the workload, which parses this module's tables
+    from .config import AlgorithmSpec, Experiment
 
 TABLE = "workload.convergence"
 AXES = ("sync_every", "p", "fragments", "workers")
@@ -304,7 +308,7 @@ def load(ref: str | Path) -> Convergence:
     """Read a convergence TOML file or preset (``core/presets/convergence/``); every error names the file,
     the key, the value and the rule."""
     path = presets.resolve("convergence", str(ref), "--convergence")
-    data = read_toml(path)
+    data = presets.read_toml(path)
     table = data.get("workload", {}).get("convergence") if isinstance(data.get("workload"), dict) else None
     if not isinstance(table, dict):
         raise ConfigError(f"is not a convergence file: it needs a [{TABLE}] table", source=str(path))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .convergence import from_dict
 from .errors import ConfigError, check
 from .model_facts import model_facts
 from .typed import to_dict
@@ -134,8 +135,6 @@ class WorkloadSpec:
     def __post_init__(self):
         self._derive_facts()
         if self.convergence:
-            from .convergence import from_dict  # it imports the config, which imports this module
-
             try:
                 from_dict(self.convergence)
             except ConfigError as err:

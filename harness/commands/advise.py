@@ -22,6 +22,7 @@ import pandas as pd
 from ...core.config import AlgorithmSpec, BudgetSpec, Experiment
 from ...core.convergence import Convergence
 from ...core.errors import ConfigError
+from ...sim import engine
 from .simulate import human_s
 
 P_STEP = 0.05
@@ -144,13 +145,11 @@ def _multiples_of_p_step(lo: float, hi: float) -> list[float]:
 
 def _simulate(exp: Experiment, candidate: Candidate) -> Answer | None:
     """The candidate's steps to the target, simulated; None when its H does not fit in them."""
-    from ...sim.engine import simulate
-
     try:
         run = exp.replace(algorithms=(candidate.spec,), budget=BudgetSpec(steps=candidate.steps))
     except ConfigError:
         return None
-    return Answer(candidate, simulate(run, record_steps=False).runs)
+    return Answer(candidate, engine.simulate(run, record_steps=False).runs)
 
 
 def _name(spec: AlgorithmSpec) -> str:

@@ -18,6 +18,7 @@ from ...core import convergence
 from ...core.config import BudgetSpec, Experiment, with_changes
 from ...core.errors import ConfigError
 from ...core.typed import set_path
+from ...sim import bounds, engine
 from ..machinery.sweep import crossovers
 
 BANDWIDTH_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -79,9 +80,6 @@ stays an answer, with its sensitivity cut short and saying so, instead of taking
 def sensitivity(exp: Experiment) -> Sensitivity:
     """Simulate every point of ``axes(exp)`` (one seed, ``window_steps``) and find the crossovers. Each
     point is checked to fit (memory, work) before it runs."""
-    from ...sim import bounds
-    from ...sim.engine import simulate
-
     conv = convergence.of_experiment(exp)
     steps = window_steps(exp)
     base = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
@@ -97,7 +95,7 @@ def sensitivity(exp: Experiment) -> Sensitivity:
                 if work_s > MAX_WORK_S:
                     raise ConfigError(f"the points around this one would take over {MAX_WORK_S:g} s of work; "
                                       "sweep the field instead (`palsgd sweep --vary`)")
-                runs = simulate(point, record_steps=False, keep_totals=False).runs
+                runs = engine.simulate(point, record_steps=False, keep_totals=False).runs
             except ConfigError as err:
                 notes.append(f"{key} = {value:g} left out: {err}")
                 continue

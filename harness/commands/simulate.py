@@ -10,9 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from ...core import config, convergence, io, presets, schema
-from ...core.config import Experiment
+from ...core.config import BudgetSpec, Experiment
 from ...core.errors import ConfigError
+from ...sim import bounds, engine
 from ..machinery import store
+from ..machinery.progress import Progress
+from ..machinery.sweep import parse_vary, points, sweep
+from .sensitivity import crossovers_both, json_of
+from .sensitivity import sensitivity as around
 
 
 @dataclass
@@ -30,11 +35,6 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
     """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace. With
     ``sensitivity`` (always with a report), also the speedups around the user's point
     (``harness/commands/sensitivity.py``)."""
-    from ...sim import bounds
-    from ...sim.engine import simulate
-    from ..machinery.progress import Progress
-    from .sensitivity import sensitivity as around
-
     # the step table and phase totals are kept only when a file or a report will hold them
     record_steps = bounds.records_steps(exp, None) if out or report else False
     bounds.check(exp, record_steps=record_steps, keep_totals=out is not None)  # before any file is written
@@ -43,7 +43,7 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         store.start(out, "simulate", exp)
     try:
         with Progress(exp.repeats, "simulate", unit="repeats") as progress:
-            result = simulate(exp, record_steps=record_steps, keep_totals=out is not None,
+            result = engine.simulate(exp, record_steps=record_steps, keep_totals=out is not None,
                               on_repeat=lambda: progress.update(1))
         result.runs["speedup_to_target_vs_ddp"] = convergence.speedup_to_target(
             result.runs, exp, convergence.of_experiment(exp))
@@ -80,16 +80,13 @@ TIMELINE_MAX_WORKER_STEPS = 200_000
 def _write_timeline(exp: Experiment, out: Path) -> None:
     """A run too large to keep every row still gets its first few sync intervals, simulated again with
     every row kept (same seed, same plan prefix), for the report's timeline and the trace."""
-    from ...core.config import BudgetSpec
-    from ...sim.engine import simulate
-
     local = [a.warmup_steps + 3 * a.sync_every + 2 for a in exp.algorithms if a.is_local]
     steps = min(exp.nominal_steps, max([8, *local]), TIMELINE_MAX_WORKER_STEPS // exp.workers)
     try:
         short = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
     except ConfigError:
         return  # too few steps to show a sync interval of this many workers
-    window = simulate(short, record_steps=True).steps
+    window = engine.simulate(short, record_steps=True).steps
     store.write_table(out, io.TIMELINE, window)
     io.write_json(out / io.TRACE, schema.to_chrome_trace(window))
 
@@ -123,8 +120,6 @@ def _report_folder(output: Path, exp: Experiment, result, sens) -> Path:
 
 def json_rows(runs: pd.DataFrame, sens=None) -> list[dict]:
     """One dict per run row; with ``sens``, each holds its algorithm's sensitivity (``sensitivity.json_of``)."""
-    from .sensitivity import json_of
-
     rows = runs.astype(object).where(runs.notna(), None).to_dict(orient="records")
     rows = [{k: _plain(v) for k, v in row.items()} for row in rows]
     if sens is not None:
@@ -232,9 +227,6 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
                     overwrite: bool, executor: str = "local", address: str | None = None, resume: bool = False):
     """Sweep into ``out``; each finished chunk of points is stored in ``out/points/`` as it arrives, so
     ``resume`` continues an interrupted sweep of the same experiment and grid without redoing them."""
-    from ..machinery.progress import Progress
-    from ..machinery.sweep import parse_vary, points, sweep
-
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
         raise ConfigError("vary one or two fields", key="--vary", value=list(varies), source="command line")
@@ -263,8 +255,6 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
 def _with_to_target(exp: Experiment, grid, result):
     """The sweep with ``speedup_to_target_vs_ddp`` at every point (NaN without a convergence description)
     and the crossovers of both speedups (column ``speedup``)."""
-    from .sensitivity import crossovers_both
-
     conv = convergence.of_experiment(exp)
     table, keys = result.table, list(grid[0][0])
     if conv is None:

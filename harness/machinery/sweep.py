@@ -27,6 +27,7 @@ from ...core.errors import ConfigError
 from ...core.typed import set_path
 from ...sim import bounds
 from ...sim.engine import simulate_tables
+from .ray_executor import RayExecutor
 
 MAX_POINTS = 100_000
 """The largest grid: the sweep table keeps a row per point, algorithm and repeat (docs/limits.md)."""
@@ -188,8 +189,6 @@ def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, 
         progress.update(len(grid) - len(todo))
     if todo:
         if executor == "ray":
-            from .ray_executor import RayExecutor
-
             run = RayExecutor(address)
         elif executor == "local":
             run = LocalExecutor(jobs)

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness.commands import validate
+from palsgd.harness.commands import validate, validate_cpu
 from palsgd.harness.machinery import netem
 from palsgd.harness.machinery.compare import COMPARISON_COLUMNS
 from palsgd.harness.machinery.netem import preflight
@@ -21,7 +21,7 @@ ALGORITHMS = {"ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco"}
 
 
 def test_full_matrix_is_workloads_by_ranks_by_networks():
-    cases = validate.matrix(quick=False, emulate=True)
+    cases = validate_cpu.cases(quick=False, emulate=True)
     assert len(cases) == 2 * 2 * 3
     assert {c.network for c in cases} == {"unshaped", "rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms"}
     assert {(c.workload, c.ranks) for c in cases} == {(w, n) for w in ("gpt-tiny", "resnet-tiny") for n in (2, 4)}
@@ -29,13 +29,13 @@ def test_full_matrix_is_workloads_by_ranks_by_networks():
 
 
 def test_without_emulation_only_the_unshaped_network():
-    assert {c.network for c in validate.matrix(quick=False, emulate=False)} == {"unshaped"}
-    quick = validate.matrix(quick=True, emulate=False)
+    assert {c.network for c in validate_cpu.cases(quick=False, emulate=False)} == {"unshaped"}
+    quick = validate_cpu.cases(quick=True, emulate=False)
     assert [(c.workload, c.ranks, c.network) for c in quick] == [("gpt-tiny", 2, "unshaped")]
 
 
 def test_case_experiment_has_the_case_world_and_all_algorithms():
-    exp = validate.case_experiment(validate.Case("resnet-tiny", 4, "unshaped", 12))
+    exp = validate_cpu.case_experiment(validate_cpu.Case("resnet-tiny", 4, "unshaped", 12))
     assert (exp.cluster.nodes, exp.cluster.gpus_per_node, exp.nominal_steps) == (1, 4, 12)
     assert {a.name for a in exp.algorithms} == ALGORITHMS
 
