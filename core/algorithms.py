@@ -18,8 +18,45 @@ import numpy as np
 if TYPE_CHECKING:  # core.config imports this module; the plan only reads the specs' fields
     from .config import AlgorithmSpec, Experiment
 
-ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco")
-LOCAL_ALGORITHMS = ("local_sgd", "diloco", "palsgd", "streaming_diloco")
+
+@dataclass(frozen=True)
+class AlgorithmFacts:
+    """What every part of palsgd knows of one algorithm, stated once: the simulator, the real harness,
+    the reports, ``advise`` and the CLI read these instead of testing the algorithm's name."""
+
+    name: str
+    label: str
+    colour: str
+    """In every figure; colour-blind safe (seaborn "colorblind"), DDP, the baseline, in grey."""
+    keys: tuple[str, ...]
+    """The parameters it uses: the keys its ``[algorithm.<name>]`` table accepts."""
+    local: bool = True
+    """Local steps between syncs, after W DDP warm-up steps; False: DDP, every step synchronous."""
+    outer_step: bool = False
+    """A sync ends in an outer optimizer step on the averaged pseudo-gradient (global model + momentum)."""
+    pseudo_syncs: bool = False
+    """Some local steps are pseudo-synchronization steps (PALSGD's ``p``, ``eta``)."""
+    fragments: bool = False
+    """A sync covers one fragment of the model at a time (Streaming DiLoCo's ``fragments``)."""
+
+
+_DDP_KEYS = ("payload_dtype", "bucket_mb")
+# Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
+_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state")
+_OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
+FACTS = {f.name: f for f in (
+    AlgorithmFacts("ddp", "DDP", "#555555", _DDP_KEYS, local=False),
+    AlgorithmFacts("local_sgd", "Local SGD", "#0173b2", _LOCAL_KEYS),
+    AlgorithmFacts("diloco", "DiLoCo", "#de8f05", _OUTER_KEYS, outer_step=True),
+    AlgorithmFacts("palsgd", "PALSGD", "#029e73", (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
+                   outer_step=True, pseudo_syncs=True),
+    AlgorithmFacts("streaming_diloco", "Streaming DiLoCo", "#cc78bc",
+                   (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"), outer_step=True,
+                   fragments=True),
+)}
+"""Every algorithm, in the order every table and figure uses (DDP, the baseline, first)."""
+ALGORITHMS = tuple(FACTS)
+LOCAL_ALGORITHMS = tuple(name for name, facts in FACTS.items() if facts.local)
 DEFAULT_ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd")
 """What an experiment runs when it names no algorithms: the PALSGD paper's comparison (Streaming DiLoCo
 is asked for by name, so the default outputs stay those of the paper's question)."""
@@ -53,7 +90,7 @@ def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync
     - ``ddp``: never.
     """
     step = np.asarray(step)
-    if algorithm == "ddp":
+    if not FACTS[algorithm].local:
         return np.zeros(step.shape, dtype=bool)
     return (step >= warmup_steps) & ((step - warmup_steps + _SYNC_OFFSET[algorithm]) % sync_every == 0)
 
@@ -126,17 +163,17 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     kinds = np.full((workers, steps), GRADIENT_STEP, dtype=np.int8)
     index = np.arange(steps)
-    streaming = algorithm == "streaming_diloco"
+    streaming = FACTS[algorithm].fragments
     period = sync_every // fragments if streaming else sync_every
     sync_after = is_sync_step(algorithm, index, warmup_steps, period)
     fragment = np.where(sync_after, np.cumsum(sync_after) - 1, -1)
     fragment[sync_after] %= fragments if streaming else 1
     delay = sync_delay if streaming else 0
-    if algorithm == "ddp":
+    if not FACTS[algorithm].local:
         kinds[:, :] = DDP_STEP
         return Plan(algorithm, kinds, sync_after, fragment)
     kinds[:, index < warmup_steps] = DDP_STEP
-    if algorithm == "palsgd":
+    if FACTS[algorithm].pseudo_syncs:
         kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws)] = PSEUDO_SYNC_STEP
     return Plan(algorithm, kinds, sync_after, fragment, delay)
 

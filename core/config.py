@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import presets
-from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ALGORITHMS, SKIP_DRAWS, SKIPPED_BATCHES
+from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, FACTS, SKIP_DRAWS, SKIPPED_BATCHES
 from .buckets import PAYLOAD_ELEM_BYTES
 from .cluster import ClusterSpec
 from .errors import ConfigError, check
@@ -33,20 +33,6 @@ from .workload import TrainSpec, WorkloadSpec
 PAYLOAD_BYTES = PAYLOAD_ELEM_BYTES  # bytes per element of each payload dtype (core/buckets.py)
 TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
-
-
-_DDP_KEYS = ("payload_dtype", "bucket_mb")
-# Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
-_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state")
-_OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
-ALGORITHM_KEYS = {
-    "ddp": _DDP_KEYS,
-    "local_sgd": _LOCAL_KEYS,
-    "diloco": _OUTER_KEYS,
-    "palsgd": (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
-    "streaming_diloco": (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"),
-}
-"""The parameters each algorithm uses: the keys its own ``[algorithm.<name>]`` table accepts."""
 
 
 @dataclass(frozen=True)
@@ -103,7 +89,7 @@ class AlgorithmSpec:
     def _check_fragments(self) -> None:
         """torchft's rules: H/P steps between fragment syncs, a whole number, and each fragment's
         all-reduce applied before the next one starts."""
-        if self.name != "streaming_diloco":
+        if not FACTS[self.name].fragments:
             return
         check(self.fragments >= 1, "fragments", self.fragments, "must be >= 1 (P)")
         check(self.sync_every % self.fragments == 0, "fragments", self.fragments,
@@ -127,7 +113,7 @@ class AlgorithmSpec:
 
     @property
     def is_local(self) -> bool:
-        return self.name in LOCAL_ALGORITHMS
+        return FACTS[self.name].local
 
     @property
     def payload_bytes_per_param(self) -> float:
@@ -136,7 +122,7 @@ class AlgorithmSpec:
     @property
     def effective_p(self) -> float:
         """p as the algorithm uses it: only PALSGD takes pseudo-sync steps."""
-        return self.p if self.name == "palsgd" else 0.0
+        return self.p if FACTS[self.name].pseudo_syncs else 0.0
 
 
 @dataclass(frozen=True)
@@ -356,7 +342,7 @@ def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
     # A shared key this algorithm does not use was checked above but keeps its default here, so that
     # to_dict() writes each algorithm's own keys only and loading it back gives an equal spec.
     unused = {f.name: f.default for f in dataclasses.fields(AlgorithmSpec)
-              if f.name != "name" and f.name not in ALGORITHM_KEYS[name]}
+              if f.name != "name" and f.name not in FACTS[name].keys}
     return dataclasses.replace(spec, **unused)
 
 
@@ -366,8 +352,8 @@ def _check_own_table(name: str, own: object) -> None:
     if not isinstance(own, dict):
         raise ConfigError("must be a table of that algorithm's parameters", key=f"algorithm.{name}", value=own)
     for key in own:
-        if key not in ALGORITHM_KEYS[name]:
-            raise ConfigError(f"does not apply to {name}; its parameters are: {', '.join(ALGORITHM_KEYS[name])}",
+        if key not in FACTS[name].keys:
+            raise ConfigError(f"does not apply to {name}; its parameters are: {', '.join(FACTS[name].keys)}",
                               key=f"algorithm.{name}.{key}", value=own[key])
 
 
@@ -387,7 +373,7 @@ def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment
         if isinstance(table, dict):
             shared = {k: v for k, v in table.items() if k not in ALGORITHMS}
             own = {k: v for k, v in table.items() if k in ALGORITHMS}
-            pushed = {n: {**{k: v for k, v in shared.items() if k in ALGORITHM_KEYS[n]}, **own.get(n, {})}
+            pushed = {n: {**{k: v for k, v in shared.items() if k in FACTS[n].keys}, **own.get(n, {})}
                       for n in names}
             change = {**change, "algorithm": {**shared, **own, **pushed}}
         layers.append((source, change))
@@ -398,5 +384,5 @@ def experiment_to_dict(exp: Experiment) -> dict:
     out = to_dict(exp)
     algos = out.pop("algorithms")
     out["algorithms"] = [a["name"] for a in algos]
-    out["algorithm"] = {a["name"]: {k: a[k] for k in ALGORITHM_KEYS[a["name"]]} for a in algos}
+    out["algorithm"] = {a["name"]: {k: a[k] for k in FACTS[a["name"]].keys} for a in algos}
     return out

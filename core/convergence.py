@@ -51,6 +51,7 @@ import pandas as pd
 import tomli_w
 
 from . import presets
+from .algorithms import FACTS
 from .buckets import PAYLOAD_ELEM_BYTES as PAYLOAD_BYTES
 from .errors import ConfigError
 
@@ -59,11 +60,13 @@ if TYPE_CHECKING:  # annotations only: config imports the workload, which parses
 
 TABLE = "workload.convergence"
 AXES = ("sync_every", "p", "fragments", "workers")
-AXES_OF = {"ddp": ("workers",), "local_sgd": ("sync_every", "workers"), "diloco": ("sync_every", "workers"),
-           "palsgd": ("sync_every", "p", "workers"), "streaming_diloco": ("sync_every", "fragments", "workers")}
+AXES_OF = {name: tuple(axis for axis, has in (("sync_every", f.local), ("p", f.pseudo_syncs),
+                                              ("fragments", f.fragments), ("workers", True)) if has)
+           for name, f in FACTS.items()}
 """The axes each local algorithm's steps to the target may depend on: p is PALSGD's alone; Streaming
 DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does."""
-OWN_AXES = {"p": "palsgd", "fragments": "streaming_diloco"}
+OWN_AXES = {axis: name for name, f in FACTS.items() for axis, has in (("p", f.pseudo_syncs), ("fragments", f.fragments))
+            if has}
 """Axes that only one algorithm has."""
 LOG_AXES = ("sync_every", "fragments", "workers")
 """Interpolated in log space: they are usually measured on geometric grids (H = 4, 8, 16, ...)."""

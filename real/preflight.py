@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import ALGORITHM_KEYS, AlgorithmSpec, Experiment, from_dict
+from ..core.algorithms import FACTS
+from ..core.config import AlgorithmSpec, Experiment, from_dict
 from ..core.errors import ConfigError
 from .data import build_data
 from .models import build_model, compute_loss
@@ -73,7 +74,7 @@ def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor] | None)
 def algorithm_buffers(algo: AlgorithmSpec) -> int:
     """Parameter-sized buffers an algorithm adds: DDP's gradient buckets or Local SGD's sync buffer;
     an algorithm with an outer optimizer (DiLoCo, PALSGD) keeps the global model and its momentum instead."""
-    return 2 if "outer_lr" in ALGORITHM_KEYS[algo.name] else 1
+    return 2 if FACTS[algo.name].outer_step else 1
 
 
 def available_bytes() -> tuple[int, str]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ...core.algorithms import FACTS
 from ...core.config import AlgorithmSpec, BudgetSpec, Experiment
 from ...core.convergence import Convergence
 from ...core.errors import ConfigError
@@ -100,13 +101,14 @@ def _whole_steps(steps: float) -> int:
 def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], list[str]]:
     out, refused = [], []
     for base in exp.algorithms:
-        if base.name == "ddp":
+        if not base.is_local:
             out.append(_ddp(exp, conv))
             continue
         for dtype in conv.payload_dtypes(base.name):
             measured = conv.measured(base.name, dtype)
             hs = _grid(measured.get("sync_every"), base.sync_every, _powers_of_two)
-            ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if base.name == "palsgd" else [base.p]
+            ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if FACTS[base.name].pseudo_syncs \
+                else [base.p]
             fs = _grid(measured.get("fragments"), base.fragments, _powers_of_two)
             for h, p, f in itertools.product(hs, ps, fs):
                 try:
@@ -153,10 +155,11 @@ def _simulate(exp: Experiment, candidate: Candidate) -> Answer | None:
 
 
 def _name(spec: AlgorithmSpec) -> str:
-    if spec.name == "ddp":
+    facts = FACTS[spec.name]
+    if not facts.local:
         return f"ddp {spec.payload_dtype}"
-    p = f" p={spec.p:g}" if spec.name == "palsgd" else ""
-    fragments = f" P={spec.fragments}" if spec.name == "streaming_diloco" else ""
+    p = f" p={spec.p:g}" if facts.pseudo_syncs else ""
+    fragments = f" P={spec.fragments}" if facts.fragments else ""
     return f"{spec.name} H={spec.sync_every}{p}{fragments} {spec.payload_dtype}"
 
 
@@ -220,8 +223,8 @@ def advice_json(advice: Advice) -> dict:
         spec = answer.candidate.spec
         lo, hi = answer.band_s
         return {"algorithm": spec.name, "sync_every": spec.sync_every if spec.is_local else None,
-                "p": spec.p if spec.name == "palsgd" else None,
-                "fragments": spec.fragments if spec.name == "streaming_diloco" else None,
+                "p": spec.p if FACTS[spec.name].pseudo_syncs else None,
+                "fragments": spec.fragments if FACTS[spec.name].fragments else None,
                 "payload_dtype": spec.payload_dtype,
                 "steps_to_target": answer.candidate.steps, "steps_vs_ddp": answer.candidate.steps_vs_ddp,
                 "time_to_target_s": answer.time_s, "time_to_target_5_95_s": [lo, hi],

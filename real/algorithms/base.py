@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.algorithms import DDP_STEP, GRADIENT_STEP
+from ...core.algorithms import DDP_STEP, FACTS, GRADIENT_STEP
 from ...core.config import AlgorithmSpec
 from ...core.workload import TrainSpec
 from ..dist import flat_view, ring_bytes
@@ -69,13 +69,13 @@ class Algorithm:
         self.params = flat_order(setup.model)  # as they lie in the flat buffer
         self.numels = [p.numel() for p in self.params]
         self.flat = flat_view(self.params)
-        if self.flat is None and self.name != "ddp":
+        if self.flat is None and FACTS[self.name].local:
             raise ValueError("the parameters must lie in one flat buffer (real.dist.flatten_ before the "
                              "optimizer and DDP are built): a sync all-reduces them in place")
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=setup.device.type == "cuda" and setup.train.precision == "fp16")
         self._last_compute_s = 0.0
-        if setup.spec.warmup_steps == 0 or self.name == "ddp":
+        if setup.spec.warmup_steps == 0 or not FACTS[self.name].local:
             self.begin_local()
 
     # -- the loop -------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ class Algorithm:
             loss = self.local_step(next_batch, lr * self.lr_scale)
         else:
             loss = self.pseudo_sync(next_batch, lr)
-        if kind == DDP_STEP and step == self.s.spec.warmup_steps - 1 and self.name != "ddp":
+        if kind == DDP_STEP and step == self.s.spec.warmup_steps - 1 and FACTS[self.name].local:
             self.begin_local()
         self.start_sync(step)
         if self.s.sync_after[step]:
@@ -147,7 +147,7 @@ class Algorithm:
         world = self.s.comm.world_size
         self.s.timer.add("allreduce", last, end, ring_bytes(hook.bytes, world))
         self.optimizer_step(lr)
-        if self.s.spec.warmup_syncs_optimizer_state and self.name != "ddp":
+        if self.s.spec.warmup_syncs_optimizer_state and FACTS[self.name].local:
             self.allreduce_mean(self.optimizer_state())
         return loss
 
