@@ -66,7 +66,7 @@ class AlgorithmSpec:
     """Element type of what a sync sends; int8 and fp4 are quantized with fp32 accumulation, and DDP
     steps then send fp32 gradients (``core.buckets.QUANTIZED``)."""
     bucket_mb: float = 25.0
-    """DDP gradient bucket size, MB (PyTorch's bucket_cap_mb)."""
+    """DDP gradient bucket size in MiB, as PyTorch's ``bucket_cap_mb`` counts it (bytes = bucket_mb x 2**20)."""
     per_tensor_allreduce: bool = False
     """Sync one tensor at a time, as the paper's released GPT code does, instead of a few flat buffers."""
     warmup_syncs_optimizer_state: bool = False

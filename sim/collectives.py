@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 from ..core.cluster import ClusterSpec, TransportSpec
 
-ALGORITHMS = ("ring", "tree", "hierarchical")
 _US = 1e-6
 
 

@@ -72,7 +72,7 @@ def window_steps(exp: Experiment) -> int:
     return min(exp.nominal_steps, max(a.warmup_steps for a in local) + 2 * h_max)
 
 
-MAX_WORK_S = 60.0
+AROUND_MAX_WORK_S = 60.0
 """Estimated one-core work of all the points together (``sim.bounds``): a simulate answer of a huge cluster
 stays an answer, with its sensitivity cut short and saying so, instead of taking hours or all memory."""
 
@@ -92,8 +92,8 @@ def sensitivity(exp: Experiment) -> Sensitivity:
             try:
                 point = with_changes(base, [("sensitivity", change)])
                 work_s += bounds.check(point, record_steps=False, keep_totals=False).work_s
-                if work_s > MAX_WORK_S:
-                    raise ConfigError(f"the points around this one would take over {MAX_WORK_S:g} s of work; "
+                if work_s > AROUND_MAX_WORK_S:
+                    raise ConfigError(f"the points around this one would take over {AROUND_MAX_WORK_S:g} s of work; "
                                       "sweep the field instead (`palsgd sweep --vary`)")
                 runs = engine.simulate(point, record_steps=False, keep_totals=False).runs
             except ConfigError as err:

@@ -66,7 +66,7 @@ def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]
     store.write_table(out, "totals.csv", result.totals)
     if result.steps is not None:
         store.write_table(out, io.STEPS, result.steps)
-        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(_trace_window(result.steps)))
+        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(schema.trace_window(result.steps)))
     else:
         _write_timeline(exp, Path(out))
     store.finish(out, "complete", steps_recorded=result.steps is not None)
@@ -89,14 +89,6 @@ def _write_timeline(exp: Experiment, out: Path) -> None:
     window = engine.simulate(short, record_steps=True).steps
     store.write_table(out, io.TIMELINE, window)
     io.write_json(out / io.TRACE, schema.to_chrome_trace(window))
-
-
-def _trace_window(steps: pd.DataFrame, max_rows: int = 200_000) -> pd.DataFrame:
-    """A trace viewer chokes on millions of events: keep the first steps of every run."""
-    if len(steps) <= max_rows:
-        return steps
-    per_step = max(1, len(steps) // (steps["step"].max() + 1))
-    return steps[steps["step"] < max(1, max_rows // per_step)]
 
 
 def _write_sensitivity(out: Path, sens) -> None:

@@ -117,7 +117,7 @@ def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFram
         if name == "comparison":
             echo("predicted from the calibration vs measured:")
             echo(format_comparison(table))
-            echo(format_targets(table, targets))
+            echo(format_accuracy_targets(table, targets))
         else:
             echo("predicted with each run's own measured compute (communication model only):")
             echo(format_comparison(table).split("\n\n")[-1])
@@ -202,7 +202,7 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
                    network=network, ranks=exp.workers)
 
 
-def format_targets(comparison: pd.DataFrame, targets: dict = validate_cpu.TARGETS) -> str:
+def format_accuracy_targets(comparison: pd.DataFrame, targets: dict = validate_cpu.TARGETS) -> str:
     """One line per target: reached or missed, with the figures (reported, not enforced)."""
     lines = []
     table = summary(comparison).set_index("metric") if len(comparison) else pd.DataFrame()

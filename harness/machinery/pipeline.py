@@ -24,10 +24,11 @@ from ...core import io
 from ...core.config import Experiment
 from ...core.errors import ConfigError
 from ...core.faults import FaultSpec
+from ...core.schema import COMPARED_METRICS
 from ...sim import engine
 from . import launch as launcher
 from . import netem, store
-from .compare import METRICS, compare
+from .compare import compare
 
 PREFLIGHT_BAD_INPUT = 2
 UNSHAPED = "unshaped"
@@ -79,13 +80,13 @@ def measure(exp: Experiment, folder: Path, launch: Launch) -> launcher.RealResul
 def predict(exp: Experiment, folder: Path, *, network: str = "", case: str = "",
             extra_metrics: tuple[str, ...] = ()) -> pd.DataFrame:
     """Simulate ``exp``; append the sim rows to the folder's runs.csv and write comparison.csv. Returns the
-    comparison. ``extra_metrics``: run-table columns compared beyond ``compare.METRICS`` (e.g. ``wait_s``)."""
+    comparison. ``extra_metrics``: run-table columns compared beyond ``COMPARED_METRICS`` (e.g. ``wait_s``)."""
     measured = store.read_table(folder, io.RUNS)
     predicted = engine.simulate(exp).runs
     real = measured[measured["source"] == "real"]
     store.write_table(folder, io.RUNS, pd.concat([real, predicted], ignore_index=True))
     comparison = compare(predicted, real, case=case or exp.workload.name, workload=exp.workload.name,
-                         network=network, ranks=exp.workers, metrics=(*METRICS, *extra_metrics))
+                         network=network, ranks=exp.workers, metrics=(*COMPARED_METRICS, *extra_metrics))
     store.write_table(folder, "comparison.csv", comparison)
     return comparison
 

@@ -1,4 +1,4 @@
-"""The four algorithms of the real harness, one small class each (same names as ``core.algorithms``)."""
+"""The algorithms of the real harness, one small class each (same names as ``core.algorithms``)."""
 
 from .base import Algorithm, Setup
 from .ddp import DDP

@@ -44,7 +44,7 @@ def test_format_targets_reports_met_and_missed():
     rows = [("c", "w", "n", 2, "ddp", "step_time_mean_s", 1.04, 1.0, 4.0),
             ("c", "w", "n", 2, "palsgd", "step_time_mean_s", 0.8, 1.0, -20.0),
             ("c", "w", "n", 2, "palsgd", "speedup_vs_ddp", 1.3, 1.27, 3.0)]
-    text = validate.format_targets(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)))
+    text = validate.format_accuracy_targets(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)))
     # step time: median |error| of 4 and 20 is 12 > 5, max 20 > 15; speedup: 3 pp <= 5.
     assert "step_time_mean_s" in text and "MISSED (median 12.0, max 20.0)" in text
     assert "speedup_vs_ddp: median |error| <= 5 pp, max <= 5 pp: met (median 3.0, max 3.0)" in text
