@@ -206,13 +206,13 @@ METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
 
 
 def error_unit(metric: str) -> str:
-    """Times err in % of the measurement; a speedup in percentage points (harness/compare.py)."""
+    """Times err in % of the measurement; a speedup in percentage points (harness/machinery/compare.py)."""
     return "pp" if metric == "speedup_vs_ddp" else "%"
 
 
 def comparison_from_runs(runs: pd.DataFrame, case: str, experiment: dict) -> pd.DataFrame | None:
     """A run folder whose runs.csv holds both sim and real rows, as the rows of comparison.csv: means over
-    runs, error_pct as ``harness.compare.error_pct`` defines it (the tests hold the two together)."""
+    runs, error_pct as ``harness.machinery.compare.error_pct`` defines it (the tests hold the two together)."""
     if runs is None or not {"sim", "real"} <= set(runs["source"]):
         return None
     mean = runs.groupby(["source", "algorithm"])[list(METRICS)].mean()
@@ -274,7 +274,7 @@ def validation_headline(comparison: pd.DataFrame) -> str:
 
 def targets_table(targets: pd.DataFrame) -> Table:
     """Time to the target loss per algorithm, with its speedup vs DDP (DDP's time / this time), and the
-    speedup for the same budget when targets.csv has it (``harness/targets.py``)."""
+    speedup for the same budget when targets.csv has it (``harness/commands/targets.py``)."""
     t = targets.copy()
     for col, default in (("source", "real"), ("cluster", "")):
         if col not in t:
@@ -305,7 +305,7 @@ def _error_cell(error: float) -> Cell:
 def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
     """Wall-clock at which each algorithm's loss first falls to ``target``, linearly interpolated between
     steps, on its evaluation loss when it has one, else its training loss (mean over workers), as
-    ``harness/targets.py`` does for ``palsgd time-to-target``; NaN when never reached. A non-finite loss
+    ``harness/commands/targets.py`` does for ``palsgd time-to-target``; NaN when never reached. A non-finite loss
     (a diverged run) never reaches a target."""
     rows = []
     for (source, algo), part in curves.groupby(["source", "algorithm"], sort=False):

@@ -10,8 +10,8 @@ import pytest
 
 from palsgd.core.config import load
 from palsgd.core.errors import ConfigError
-from palsgd.harness.calibrate import calibrate
-from palsgd.harness.netem import NetemSpec, preflight
+from palsgd.harness.machinery.calibrate import calibrate
+from palsgd.harness.machinery.netem import NetemSpec, preflight
 from palsgd.sim.collectives import allreduce_time
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import config, convergence, io, presets, schema
-from ..core.config import Experiment
-from ..core.errors import ConfigError
-from . import store
+from ...core import config, convergence, io, presets, schema
+from ...core.config import Experiment
+from ...core.errors import ConfigError
+from ..machinery import store
 
 
 @dataclass
@@ -28,10 +28,11 @@ class SimulateOutcome:
 def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: bool = False,
                        report: Path | None = None, sensitivity: bool = False) -> SimulateOutcome:
     """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace. With
-    ``sensitivity`` (always with a report), also the speedups around the user's point (``harness.sensitivity``)."""
-    from ..sim import bounds
-    from ..sim.engine import simulate
-    from .progress import Progress
+    ``sensitivity`` (always with a report), also the speedups around the user's point
+    (``harness/commands/sensitivity.py``)."""
+    from ...sim import bounds
+    from ...sim.engine import simulate
+    from ..machinery.progress import Progress
     from .sensitivity import sensitivity as around
 
     # the step table and phase totals are kept only when a file or a report will hold them
@@ -79,8 +80,8 @@ TIMELINE_MAX_WORKER_STEPS = 200_000
 def _write_timeline(exp: Experiment, out: Path) -> None:
     """A run too large to keep every row still gets its first few sync intervals, simulated again with
     every row kept (same seed, same plan prefix), for the report's timeline and the trace."""
-    from ..core.config import BudgetSpec
-    from ..sim.engine import simulate
+    from ...core.config import BudgetSpec
+    from ...sim.engine import simulate
 
     local = [a.warmup_steps + 3 * a.sync_every + 2 for a in exp.algorithms if a.is_local]
     steps = min(exp.nominal_steps, max([8, *local]), TIMELINE_MAX_WORKER_STEPS // exp.workers)
@@ -231,8 +232,8 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
                     overwrite: bool, executor: str = "local", address: str | None = None, resume: bool = False):
     """Sweep into ``out``; each finished chunk of points is stored in ``out/points/`` as it arrives, so
     ``resume`` continues an interrupted sweep of the same experiment and grid without redoing them."""
-    from .progress import Progress
-    from .sweep import parse_vary, points, sweep
+    from ..machinery.progress import Progress
+    from ..machinery.sweep import parse_vary, points, sweep
 
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
