@@ -129,6 +129,10 @@ class Model:
     ddp_knots: tuple[tuple[float, float], ...]
     gap_knots: dict[int, tuple[tuple[float, float, float], ...]]
     max_params: dict[int, float]
+    ddp_line: Line
+    """ln L_DDP vs ln N fitted to the table (the paper's DDP power law)."""
+    gap_lines: dict[int, Line]
+    """ln(L_DiLoCo / L_DDP) vs ln N fitted to the table, per M (the ratio of the paper's power laws)."""
 
     def ddp_loss(self, params: float) -> float:
         x, y = zip(*self.ddp_knots, strict=True)
@@ -160,9 +164,9 @@ def model(ev: Evidence, keep: np.ndarray | None = None, *, checks: bool = True) 
     ddp = fit_line(params, np.log(ev.ddp[keep]))
     ends = (params.min(), params.max())
     ddp_knots = [(math.log(n), ddp(n)) for n in ends]
-    gap_knots, max_params = {}, {}
+    gap_knots, max_params, lines = {}, {}, {}
     for m, losses in ev.diloco.items():
-        line = fit_line(params, np.log(losses[keep] / ev.ddp[keep]))
+        line = lines[m] = fit_line(params, np.log(losses[keep] / ev.ddp[keep]))
         knots = [(math.log(n), line(n), Z_RESIDUALS * line.sigma) for n in ends]
         if checks and m in ev.check_joint:
             for i, n in enumerate(ev.check_params):
@@ -173,7 +177,7 @@ def model(ev: Evidence, keep: np.ndarray | None = None, *, checks: bool = True) 
         max_params[m] = math.exp(knots[-1][0])
     if checks:
         ddp_knots += [(math.log(n), math.log(v)) for n, v in zip(ev.check_params, ev.check_ddp, strict=True)]
-    return Model(ddp.slope, tuple(ddp_knots), gap_knots, max_params)
+    return Model(ddp.slope, tuple(ddp_knots), gap_knots, max_params, ddp, lines)
 
 
 def tokens_ratio(gap: float, ddp_loss: float, ddp_slope: float, params: float, conversion: dict, *,
@@ -202,21 +206,32 @@ def estimate(params: float, replicas: float, ev: Evidence | None = None, mdl: Mo
     reach = max(mdl.max_params[m] for m in ev.replicas if m >= replicas)
     if not n_min <= params <= reach:
         span = f"{n_min / 1e6:.0f}M..{reach / 1e9:g}B" + (f" for M = {replicas:g}" if reach < 1e10 else "")
-        return Estimate(None, None, None, f"N = {params / 1e6:,.0f}M parameters is outside the paper's evidence "
+        return Estimate(None, None, None, f"N = {_size(params)} parameters is outside the paper's evidence "
                                           f"({span}; fitted up to {n_fit / 1e9:g}B)")
     gap, half = mdl.gap(params, replicas)
-    ddp_loss = mdl.ddp_loss(params)
-    ratios = [tokens_ratio(g, ddp_loss, mdl.ddp_slope, params, c, equal_split=split,
-                           tokens_per_param=ev.tokens_per_param)
-              for g in (gap - half, gap + half) for c in ev.conversions for split in (True, False)]
-    central = tokens_ratio(gap, ddp_loss, mdl.ddp_slope, params, ev.conversions[0], equal_split=True,
-                           tokens_per_param=ev.tokens_per_param)
+    central, low, high = ratio_band(gap, half, mdl.ddp_loss(params), mdl.ddp_slope, params, ev)
     if not math.isfinite(central):
         return Estimate(None, None, None, "the gap is larger than the data term can close")
     why = (f"DiLoCo's final loss {100 * math.expm1(gap):+.2f}% vs DDP's (band {100 * math.expm1(gap - half):+.2f}% "
-           f"to {100 * math.expm1(gap + half):+.2f}%) at N = {params / 1e6:,.0f}M, M = {replicas:g}, H = "
+           f"to {100 * math.expm1(gap + half):+.2f}%) at N = {_size(params)}, M = {replicas:g}, H = "
            f"{ev.sync_every}, D = {ev.tokens_per_param:g} N tokens; gap to tokens by a Chinchilla data term")
-    return Estimate(central, min(ratios), max(ratios), why)
+    return Estimate(central, low, high, why)
+
+
+def ratio_band(gap: float, half: float, ddp_loss: float, ddp_slope: float, params: float,
+               ev: Evidence) -> tuple[float, float, float]:
+    """(central, low, high) tokens ratio: the equal split with the first conversion's b; the band over every
+    conversion and the gap's ends."""
+    def ratio(g: float, conversion: dict, split: bool) -> float:
+        return tokens_ratio(g, ddp_loss, ddp_slope, params, conversion, equal_split=split,
+                            tokens_per_param=ev.tokens_per_param)
+
+    ratios = [ratio(g, c, split) for g in (gap - half, gap + half) for c in ev.conversions for split in (True, False)]
+    return ratio(gap, ev.conversions[0], True), min(ratios), max(ratios)
+
+
+def _size(params: float) -> str:
+    return f"{params / 1e9:.3g}B" if params >= 1e9 else f"{params / 1e6:.3g}M"
 
 
 @functools.cache
