@@ -230,6 +230,16 @@ def ratio_band(gap: float, half: float, ddp_loss: float, ddp_slope: float, param
     return ratio(gap, ev.conversions[0], True), min(ratios), max(ratios)
 
 
+def optimal_batch_tokens(params: float, replicas: float | None = None, ev: Evidence | None = None) -> float:
+    """The paper's fitted optimal global batch in tokens: DDP's (``replicas`` None, v2 Table 10) or DiLoCo's
+    by the joint fit the paper recommends (v2 Table 11)."""
+    fits = (ev or evidence()).fits
+    if replicas is None:
+        return fits["batch_tokens_ddp"]["a"] * params ** fits["batch_tokens_ddp"]["alpha"]
+    j = fits["batch_tokens_joint"]
+    return j["a"] * params ** j["alpha"] * replicas ** j["beta"]
+
+
 def _size(params: float) -> str:
     return f"{params / 1e9:.3g}B" if params >= 1e9 else f"{params / 1e6:.3g}M"
 

@@ -98,4 +98,14 @@ def notes(exp: Experiment, found: dict[str, Answer]) -> list[str]:
             ratio = "no value" if a.steps_vs_ddp is None else \
                 f"{a.steps_vs_ddp:.3g}x DDP's steps ({a.low:.3g}-{a.high:.3g})"
             out.append(f"{name}: {ratio}; {a.note}")
-    return out
+    return [*out, _batch_note(exp)]
+
+
+def _batch_note(exp: Experiment) -> str:
+    """The prior's losses are each at the paper's best global batch; say how far this workload's is."""
+    wl, n = exp.workload, exp.workload.params
+    tokens = wl.batch_per_worker * wl.grad_accum * exp.workers * wl.model.seq_len
+    return (f"the paper's fitted optimal global batch at N = {n / 1e6:.0f}M: DDP {prior.optimal_batch_tokens(n):,.0f} "
+            f"tokens, DiLoCo with M = {prior.replicas(exp)} {prior.optimal_batch_tokens(n, prior.replicas(exp)):,.0f} "
+            f"(v2 Tables 10-11); this workload: {tokens:,} tokens per step, assumed to give each algorithm its "
+            "tuned loss")

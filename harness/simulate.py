@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import config, convergence, io, presets, schema, to_target
+from ..core import config, convergence, io, presets, prior, schema, to_target
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from . import store
@@ -373,5 +373,9 @@ def format_presets(kind: str) -> str:
             lines.append(f"  {name}: loss {conv.target_loss:g}, DDP {conv.ddp_steps:.1f} steps on "
                          f"{conv.ddp_workers} workers, measured on {'/'.join(map(str, workers))} workers")
             lines.append(f"      {ratios}")
+        ev = prior.evidence()
+        lines.append(f"  prior {prior.NAME} (used by simulate without --convergence): DiLoCo's steps to DDP's final "
+                     f"loss for M = 1..{max(ev.replicas)} replicas, H = {ev.sync_every}, "
+                     f"{ev.params.min() / 1e6:.0f}M-{ev.check_params.max() / 1e9:g}B parameters (arXiv 2503.09799)")
     lines.append("Sources: `source` in each file under palsgd/core/presets/; details in docs/model.md.")
     return "\n".join(lines)

@@ -117,3 +117,10 @@ def test_docs_validation_holds_the_scripts_output():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.markdown() in (ROOT / "docs" / "validation.md").read_text(encoding="utf-8")
+
+
+def test_the_fitted_optimal_batch_is_the_papers_law(ev):
+    assert prior.optimal_batch_tokens(2.4e9) == pytest.approx(462.68 * 2.4e9 ** 0.281)
+    assert prior.optimal_batch_tokens(2.4e9, 8) == pytest.approx(14.521 * 2.4e9 ** 0.4695 * 8 ** 0.3399)
+    # DiLoCo's optimal batch is larger than DDP's and grows with M (the paper's Finding 3)
+    assert prior.optimal_batch_tokens(1e9) < prior.optimal_batch_tokens(1e9, 1) < prior.optimal_batch_tokens(1e9, 8)
