@@ -152,9 +152,9 @@ def _speed_text(runs: pd.DataFrame, experiment: dict, main: str, same: float) ->
                 f"({faster(same)} DDP for the same steps)"), ""
     if math.isfinite(to_target):
         lo, hi = rows["speedup_to_target_low_vs_ddp"].mean(), rows["speedup_to_target_high_vs_ddp"].mean()
-        return (f"{faster(to_target)} DDP to DDP's final loss (band {lo:.2f}-{hi:.2f}x, steps from the published "
-                f"DiLoCo scaling laws, prior {rows['convergence_source'].iloc[0]}) and {faster(same)} DDP for "
-                f"the same steps"), ""
+        return (f"{faster(to_target)} DDP to DDP's final loss (speedup {to_target:.2f}x, band {lo:.2f}-{hi:.2f}x, "
+                f"steps from the published DiLoCo scaling laws, prior {rows['convergence_source'].iloc[0]}) and "
+                f"{faster(same)} DDP for the same steps"), ""
     note = rows["convergence_note"].dropna() if "convergence_note" in rows else pd.Series(dtype=object)
     why = f" (no speedup to a target loss: {note.iloc[0]})" if len(note) else ""
     return f"{faster(same)} DDP", f", for the same steps{why}"
