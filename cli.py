@@ -135,26 +135,49 @@ def main():
     """Predict (simulate) and measure (run) how much faster Local SGD, DiLoCo and PALSGD train than DDP."""
 
 
+def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--assume-like ALGO=diloco, repeatable: {ALGO: "diloco"}."""
+    from .core.algorithms import ALGORITHMS
+
+    like = {}
+    for pair in pairs:
+        name, _, other = (p.strip() for p in pair.partition("="))
+        if name not in ALGORITHMS or name in ("ddp", "diloco") or other != "diloco":
+            raise ConfigError("must be ALGO=diloco with ALGO one of local_sgd, palsgd, streaming_diloco",
+                              key="--assume-like", value=pair, source="command line")
+        like[name] = other
+    return like
+
+
 @main.command()
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
 @_convergence_option
+@click.option("--prior/--no-prior", "use_prior", default=True, show_default=True,
+              help="Without --convergence, take DiLoCo's steps to DDP's final loss from the published DiLoCo "
+                   "scaling laws where their evidence reaches (docs/convergence-prior.md).")
+@click.option("--assume-like", "like", multiple=True, metavar="ALGO=diloco",
+              help="Assume ALGO needs the steps the prior gives DiLoCo (a choice of yours: the paper measured "
+                   "DiLoCo only). Repeatable.")
 @click.option("--sensitivity", is_flag=True,
               help="Also simulate the speedups vs inter-node bandwidth, H and nodes around this point (a few "
                    "seconds; always done with --json and --report).")
 @_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
-             sensitivity, out, overwrite, as_json, report):
+             use_prior, like, sensitivity, out, overwrite, as_json, report):
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
     from .harness.commands import simulate as job
 
     _check_output(report, "--report")
+    like = _parse_like(like)
     extra = [f"repeats={repeats}"] if repeats is not None else []
     exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra),
                             convergence_ref)
+    described_by = convergence_ref or (str(experiment) if experiment is not None else None)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
-                                    sensitivity=sensitivity or as_json)
+                                    sensitivity=sensitivity or as_json, use_prior=use_prior, like=like,
+                                    described_by=described_by)
     if report is not None:
         result.notes.append(_render_report(result.folders, report))
     if as_json:
