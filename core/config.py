@@ -28,7 +28,7 @@ from .buckets import PAYLOAD_ELEM_BYTES
 from .cluster import ClusterSpec
 from .errors import ConfigError, check
 from .typed import build, merge, set_path, to_dict
-from .workload import TrainSpec, WorkloadSpec
+from .workload import OPTIMIZER_STATE_TENSORS, TrainSpec, WorkloadSpec
 
 PAYLOAD_BYTES = PAYLOAD_ELEM_BYTES  # bytes per element of each payload dtype (core/buckets.py)
 TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
@@ -309,7 +309,7 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
                 return origin[".".join(parts[:i])]
         return "experiment"
 
-    data = dict(data)
+    data = _without_derived_optimizer_state(dict(data))
     algo_table = data.pop("algorithm", {}) or {}
     names = data.pop("algorithms", list(DEFAULT_ALGORITHMS))
     try:
@@ -319,6 +319,21 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
         return build(Experiment, {**data, "algorithms": specs}, skip=("algorithms",))
     except ConfigError as err:
         raise err.located(where(err.key)) from None
+
+
+def _without_derived_optimizer_state(data: dict) -> dict:
+    """``workload.optimizer_state_tensors`` is derived from ``train.optimizer`` (TrainSpec); older files and
+    results folders that state it load when they agree, else the key is named with the derived value."""
+    workload = data.get("workload")
+    if not isinstance(workload, dict) or "optimizer_state_tensors" not in workload:
+        return data
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    optimizer = train.get("optimizer", TrainSpec.optimizer)
+    given, derived = workload["optimizer_state_tensors"], OPTIMIZER_STATE_TENSORS.get(optimizer)
+    if given != derived:
+        raise ConfigError(f"is derived from train.optimizer ({optimizer}: {derived}); remove the key",
+                          key="workload.optimizer_state_tensors", value=given)
+    return {**data, "workload": {k: v for k, v in workload.items() if k != "optimizer_state_tensors"}}
 
 
 def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:

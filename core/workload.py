@@ -124,8 +124,6 @@ class WorkloadSpec:
     """Passes over 4N bytes in one outer step (delta, Nesterov buffer, z and x)."""
     pseudo_sync_passes: float = 3.0
     """Passes over 4N bytes in one pseudo-sync axpy (read x, read z, write x)."""
-    optimizer_state_tensors: float = 2.0
-    """Optimizer state per parameter (AdamW: m and v), for a warm-up that also syncs the state."""
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     convergence: dict = field(default_factory=dict, hash=False)
@@ -143,8 +141,7 @@ class WorkloadSpec:
         check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
         check(self.dataset_samples >= 0, "dataset_samples", self.dataset_samples, "must be >= 0")
         check(0 <= self.utilization <= 1, "utilization", self.utilization, "must be in [0, 1] (0: the cluster's)")
-        for name in ("data_time_s", "optimizer_passes", "outer_passes", "pseudo_sync_passes",
-                     "optimizer_state_tensors"):
+        for name in ("data_time_s", "optimizer_passes", "outer_passes", "pseudo_sync_passes"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
 
     def _derive_facts(self) -> None:
@@ -173,6 +170,12 @@ class WorkloadSpec:
             for name in DERIVED_FACTS:
                 del table[name]
         return table
+
+
+OPTIMIZER_STATE_TENSORS = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adamw": 2}
+"""Parameter-sized state tensors each inner optimizer keeps (torch.optim: SGD with momentum its
+``momentum_buffer``, Adam and AdamW ``exp_avg`` and ``exp_avg_sq``): what a warm-up that also syncs the
+optimizer state all-reduces (``real/algorithms/base.py``), and what a rank's memory holds."""
 
 
 @dataclass(frozen=True)
@@ -218,3 +221,7 @@ class TrainSpec:
         for name in ("lr_warmup_steps", "eval_every", "checkpoint_every", "threads_per_rank"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         check(self.eval_batches >= 1, "eval_batches", self.eval_batches, "must be >= 1")
+
+    @property
+    def optimizer_state_tensors(self) -> int:
+        return OPTIMIZER_STATE_TENSORS[self.optimizer]

@@ -30,8 +30,6 @@ from .models import build_model, compute_loss
 EXIT_BAD_INPUT = 2
 RANKS_PER_CORE = 4
 """CPU ranks beyond this many per core measure contention for the cores, not the algorithms."""
-OPTIMIZER_STATES = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adamw": 2}
-"""Tensors of optimizer state per parameter tensor."""
 MIB = 2**20
 
 
@@ -67,7 +65,7 @@ def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor] | None)
     with torch.device("meta"):
         model = build_model(exp.workload.model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    copies = 2 + OPTIMIZER_STATES[exp.train.optimizer] + max(map(algorithm_buffers, exp.algorithms))
+    copies = 2 + exp.train.optimizer_state_tensors + max(map(algorithm_buffers, exp.algorithms))
     return copies * param_bytes + (0 if batch is None else activation_bytes(model, batch))
 
 

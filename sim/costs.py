@@ -68,7 +68,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
     bucket_s = bucket_times(cluster, sizes)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
-    extra = wl.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
+    extra = exp.train.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
     broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
