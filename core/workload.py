@@ -7,7 +7,7 @@ from typing import Literal
 
 from .convergence import from_dict
 from .errors import ConfigError, check
-from .model_facts import model_facts
+from .model_facts import ModelFacts, model_facts
 from .typed import to_dict
 
 DERIVED_FACTS = {"params": "parameters", "tensors": "parameter tensors", "flops_per_sample": "FLOPs per sample"}
@@ -129,6 +129,9 @@ class WorkloadSpec:
     convergence: dict = field(default_factory=dict, hash=False)
     """The ``[workload.convergence]`` table: steps to a target loss relative to DDP (core/convergence.py
     reads it); empty: unknown, speedups are for the same steps."""
+    facts: ModelFacts | None = field(init=False, default=None, compare=False, repr=False)
+    """The model's parameter and buffer tensors and FLOPs (``core/model_facts.py``), derived once when the
+    workload is made; None for a custom model. The simulator reads these, never the model again."""
 
     def __post_init__(self):
         self._derive_facts()
@@ -148,6 +151,7 @@ class WorkloadSpec:
         """Fill params, tensors and FLOPs in from the model, so the simulator charges the bytes of
         the model that ``palsgd run`` builds; a given value must agree with it."""
         facts = model_facts(self.model)
+        object.__setattr__(self, "facts", facts)  # frozen: set once, here
         for name, noun in DERIVED_FACTS.items():
             given = getattr(self, name)
             if facts is None:
@@ -166,7 +170,7 @@ class WorkloadSpec:
         """This workload as a plain dict of what a user gives: facts the model derives are left
         out, so that a changed model (a sweep over ``workload.model.hidden``) derives them anew."""
         table = to_dict(self)
-        if model_facts(self.model) is not None:
+        if self.facts is not None:
             for name in DERIVED_FACTS:
                 del table[name]
         return table

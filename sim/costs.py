@@ -16,7 +16,6 @@ import numpy as np
 from ..core import buckets, compute
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
-from ..core.model_facts import model_facts
 from ..core.workload import WorkloadSpec
 from . import collectives
 
@@ -121,7 +120,7 @@ def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:
     """Elements of each parameter tensor and each floating-point buffer, in registration order: the
     built model's (``core/model_facts.py``), or for a custom model ``tensors`` equal tensors and no
     buffers."""
-    facts = model_facts(wl.model)
+    facts = wl.facts
     if facts is not None:
         return facts.param_numels, facts.buffer_numels
     return [wl.params / wl.tensors] * wl.tensors, []
@@ -130,7 +129,7 @@ def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:
 def flat_numels(wl: WorkloadSpec) -> Sequence[float]:
     """Elements of each parameter tensor in the flat buffer's order (``core.buckets.flat_order``): what a
     sync sends, and what Streaming DiLoCo cuts into fragments. A custom model's tensors are all equal."""
-    facts = model_facts(wl.model)
+    facts = wl.facts
     params = tensor_numels(wl)[0]
     return params if facts is None else [params[i] for i in buckets.flat_order(facts.param_ndims)]
 
@@ -138,7 +137,7 @@ def flat_numels(wl: WorkloadSpec) -> Sequence[float]:
 def buffer_broadcast_calls(wl: WorkloadSpec) -> list[float]:
     """Bytes of each broadcast DDP makes of the model's buffers before a step's forward
     (``core.buckets.ddp_buffer_broadcast_bytes``); none for a custom model, which has no buffers."""
-    facts = model_facts(wl.model)
+    facts = wl.facts
     return [] if facts is None else buckets.ddp_buffer_broadcast_bytes(facts.buffer_numels, facts.int_buffer_numels)
 
 
