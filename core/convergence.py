@@ -269,7 +269,7 @@ TO_TARGET_ASSUMPTION = ("speedup to the target = same-steps speedup / steps to t
 
 def of_experiment(exp: Experiment) -> Convergence | None:
     """The experiment's ``[workload.convergence]`` table (from its file or ``--convergence``), if any."""
-    return from_dict(exp.workload.convergence) if exp.workload.convergence else None
+    return exp.workload.described
 
 
 def with_convergence(exp: Experiment, conv: Convergence) -> Experiment:

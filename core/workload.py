@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .convergence import from_dict
+from .convergence import Convergence, from_dict
 from .errors import ConfigError, check
 from .model_facts import ModelFacts, model_facts
 from .typed import to_dict
@@ -129,17 +129,19 @@ class WorkloadSpec:
     convergence: dict = field(default_factory=dict, hash=False)
     """The ``[workload.convergence]`` table: steps to a target loss relative to DDP (core/convergence.py
     reads it); empty: unknown, speedups are for the same steps."""
+    described: Convergence | None = field(init=False, default=None, compare=False, repr=False)
+    """``convergence`` parsed and checked (``core/convergence.py``) when the workload is made; None without
+    a description. The table stays the serialized form (results folders, sweeps)."""
     facts: ModelFacts | None = field(init=False, default=None, compare=False, repr=False)
     """The model's parameter and buffer tensors and FLOPs (``core/model_facts.py``), derived once when the
     workload is made; None for a custom model. The simulator reads these, never the model again."""
 
     def __post_init__(self):
         self._derive_facts()
-        if self.convergence:
-            try:
-                from_dict(self.convergence)
-            except ConfigError as err:
-                raise err.located("", "convergence") from None
+        try:  # parsed once, here: every reader takes ``described``
+            object.__setattr__(self, "described", from_dict(self.convergence) if self.convergence else None)
+        except ConfigError as err:
+            raise err.located("", "convergence") from None
         check(self.batch_per_worker >= 1, "batch_per_worker", self.batch_per_worker, "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
         check(self.dataset_samples >= 0, "dataset_samples", self.dataset_samples, "must be >= 0")
