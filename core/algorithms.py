@@ -46,7 +46,7 @@ _LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce",
 _OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
 FACTS = {f.name: f for f in (
     AlgorithmFacts("ddp", "DDP", "#555555", _DDP_KEYS, local=False),
-    AlgorithmFacts("local_sgd", "Local SGD", "#0173b2", _LOCAL_KEYS),
+    AlgorithmFacts("local_sgd", "Local SGD", "#0173b2", (*_LOCAL_KEYS, "averager")),
     AlgorithmFacts("diloco", "DiLoCo", "#de8f05", _OUTER_KEYS, outer_step=True),
     AlgorithmFacts("palsgd", "PALSGD", "#029e73", (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
                    outer_step=True, pseudo_syncs=True),
@@ -62,6 +62,9 @@ DEFAULT_ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd")
 is asked for by name, so the default outputs stay those of the paper's question)."""
 
 SKIP_DRAWS = ("shared", "independent")
+AVERAGERS = ("pytorch", "torchft")
+"""Local SGD's schedule: PyTorch's ``PeriodicModelAverager`` (the first average right after step W) or
+torchft's ``local_sgd.LocalSGD`` (H local steps before every average, the first after step W + H - 1)."""
 SKIPPED_BATCHES = ("consumed", "kept")
 
 # Step kinds in a plan.
@@ -70,19 +73,22 @@ DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP = 0, 1, 2
 _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every other use of the seed
 
 # Where the first sync falls, as an offset of the sync rule below: Local SGD follows PyTorch's
-# PeriodicModelAverager (first average right after step W); DiLoCo and PALSGD take H local steps before
-# each outer step, as in the DiLoCo paper. (PALSGD's released code also takes H steps between outer
-# steps, but counts them from step 0, warm-up included, so its first round is not aligned to W.)
+# PeriodicModelAverager (first average right after step W) unless its averager is torchft's (offset 1);
+# DiLoCo and PALSGD take H local steps before each outer step, as in the DiLoCo paper. (PALSGD's
+# released code also takes H steps between outer steps, but counts them from step 0, warm-up included,
+# so its first round is not aligned to W.)
 _SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1, "streaming_diloco": 1}
 
 
-def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int):
+def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int,
+                 averager: str = "pytorch"):
     """True after the local steps that end with a sync (parameter averaging or outer step).
 
     Steps are counted from 0; W = ``warmup_steps`` DDP steps come first, H = ``sync_every``.
 
     - ``local_sgd``: PyTorch's ``PeriodicModelAverager``: after step t when t >= W and
-      (t - W) % H == 0, so the first average follows the first local step, step W.
+      (t - W) % H == 0, so the first average follows the first local step, step W; with
+      ``averager = "torchft"`` (torchft's ``LocalSGD``), as DiLoCo: H local steps before every average.
     - ``diloco``, ``palsgd``: H local steps between outer steps: after step t when t >= W and
       (t - W + 1) % H == 0, so the first outer step follows step W + H - 1. PALSGD's pseudo-sync steps
       count among the H, as in the released code (its step counter advances on them too).
@@ -92,7 +98,8 @@ def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync
     step = np.asarray(step)
     if not FACTS[algorithm].local:
         return np.zeros(step.shape, dtype=bool)
-    return (step >= warmup_steps) & ((step - warmup_steps + _SYNC_OFFSET[algorithm]) % sync_every == 0)
+    offset = 1 if averager == "torchft" else _SYNC_OFFSET[algorithm]
+    return (step >= warmup_steps) & ((step - warmup_steps + offset) % sync_every == 0)
 
 
 def pseudo_sync_mask(seed: int, workers: int, steps: int, p: float, warmup_steps: int,
@@ -150,7 +157,7 @@ class Plan:
 
 def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: int = 0,
          sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared", fragments: int = 1,
-         sync_delay: int = 0) -> Plan:
+         sync_delay: int = 0, averager: str = "pytorch") -> Plan:
     """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone, ``fragments`` (P)
     and ``sync_delay`` (tau) by ``streaming_diloco`` alone.
 
@@ -165,7 +172,7 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
     index = np.arange(steps)
     streaming = FACTS[algorithm].fragments
     period = sync_every // fragments if streaming else sync_every
-    sync_after = is_sync_step(algorithm, index, warmup_steps, period)
+    sync_after = is_sync_step(algorithm, index, warmup_steps, period, averager)
     fragment = np.where(sync_after, np.cumsum(sync_after) - 1, -1)
     fragment[sync_after] %= fragments if streaming else 1
     delay = sync_delay if streaming else 0
@@ -193,7 +200,7 @@ def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
         steps = _steps_with_gradient_budget(spec, exp.workers, seed, steps - spec.warmup_steps)
     return plan(spec.name, workers=exp.workers, steps=steps, seed=seed, warmup_steps=spec.warmup_steps,
                 sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws,
-                fragments=spec.fragments, sync_delay=spec.fragment_sync_delay)
+                fragments=spec.fragments, sync_delay=spec.fragment_sync_delay, averager=spec.averager)
 
 
 def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int) -> int:

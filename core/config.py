@@ -71,6 +71,11 @@ class AlgorithmSpec:
     """Sync one tensor at a time, as the paper's released GPT code does, instead of a few flat buffers."""
     warmup_syncs_optimizer_state: bool = False
     """Warm-up steps also all-reduce the optimizer state, as the paper's released code does."""
+    averager: Literal["pytorch", "torchft"] = "pytorch"
+    """Local SGD's schedule (``core.algorithms.AVERAGERS``): ``pytorch``, PostLocalSGDOptimizer's
+    PeriodicModelAverager, averages right after the first local step and then every H; ``torchft``,
+    torchft's LocalSGD, takes H local steps before every average, one average fewer in a run whose local
+    steps are a multiple of H. The default is PyTorch's, the Local SGD that ships with torch."""
 
     def __post_init__(self):
         check(self.name in ALGORITHMS, "name", self.name, f"must be one of {', '.join(ALGORITHMS)}")

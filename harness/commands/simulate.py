@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...core import config, convergence, io, presets, prior, schema, to_target
+from ...core.algorithms import FACTS, plan_for
 from ...core.config import BudgetSpec, Experiment
 from ...core.errors import ConfigError
 from ...sim import bounds, engine
@@ -57,8 +58,24 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
             store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
     folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
-    notes += to_target.notes(exp, found) + (sens.notes if sens is not None else [])
+    notes += averager_notes(exp) + to_target.notes(exp, found) + (sens.notes if sens is not None else [])
     return SimulateOutcome(result.runs, notes, sens, folders)
+
+
+def averager_notes(exp: Experiment) -> list[str]:
+    """Local SGD on PyTorch's schedule averages once more than torchft's when its local steps are a
+    multiple of H: a whole all-reduce, most of the communication on a slow link with a large H. Say so."""
+    out = []
+    for spec in exp.algorithms:
+        if "averager" not in FACTS[spec.name].keys or spec.averager != "pytorch":
+            continue
+        ours = int(plan_for(exp, spec, exp.seed).sync_after.sum())
+        torchft = int(plan_for(exp, dataclasses.replace(spec, averager="torchft"), exp.seed).sync_after.sum())
+        if ours != torchft:
+            out.append(f"local_sgd averages as PyTorch's PeriodicModelAverager, right after its first local step: "
+                       f"{ours} averages in this run, {ours - torchft} more than torchft's LocalSGD ({torchft}, H "
+                       'local steps before each); algorithm.local_sgd.averager = "torchft" predicts that')
+    return out
 
 
 def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]:
