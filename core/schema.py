@@ -163,8 +163,14 @@ def summarize(totals: pd.DataFrame, extents: pd.DataFrame) -> pd.DataFrame:
     per_run = per_worker.groupby(level=keys).mean()
     per_run["workers"] = per_worker.groupby(level=keys).size()
     runs = per_run.reset_index().merge(extents, on=keys, how="left")
+    return finish_runs(runs)
+
+
+def finish_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run table from its per-run means and extents: step time, speedup, columns and order."""
     runs["step_time_mean_s"] = runs["wall_clock_s"] / runs["steps"]
     runs = add_speedup(runs)
+    keys = ["source", "algorithm", "run"]
     return runs[list(RUN_COLUMNS)].sort_values(keys, key=_algorithm_order).reset_index(drop=True)
 
 

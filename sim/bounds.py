@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from ..core.schema import PHASES
+from . import fast
 from .costs import step_costs
 from .run import DDP_CHUNK
 
@@ -35,6 +36,13 @@ BASE_BYTES = 64 << 20  # SimPy, the costs and one run's small arrays
 RUN_OVERHEAD_S = 0.02  # Python and pandas cost of one run, whatever its size
 WORKER_STEPS_PER_S = 3e6  # the engine's speed on one loaded core
 CELLS_PER_S = 5e7  # numpy's speed redoing a block after a failure
+FAST_AFTER_WORK_S = 2.0
+"""``engine = auto`` takes the fast path (``sim/fast.py``) where it applies and the exact engine would
+take longer than this; smaller jobs keep the exact engine's draw-for-draw runs."""
+FAST_BLOCK_BYTES = fast.CELLS_PER_BLOCK * 8 * 32  # ~32 float64 arrays of one block alive at once
+FAST_CELL_BYTES = 8 * 4  # the [repeats, phase, worker] totals (3 arrays) and their summary, per cell
+FAST_RUN_OVERHEAD_S = 2e-3  # Python cost of one (algorithm, batch of repeats)
+FAST_CELLS_PER_S = 1e7  # (repeat, interval or DDP step, worker) cells, or cell draws, per second
 MAX_WORK_S = 86_400.0
 """The longest job accepted: one day of one core."""
 MAX_ATTEMPTS_PER_STEP = 100.0
@@ -49,6 +57,8 @@ class Estimate:
     """What stays across runs: run rows, phase totals, the step table."""
     work_s: float
     """Seconds of one core."""
+    engine: str = "exact"
+    """The engine that runs the job: ``exact`` or ``fast``."""
 
     @property
     def peak_bytes(self) -> int:
@@ -62,8 +72,56 @@ def records_steps(exp: Experiment, record_steps: bool | None) -> bool:
     return record_steps
 
 
-def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
+def engine_for(exp: Experiment, *, record_steps: bool, engine: str = "auto") -> str:
+    """``exact`` or ``fast``: what ``engine`` (``auto``, ``exact``, ``fast``) runs ``exp`` with. The fast
+    path where it applies (``fast.why_not``) and the exact engine would take over FAST_AFTER_WORK_S."""
+    if engine not in ("auto", "exact", "fast"):
+        raise ConfigError("the engine must be auto, exact or fast", key="--engine", value=engine,
+                          source="command line")
+    if engine == "exact":
+        return "exact"
+    reason = fast.why_not(exp, record_steps)
+    if engine == "fast" and reason is not None:
+        raise ConfigError(f"the fast path does not simulate this experiment: {reason} (docs/limits.md); "
+                          "use --engine exact or auto", key="--engine", value=engine, source="command line")
+    if reason is not None:
+        return "exact"
+    if engine == "fast" or _exact(exp, record_steps, False).work_s > FAST_AFTER_WORK_S:
+        return "fast"
+    return "exact"
+
+
+def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto") -> Estimate:
     """Memory and work of ``simulate(exp)`` (plain integers and floats: no array is built)."""
+    if engine_for(exp, record_steps=record_steps, engine=engine) == "fast":
+        return _fast(exp, keep_totals)
+    return _exact(exp, record_steps, keep_totals)
+
+
+def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
+    """The fast path: one block of arrays and the totals of a batch of repeats at a time; its work is
+    one cell per (repeat, DDP step or sync interval, worker), one per step where steps are drawn one
+    by one (short intervals, few workers)."""
+    from .fast_runs import repeats_per_batch
+
+    workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
+    cells = 0.0
+    for a in exp.algorithms:
+        warm = steps if not a.is_local else min(a.warmup_steps, steps)
+        interval = a.sync_every // (a.fragments if a.name == "streaming_diloco" else 1)
+        per_cell = interval < fast.MIN_SUM_STEPS or exp.cluster.variability.jitter_cv > fast.MAX_SUM_CV
+        ddp_cells = warm * (workers if workers < fast.MIN_MAX_WORKERS else 2)
+        cells += exp.repeats * (ddp_cells + (steps - warm) * workers / (1 if per_cell else interval))
+    batch = repeats_per_batch(exp)
+    run_bytes = FAST_BLOCK_BYTES + batch * len(PHASES) * workers * FAST_CELL_BYTES
+    total_rows = runs * workers * len(PHASES) if keep_totals else 0
+    kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
+    work_s = runs / batch * FAST_RUN_OVERHEAD_S + cells / FAST_CELLS_PER_S
+    return Estimate(run_bytes, kept_bytes, work_s, "fast")
+
+
+def _exact(exp: Experiment, record_steps: bool, keep_totals: bool) -> Estimate:
+    """The exact engine: one run's plan and block arrays at a time."""
     workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
     block = max([min(DDP_CHUNK, steps), *(min(a.sync_every, steps) for a in exp.algorithms if a.is_local)])
     run_bytes = workers * (steps * PLAN_BYTES_PER_CELL + block * BLOCK_BYTES_PER_CELL)
@@ -82,10 +140,10 @@ def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estim
     return Estimate(run_bytes, kept_bytes, work_s)
 
 
-def check(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
+def check(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto") -> Estimate:
     """The estimate, or ConfigError naming what does not fit and how to proceed."""
     _check_failures(exp)
-    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals)
+    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals, engine=engine)
     available = available_memory_bytes()
     if available is not None and est.peak_bytes > available:
         if est.run_bytes >= est.kept_bytes or exp.repeats == 1:
