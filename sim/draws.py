@@ -21,7 +21,6 @@ from scipy.special import ndtri
 
 from ..core.cluster import VariabilitySpec
 
-
 RARE_SPIKES = 0.05
 """Straggler probability up to which spikes are drawn as gaps between them (``Factors.sums``)."""
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.algorithms import GRADIENT_STEP, plan, pseudo_sync_mask
+from ..core.algorithms import plan, pseudo_sync_mask
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.schema import PHASES
 from .algorithms import SimAlgorithm
