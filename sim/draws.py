@@ -43,7 +43,10 @@ class Factors:
 
     def sums(self, n, shape: tuple[int, ...]) -> np.ndarray:
         """Σ of ``n`` (integers broadcast to ``shape``) i.i.d. J · S, one draw per element."""
-        n = np.broadcast_to(np.asarray(n, dtype=np.int64), shape)
+        n = np.asarray(n, dtype=np.int64)
+        if n.size == 1:
+            return self._sums_of(int(n.ravel()[0]), shape)
+        n = np.broadcast_to(n, shape)
         if self.q <= 0:
             return self._lognormal_sums(n)
         k = self._straggler_counts(n)
@@ -52,23 +55,50 @@ class Factors:
         out.ravel()[hit] += self.f * self._lognormal_sums(k.ravel()[hit])
         return out
 
+    def _sums_of(self, n: int, shape: tuple[int, ...]) -> np.ndarray:
+        """``sums`` of the same n everywhere: every cell drawn without spikes, then the few cells with
+        spikes drawn again with them (each cell's draw is independent, so replacing it is exact)."""
+        size = int(np.prod(shape))
+        out = self._lognormal_sums_of(n, shape)
+        if self.q > 0 and n > 0:
+            if self.q > RARE_SPIKES:
+                k = self.rng.binomial(n, self.q, size)
+                cells, k = np.flatnonzero(k), k[k > 0]
+            else:
+                cells, k = np.unique(self._spikes(n * size) // n, return_counts=True)
+            out.ravel()[cells] = self._lognormal_sums(n - k) + self.f * self._lognormal_sums(k)
+        return out
+
+    def _lognormal_sums_of(self, n: int, shape: tuple[int, ...]) -> np.ndarray:
+        """Σ of n i.i.d. J per cell (the log-normal fit below), drawn in float32: its rounding (1e-7)
+        is far below the spread of a sum."""
+        if self.cv == 0 or n == 0:
+            return np.full(shape, float(n))
+        s2 = np.log1p(self.cv ** 2 / n)
+        z = self.rng.standard_normal(shape, dtype=np.float32)
+        z *= np.float32(np.sqrt(s2))
+        z += np.float32(np.log(n) - s2 / 2)
+        return np.exp(z).astype(float)
+
+    def _spikes(self, total: int) -> np.ndarray:
+        """Positions (0-based) of the spikes among ``total`` steps laid end to end: a Bernoulli(q)
+        sequence drawn as the geometric gaps between its successes."""
+        parts, reached = [np.zeros(0, dtype=np.int64)], 0
+        while reached < total:
+            expected = (total - reached) * self.q
+            step = np.cumsum(self.rng.geometric(self.q, int(expected + 10 * np.sqrt(expected) + 16))) + reached
+            parts.append(step)
+            reached = int(step[-1])
+        where = np.concatenate(parts) - 1
+        return where[where < total]
+
     def _straggler_counts(self, n: np.ndarray) -> np.ndarray:
-        """K ~ Binomial(n, q) per element. For rare spikes, the steps of all elements laid end to end
-        are a Bernoulli(q) sequence: its successes are drawn as geometric gaps and counted per element,
-        far fewer draws than one binomial per element."""
+        """K ~ Binomial(n, q) per element: the spikes among the elements' steps laid end to end
+        (``_spikes``), counted per element; far fewer draws than one binomial per element."""
         if self.q > RARE_SPIKES:
             return self.rng.binomial(n, self.q)
         ends = np.cumsum(n.ravel())
-        total = int(ends[-1]) if len(ends) else 0
-        gaps = [np.zeros(0, dtype=np.int64)]
-        reached = 0
-        while reached < total:
-            size = int((total - reached) * self.q + 10 * np.sqrt((total - reached) * self.q) + 16)
-            step = np.cumsum(self.rng.geometric(self.q, size)) + reached
-            gaps.append(step)
-            reached = int(step[-1])
-        where = np.concatenate(gaps) - 1  # 0-based positions of the straggler steps
-        cell = np.searchsorted(ends, where[where < total], side="right")
+        cell = np.searchsorted(ends, self._spikes(int(ends[-1]) if len(ends) else 0), side="right")
         return np.bincount(cell, minlength=n.size).reshape(n.shape)
 
     def _lognormal_sums(self, m: np.ndarray) -> np.ndarray:

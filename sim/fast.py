@@ -236,34 +236,40 @@ class _Batch:
         return self.g.random and (n < MIN_SUM_STEPS or self.x.cv > MAX_SUM_CV)
 
     def _block(self, block, n: int, fragment: np.ndarray, gradient: np.ndarray | None) -> None:
-        c, r, w = self.c, self.repeats, self.n
-        firsts = np.array([a for a, _, _ in block])
-        grads = self._gradient_steps(firsts, n, gradient, (r, len(block), w))
+        c, shape = self.c, (self.repeats, len(block), self.n)
+        grads = self._gradient_steps(np.array([a for a, _, _ in block]), n, gradient, shape)
         pseudo = n - grads
         m, pseudo_data = self.algo.pseudo_sync(c)
-        comp = c.compute_s * self.g.slow * self._sums(grads, n, (r, len(block), w))  # [r, intervals, workers]
-        arrival = grads * (c.data_s + c.optimizer_s) + pseudo * (pseudo_data + m) + comp
+        arrival = self._sums(grads, n, shape)  # [repeats, intervals, workers], compute first
+        arrival *= c.compute_s * self.g.slow
+        self.tally.add("compute", arrival.sum(axis=1), grads.sum(axis=1))
+        arrival += grads * (c.data_s + c.optimizer_s) + pseudo * (pseudo_data + m)
         barrier = arrival.max(axis=2)
-        self.tally.add("compute", comp.sum(axis=1), grads.sum(axis=1))
-        if c.data_s > 0 or pseudo_data > 0:
-            self.tally.add("data", (grads * c.data_s + pseudo * pseudo_data).sum(axis=1),
-                           (grads * (c.data_s > 0) + pseudo * (pseudo_data > 0)).sum(axis=1))
-        if c.optimizer_s > 0:
-            self.tally.add("optimizer", grads.sum(axis=1) * c.optimizer_s, grads.sum(axis=1))
-        if m > 0:
-            self.tally.add("pseudo_sync", pseudo.sum(axis=1) * m, pseudo.sum(axis=1))
+        self._local_phases(grads, pseudo, m, pseudo_data)
         synced = np.array([s for *_, s in block])
         costs = [self.algo.sync(c, int(fragment[last])) if s else None for _, last, s in block]
         comm_s = np.array([x.comm_s if x else 0.0 for x in costs])
         outer_s = np.array([x.outer_s if x else 0.0 for x in costs])
         nbytes = np.array([x.bytes if x else 0.0 for x in costs])
-        idle = np.where(synced[None, :, None], (barrier + c.barrier_s)[:, :, None] - arrival, 0.0)
-        self.tally.add("wait", np.where(idle > 0, idle, 0.0).sum(axis=1), (idle > 0).sum(axis=1))
+        # a worker waits at a sync from its arrival until the barrier's own latency has passed
+        idle = np.subtract((barrier + c.barrier_s)[:, synced, None], arrival[:, synced])
+        np.maximum(idle, 0.0, out=idle)
+        self.tally.add("wait", idle.sum(axis=1), np.count_nonzero(idle, axis=1))
         syncs = int(synced.sum())
         self.tally.add("allreduce", float((comm_s - c.barrier_s)[synced].sum()), syncs, float(nbytes.sum()))
         if (outer_s > 0).any():
             self.tally.add("outer_step", float(outer_s.sum()), int((outer_s > 0).sum()))
         self.wall_s += barrier.sum(axis=1) + float((comm_s + outer_s).sum())
+
+    def _local_phases(self, grads: np.ndarray, pseudo: np.ndarray, m: float, pseudo_data: float) -> None:
+        """Data, optimizer and pseudo-sync time of local steps: fixed costs per step of each kind."""
+        c, g, s = self.c, grads.sum(axis=1), pseudo.sum(axis=1)
+        if c.data_s > 0 or pseudo_data > 0:
+            self.tally.add("data", g * c.data_s + s * pseudo_data, g * (c.data_s > 0) + s * (pseudo_data > 0))
+        if c.optimizer_s > 0:
+            self.tally.add("optimizer", g * c.optimizer_s, g)
+        if m > 0:
+            self.tally.add("pseudo_sync", s * m, s)
 
     def _gradient_steps(self, firsts: np.ndarray, n: int, gradient: np.ndarray | None, shape) -> np.ndarray:
         """[repeats, intervals, workers] gradient steps of each interval (the others are pseudo-syncs)."""
@@ -281,7 +287,8 @@ class _Batch:
         if not self.g.random:
             return np.broadcast_to(grads, shape).astype(float)
         if not self._cell_drawn(n):
-            return self.x.sums(grads, shape)
+            same = grads.size and grads.min() == grads.max()  # one draw per cell without a mask
+            return self.x.sums(grads.ravel()[0] if same else grads, shape)
         cells = self.x.cells((*shape, n))
         return np.where(np.arange(n) < grads[..., None], cells, 0.0).sum(axis=-1)
 
