@@ -157,10 +157,12 @@ def check(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str
             "give fewer repeats, or leave out --out (the phase totals and step table are kept for it)",
             key="repeats", value=exp.repeats, source="simulate")
     if est.work_s > MAX_WORK_S:
+        key = {"key": "repeats", "value": exp.repeats} if exp.repeats > 1 else _size_key(exp)
+        hours = f"{est.work_s / 3600:,.{0 if est.work_s >= 36_000 else 2}f}"
         raise ConfigError(
-            f"about {est.work_s / 3600:,.0f} h of simulation on one core, over the limit of "
-            f"{MAX_WORK_S / 3600:.0f} h (docs/limits.md); give fewer repeats or steps, or split the seeds "
-            "over several calls (--seed, --repeats)", key="repeats", value=exp.repeats, source="simulate")
+            f"about {hours} h of simulation on one core ({est.engine} engine), over the limit "
+            f"of {MAX_WORK_S / 3600:.0f} h (docs/limits.md); give fewer repeats or steps, or split the seeds "
+            "over several calls (--seed, --repeats)", **key, source="simulate")
     return est
 
 
