@@ -138,13 +138,16 @@ def main():
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
 @_convergence_option
+@click.option("--engine", type=click.Choice(["auto", "exact", "fast"]), default="auto", show_default=True,
+              help="exact: event by event; fast: sums and maxima of step times as arrays (docs/limits.md); "
+                   "auto: fast where it applies and the exact engine would take over 2 s.")
 @click.option("--sensitivity", is_flag=True,
               help="Also simulate the speedups vs inter-node bandwidth, H and nodes around this point (a few "
                    "seconds; always done with --json and --report).")
 @_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
-             sensitivity, out, overwrite, as_json, report):
+             engine, sensitivity, out, overwrite, as_json, report):
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
     from .harness import simulate as job
 
@@ -153,7 +156,7 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
     exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra),
                             convergence_ref)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
-                                    sensitivity=sensitivity or as_json)
+                                    sensitivity=sensitivity or as_json, engine=engine)
     if report is not None:
         result.notes.append(_render_report(result.folders, report))
     if as_json:
