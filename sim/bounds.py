@@ -39,7 +39,8 @@ CELLS_PER_S = 5e7  # numpy's speed redoing a block after a failure
 FAST_AFTER_WORK_S = 2.0
 """``engine = auto`` takes the fast path (``sim/fast.py``) where it applies and the exact engine would
 take longer than this; smaller jobs keep the exact engine's draw-for-draw runs."""
-FAST_BLOCK_BYTES = fast.CELLS_PER_BLOCK * 8 * 32  # ~32 float64 arrays of one block alive at once
+FAST_BLOCK_ARRAYS = 32  # float64 [repeats, intervals, workers] arrays of one block alive at once
+FAST_DRAW_ARRAYS = 4  # float64 [..., workers, steps] arrays where steps are drawn one by one
 FAST_CELL_BYTES = 8 * 4  # the [repeats, phase, worker] totals (3 arrays) and their summary, per cell
 FAST_RUN_OVERHEAD_S = 2e-3  # Python cost of one (algorithm, batch of repeats)
 FAST_CELLS_PER_S = 1e7  # (repeat, interval or DDP step, worker) cells, or cell draws, per second
@@ -105,15 +106,20 @@ def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
     from .fast_runs import repeats_per_batch
 
     workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
-    cells = 0.0
+    batch = repeats_per_batch(exp)
+    cells, drawn = 0.0, 1  # drawn: the widest block of steps drawn one by one, per worker
     for a in exp.algorithms:
         warm = steps if not a.is_local else min(a.warmup_steps, steps)
         interval = a.sync_every // (a.fragments if a.name == "streaming_diloco" else 1)
         per_cell = interval < fast.MIN_SUM_STEPS or exp.cluster.variability.jitter_cv > fast.MAX_SUM_CV
         ddp_cells = warm * (workers if workers < fast.MIN_MAX_WORKERS else 2)
         cells += exp.repeats * (ddp_cells + (steps - warm) * workers / (1 if per_cell else interval))
-    batch = repeats_per_batch(exp)
-    run_bytes = FAST_BLOCK_BYTES + batch * len(PHASES) * workers * FAST_CELL_BYTES
+        drawn = max(drawn, min(interval, steps) if per_cell else 1)
+    # a block holds at least one interval (or DDP step) of every worker of the batch's repeats
+    block = max(fast.CELLS_PER_BLOCK, batch * workers)
+    draws = max(fast.CELLS_PER_BLOCK, batch * workers * drawn)
+    totals = batch * len(PHASES) * workers
+    run_bytes = 8 * (FAST_BLOCK_ARRAYS * block + FAST_DRAW_ARRAYS * draws) + totals * FAST_CELL_BYTES
     total_rows = runs * workers * len(PHASES) if keep_totals else 0
     kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
     work_s = runs / batch * FAST_RUN_OVERHEAD_S + cells / FAST_CELLS_PER_S
