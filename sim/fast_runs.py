@@ -21,8 +21,9 @@ _PHASE_RANK = np.argsort(np.argsort(PHASES))  # alphabetical rank of each phase,
 
 
 def repeats_per_batch(exp: Experiment) -> int:
-    """Repeats simulated together: their [repeats x workers] arrays stay within one block."""
-    return max(1, min(exp.repeats, CELLS_PER_BLOCK // (8 * exp.workers)))
+    """Repeats simulated together: their [repeats x workers] and [repeats x steps] arrays (PALSGD's
+    pseudo-sync rows) stay within one block."""
+    return max(1, min(exp.repeats, CELLS_PER_BLOCK // (8 * exp.workers), CELLS_PER_BLOCK // exp.nominal_steps))
 
 
 def simulate_fast(exp: Experiment, *, keep_totals: bool, on_repeat=None):
