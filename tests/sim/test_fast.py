@@ -98,3 +98,19 @@ def test_the_fast_path_steps_aside_where_it_does_not_model(tiny):
     assert bounds.engine_for(tiny(), record_steps=True, engine="auto") == "exact"
     assert bounds.engine_for(tiny(), record_steps=False, engine="auto") == "exact"  # small: draw for draw
     assert bounds.engine_for(tiny({"repeats": 5000}), record_steps=False, engine="auto") == "fast"
+
+
+def test_a_sweep_point_with_many_repeats_takes_the_fast_path(tiny):
+    """Its rows are numbered per point as the exact engine's are, and without randomness (PALSGD's plan
+    is drawn per seed) equal them."""
+    from palsgd.harness.machinery.sweep import sweep
+
+    vary = [("cluster.intra_node.bandwidth_gbps", [0.01, 0.1])]
+    algos = ["ddp", "local_sgd", "diloco", "streaming_diloco"]
+    many = tiny({"repeats": 3000}, steps=13, algorithms=algos)
+    assert bounds.engine_for(many, record_steps=False) == "fast"
+    fast = sweep(many, vary, jobs=1).table
+    exact = sweep(tiny(steps=13, algorithms=algos), vary, jobs=1).table
+    assert len(fast) == 3000 * len(exact) and sorted(set(fast["run"])) == list(range(3000))
+    key = ["cluster.intra_node.bandwidth_gbps", "algorithm"]
+    pd.testing.assert_frame_equal(fast.groupby(key)[COLUMNS].mean(), exact.groupby(key)[COLUMNS].mean(), rtol=1e-12)
