@@ -1,7 +1,10 @@
 """What a simulation will cost, estimated before it starts, and the refusal of what cannot end.
 
-The engine simulates one (algorithm, repeat) run at a time and keeps only its totals, so the peak
-memory is one run's working set (its [workers x steps] plan and [workers x block] float64 arrays)
+Each estimate is for the engine that will run the job (``engine_for``). The fast path (``sim/fast.py``)
+keeps one block of [repeats x intervals x workers] arrays and a batch of repeats' totals at a time, and
+its work is a number of cells (``_fast``). The exact engine simulates one (algorithm, repeat) run at a
+time and keeps only its totals, so the peak memory is one run's working set (its [workers x steps]
+plan and [workers x block] float64 arrays)
 plus what is kept across runs: the run rows, the phase totals when they are written, the step table
 when it is recorded. The work is a fixed cost per run plus a cost per worker-step. The constants
 below were measured on a 2-core VM (docs/benchmarks-sim.md) and err on the large side; the limits
@@ -43,7 +46,7 @@ FAST_BLOCK_ARRAYS = 32  # float64 [repeats, intervals, workers] arrays of one bl
 FAST_DRAW_ARRAYS = 4  # float64 [..., workers, steps] arrays where steps are drawn one by one
 FAST_CELL_BYTES = 8 * 4  # the [repeats, phase, worker] totals (3 arrays) and their summary, per cell
 FAST_RUN_OVERHEAD_S = 2e-3  # Python cost of one (algorithm, batch of repeats)
-FAST_CELLS_PER_S = 1e7  # (repeat, interval or DDP step, worker) cells, or cell draws, per second
+FAST_CELLS_PER_S = 2e6  # cells/s: 2-10 M measured through the CLI on the loaded 2-core VM (benchmarks-sim.md)
 MAX_WORK_S = 86_400.0
 """The longest job accepted: one day of one core."""
 MAX_ATTEMPTS_PER_STEP = 100.0

@@ -7,6 +7,10 @@ its totals (or summary) outlive it. Run r uses seed ``exp.seed + r`` for its pla
 harness draws too) and for its variability. The algorithms of one run draw their step-time jitter
 from the same stream (common random numbers), so a speedup compares the algorithms under the same
 noise, not under different luck.
+
+Large jobs and many repeats go to the fast path instead (``sim/fast.py``, chosen by
+``bounds.engine_for``): the same timing as arrays over repeats x sync intervals x workers, with sums
+and maxima of step times drawn from their distributions; this engine stays the reference.
 """
 
 from __future__ import annotations
