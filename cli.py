@@ -298,12 +298,22 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
                    "inter-node links are fitted apart (no WAN groups). See docs/network-emulation.md.")
 @click.option("--emulate-compute", is_flag=True,
               help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
+@click.option("--from-trace", "traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Fit from PyTorch profiler traces of a DDP job (.json/.json.gz files or a folder; repeatable) "
+                   "instead of measuring here; --cluster, if given, is the flat all-reduce to fit DDP's buckets to.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The cluster profile to write (a TOML file that --cluster accepts).")
 @_handle_errors
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
-              emulate_network, emulate_compute, out):
+              emulate_network, emulate_compute, traces, out):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
+    if traces:
+        from .core.config import load
+        from .harness.trace_calibrate import calibrate_from_traces
+
+        base = load(cluster=cluster).cluster if cluster else None
+        click.echo(calibrate_from_traces(list(traces), out, base=base))
+        return
     from .harness import real_job
 
     extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
