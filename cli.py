@@ -331,9 +331,25 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
               help="cpu: tiny models trained on this machine's cores; cluster: emulated accelerators on a two-tier "
                    "emulated cluster of 8 ranks (root).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@click.option("--trace", "traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Replay PyTorch profiler traces of a DDP job instead (files or folders; repeatable): the step "
+                   "predicted from the trace's own compute and a network, against the trace's.")
+@click.option("--cluster", help="With --trace: the network profile (preset name or TOML file).")
+@click.option("--network-trace", "network_traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="With --trace: fit the network from these other traces (repeatable).")
 @_handle_errors
-def validate(quick, out, overwrite, no_emulation, suite, report):
+def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster, network_traces):
     """Run real runs and predictions of the same experiments; print the error of every prediction."""
+    if traces:
+        from .core.config import load
+        from .harness.trace_validate import validate_traces
+
+        profile = load(cluster=cluster).cluster if cluster else None
+        click.echo(validate_traces(list(traces), out, cluster=profile, network_paths=list(network_traces)))
+        return
+    if cluster or network_traces:
+        raise ConfigError("goes with --trace", key="--cluster" if cluster else "--network-trace",
+                          source="command line")
     from .harness import validate as job
 
     if suite == "cluster" and no_emulation:

@@ -35,13 +35,13 @@ from .fit_transport import Series, fit_tiers
 from .kineto_trace import Trace, load, trace_files
 
 
-def read_traces(paths: list[Path]) -> list[Trace]:
+def read_traces(paths: list[Path], key: str = "--from-trace") -> list[Trace]:
     """Every trace of ``paths`` (files or folders), checked to come from one job (one world size)."""
     traces = [load(p) for p in trace_files(paths)]
     sizes = {t.world_size for t in traces}
     if len(sizes) > 1:
         raise ConfigError(f"traces of different world sizes {sorted(sizes)}: give the ranks of one job",
-                          key="--from-trace")
+                          key=key, source="command line")
     return traces
 
 
