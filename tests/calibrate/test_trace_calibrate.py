@@ -121,3 +121,16 @@ def test_a_trace_that_cannot_be_used_is_one_line_and_exit_2(tmp_path, make, says
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and str(path) in lines[0] and says in lines[0], result.output
     assert not out.exists()
+
+
+def test_a_folder_is_read_file_by_file_and_must_hold_one_job(tmp_path):
+    folder = tmp_path / "traces"
+    folder.mkdir()
+    for src in (A100X2, A100X8):
+        (folder / src.name).write_bytes(src.read_bytes())
+    out = tmp_path / "p.toml"
+    result = CliRunner().invoke(main, ["calibrate", "--from-trace", str(folder), "--out", str(out)])
+    assert result.exit_code == 2 and "traces of different world sizes [2, 8]" in result.output
+    (folder / A100X8.name).unlink()
+    result = CliRunner().invoke(main, ["calibrate", "--from-trace", str(folder), "--out", str(out)])
+    assert result.exit_code == 0 and out.exists(), result.output
