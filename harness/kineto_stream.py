@@ -5,6 +5,10 @@ A Kineto trace is one JSON object: a few small keys (``deviceProperties``, ``dis
 event as a dict at once (several GB); here the top-level object is walked key by key and the events are
 decoded one at a time with ``json.JSONDecoder.raw_decode`` (the C scanner) from a sliding text buffer, so
 memory stays at the buffer plus what the caller keeps. ``benchmarks/bench_trace.py`` measures it.
+
+HolisticTraceAnalysis (PyPI ``HolisticTraceAnalysis``) was considered: version 0.5.0 resolves beside torch
+2.13, but ``pip install --dry-run`` lists about 70 packages it would add (jupyterlab, plotly, pydot, ...),
+it loads every trace whole into pandas, and what is needed here is a handful of event kinds.
 """
 
 from __future__ import annotations
