@@ -69,6 +69,10 @@ def test_profile_from_a_trace_alone_loads_and_folds_the_efficiency_into_the_link
     assert (cluster.nodes, cluster.gpus_per_node, cluster.transport.ddp_bucket_efficiency) == (1, 2, 1.0)
     assert cluster.compute.step_time_s == pytest.approx(np.mean([s.compute_s for s in steps]))
     assert cluster.compute.data_time_s == pytest.approx(np.mean([s.rest_s for s in steps]))
+    # Least squares in seconds with a constant: the fitted buckets add up to the measured ones.
+    sizes, times = trace_calibrate.buckets([kineto_trace.load(A100X2)])
+    assert bucket_times(cluster, sizes).sum() == pytest.approx(times.sum(), rel=1e-6)
+    assert cluster.transport.base_latency_us > 0 and cluster.transport.step_overhead_us == 0
 
 
 def test_bucket_efficiency_against_a_flat_profile_reproduces_the_measured_bucket_time(tmp_path):
