@@ -56,6 +56,11 @@ class TransportSpec:
     """Bytes in flight per ring step; caps throughput at window / RTT on long links. 0: no cap."""
     segment_bytes: int = 0
     """Pipelining segment: latency overlaps transfer for messages of a few segments. 0: no pipelining."""
+    ddp_bucket_efficiency: float = 1.0
+    """Bandwidth one of DDP's gradient buckets gets, as a fraction of what a flat all-reduce of the same
+    bytes gets (``docs/model.md``, "DDP's buckets"): its all-reduce runs beside the backward's kernels and
+    starts as soon as the bucket is ready. 1: charged as a flat all-reduce. Fitted from a profiler trace
+    by ``palsgd calibrate --from-trace``."""
 
     def __post_init__(self):
         check(0 < self.efficiency <= 1, "efficiency", self.efficiency, "must be in (0, 1]")
@@ -63,6 +68,8 @@ class TransportSpec:
         check(self.step_overhead_us >= 0, "step_overhead_us", self.step_overhead_us, "must be >= 0")
         check(self.window_bytes >= 0, "window_bytes", self.window_bytes, "must be >= 0")
         check(self.segment_bytes >= 0, "segment_bytes", self.segment_bytes, "must be >= 0")
+        check(0 < self.ddp_bucket_efficiency <= 10, "ddp_bucket_efficiency", self.ddp_bucket_efficiency,
+              "must be in (0, 10]")
 
 
 @dataclass(frozen=True)
