@@ -300,10 +300,21 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
               help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The cluster profile to write (a TOML file that --cluster accepts).")
+@click.option("--from-nccl-tests", "nccl_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Fit the profile to nccl-tests output instead of measuring here (repeatable: a "
+                                   "one-node file fits the intra-node tier, a multi-node file the inter-node tier; "
+                                   "--cluster is the base for the rest).")
 @_handle_errors
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
-              emulate_network, emulate_compute, out):
+              emulate_network, emulate_compute, out, nccl_files):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
+    if nccl_files:
+        from .harness.nccl_calibrate import calibrate_from_nccl_tests
+
+        path, table = calibrate_from_nccl_tests(list(nccl_files), out, cluster, " ".join(["palsgd", *sys.argv[1:]]))
+        click.echo(table)
+        click.echo(f"wrote {path} and {path.with_suffix('.fit.csv')}")
+        return
     from .harness import real_job
 
     extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]

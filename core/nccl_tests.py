@@ -103,6 +103,8 @@ def _split(lines: list[str]) -> list[list[str]]:
     lines = [line.strip() for line in lines]
     starts = [i for i, line in enumerate(lines) if re.match(r"^#\s*nThread\s+\d+", line)]
     starts = [i - 1 if i > 0 and _STARTING.match(lines[i - 1]) else i for i in starts]
+    if not starts:
+        return []
     return [lines[a:b] for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
 
 

@@ -53,8 +53,19 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
             store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
     folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
-    notes += convergence.notes(exp) + (sens.notes if sens is not None else [])
+    notes += convergence.notes(exp) + (sens.notes if sens is not None else []) + provenance_notes(exp)
     return SimulateOutcome(result.runs, notes, sens, folders)
+
+
+def provenance_notes(exp: Experiment) -> list[str]:
+    """Which cluster figures were measured (and by what), published, assumed or given: the preset's or
+    profile's ``[cluster.provenance]``, with what the experiment file and --set changed."""
+    from ..core.cluster import provenance_lines
+
+    lines = provenance_lines(exp.cluster.provenance)
+    if not lines:
+        return [f"cluster figures of {exp.cluster.name}: no provenance stated (see its `source`)"]
+    return [f"cluster figures of {exp.cluster.name}:"] + [f"  {line}" for line in lines]
 
 
 def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]:

@@ -1,0 +1,162 @@
+"""`palsgd calibrate --from-nccl-tests FILE... --out PROFILE.toml [--cluster BASE]`: a cluster profile from
+the output of NVIDIA's nccl-tests, fitted with the same model and code as ``palsgd calibrate``
+(``harness/fit_transport.py``) in NCCL's form: one-way step latency, the base cluster's launch latency.
+
+A one-node file fits the intra-node tier (ranks of one node); a multi-node file the inter-node tier (the
+flat ring over all its ranks, which waits for its slowest hop, the network). A multi-node file with several
+GPUs per node needs the intra tier from BASE or from a one-node file given too. Each tier is fitted to one
+run: its all-reduce if the files hold one, else its reduce-scatter or all-gather (half a ring). Bandwidths
+are effective (efficiency 1), as with ``palsgd calibrate``; a BASE intra link is taken at line rate x its
+efficiency. The profile prices a flat ring (``allreduce = "ring"``), the algorithm the fit assumed.
+
+Writes PROFILE.toml and PROFILE.fit.csv (``tier, size_bytes, measured_s, fitted_s, error_pct``; fitted_s is
+what ``palsgd simulate --cluster PROFILE.toml`` charges on the measured ranks), both atomically, after every
+file has been read and checked.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import tomli_w
+
+from ..core import io, nccl_tests
+from ..core.cluster import ClusterSpec, LinkSpec
+from ..core.config import load
+from ..core.errors import ConfigError
+from ..core.typed import to_dict
+from .fit_transport import Series, fit_tiers, series_time
+
+KEY = "--from-nccl-tests"
+
+
+@dataclass(frozen=True)
+class Tier:
+    name: str
+    """``intra`` (one node) or ``inter`` (several nodes)."""
+    path: Path
+    run: nccl_tests.Run
+
+    @property
+    def series(self) -> Series:
+        rows = self.run.rows
+        return Series(tuple(float(r.size_bytes) for r in rows), tuple(r.time_s for r in rows), len(self.run.ranks),
+                      collective=self.run.collective)
+
+    def describe(self) -> str:
+        r = self.run
+        return (f"nccl-tests {self.path.name} ({r.collective}_perf, {len(r.ranks)} ranks on {r.nodes} node"
+                f"{'s' if r.nodes > 1 else ''} x {r.gpus_per_node} {', '.join(r.devices)})")
+
+
+def calibrate_from_nccl_tests(files: list[Path], out: Path, base_ref: str | None = None,
+                              command: str = "") -> tuple[Path, str]:
+    """Read, fit, write; returns the profile and the fit table to print."""
+    if not files:
+        raise ConfigError("give one or more nccl-tests output files", key=KEY)
+    tiers = _tiers([Path(f) for f in files])
+    base = load(cluster=base_ref).cluster if base_ref else ClusterSpec()
+    if len(tiers) == 1 and tiers[0].name == "inter" and tiers[0].run.gpus_per_node > 1 and base_ref is None:
+        raise ConfigError(f"{tiers[0].path}: a multi-node file fits the inter-node tier only; give --cluster BASE "
+                          "or a one-node nccl-tests file for the intra-node tier", key=KEY)
+    io.check_writable(out, "--out")
+    fit = fit_tiers([t.series for t in tiers], kind="nccl", base=base, step_latency="one_way")
+    cluster = _profile(tiers, fit, base, base_ref, command)
+    table = fit_table(tiers, cluster)
+    io.write_csv(Path(out).with_suffix(".fit.csv"), table)
+    io.write_text(out, tomli_w.dumps({"cluster": to_dict(cluster)}))
+    return Path(out), format_fit(table, tiers, cluster)
+
+
+def _tiers(files: list[Path]) -> list[Tier]:
+    """At most one run per tier, every file read (and checked) first."""
+    runs = [(path, run) for path in files for run in nccl_tests.read(path)]
+    for path, run in runs:
+        if len(run.ranks) < 2:
+            raise ConfigError("one rank: a collective needs two or more to measure the network", source=str(path))
+    tiers = []
+    for name, wanted in (("intra", lambda r: r.nodes == 1), ("inter", lambda r: r.nodes > 1)):
+        found = [(p, r) for p, r in runs if wanted(r)]
+        if found:  # the all-reduce first: it is what the simulator prices
+            path, run = min(found, key=lambda pr: (pr[1].collective != "all_reduce", -len(pr[1].rows)))
+            tiers.append(Tier(name, path, run))
+    return tiers
+
+
+def _profile(tiers: list[Tier], fit, base: ClusterSpec, base_ref: str | None, command: str) -> ClusterSpec:
+    fitted = {t.name: link for t, link in zip(tiers, fit.links, strict=True)}
+    outer = tiers[-1].run
+    nodes, gpus = (outer.nodes, outer.gpus_per_node) if tiers[-1].name == "inter" else (1, len(outer.ranks))
+    effective = LinkSpec(base.intra_node.bandwidth_gbps * base.transport.efficiency, base.intra_node.latency_us)
+    intra = fitted.get("intra") or (effective if base_ref else fitted["inter"])
+    inter = fitted.get("inter") or (base.inter_node if base_ref else intra)
+    provenance = _provenance(tiers, base, base_ref, command)
+    source = (f"Fitted by `{command or 'palsgd calibrate --from-nccl-tests'}` to "
+              + "; ".join(t.describe() for t in tiers)
+              + f" (rms log error {fit.rms_log_error:.3f}); bandwidths are effective (efficiency 1)."
+              + (f" Other figures from {base_ref}: {base.source}" if base_ref else ""))
+    return dataclasses.replace(
+        base, name=f"nccl-tests-{outer.hosts[0]}", source=source, nodes=nodes, gpus_per_node=gpus,
+        description=f"{nodes} x {gpus} {', '.join(outer.devices)} (from nccl-tests)",
+        intra_node=intra, inter_node=inter, transport=fit.transport, allreduce="ring",
+        wan=dataclasses.replace(base.wan, groups=1), provenance=provenance)
+
+
+def _provenance(tiers: list[Tier], base: ClusterSpec, base_ref: str | None, command: str) -> dict[str, str]:
+    """Measured: what the files fitted; the rest as BASE says, or palsgd's default (an assumption)."""
+    out = {key: base.provenance.get(key, f"given: {base_ref}") for key in base.provenance} if base_ref else {}
+    if not base_ref:
+        out.update({k: "assumed: palsgd's default, not in nccl-tests output" for k in
+                    ("compute.peak_tflops", "compute.utilization", "compute.memory_gbytes_per_s")})
+        out["transport.base_latency_us"] = "published: NCCL src/graph/tuning.cc ring/simple launch latency"
+    how = "fitted by palsgd calibrate --from-nccl-tests"
+    outer = tiers[-1]
+    out["nodes"] = out["gpus_per_node"] = f"measured: header of {outer.path.name}"
+    for tier in tiers:
+        for field in ("bandwidth_gbps", "latency_us"):
+            out[f"{tier.name}_node.{field}"] = f"measured: {tier.describe()}, {how}"
+    for field in ("efficiency", "segment_bytes", "window_bytes", "step_latency", "step_overhead_us", "kind"):
+        out[f"transport.{field}"] = f"measured: {outer.describe()}, {how}"
+    out["allreduce"] = "assumed: a flat ring, the model the fit used"
+    if len(tiers) == 1 and outer.run.gpus_per_node == 1 and not base_ref:
+        for field in ("bandwidth_gbps", "latency_us"):  # one GPU per node: the ring never uses it
+            out[f"{'intra' if outer.name == 'inter' else 'inter'}_node.{field}"] = \
+                "assumed: repeats the measured tier; this cluster never prices it"
+    return out
+
+
+def fit_table(tiers: list[Tier], cluster: ClusterSpec) -> pd.DataFrame:
+    """Each measured size against what the profile charges on the ranks that measured it."""
+    parts = []
+    for tier in tiers:
+        run = tier.run
+        shape = (dataclasses.replace(cluster, nodes=1, gpus_per_node=len(run.ranks)) if tier.name == "intra"
+                 else dataclasses.replace(cluster, nodes=run.nodes, gpus_per_node=run.gpus_per_node))
+        sizes = [r.size_bytes for r in run.rows]
+        measured = [r.time_s for r in run.rows]
+        fitted = [series_time(shape, run.collective, s) for s in sizes]
+        parts.append(pd.DataFrame({"tier": tier.name, "size_bytes": sizes, "measured_s": measured,
+                                   "fitted_s": fitted}))
+    table = pd.concat(parts, ignore_index=True)
+    table["error_pct"] = (table["fitted_s"] / table["measured_s"] - 1) * 100
+    return table
+
+
+def format_fit(table: pd.DataFrame, tiers: list[Tier], cluster: ClusterSpec) -> str:
+    lines = [f"{'tier':>6} {'size_bytes':>12} {'measured_us':>12} {'fitted_us':>12} {'error':>8}"]
+    for row in table.itertuples():
+        lines.append(f"{row.tier:>6} {row.size_bytes:>12} {row.measured_s * 1e6:>12.1f} {row.fitted_s * 1e6:>12.1f} "
+                     f"{row.error_pct:>+7.1f}%")
+    for tier in tiers:
+        link = cluster.intra_node if tier.name == "intra" else cluster.inter_node
+        err = table.loc[table["tier"] == tier.name, "error_pct"].abs()
+        lines.append(f"fit {tier.name}: {tier.describe()}: bandwidth {link.bandwidth_gbps:.1f} Gbit/s effective, "
+                     f"latency {link.latency_us:.1f} us per step; |error| median {err.median():.1f}%, "
+                     f"max {err.max():.1f}%")
+    t = cluster.transport
+    lines.append(f"fit transport: launch {t.base_latency_us:g} us, segment {t.segment_bytes} B, "
+                 f"window {t.window_bytes} B")
+    return "\n".join(lines)
