@@ -172,10 +172,11 @@ def _collective(lines: list[str], rows: tuple[Row, ...], ranks: int) -> str:
                 raise ConfigError(f"{name}_perf is not read; give all_reduce_perf, reduce_scatter_perf or "
                                   "all_gather_perf output")
             return name
-    big = max(rows, key=lambda r: r.size_bytes)
+    big = max(rows, key=lambda r: r.busbw_gbytes_s)
     algbw = big.size_bytes / big.time_s / 1e9
-    if ranks < 2 or algbw <= 0:
-        raise ConfigError("cannot tell which collective ran: no '# Collective test starting' line")
+    if ranks < 2 or big.busbw_gbytes_s < 0.1:  # busbw is printed to 0.01 GB/s: too coarse below 0.1
+        raise ConfigError("cannot tell which collective ran: no '# Collective test starting' line and no row "
+                          "with a bus bandwidth of 0.1 GB/s or more")
     ratio = big.busbw_gbytes_s / algbw * ranks / (ranks - 1)  # 2 for all-reduce, 1 for the others
     if ratio > 1.5:
         return "all_reduce"
