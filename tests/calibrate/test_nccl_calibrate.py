@@ -69,3 +69,20 @@ def test_bad_input_exit_2_and_nothing_written(tmp_path, files, what):
     result, out = _calibrate(tmp_path, *args)
     assert result.exit_code == 2 and what in result.output and "Traceback" not in result.output
     assert not out.exists() and not out.with_suffix(".fit.csv").exists()
+
+
+def test_harness_calibration_profile_states_what_it_measured(tmp_path):
+    """``palsgd calibrate`` on the machines at hand marks its fitted figures measured (no run needed: the
+    profile is written from a fit of made-up times)."""
+    from palsgd.harness.calibrate import Tier, profile_toml
+    from palsgd.harness.fit_transport import fit_tiers
+
+    sizes = [2.0**k for k in range(12, 22)]
+    table = pd.DataFrame({"size_bytes": sizes, "time_s": [4e-4 + s / 1e9 for s in sizes], "ranks": 2})
+    tier = Tier("link", table, 1e-4)
+    text = profile_toml([tier], fit_tiers([tier.series]), {"step_time_s": 0.1}, nodes=1, gpus_per_node=2,
+                        network=None, command="palsgd calibrate")
+    (tmp_path / "p.toml").write_text(text)
+    prov = load(cluster=str(tmp_path / "p.toml")).cluster.provenance
+    assert prov["intra_node.bandwidth_gbps"].startswith("measured: palsgd calibrate")
+    assert prov["compute.step_time_s"].startswith("measured: palsgd calibrate")

@@ -42,7 +42,8 @@ def test_a3mega_times_in_seconds_and_devices():
 OLD = """# nThread 1 nGpus 8 minBytes 8 maxBytes 4294967296 step: 2(factor) warmup iters: 5 iters: 20 validation: 1
 #
 # Using devices
-""" + "".join(f"#   Rank  {r} Pid  23638 on ip-10-0-26-117 device  {r} [0x00] Tesla V100-SXM2-32GB\n" for r in range(8)) + """#
+""" + "".join(f"#   Rank  {r} Pid  23638 on ip-10-0-26-117 device  {r} [0x00] Tesla V100-SXM2-32GB\n"
+          for r in range(8)) + """#
 #                                                     out-of-place                       in-place
 #       size         count    type   redop     time   algbw   busbw  error     time   algbw   busbw  error
 #        (B)    (elements)                     (us)  (GB/s)  (GB/s)            (us)  (GB/s)  (GB/s)
