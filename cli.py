@@ -304,14 +304,17 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
               metavar="FILE", help="Fit the profile to nccl-tests output instead of measuring here (repeatable: a "
                                    "one-node file fits the intra-node tier, a multi-node file the inter-node tier; "
                                    "--cluster is the base for the rest).")
+@click.option("--fit-min-bytes", type=int, default=0, show_default=True, metavar="BYTES",
+              help="With --from-nccl-tests: fit only the sizes of at least BYTES (those a job sends).")
 @_handle_errors
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
-              emulate_network, emulate_compute, out, nccl_files):
+              emulate_network, emulate_compute, out, nccl_files, fit_min_bytes):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
     if nccl_files:
         from .harness.nccl_calibrate import calibrate_from_nccl_tests
 
-        path, table = calibrate_from_nccl_tests(list(nccl_files), out, cluster, " ".join(["palsgd", *sys.argv[1:]]))
+        path, table = calibrate_from_nccl_tests(list(nccl_files), out, cluster, " ".join(["palsgd", *sys.argv[1:]]),
+                                                fit_min_bytes)
         click.echo(table)
         click.echo(f"wrote {path} and {path.with_suffix('.fit.csv')}")
         return

@@ -58,6 +58,9 @@ class Series:
     rtt_s: float = 0.0
     collective: str = "all_reduce"
     """``all_reduce``, or ``reduce_scatter`` / ``all_gather`` (nccl-tests): half a ring, (n-1) steps."""
+    shape: ClusterSpec | None = None
+    """The cluster that ran it, when the fitted link is its inter-node link among several GPUs per node (its flat
+    ring also crosses the intra-node link, known); None: ``ranks`` ranks ringing over the fitted link alone."""
 
     @property
     def latency_s(self) -> float:
@@ -83,16 +86,22 @@ class TiersFit:
 
 
 def model_cluster(base: ClusterSpec, ranks: int, kind: str, latency_s: float, bandwidth_Bps: float,
-                  overhead_s: float, segment: int, window: int, step_latency: str = "rtt") -> ClusterSpec:
-    """One node of ``ranks`` workers whose ring runs over ``intra_node`` with these transport values. A gloo
-    step waits a round trip and pays no launch cost; an NCCL step waits one way, and each call pays the base
-    cluster's launch latency (NCCL ``tuning.cc``)."""
+                  overhead_s: float, segment: int, window: int, step_latency: str = "rtt",
+                  shape: ClusterSpec | None = None) -> ClusterSpec:
+    """One node of ``ranks`` workers whose ring runs over ``intra_node`` with these transport values (or
+    ``shape`` with the link as its inter-node link). A gloo step waits a round trip and pays no launch cost; an
+    NCCL step waits one way, and each call pays the base cluster's launch latency (NCCL ``tuning.cc``)."""
     link = LinkSpec(bandwidth_gbps=bandwidth_Bps * 8 / 1e9, latency_us=latency_s * 1e6)
     launch_us = 0.0 if step_latency == "rtt" else base.transport.base_latency_us
     transport = TransportSpec(kind=kind, efficiency=1.0, base_latency_us=launch_us,
                               step_overhead_us=overhead_s * 1e6, step_latency=step_latency,
                               window_bytes=int(window), segment_bytes=int(segment))
-    return one_node(base, ranks, link, transport)
+    # gloo only rings; NCCL's tuner picks ring, tree or (here) hierarchical per size, as the simulator's "auto"
+    allreduce = "ring" if step_latency == "rtt" else "auto"
+    if shape is not None:
+        return dataclasses.replace(shape, inter_node=link, transport=transport, allreduce=allreduce,
+                                   wan=dataclasses.replace(shape.wan, groups=1))
+    return dataclasses.replace(one_node(base, ranks, link, transport), allreduce=allreduce)
 
 
 def series_time(cluster: ClusterSpec, collective: str, nbytes: float) -> float:
@@ -164,11 +173,12 @@ def fit_tiers(series: Sequence[Series], *, kind: str = "gloo", base: ClusterSpec
                                   math.exp(log_bw), overhead, seg, win)
                     for s, (log_bw, own, _, _) in zip(series, fits, strict=True)]
     else:
-        clusters = [model_cluster(base, s.ranks, kind, own, math.exp(log_bw), 0.0, seg, win, step_latency)
+        clusters = [model_cluster(base, s.ranks, kind, own, math.exp(log_bw), 0.0, seg, win, step_latency, s.shape)
                     for s, (log_bw, own, _, _) in zip(series, fits, strict=True)]
     predicted = [tuple(series_time(c, s.collective, b) for b in s.sizes) for c, s in zip(clusters, series, strict=True)]
     log_error = np.log(np.concatenate(predicted) / np.concatenate([s.times for s in series]))
-    return TiersFit(clusters[0].transport, tuple(c.intra_node for c in clusters), tuple(s.ranks for s in series),
+    links = tuple(c.intra_node if s.shape is None else c.inter_node for c, s in zip(clusters, series, strict=True))
+    return TiersFit(clusters[0].transport, links, tuple(s.ranks for s in series),
                     tuple(predicted), float(np.sqrt(np.mean(log_error ** 2))))
 
 
@@ -198,7 +208,7 @@ class _Fit:
                                     seg, win)
         else:  # x[1]: the link's one-way latency, the whole of α
             cluster = model_cluster(self.base, s.ranks, self.kind, self.overhead(x), math.exp(x[0]), 0.0, seg, win,
-                                    self.step_latency)
+                                    self.step_latency, s.shape)
         predicted = np.array([series_time(cluster, s.collective, b) for b in self.sizes])
         return float(np.sum((np.log(predicted) - self.log_t) ** 2))
 

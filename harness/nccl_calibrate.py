@@ -53,17 +53,17 @@ class Tier:
 
 
 def calibrate_from_nccl_tests(files: list[Path], out: Path, base_ref: str | None = None,
-                              command: str = "") -> tuple[Path, str]:
-    """Read, fit, write; returns the profile and the fit table to print."""
+                              command: str = "", min_bytes: int = 0) -> tuple[Path, str]:
+    """Read, fit (the rows of at least ``min_bytes``), write; returns the profile and the fit table to print."""
     if not files:
         raise ConfigError("give one or more nccl-tests output files", key=KEY)
-    tiers = _tiers([Path(f) for f in files])
+    tiers = _tiers([Path(f) for f in files], min_bytes)
     base = load(cluster=base_ref).cluster if base_ref else ClusterSpec()
     if len(tiers) == 1 and tiers[0].name == "inter" and tiers[0].run.gpus_per_node > 1 and base_ref is None:
         raise ConfigError(f"{tiers[0].path}: a multi-node file fits the inter-node tier only; give --cluster BASE "
                           "or a one-node nccl-tests file for the intra-node tier", key=KEY)
     io.check_writable(out, "--out")
-    fit = fit_tiers([t.series for t in tiers], kind="nccl", base=base, step_latency="one_way")
+    fit = _fit(tiers, base, _base_intra(base) if base_ref else None)
     cluster = _profile(tiers, fit, base, base_ref, command)
     table = fit_table(tiers, cluster)
     io.write_csv(Path(out).with_suffix(".fit.csv"), table)
@@ -71,12 +71,17 @@ def calibrate_from_nccl_tests(files: list[Path], out: Path, base_ref: str | None
     return Path(out), format_fit(table, tiers, cluster)
 
 
-def _tiers(files: list[Path]) -> list[Tier]:
-    """At most one run per tier, every file read (and checked) first."""
+def _tiers(files: list[Path], min_bytes: int = 0) -> list[Tier]:
+    """At most one run per tier, every file read (and checked) first; rows below ``min_bytes`` dropped."""
     runs = [(path, run) for path in files for run in nccl_tests.read(path)]
     for path, run in runs:
         if len(run.ranks) < 2:
             raise ConfigError("one rank: a collective needs two or more to measure the network", source=str(path))
+        if sum(r.size_bytes >= min_bytes for r in run.rows) < 2:
+            raise ConfigError(f"fewer than two rows of {min_bytes} bytes or more to fit", key="--fit-min-bytes",
+                              source=str(path))
+    runs = [(p, dataclasses.replace(r, rows=tuple(x for x in r.rows if x.size_bytes >= min_bytes)))
+            for p, r in runs]
     tiers = []
     for name, wanted in (("intra", lambda r: r.nodes == 1), ("inter", lambda r: r.nodes > 1)):
         found = [(p, r) for p, r in runs if wanted(r)]
@@ -86,13 +91,36 @@ def _tiers(files: list[Path]) -> list[Tier]:
     return tiers
 
 
+def _effective(link: LinkSpec, base: ClusterSpec) -> LinkSpec:
+    """A BASE link as the profile holds links: effective (line rate x BASE's efficiency)."""
+    return LinkSpec(link.bandwidth_gbps * base.transport.efficiency, link.latency_us)
+
+
+def _base_intra(base: ClusterSpec) -> LinkSpec:
+    return _effective(base.intra_node, base)
+
+
+def _fit(tiers: list[Tier], base: ClusterSpec, base_intra: LinkSpec | None):
+    """The tiers together (one transport); a multi-node run with several GPUs per node is fitted on its own
+    shape, whose flat ring also crosses the intra-node link: BASE's, or the one-node file's fitted first."""
+    series = [t.series for t in tiers]
+    outer = tiers[-1]
+    if outer.name == "inter" and outer.run.gpus_per_node > 1:
+        intra = base_intra
+        if tiers[0].name == "intra":
+            intra = fit_tiers(series[:1], kind="nccl", base=base, step_latency="one_way").links[0]
+        shape = dataclasses.replace(base, nodes=outer.run.nodes, gpus_per_node=outer.run.gpus_per_node,
+                                    intra_node=intra)
+        series[-1] = dataclasses.replace(series[-1], shape=shape)
+    return fit_tiers(series, kind="nccl", base=base, step_latency="one_way")
+
+
 def _profile(tiers: list[Tier], fit, base: ClusterSpec, base_ref: str | None, command: str) -> ClusterSpec:
     fitted = {t.name: link for t, link in zip(tiers, fit.links, strict=True)}
     outer = tiers[-1].run
     nodes, gpus = (outer.nodes, outer.gpus_per_node) if tiers[-1].name == "inter" else (1, len(outer.ranks))
-    effective = LinkSpec(base.intra_node.bandwidth_gbps * base.transport.efficiency, base.intra_node.latency_us)
-    intra = fitted.get("intra") or (effective if base_ref else fitted["inter"])
-    inter = fitted.get("inter") or (base.inter_node if base_ref else intra)
+    intra = fitted.get("intra") or (_base_intra(base) if base_ref else fitted["inter"])
+    inter = fitted.get("inter") or (_effective(base.inter_node, base) if base_ref else intra)
     provenance = _provenance(tiers, base, base_ref, command)
     source = (f"Fitted by `{command or 'palsgd calibrate --from-nccl-tests'}` to "
               + "; ".join(t.describe() for t in tiers)
@@ -101,7 +129,7 @@ def _profile(tiers: list[Tier], fit, base: ClusterSpec, base_ref: str | None, co
     return dataclasses.replace(
         base, name=f"nccl-tests-{outer.hosts[0]}", source=source, nodes=nodes, gpus_per_node=gpus,
         description=f"{nodes} x {gpus} {', '.join(outer.devices)} (from nccl-tests)",
-        intra_node=intra, inter_node=inter, transport=fit.transport, allreduce="ring",
+        intra_node=intra, inter_node=inter, transport=fit.transport, allreduce="auto",
         wan=dataclasses.replace(base.wan, groups=1), provenance=provenance)
 
 
@@ -120,9 +148,9 @@ def _provenance(tiers: list[Tier], base: ClusterSpec, base_ref: str | None, comm
             out[f"{tier.name}_node.{field}"] = f"measured: {tier.describe()}, {how}"
     for field in ("efficiency", "segment_bytes", "window_bytes", "step_latency", "step_overhead_us", "kind"):
         out[f"transport.{field}"] = f"measured: {outer.describe()}, {how}"
-    out["allreduce"] = "assumed: a flat ring, the model the fit used"
-    if len(tiers) == 1 and outer.run.gpus_per_node == 1 and not base_ref:
-        for field in ("bandwidth_gbps", "latency_us"):  # one GPU per node: the ring never uses it
+    out["allreduce"] = "assumed: auto (ring, tree or hierarchical per size, as NCCL's tuner), as fitted"
+    if len(tiers) == 1 and not base_ref and (outer.name == "intra" or outer.run.gpus_per_node == 1):
+        for field in ("bandwidth_gbps", "latency_us"):  # one node, or one GPU per node: never priced
             out[f"{'intra' if outer.name == 'inter' else 'inter'}_node.{field}"] = \
                 "assumed: repeats the measured tier; this cluster never prices it"
     return out
@@ -156,6 +184,9 @@ def format_fit(table: pd.DataFrame, tiers: list[Tier], cluster: ClusterSpec) -> 
         lines.append(f"fit {tier.name}: {tier.describe()}: bandwidth {link.bandwidth_gbps:.1f} Gbit/s effective, "
                      f"latency {link.latency_us:.1f} us per step; |error| median {err.median():.1f}%, "
                      f"max {err.max():.1f}%")
+    devices = {d for t in tiers for d in t.run.devices}
+    if len(devices) > 1:
+        lines.append(f"note: the files ran on different devices ({', '.join(sorted(devices))})")
     t = cluster.transport
     lines.append(f"fit transport: launch {t.base_latency_us:g} us, segment {t.segment_bytes} B, "
                  f"window {t.window_bytes} B")
