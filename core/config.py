@@ -326,12 +326,13 @@ def from_layers(layers: list[tuple[str, dict]]) -> Experiment:
 
 
 def _stamp_given(merged: dict, origin: dict[str, str]) -> None:
-    """A cluster figure set by a later layer than the cluster file (the layer that gave its ``source``) no
-    longer has the provenance that file states: mark it ``given: <layer>`` (an experiment file, --set, a sweep)."""
+    """A cluster figure set by a later layer than the cluster file (the layer that gave its provenance table,
+    else its ``source``) no longer has the provenance that file states: mark it ``given: <layer>`` (an
+    experiment file, --set, a sweep)."""
     cluster = merged.get("cluster")
     if not isinstance(cluster, dict):
         return
-    home = origin.get("cluster.source", origin.get("cluster.name"))
+    home = origin.get("cluster.provenance", origin.get("cluster.source", origin.get("cluster.name")))
     later = {key: origin[f"cluster.{key}"] for key in figures()
              if f"cluster.{key}" in origin and origin[f"cluster.{key}"] != home}
     if later:
