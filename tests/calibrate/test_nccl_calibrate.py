@@ -117,3 +117,27 @@ def test_harness_calibration_profile_states_what_it_measured(tmp_path):
     prov = load(cluster=str(tmp_path / "p.toml")).cluster.provenance
     assert prov["intra_node.bandwidth_gbps"].startswith("measured: palsgd calibrate")
     assert prov["compute.step_time_s"].startswith("measured: palsgd calibrate")
+
+
+def _as_all_gather(line: str) -> str:
+    """A row as all_gather_perf prints it: redop none, busbw = algbw (n-1)/n; the times kept."""
+    words = line.split()
+    if len(words) != 13 or not words[0].isdigit():
+        return line.replace("all_reduce_perf", "all_gather_perf")
+    words[3] = "none"
+    return "  ".join(words)
+
+
+def test_all_gather_is_fitted_as_half_a_ring(tmp_path):
+    """Same times read as an all-gather (n-1 ring steps) instead of an all-reduce (2(n-1)): on 2 ranks the
+    fitted bandwidth halves, as the model says it must."""
+    text = (DATA / "alps-2x1-gh200-ofi.txt").read_text().splitlines()
+    gather = tmp_path / "gather.txt"
+    gather.write_text("\n".join(_as_all_gather(line) for line in text) + "\n")
+    bandwidth = {}
+    for name, path in (("all_reduce", DATA / "alps-2x1-gh200-ofi.txt"), ("all_gather", gather)):
+        result, out = _calibrate(tmp_path / name, "--from-nccl-tests", str(path))
+        assert result.exit_code == 0, result.output
+        assert f"({name}_perf" in result.output
+        bandwidth[name] = load(cluster=str(out)).cluster.inter_node.bandwidth_gbps
+    assert bandwidth["all_gather"] == pytest.approx(bandwidth["all_reduce"] / 2, rel=0.05)
