@@ -92,8 +92,10 @@ def read(path: str | Path) -> list[Run]:
 def parse(text: str) -> list[Run]:
     chunks = _split(text.splitlines())
     if not chunks:
-        raise ConfigError("not nccl-tests output: no '# nThread ... nGpus' line and no '#  Rank ... on HOST "
-                          "device' lines")
+        has_table = any(_is_table_header(line.lstrip("#").split()) for line in text.splitlines())
+        what = "its header is missing" if has_table else "not nccl-tests output"
+        raise ConfigError(f"{what}: no '# nThread ... nGpus' line and no '#  Rank N ... on HOST device D' lines "
+                          "(which GPUs ran)")
     return [_run(lines) for lines in chunks]
 
 
@@ -138,12 +140,16 @@ def _columns(lines: list[str]) -> tuple[list[str], float, int]:
     """Column names of the out-of-place half, the time unit, and the line after the table header."""
     for i, line in enumerate(lines):
         words = line.lstrip("#").split()
-        if words[:2] == ["size", "count"] and "time" in words:
+        if _is_table_header(words):
             names = [("wrong" if w in ("#wrong", "error") else w) for w in words]
             units = lines[i + 1] if i + 1 < len(lines) else ""
             scale = next((v for k, v in _UNITS.items() if k in units), 1e-6)
             return names, scale, i + 1
     raise ConfigError("no table header ('#  size  count  type ... time  algbw  busbw')")
+
+
+def _is_table_header(words: list[str]) -> bool:
+    return words[:2] == ["size", "count"] and "time" in words
 
 
 def _row(line: str, columns: list[str], scale: float) -> Row | None:

@@ -333,6 +333,17 @@ def format_sensitivity(sens) -> str:
     return "\n".join(lines)
 
 
+def _provenance_kinds(provenance: dict) -> str:
+    """'measured 2, published 6, assumed 3 (compute.utilization, ...)': how many figures of each kind, and
+    which are assumed."""
+    from ..core.cluster import PROVENANCE_KINDS
+
+    kinds = [str(v).split(":")[0] for v in provenance.values()]
+    counts = ", ".join(f"{k} {kinds.count(k)}" for k in PROVENANCE_KINDS if k in kinds)
+    assumed = [key for key, v in provenance.items() if str(v).startswith("assumed:")]
+    return counts + (f" (assumed: {', '.join(assumed)})" if assumed else "")
+
+
 def format_presets(kind: str) -> str:
     """Every preset with its numbers and sources."""
     lines = []
@@ -360,6 +371,9 @@ def format_presets(kind: str) -> str:
                          f"{inter.get('bandwidth_gbps', '-')} Gb/s {inter.get('latency_us', '-')} us; "
                          f"{tr.get('kind', 'nccl')}; {comp.get('peak_tflops', '-')} TFLOP/s x "
                          f"{comp.get('utilization', '-')}" + (f"; WAN {c['wan']}" if "wan" in c else ""))
+            kinds = _provenance_kinds(c.get("provenance", {}))
+            if kinds:
+                lines.append(f"      figures {kinds}")
     if kind in ("convergence", "all"):
         lines.append("CONVERGENCE (steps to a target loss relative to DDP, for --convergence)")
         for name in presets.names("convergence"):
@@ -370,5 +384,6 @@ def format_presets(kind: str) -> str:
             lines.append(f"  {name}: loss {conv.target_loss:g}, DDP {conv.ddp_steps:.1f} steps on "
                          f"{conv.ddp_workers} workers, measured on {'/'.join(map(str, workers))} workers")
             lines.append(f"      {ratios}")
-    lines.append("Sources: `source` in each file under palsgd/core/presets/; details in docs/model.md.")
+    lines.append("Sources: `source` and `[cluster.provenance]` in each file under palsgd/core/presets/; details in "
+                 "docs/model.md.")
     return "\n".join(lines)

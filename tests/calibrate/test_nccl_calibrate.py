@@ -91,6 +91,8 @@ def test_one_node_and_multi_node_files_together(tmp_path):
     (["missing"], "cannot read"),
     ([str(DATA / "a3mega-2x8-h100-tcpxo.txt")], "give --cluster BASE or a one-node"),
     ([str(DATA / "rtx5090-1x8-pcie.txt")], "fewer than two rows"),
+    ([str(DATA / "issue-232-no-device-lines.txt")], "its header is missing"),
+    ([str(DATA / "alps-2x1-gh200-ofi.txt"), "junk"], "not nccl-tests output"),
 ])
 def test_bad_input_exit_2_and_nothing_written(tmp_path, files, what):
     (tmp_path / "junk").write_text("not a benchmark\n")
