@@ -310,8 +310,15 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
               emulate_network, emulate_compute, out, nccl_files, fit_min_bytes):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
+    if fit_min_bytes and not nccl_files:
+        raise ConfigError("applies only with --from-nccl-tests", key="--fit-min-bytes", value=fit_min_bytes,
+                          source="command line")
     if nccl_files:
         from .harness.nccl_calibrate import calibrate_from_nccl_tests
+
+        if emulate_network or emulate_compute:
+            raise ConfigError("measures here; it does not apply with --from-nccl-tests", source="command line",
+                              key="--emulate-network" if emulate_network else "--emulate-compute")
 
         path, table = calibrate_from_nccl_tests(list(nccl_files), out, cluster, " ".join(["palsgd", *sys.argv[1:]]),
                                                 fit_min_bytes)

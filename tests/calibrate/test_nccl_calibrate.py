@@ -121,6 +121,16 @@ def test_harness_calibration_profile_states_what_it_measured(tmp_path):
     assert prov["compute.step_time_s"].startswith("measured: palsgd calibrate")
 
 
+@pytest.mark.parametrize("args, what", [
+    (["--fit-min-bytes", "1024"], "applies only with --from-nccl-tests"),
+    (["--from-nccl-tests", str(DATA / "alps-2x1-gh200-ofi.txt"), "--emulate-network", "rate=1gbit,delay=5ms"],
+     "does not apply with --from-nccl-tests"),
+])
+def test_options_that_do_not_go_together(tmp_path, args, what):
+    result, out = _calibrate(tmp_path, *args)
+    assert result.exit_code == 2 and what in result.output and not out.exists()
+
+
 def _as_all_gather(line: str) -> str:
     """A row as all_gather_perf prints it: redop none, busbw = algbw (n-1)/n; the times kept."""
     words = line.split()
