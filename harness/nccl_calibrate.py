@@ -121,7 +121,7 @@ def _profile(tiers: list[Tier], fit, base: ClusterSpec, base_ref: str | None, co
     nodes, gpus = (outer.nodes, outer.gpus_per_node) if tiers[-1].name == "inter" else (1, len(outer.ranks))
     intra = fitted.get("intra") or (_base_intra(base) if base_ref else fitted["inter"])
     inter = fitted.get("inter") or (_effective(base.inter_node, base) if base_ref else intra)
-    provenance = _provenance(tiers, base, base_ref, command)
+    provenance = _provenance(tiers, base, base_ref)
     source = (f"Fitted by `{command or 'palsgd calibrate --from-nccl-tests'}` to "
               + "; ".join(t.describe() for t in tiers)
               + f" (rms log error {fit.rms_log_error:.3f}); bandwidths are effective (efficiency 1)."
@@ -133,13 +133,18 @@ def _profile(tiers: list[Tier], fit, base: ClusterSpec, base_ref: str | None, co
         wan=dataclasses.replace(base.wan, groups=1), provenance=provenance)
 
 
-def _provenance(tiers: list[Tier], base: ClusterSpec, base_ref: str | None, command: str) -> dict[str, str]:
-    """Measured: what the files fitted; the rest as BASE says, or palsgd's default (an assumption)."""
-    out = {key: base.provenance.get(key, f"given: {base_ref}") for key in base.provenance} if base_ref else {}
-    if not base_ref:
-        out.update({k: "assumed: palsgd's default, not in nccl-tests output" for k in
-                    ("compute.peak_tflops", "compute.utilization", "compute.memory_gbytes_per_s")})
-        out["transport.base_latency_us"] = "published: NCCL src/graph/tuning.cc ring/simple launch latency"
+def _provenance(tiers: list[Tier], base: ClusterSpec, base_ref: str | None) -> dict[str, str]:
+    """Measured: what the files fitted; the rest as BASE says (its links made effective), or palsgd's default
+    (an assumption)."""
+    out = dict(base.provenance) if base_ref else {
+        **{k: "assumed: palsgd's default, not in nccl-tests output"
+           for k in ("compute.peak_tflops", "compute.utilization", "compute.memory_gbytes_per_s")},
+        "transport.base_latency_us": "published: NCCL src/graph/tuning.cc ring/simple launch latency"}
+    if base_ref:
+        for link in ("intra_node", "inter_node"):
+            key = f"{link}.bandwidth_gbps"
+            kind, _, why = out.get(key, f"given: {base_ref}").partition(":")
+            out[key] = f"{kind}: {why.strip()}, x {base_ref}'s efficiency {base.transport.efficiency:g} (effective)"
     how = "fitted by palsgd calibrate --from-nccl-tests"
     outer = tiers[-1]
     out["nodes"] = out["gpus_per_node"] = f"measured: header of {outer.path.name}"

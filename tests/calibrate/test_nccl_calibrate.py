@@ -49,6 +49,9 @@ def test_multi_node_file_with_base_cluster(tmp_path):
     # the base's intra link, at line rate x its efficiency (the profile's bandwidths are effective)
     assert c.intra_node.bandwidth_gbps == pytest.approx(base.intra_node.bandwidth_gbps * base.transport.efficiency)
     assert c.compute.peak_tflops == base.compute.peak_tflops
+    assert c.provenance["compute.peak_tflops"] == base.provenance["compute.peak_tflops"]
+    assert c.provenance["intra_node.bandwidth_gbps"].startswith("published:")
+    assert c.provenance["intra_node.bandwidth_gbps"].endswith("(effective)")
     table = pd.read_csv(out.with_suffix(".fit.csv"))
     # the model cannot follow NCCL's protocol switches on 16 ranks: measured median 27 %, max 69 %
     assert table["error_pct"].abs().median() < 40 and table["error_pct"].abs().max() < 80
