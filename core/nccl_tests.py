@@ -6,7 +6,8 @@ in-place) and the ``# Avg bus bandwidth`` line.
 Versions differ: older ones print no ``Group`` and no ``root`` column and call ``#wrong`` ``error`` (a
 max-error float, or ``N/A`` without validation); newer ones print ``# nccl-tests version`` and
 ``# Collective test starting: NAME`` lines. Launchers add noise (library warnings, NCCL INFO lines
-interleaved with the rows). A file may hold several runs, each starting at its ``# nThread`` line.
+interleaved with the rows, Open MPI's ``--tag-output`` prefix ``[1,0]<stdout>:``). A file may hold several
+runs, each starting at its ``# nThread`` line.
 
 Definitions (nccl-tests ``doc/PERFORMANCE.md``): algbw = size / time; busbw = algbw · 2(n-1)/n for
 all-reduce and algbw · (n-1)/n for reduce-scatter and all-gather, whose ``size`` is the whole buffer of
@@ -28,6 +29,7 @@ _RANK = re.compile(r"^#\s*Rank\s+(\d+)\s+(?:Group\s+\d+\s+)?Pid\s+\d+\s+on\s+(\S
 _STARTING = re.compile(r"^#\s*Collective test starting:\s*(\w+?)(?:_perf\w*)?\s*$")
 _AVG = re.compile(r"^#\s*Avg bus bandwidth\s*:\s*([0-9.eE+-]+)")
 _UNITS = {"(us)": 1e-6, "(ms)": 1e-3}
+_TAG = re.compile(r"^\[\d+,\d+\]<std(?:out|err)>:")
 
 
 @dataclass(frozen=True)
@@ -102,7 +104,7 @@ def parse(text: str) -> list[Run]:
 def _split(lines: list[str]) -> list[list[str]]:
     """Lines of each run: from one ``# nThread`` line (with the ``Collective test starting`` line just
     before it) to the next."""
-    lines = [line.strip() for line in lines]
+    lines = [_TAG.sub("", line).strip() for line in lines]
     starts = [i for i, line in enumerate(lines) if re.match(r"^#\s*nThread\s+\d+", line)]
     starts = [i - 1 if i > 0 and _STARTING.match(lines[i - 1]) else i for i in starts]
     if not starts:

@@ -83,6 +83,12 @@ def _as_all_gather(line: str) -> str:
     return "  ".join(words)
 
 
+def test_open_mpi_tag_output_prefix():
+    text = "".join(f"[1,0]<stdout>:{line}\n" for line in (DATA / "alps-2x1-gh200-ofi.txt").read_text().splitlines())
+    (run,) = nccl_tests.parse(text)
+    assert (run.nodes, len(run.rows), run.avg_busbw_gbytes_s) == (2, 8, 14.9966)
+
+
 def test_all_gather_is_told_from_the_ratio_and_redop():
     lines = (DATA / "alps-2x1-gh200-ofi.txt").read_text().splitlines()
     text = "\n".join(_as_all_gather(line) for line in lines if "Collective test" not in line)
