@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from palsgd.cli import main
 from palsgd.core.config import load
-from palsgd.harness.simulate import provenance_notes
+from palsgd.harness.commands.simulate import provenance_notes
 from palsgd.reports.assumptions import provenance_table
 
 DATA = Path(__file__).parents[1] / "data" / "nccl-tests"
@@ -110,8 +110,8 @@ def test_bad_input_exit_2_and_nothing_written(tmp_path, files, what):
 def test_harness_calibration_profile_states_what_it_measured(tmp_path):
     """``palsgd calibrate`` on the machines at hand marks its fitted figures measured (no run needed: the
     profile is written from a fit of made-up times)."""
-    from palsgd.harness.calibrate import Tier, profile_toml
-    from palsgd.harness.fit_transport import fit_tiers
+    from palsgd.harness.machinery.calibrate import Tier, profile_toml
+    from palsgd.harness.machinery.fit_transport import fit_tiers
 
     sizes = [2.0**k for k in range(12, 22)]
     table = pd.DataFrame({"size_bytes": sizes, "time_s": [4e-4 + s / 1e9 for s in sizes], "ranks": 2})

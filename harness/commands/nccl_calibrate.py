@@ -1,6 +1,6 @@
 """`palsgd calibrate --from-nccl-tests FILE... --out PROFILE.toml [--cluster BASE]`: a cluster profile from
 the output of NVIDIA's nccl-tests, fitted with the same model and code as ``palsgd calibrate``
-(``harness/fit_transport.py``) in NCCL's form: one-way step latency, the base cluster's launch latency.
+(``harness/machinery/fit_transport.py``) in NCCL's form: one-way step latency, the base cluster's launch latency.
 
 A one-node file fits the intra-node tier (ranks of one node); a multi-node file the inter-node tier (the
 flat ring over all its ranks, which waits for its slowest hop, the network). A multi-node file with several
@@ -23,12 +23,12 @@ from pathlib import Path
 import pandas as pd
 import tomli_w
 
-from ..core import io, nccl_tests
-from ..core.cluster import ClusterSpec, LinkSpec
-from ..core.config import load
-from ..core.errors import ConfigError
-from ..core.typed import to_dict
-from .fit_transport import Series, fit_tiers, series_time
+from ...core import io, nccl_tests
+from ...core.cluster import ClusterSpec, LinkSpec
+from ...core.config import load
+from ...core.errors import ConfigError
+from ...core.typed import to_dict
+from ..machinery.fit_transport import Series, fit_tiers, series_time
 
 KEY = "--from-nccl-tests"
 
