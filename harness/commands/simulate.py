@@ -59,8 +59,19 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
             store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
     folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
-    notes += to_target.notes(exp, found) + (sens.notes if sens is not None else [])
+    notes += to_target.notes(exp, found) + (sens.notes if sens is not None else []) + provenance_notes(exp)
     return SimulateOutcome(result.runs, notes, sens, folders)
+
+
+def provenance_notes(exp: Experiment) -> list[str]:
+    """Which cluster figures were measured (and by what), published, assumed or given: the preset's or
+    profile's ``[cluster.provenance]``, with what the experiment file and --set changed."""
+    from ...core.cluster import provenance_lines
+
+    lines = provenance_lines(exp.cluster.provenance)
+    if not lines:
+        return [f"cluster figures of {exp.cluster.name}: no provenance stated (see its `source`)"]
+    return [f"cluster figures of {exp.cluster.name}:"] + [f"  {line}" for line in lines]
 
 
 def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]:
@@ -377,6 +388,17 @@ def format_sensitivity(sens) -> str:
     return "\n".join(lines)
 
 
+def _provenance_kinds(provenance: dict) -> str:
+    """'measured 2, published 6, assumed 3 (compute.utilization, ...)': how many figures of each kind, and
+    which are assumed."""
+    from ...core.cluster import PROVENANCE_KINDS
+
+    kinds = [str(v).split(":")[0] for v in provenance.values()]
+    counts = ", ".join(f"{k} {kinds.count(k)}" for k in PROVENANCE_KINDS if k in kinds)
+    assumed = [key for key, v in provenance.items() if str(v).startswith("assumed:")]
+    return counts + (f" (assumed: {', '.join(assumed)})" if assumed else "")
+
+
 def format_presets(kind: str) -> str:
     """Every preset with its numbers and sources."""
     lines = []
@@ -404,6 +426,9 @@ def format_presets(kind: str) -> str:
                          f"{inter.get('bandwidth_gbps', '-')} Gb/s {inter.get('latency_us', '-')} us; "
                          f"{tr.get('kind', 'nccl')}; {comp.get('peak_tflops', '-')} TFLOP/s x "
                          f"{comp.get('utilization', '-')}" + (f"; WAN {c['wan']}" if "wan" in c else ""))
+            kinds = _provenance_kinds(c.get("provenance", {}))
+            if kinds:
+                lines.append(f"      figures {kinds}")
     if kind in ("convergence", "all"):
         lines.append("CONVERGENCE (steps to a target loss relative to DDP, for --convergence)")
         for name in presets.names("convergence"):
@@ -418,5 +443,6 @@ def format_presets(kind: str) -> str:
         lines.append(f"  prior {prior.NAME} (used by simulate without --convergence): DiLoCo's steps to DDP's final "
                      f"loss for M = 1..{max(ev.replicas)} replicas, H = {ev.sync_every}, "
                      f"{ev.params.min() / 1e6:.0f}M-{ev.check_params.max() / 1e9:g}B parameters (arXiv 2503.09799)")
-    lines.append("Sources: `source` in each file under palsgd/core/presets/; details in docs/model.md.")
+    lines.append("Sources: `source` and `[cluster.provenance]` in each file under palsgd/core/presets/; details in "
+                 "docs/model.md.")
     return "\n".join(lines)
