@@ -42,7 +42,7 @@ CELLS_PER_S = 5e7  # numpy's speed redoing a block after a failure
 FAST_AFTER_WORK_S = 2.0
 """``engine = auto`` takes the fast path (``sim/fast.py``) where it applies and the exact engine would
 take longer than this; smaller jobs keep the exact engine's draw-for-draw runs."""
-FAST_BLOCK_ARRAYS = 32  # float64 [repeats, intervals, workers] arrays of one block alive at once
+FAST_BLOCK_ARRAYS = 12  # float64 [repeats, intervals, workers] arrays of one block alive (4-6 traced at 16,384 workers)
 FAST_DRAW_ARRAYS = 4  # float64 [..., workers, steps] arrays where steps are drawn one by one
 FAST_CELL_BYTES = 8 * 4  # the [repeats, phase, worker] totals (3 arrays) and their summary, per cell
 FAST_RUN_OVERHEAD_S = 2e-3  # Python cost of one (algorithm, batch of repeats)
