@@ -24,6 +24,7 @@ import numpy as np
 from ..core.algorithms import plan, pseudo_sync_mask
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.schema import PHASES
+from ..core.variability import ComputeFactors
 from .algorithms import SimAlgorithm
 from .costs import StepCosts, ddp_comm_end
 from .draws import Factors
@@ -72,11 +73,11 @@ class Tally:
         self.bytes[:, p] += nbytes
 
 
-def simulate_batch(exp: Experiment, algo: SimAlgorithm, costs: StepCosts, seeds: list[int],
-                   stream: int = 0) -> tuple[Tally, np.ndarray, int]:
+def simulate_batch(exp: Experiment, algo: SimAlgorithm, costs: StepCosts,
+                   seeds: list[int]) -> tuple[Tally, np.ndarray, int]:
     """Runs of ``algo`` with plan seeds ``seeds``: (their totals, their wall-clocks, their steps)."""
     spec, var = algo.spec, exp.cluster.variability
-    rng = np.random.default_rng([seeds[0], _FAST_STREAM, stream])
+    rng = np.random.default_rng([seeds[0], _FAST_STREAM])
     groups = _Groups(exp)
     run = _Batch(exp, algo, costs, groups, Factors(var, rng), len(seeds))
     shape = plan(spec.name, workers=1, steps=exp.nominal_steps, seed=0, warmup_steps=spec.warmup_steps,
@@ -113,9 +114,7 @@ class _Groups:
 
     def __init__(self, exp: Experiment):
         var, w = exp.cluster.variability, exp.workers
-        slow = np.ones(w)
-        if var.slow_workers:
-            slow[w - min(var.slow_workers, w):] = var.slow_factor
+        slow = ComputeFactors(var, w, 0).slow  # slow_k: the sampler's own (its draws are not used)
         self.random = var.jitter_cv > 0 or var.straggler_prob > 0
         if self.random:
             self.slow, self.index = slow, None
