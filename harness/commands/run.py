@@ -18,7 +18,7 @@ from ...core import io
 from ...core.config import Experiment
 from ...core.errors import ConfigError
 from ...core.faults import FaultSpec
-from ..machinery import calibrate, netem, pipeline, store
+from ..machinery import calibrate, calibrate_ddp, netem, pipeline, store
 from ..machinery.compare import format_comparison
 from ..machinery.launch import RunFailed, job_id
 from ..machinery.pipeline import Launch
@@ -80,6 +80,9 @@ def check_writable(out: Path) -> None:
         raise ConfigError("cannot be written", key="--out", value=str(out), source="command line")
 
 
+CALIBRATE_TIMEOUT_S = 1800.0  # calibrate.calibrate's own default for its benchmarks
+
+
 def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulate_network: str | None,
                       echo: Callable[[str], None] = print) -> Path:
     spec = netem.NetemSpec.parse(emulate_network) if emulate_network is not None else None
@@ -88,5 +91,8 @@ def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulat
     pipeline.check_before_launch(exp, nproc_per_node)  # first: it writes nothing, check_writable makes --out's folder
     check_writable(Path(out))
     path = calibrate.calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv))
+    # then DDP's bucketed all-reduces beside a backward, fitted to the profile's ddp_bucket_efficiency
+    echo(calibrate_ddp.add_efficiency(path, calibrate_ddp.run_ddp_buckets(nproc_per_node, spec, path.parent,
+                                                                          CALIBRATE_TIMEOUT_S)))
     echo(f"wrote {path} (use it with `palsgd simulate --cluster {path}`)")
     return path

@@ -53,7 +53,8 @@ def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: Netem
 
     ``measured_compute``: the mean of an earlier ``run_compute`` on the same workload and rank count,
     used instead of measuring again (compute does not depend on the network; ``palsgd validate``
-    measures it once per workload and rank count and calibrates each network with it)."""
+    measures it once per workload and rank count and calibrates each network with it). DDP's bucket
+    efficiency is fitted afterwards by ``calibrate_ddp.py`` (``palsgd calibrate`` does both)."""
     if nproc_per_node < 2:
         raise ConfigError("must be >= 2: an all-reduce needs two ranks", key="--nproc-per-node",
                           value=nproc_per_node)
@@ -240,8 +241,14 @@ def profile_toml(tiers: list[Tier], result: TiersFit, compute: dict | None, *, n
         "intra_node": intra, "inter_node": inter,
         "transport": dataclasses.asdict(result.transport),
     }
+    by = f"measured: palsgd calibrate on {host} at {when} ({net})"
+    fitted = [f"{link}.{f}" for link in ("intra_node", "inter_node") for f in ("bandwidth_gbps", "latency_us")]
+    fitted += [f"transport.{f}" for f in cluster["transport"]]
+    cluster["provenance"] = {k: by for k in ["nodes", "gpus_per_node", *fitted]}
     if compute:
         cluster["compute"] = {k: float(compute[k]) for k in COMPUTE_FIELDS if k in compute}
+        cluster["provenance"].update({f"compute.{k}": by for k in cluster["compute"]})
         if "step_time_cv" in compute:
             cluster["variability"] = {"jitter_cv": float(compute["step_time_cv"])}
+            cluster["provenance"]["variability.jitter_cv"] = by
     return tomli_w.dumps({"cluster": cluster})
