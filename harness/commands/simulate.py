@@ -374,7 +374,7 @@ def format_crossovers(crossovers: pd.DataFrame, where: str) -> list[str]:
 
 def format_sensitivity(sens) -> str:
     """Speedups around the user's point (marked *), one block per varied key, then the crossovers."""
-    lines = [f"sensitivity (each point: {sens.window_steps} steps, one seed; * = this experiment):"]
+    lines = [f"sensitivity (each point: the whole run of {sens.steps} steps with one change; * = this experiment):"]
     for key, along in sens.table.groupby("key", sort=False):
         for measure, column in (("same steps", "speedup_vs_ddp"), ("to target", "speedup_to_target_vs_ddp")):
             if along[column].isna().all():
