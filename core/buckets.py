@@ -99,7 +99,12 @@ def ddp_buffer_broadcast_bytes(buffer_numels: Sequence[float], int_buffer_numels
     step, before the first micro-batch, however many run under ``no_sync``. ``_broadcast_coalesced``
     flattens the buffers into one broadcast per dtype (``compute_bucket_assignment_by_size``, 250 MiB
     buckets: BatchNorm statistics are far smaller), floating point first (a running mean is the first
-    buffer), then the int64 ``num_batches_tracked``."""
+    buffer), then the int64 ``num_batches_tracked``.
+
+    What torch promises is the calls and their bytes, not the order in which they run: the two broadcasts
+    are in flight at once (``broadcast_coalesced`` keeps two outstanding), so which one gloo starts first
+    varies from run to run. Compare them as a multiset; the simulator charges them together
+    (``sim/costs.buffer_broadcast``)."""
     calls = [PARAM_BYTES * sum(buffer_numels), INT_BUFFER_BYTES * sum(int_buffer_numels)]
     return [b for b in calls if b > 0]
 
