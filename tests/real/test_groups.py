@@ -88,3 +88,33 @@ def test_sim_and_real_agree_on_the_bytes_of_every_step(results, name):
     for key in set(real) | set(expected):
         assert real.get(key, 0.0) == pytest.approx(expected.get(key, 0.0), rel=1e-12), (name, key)
     assert max(real.values()) == 2 * 296 and len(expected) >= 4 * 8 * (0.5 if name == "palsgd" else 1)
+
+
+@pytest.mark.slow
+def test_a_grouped_run_through_the_worker_sends_the_simulated_bytes(tiny, tmp_path):
+    """``run_real`` on 4 gloo ranks, groups of 2: the worker builds the process groups itself; every
+    (worker, step)'s bytes are what the simulator charges: warm-up DDP over 4 ranks, DDP inside the
+    groups, syncs across them (the tiny GPT's real tensors, laid out by core/buckets.py on both sides)."""
+    import pandas as pd
+
+    from palsgd.core.config import with_changes
+    from palsgd.harness.launch import run_real
+
+    exp = tiny(["diloco"], steps=6, workers=4, replica_group=2)
+    exp = with_changes(exp, [("test", {"cluster": {"transport": {"kind": "gloo"}}})])
+    assert run_real(exp, tmp_path, nproc_per_node=4).status == "complete"
+    real = pd.read_parquet(tmp_path / "steps.parquet")
+    sim = simulate(exp, record_steps=True).steps
+
+    def per_step(df):
+        d = df[df["phase"].isin(["allreduce", "allreduce_hidden"])]
+        return d.groupby(["worker", "step"])["bytes"].sum()
+
+    both = pd.concat([per_step(real).rename("real"), per_step(sim).rename("sim")], axis=1)
+    assert len(both) == 4 * 6 and not both.isna().any().any()
+    assert both["real"].to_numpy() == pytest.approx(both["sim"].to_numpy(), rel=1e-9)
+    # Three kinds of step: warm-up DDP over 4 ranks (2·3/4 of the gradients), DDP in a group of 2
+    # (2·1/2), and a group step followed by a sync over 2 groups (twice that).
+    gradients = both.loc[(0, 2), "real"]
+    assert both.loc[(0, 0), "real"] == pytest.approx(1.5 * gradients)
+    assert both.loc[(0, 4), "real"] == pytest.approx(2 * gradients)
