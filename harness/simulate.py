@@ -269,8 +269,8 @@ def _with_to_target(exp: Experiment, grid, result):
     if conv is None:
         table = table.assign(speedup_to_target_vs_ddp=math.nan)
     else:  # each point's own H, p and workers pick its steps to the target
-        ratios = pd.DataFrame([{**values, "algorithm": a.name,
-                                "steps_vs_ddp": conv.lookup(a, point.workers).steps_vs_ddp or math.nan}
+        ratios = pd.DataFrame([{**values, "algorithm": a.name, "steps_vs_ddp":
+                                conv.lookup(a, point.workers, point.group_size(a)).steps_vs_ddp or math.nan}
                                for values, point in grid for a in point.algorithms])
         steps_vs_ddp = table[[*keys, "algorithm"]].merge(ratios, how="left", on=[*keys, "algorithm"])["steps_vs_ddp"]
         table = table.assign(speedup_to_target_vs_ddp=table["speedup_vs_ddp"] / steps_vs_ddp.to_numpy())
