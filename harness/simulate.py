@@ -184,8 +184,20 @@ def format_summary(exp: Experiment, runs: pd.DataFrame) -> str:
     if runs.get("speedup_to_target_vs_ddp", pd.Series(dtype=float)).notna().any():
         table["to target"] = _to_target_column(runs, exp.repeats)
     lines = [head, table.to_string(), ""]
-    lines += drivers(runs)
+    lines += drivers(runs) + group_lines(exp)
     return "\n".join(lines)
+
+
+def group_lines(exp: Experiment) -> list[str]:
+    """One line per algorithm that trains in replica groups (``core/groups.py``)."""
+    out = []
+    for spec in exp.algorithms:
+        size = exp.group_size(spec)
+        if size > 1:
+            what = "a node" if size == exp.cluster.gpus_per_node else f"{size} workers"
+            out.append(f"{spec.name}: {exp.workers // size} replicas of {what} each: DDP inside a replica, "
+                       f"{spec.name} across them (each rank syncs with the same rank of the other replicas)")
+    return out
 
 
 def _to_target_column(runs: pd.DataFrame, repeats: int) -> list[str]:
