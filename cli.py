@@ -134,26 +134,49 @@ def main():
     """Predict (simulate) and measure (run) how much faster Local SGD, DiLoCo and PALSGD train than DDP."""
 
 
+def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--assume-like ALGO=diloco, repeatable: {ALGO: "diloco"}."""
+    from .core.algorithms import ALGORITHMS
+
+    like = {}
+    for pair in pairs:
+        name, _, other = (p.strip() for p in pair.partition("="))
+        if name not in ALGORITHMS or name in ("ddp", "diloco") or other != "diloco":
+            raise ConfigError("must be ALGO=diloco with ALGO one of local_sgd, palsgd, streaming_diloco",
+                              key="--assume-like", value=pair, source="command line")
+        like[name] = other
+    return like
+
+
 @main.command()
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
 @_convergence_option
+@click.option("--prior/--no-prior", "use_prior", default=True, show_default=True,
+              help="Without --convergence, take DiLoCo's steps to DDP's final loss from the published DiLoCo "
+                   "scaling laws where their evidence reaches (docs/convergence-prior.md).")
+@click.option("--assume-like", "like", multiple=True, metavar="ALGO=diloco",
+              help="Assume ALGO needs the steps the prior gives DiLoCo (a choice of yours: the paper measured "
+                   "DiLoCo only). Repeatable.")
 @click.option("--sensitivity", is_flag=True,
               help="Also simulate the speedups vs inter-node bandwidth, H and nodes around this point (a few "
                    "seconds; always done with --json and --report).")
 @_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
-             sensitivity, out, overwrite, as_json, report):
+             use_prior, like, sensitivity, out, overwrite, as_json, report):
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
-    from .harness import simulate as job
+    from .harness.commands import simulate as job
 
     _check_output(report, "--report")
+    like = _parse_like(like)
     extra = [f"repeats={repeats}"] if repeats is not None else []
     exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra),
                             convergence_ref)
+    described_by = convergence_ref or (str(experiment) if experiment is not None else None)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
-                                    sensitivity=sensitivity or as_json)
+                                    sensitivity=sensitivity or as_json, use_prior=use_prior, like=like,
+                                    described_by=described_by)
     if report is not None:
         result.notes.append(_render_report(result.folders, report))
     if as_json:
@@ -189,7 +212,7 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
           address, resume, convergence_ref, out, overwrite, as_json, report):
     """Vary one or two fields and find where each algorithm overtakes DDP."""
     from .core import convergence
-    from .harness import simulate as job
+    from .harness.commands import simulate as job
 
     _check_positive("--jobs", jobs)
     _check_varies(varies)
@@ -218,8 +241,8 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
 @_handle_errors
 def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, output, jobs):
     """Write an offline what-if page: sliders for bandwidth, latency, nodes, H, p and jitter."""
-    from .harness import explore as job
-    from .harness.progress import Progress
+    from .harness.commands import explore as job
+    from .harness.machinery.progress import Progress
     from .reports.explore import render_explore
 
     _check_positive("--jobs", jobs)
@@ -240,7 +263,7 @@ def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, over
 @_handle_errors
 def presets(kind):
     """List the built-in workloads, clusters and convergence descriptions with their numbers."""
-    from .harness import simulate as job
+    from .harness.commands import simulate as job
 
     click.echo(job.format_presets(kind))
 
@@ -269,7 +292,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
         node_rank, rdzv_endpoint, out, overwrite, resume, emulate_network, emulate_compute, inject_fault, timeout_s,
         report):
     """Run the algorithms for real under torchrun, measure every step, compare with the prediction."""
-    from .harness import real_job
+    from .harness.commands import run as real_job
 
     if cluster is None and experiment is None and shutil.which("nvidia-smi") is None:
         cluster = CPU_CLUSTER  # predict for the CPUs the run uses, not for the default GPU cluster
@@ -304,7 +327,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
               emulate_network, emulate_compute, out):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
-    from .harness import real_job
+    from .harness.commands import run as real_job
 
     extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
@@ -324,7 +347,7 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
 @_handle_errors
 def validate(quick, out, overwrite, no_emulation, suite, report):
     """Run real runs and predictions of the same experiments; print the error of every prediction."""
-    from .harness import validate as job
+    from .harness.commands import validate as job
 
     if suite == "cluster" and no_emulation:
         raise ConfigError("the cluster suite runs on an emulated network", key="--no-emulation",
@@ -360,14 +383,14 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
 
     CURVES is a `palsgd run` results folder, or a CSV with columns algorithm, step, loss; several run
     folders with --export."""
-    from .harness import targets
+    from .harness.commands import targets
 
     if not math.isfinite(target_loss):
         raise ConfigError("must be a finite number", key="--loss", value=target_loss, source="command line")
     if export_to is not None and convergence_file is not None:
         raise ConfigError("give --export or --convergence, not both", key="--convergence", source="command line")
     if export_to is not None:
-        from .harness import convergence_export
+        from .harness.commands import convergence_export
 
         conv, notes = convergence_export.export_to_file(list(curves), target_loss, export_to)
         click.echo(json.dumps(conv.to_dict(), indent=2) if as_json
@@ -401,7 +424,7 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
 def advise(experiment, workload, cluster, convergence_file, algorithms, repeats, overrides, as_json):
     """Search algorithm x H x p x payload dtype for the fastest configuration to the target loss."""
     from .core import convergence
-    from .harness import advise as job
+    from .harness.commands import advise as job
 
     exp = _load(experiment, workload, cluster, algorithms, None, None, None, overrides, [f"repeats={repeats}"])
     advice = job.advise(exp, convergence.load(convergence_file))
@@ -426,7 +449,7 @@ def report(results, output):
 @_handle_errors
 def cleanup_network():
     """Remove network namespaces left behind by emulated runs whose owner died (needs root)."""
-    from .harness import netem
+    from .harness.machinery import netem
 
     removed = netem.cleanup_stale()
     click.echo(f"removed {len(removed)} leftover namespace(s)" + (f": {', '.join(removed)}" if removed else ""))

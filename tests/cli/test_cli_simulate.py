@@ -112,7 +112,7 @@ def test_unwritable_paths_are_one_line_exit_2(tmp_path):
 
 def test_simulate_says_how_replica_groups_train():
     from palsgd.core.config import load
-    from palsgd.harness.simulate import group_lines
+    from palsgd.harness.commands.simulate import group_lines
 
     exp = load(algorithms=["ddp", "diloco", "palsgd"], overrides=['algorithm.diloco.replica_group="node"'])
     assert group_lines(exp) == ["diloco: 4 replicas of a node each: DDP inside a replica, diloco across them "

@@ -101,3 +101,14 @@ def test_round_trip_keeps_the_group():
     exp = load("algorithm.replica_group=4")
     again = config.from_dict(exp.to_dict())
     assert again.algorithm("diloco").replica_group == 4 and again.algorithm("ddp").replica_group == "worker"
+
+
+def test_the_prior_counts_replica_groups_as_its_replicas():
+    from palsgd.core import prior, to_target
+
+    exp = load('algorithm.replica_group="node"', "algorithm.sync_every=30", algorithms=("ddp", "diloco"))
+    assert prior.replicas(exp, exp.algorithm("diloco")) == 4 and prior.replicas(exp, exp.algorithm("ddp")) == 32
+    found = to_target.answers(exp)["diloco"]
+    assert found.source == prior.NAME and "M = 4" in found.note
+    alone = to_target.answers(load("algorithm.sync_every=30", algorithms=("ddp", "diloco")))["diloco"]
+    assert alone.steps_vs_ddp is None and "M = 32" in alone.note  # outside the paper's M = 1..8

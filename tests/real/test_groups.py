@@ -98,7 +98,7 @@ def test_a_grouped_run_through_the_worker_sends_the_simulated_bytes(tiny, tmp_pa
     import pandas as pd
 
     from palsgd.core.config import with_changes
-    from palsgd.harness.launch import run_real
+    from palsgd.harness.machinery.launch import run_real
 
     exp = tiny(["diloco"], steps=6, workers=4, replica_group=2)
     exp = with_changes(exp, [("test", {"cluster": {"transport": {"kind": "gloo"}}})])

@@ -1,11 +1,11 @@
 """`palsgd validate`: does the simulator predict what this machine measures?
 
 For each case of a matrix (workload x ranks x network) it calibrates the machine afresh
-(``harness/calibrate.py``: all-reduce times fitted to the simulator's cost model on that network, compute
-measured on N concurrent ranks), runs the four algorithms for real on the calibrated cluster
-(``harness/launch.py``), simulates the same experiment (``harness/real_job.add_prediction``) and keeps the
-comparison rows (``harness/compare.py``). calculon-ai/calculon's validation command is the model: profile,
-prediction and error per case, then the median and the maximum.
+(``harness/machinery/calibrate.py``: all-reduce times fitted to the simulator's cost model on that network,
+compute measured on N concurrent ranks), runs the algorithms for real on the calibrated cluster
+(``harness/machinery/launch.py``), simulates the same experiment (``harness/commands/run.py``
+``add_prediction``) and keeps the comparison rows (``harness/machinery/compare.py``). calculon-ai/calculon's
+validation command is the model: profile, prediction and error per case, then the median and the maximum.
 
 Folder layout (``out/``)::
 
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import io
-from ..core.algorithms import ALGORITHMS
-from ..core.config import Experiment, load
-from . import store
-from .compare import COMPARISON_COLUMNS, format_comparison, summary
-from .progress import Progress
+from ...core import io
+from ...core.algorithms import ALGORITHMS
+from ...core.config import Experiment, load
+from ..machinery import store
+from ..machinery.compare import COMPARISON_COLUMNS, format_comparison, summary
+from ..machinery.progress import Progress
 
 UNSHAPED = "unshaped"
 NETWORKS = (UNSHAPED, "rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms")
@@ -95,8 +95,8 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
 
     ``cpu``: the matrix below (tiny models on this machine's cores); ``cluster``: emulated accelerators on
     two-tier emulated clusters (``cluster_suite.py``)."""
+    from ..machinery.netem import NetemSpec, preflight
     from . import cluster_suite
-    from .netem import NetemSpec, preflight
 
     cases = matrix(quick=quick, emulate=emulate) if suite == "cpu" else cluster_suite.cases(quick=quick)
     for case in cases:  # fail before any work, with the preflight's one-line reason
@@ -173,10 +173,10 @@ def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFram
 def run_case(case: Case, folder: Path, compute_dir: Path, computed: dict, echo) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate, run for real, predict; return the case's comparison rows (from the calibration, and
     replayed with the run's own compute)."""
-    from .calibrate import calibrate, run_compute
-    from .launch import run_real
-    from .netem import EmulatedNetwork, NetemSpec
-    from .real_job import add_prediction
+    from ..machinery.calibrate import calibrate, run_compute
+    from ..machinery.launch import run_real
+    from ..machinery.netem import EmulatedNetwork, NetemSpec
+    from .run import add_prediction
 
     spec = NetemSpec.parse(case.network) if case.shaped else None
     base = case_experiment(case)
@@ -228,9 +228,9 @@ def explain(rows: pd.DataFrame, replay: pd.DataFrame, drift: dict[str, float]) -
 def repredict(out: Path, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Simulate every case of a finished validation folder again with the current simulator (after a
     change to the cost model) and rewrite its comparison tables; the measurements are not touched."""
-    from ..core.config import from_dict
+    from ...core.config import from_dict
     from . import cluster_suite
-    from .real_job import add_prediction
+    from .run import add_prediction
 
     out = Path(out)
     manifest = store.read_manifest(out)
@@ -263,9 +263,9 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
     communication, overlap, barriers and waits. The compute of the calibration and of each run differ by
     up to 2.9x even on an idle machine (resnet-tiny DDP, docs/validation.md); this view is not exposed to that.
     """
-    from ..core import schema
-    from ..sim.engine import simulate
-    from .compare import compare
+    from ...core import schema
+    from ...sim.engine import simulate
+    from ..machinery.compare import compare
 
     runs = store.read_table(run, io.RUNS)
     steps = store.read_table(run, io.STEPS)

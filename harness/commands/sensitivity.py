@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from ..core import convergence
-from ..core.config import BudgetSpec, Experiment, with_changes
-from ..core.errors import ConfigError
-from ..core.typed import set_path
-from .sweep import crossovers
+from ...core import convergence
+from ...core.config import BudgetSpec, Experiment, with_changes
+from ...core.errors import ConfigError
+from ...core.typed import set_path
+from ..machinery.sweep import crossovers
 
 BANDWIDTH_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
 AROUND_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
@@ -79,8 +79,8 @@ stays an answer, with its sensitivity cut short and saying so, instead of taking
 def sensitivity(exp: Experiment) -> Sensitivity:
     """Simulate every point of ``axes(exp)`` (one seed, ``window_steps``) and find the crossovers. Each
     point is checked to fit (memory, work) before it runs."""
-    from ..sim import bounds
-    from ..sim.engine import simulate
+    from ...sim import bounds
+    from ...sim.engine import simulate
 
     conv = convergence.of_experiment(exp)
     steps = window_steps(exp)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import config, convergence, io, presets, schema
-from ..core.config import Experiment
-from ..core.errors import ConfigError
-from . import store
+from ...core import config, convergence, io, presets, prior, schema, to_target
+from ...core.config import Experiment
+from ...core.errors import ConfigError
+from ..machinery import store
 
 
 @dataclass
@@ -26,12 +26,16 @@ class SimulateOutcome:
 
 
 def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: bool = False,
-                       report: Path | None = None, sensitivity: bool = False) -> SimulateOutcome:
+                       report: Path | None = None, sensitivity: bool = False, use_prior: bool = True,
+                       like: dict[str, str] | None = None, described_by: str | None = None) -> SimulateOutcome:
     """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace. With
-    ``sensitivity`` (always with a report), also the speedups around the user's point (``harness.sensitivity``)."""
-    from ..sim import bounds
-    from ..sim.engine import simulate
-    from .progress import Progress
+    ``sensitivity`` (always with a report), also the speedups around the user's point
+    (``harness/commands/sensitivity.py``). The speedup to the target comes from ``exp``'s convergence
+    description (``described_by`` names its file), else from the published prior unless ``use_prior`` is
+    off (``core.to_target``; ``like``: algorithms the user assumes converge like another)."""
+    from ...sim import bounds
+    from ...sim.engine import simulate
+    from ..machinery.progress import Progress
     from .sensitivity import sensitivity as around
 
     # the step table and phase totals are kept only when a file or a report will hold them
@@ -44,8 +48,8 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         with Progress(exp.repeats, "simulate", unit="repeats") as progress:
             result = simulate(exp, record_steps=record_steps, keep_totals=out is not None,
                               on_repeat=lambda: progress.update(1))
-        result.runs["speedup_to_target_vs_ddp"] = convergence.speedup_to_target(
-            result.runs, exp, convergence.of_experiment(exp))
+        found = to_target.answers(exp, use_prior=use_prior, like=like, described_by=described_by)
+        result.runs[list(to_target.COLUMNS)] = to_target.columns(result.runs, found)
         sens = around(exp) if sensitivity or report is not None else None
         notes = _write_results(exp, out, result, sens)
     except (KeyboardInterrupt, ConfigError) as err:
@@ -53,7 +57,7 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
             store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
     folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
-    notes += convergence.notes(exp) + (sens.notes if sens is not None else [])
+    notes += to_target.notes(exp, found) + (sens.notes if sens is not None else [])
     return SimulateOutcome(result.runs, notes, sens, folders)
 
 
@@ -79,8 +83,8 @@ TIMELINE_MAX_WORKER_STEPS = 200_000
 def _write_timeline(exp: Experiment, out: Path) -> None:
     """A run too large to keep every row still gets its first few sync intervals, simulated again with
     every row kept (same seed, same plan prefix), for the report's timeline and the trace."""
-    from ..core.config import BudgetSpec
-    from ..sim.engine import simulate
+    from ...core.config import BudgetSpec
+    from ...sim.engine import simulate
 
     local = [a.warmup_steps + 3 * a.sync_every + 2 for a in exp.algorithms if a.is_local]
     steps = min(exp.nominal_steps, max([8, *local]), TIMELINE_MAX_WORKER_STEPS // exp.workers)
@@ -201,10 +205,20 @@ def group_lines(exp: Experiment) -> list[str]:
 
 
 def _to_target_column(runs: pd.DataFrame, repeats: int) -> list[str]:
-    """The speedup to the target loss per algorithm, "-" where the description has no value."""
-    g = runs.groupby("algorithm", sort=False)["speedup_to_target_vs_ddp"]
-    mean, lo, hi = g.mean(), g.quantile(0.05), g.quantile(0.95)
-    return [_speedup(mean[a], lo[a], hi[a], repeats) for a in mean.index]
+    """The speedup to the target loss per algorithm, "-" where nothing gives it; with the prior's band
+    (the mean speedup over its low and high steps ratios) in parentheses where the prior gives it."""
+    g = runs.groupby("algorithm", sort=False)
+    to = g["speedup_to_target_vs_ddp"]
+    mean, lo, hi = to.mean(), to.quantile(0.05), to.quantile(0.95)
+    band = g[["speedup_to_target_low_vs_ddp", "speedup_to_target_high_vs_ddp"]].mean() \
+        if "speedup_to_target_low_vs_ddp" in runs else None
+    out = []
+    for a in mean.index:
+        text = _speedup(mean[a], lo[a], hi[a], repeats)
+        if band is not None and math.isfinite(mean[a]) and band.loc[a].notna().all() and a != "ddp":
+            text += f" ({band.loc[a].iloc[0]:.2f}-{band.loc[a].iloc[1]:.2f})"
+        out.append(text)
+    return out
 
 
 def _speedup(mean: float, lo: float, hi: float, repeats: int) -> str:
@@ -243,8 +257,8 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
                     overwrite: bool, executor: str = "local", address: str | None = None, resume: bool = False):
     """Sweep into ``out``; each finished chunk of points is stored in ``out/points/`` as it arrives, so
     ``resume`` continues an interrupted sweep of the same experiment and grid without redoing them."""
-    from .progress import Progress
-    from .sweep import parse_vary, points, sweep
+    from ..machinery.progress import Progress
+    from ..machinery.sweep import parse_vary, points, sweep
 
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
@@ -371,5 +385,9 @@ def format_presets(kind: str) -> str:
             lines.append(f"  {name}: loss {conv.target_loss:g}, DDP {conv.ddp_steps:.1f} steps on "
                          f"{conv.ddp_workers} workers, measured on {'/'.join(map(str, workers))} workers")
             lines.append(f"      {ratios}")
+        ev = prior.evidence()
+        lines.append(f"  prior {prior.NAME} (used by simulate without --convergence): DiLoCo's steps to DDP's final "
+                     f"loss for M = 1..{max(ev.replicas)} replicas, H = {ev.sync_every}, "
+                     f"{ev.params.min() / 1e6:.0f}M-{ev.check_params.max() / 1e9:g}B parameters (arXiv 2503.09799)")
     lines.append("Sources: `source` in each file under palsgd/core/presets/; details in docs/model.md.")
     return "\n".join(lines)

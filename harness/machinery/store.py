@@ -26,10 +26,10 @@ from pathlib import Path
 import pandas as pd
 import tomli_w
 
-from ..core import io
-from ..core.config import Experiment
-from ..core.errors import ConfigError
-from ..core.results import KINDS, STATUSES, effective_status, read_manifest, read_table  # noqa: F401 (read side)
+from ...core import io
+from ...core.config import Experiment
+from ...core.errors import ConfigError
+from ...core.results import KINDS, STATUSES, effective_status, read_manifest, read_table  # noqa: F401 (read side)
 
 
 def now() -> str:
@@ -54,7 +54,7 @@ def versions() -> dict:
     import numpy
     import simpy
 
-    from .. import __version__
+    from ... import __version__
 
     out = {"palsgd": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
            "pandas": pd.__version__, "simpy": simpy.__version__}

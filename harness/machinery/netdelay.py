@@ -1,7 +1,7 @@
 """netdelay: hold every packet of an NFQUEUE for D ms (± J) before accepting it — delay without netem.
 
 Run inside an emulated node's network namespace, fed by rules such as
-``iptables-legacy -A INPUT -i veth0 -j NFQUEUE --queue-num N --queue-bypass`` (``harness/netem.py``: one
+``iptables-legacy -A INPUT -i veth0 -j NFQUEUE --queue-num N --queue-bypass`` (``harness/machinery/netem.py``: one
 program per kind of traffic the node receives). Ingress only: on egress, TCP small queues count held
 packets as in flight and throughput collapses (``docs/network-emulation.md``).
 
@@ -33,7 +33,7 @@ import sys
 import time
 import warnings
 
-from ..core.procs import pid_alive
+from ...core.procs import pid_alive
 
 
 def release_time(arrival_s: float, delay_s: float, jitter_s: float, last_s: float, rng: random.Random) -> float:
@@ -99,7 +99,7 @@ def serve(queue_num: int, delay_s: float, jitter_s: float, owner_pid: int, max_l
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m palsgd.harness.netdelay", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m palsgd.harness.machinery.netdelay", description=__doc__.split("\n")[0])
     ap.add_argument("--queue", type=int, required=True, help="NFQUEUE number")
     ap.add_argument("--delay-ms", type=float, required=True)
     ap.add_argument("--jitter-ms", type=float, default=0.0)

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core import io, schema
-from ..core.config import Experiment, with_changes
-from ..core.errors import ConfigError
-from ..core.groups import group_size
-from ..core.typed import set_path
-from ..sim import bounds
-from ..sim.engine import simulate_tables
+from ...core import io, schema
+from ...core.config import Experiment, with_changes
+from ...core.errors import ConfigError
+from ...core.groups import group_size
+from ...core.typed import set_path
+from ...sim import bounds
+from ...sim.engine import simulate_tables
 
 MAX_POINTS = 100_000
 """The largest grid: the sweep table keeps a row per point, algorithm and repeat (docs/limits.md)."""

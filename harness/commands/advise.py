@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..core.config import AlgorithmSpec, BudgetSpec, Experiment
-from ..core.convergence import Convergence
-from ..core.errors import ConfigError
-from ..core.groups import check_replica_group
+from ...core.config import AlgorithmSpec, BudgetSpec, Experiment
+from ...core.convergence import Convergence
+from ...core.errors import ConfigError
+from ...core.groups import check_replica_group
 from .simulate import human_s
 
 P_STEP = 0.05
@@ -159,7 +159,7 @@ def _multiples_of_p_step(lo: float, hi: float) -> list[float]:
 
 def _simulate(exp: Experiment, candidate: Candidate) -> Answer | None:
     """The candidate's steps to the target, simulated; None when its H does not fit in them."""
-    from ..sim.engine import simulate
+    from ...sim.engine import simulate
 
     try:
         run = exp.replace(algorithms=(candidate.spec,), budget=BudgetSpec(steps=candidate.steps))

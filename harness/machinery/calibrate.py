@@ -5,10 +5,10 @@ Steps (files are written next to the profile, atomically):
 
 1. ``collectives.csv``: ``real/bench_collectives.py`` on N ranks, one process per rank (env RANK,
    WORLD_SIZE, MASTER_ADDR, MASTER_PORT), each in its own emulated host when ``network`` is given
-   (``harness/netem.py``), else on loopback; plus ``tcp_rtt.json``, one TCP round trip between ranks 0, 1.
+   (``harness/machinery/netem.py``), else on loopback; plus ``tcp_rtt.json``, one TCP round trip between ranks 0, 1.
    On emulated nodes (``nodes=K``) two tiers instead: the ranks of node 0 over its loopback
    (``collectives_intra.csv``, ``tcp_rtt_intra.json``) and one rank per node (``..._inter``).
-2. ``fit.csv``: the fit of the simulator's own cost function to those times (``harness/fit_transport.py``;
+2. ``fit.csv``: the fit of the simulator's own cost function to those times (``harness/machinery/fit_transport.py``;
    the tiers together, one link each, one transport) with the residual per size and tier.
 3. ``compute.json``: ``real/bench_compute.py`` on N concurrent processes (the cores are shared, as they
    are in a run), each running ``real.profile_compute.measure_compute``.
@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 import tomli_w
 
-from ..core import io
-from ..core.config import Experiment, load
-from ..core.errors import ConfigError
+from ...core import io
+from ...core.config import Experiment, load
+from ...core.errors import ConfigError
 from .fit_transport import Series, TiersFit, fit_tiers
 from .netem import EmulatedNetwork, NetemSpec
 from .progress import Progress

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import io
-from ..core.config import Experiment
-from ..core.errors import ConfigError
-from . import store
-from .compare import METRICS, compare, format_comparison
+from ...core import io
+from ...core.config import Experiment
+from ...core.errors import ConfigError
+from ..machinery import store
+from ..machinery.compare import METRICS, compare, format_comparison
 
 PREFLIGHT_BAD_INPUT = 2
 
@@ -33,9 +33,9 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
                   rdzv_endpoint: str | None, overwrite: bool, resume: bool, emulate_network: str | None,
                   inject_fault: str | None, timeout_s: float, echo: Callable[[str], None] = print) -> int:
     """Run, merge, predict, compare; the exit status (0 complete, 1 failed)."""
-    from ..core.faults import FaultSpec
-    from .launch import RunFailed, job_id, run_real
-    from .netem import EmulatedNetwork, NetemSpec, preflight
+    from ...core.faults import FaultSpec
+    from ..machinery.launch import RunFailed, job_id, run_real
+    from ..machinery.netem import EmulatedNetwork, NetemSpec, preflight
 
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
     fault = FaultSpec.parse(inject_fault) if inject_fault is not None else None
@@ -152,7 +152,7 @@ def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str =
                    extra_metrics: tuple[str, ...] = ()) -> pd.DataFrame:
     """Simulate ``exp``; append the sim rows to runs.csv and write comparison.csv. Returns the comparison.
     ``extra_metrics``: run-table columns compared beyond ``compare.METRICS`` (e.g. ``wait_s``)."""
-    from ..sim.engine import simulate
+    from ...sim.engine import simulate
 
     measured = store.read_table(out, io.RUNS)
     predicted = simulate(exp).runs
@@ -166,8 +166,8 @@ def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str =
 
 def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulate_network: str | None,
                       echo: Callable[[str], None] = print) -> Path:
-    from .calibrate import calibrate
-    from .netem import NetemSpec, preflight
+    from ..machinery.calibrate import calibrate
+    from ..machinery.netem import NetemSpec, preflight
 
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
     if spec is not None:

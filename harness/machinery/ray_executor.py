@@ -8,7 +8,7 @@ Install with ``pip install 'palsgd[ray]'``.
 
 from __future__ import annotations
 
-from ..core.errors import ConfigError
+from ...core.errors import ConfigError
 
 TASK_RETRIES = 3
 """How often Ray runs a chunk again after its worker died (a node lost, a worker killed for memory)."""

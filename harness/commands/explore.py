@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ..core.config import BudgetSpec, Experiment
-from . import sweep
+from ...core.config import BudgetSpec, Experiment
+from ..machinery import sweep
 
 BANDWIDTH_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
 LATENCY_FACTORS = (0.1, 1.0, 10.0)

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..core import config, io
-from ..core.algorithms import ALGORITHMS
-from ..core.convergence import Convergence
-from ..core.errors import ConfigError
-from . import store
+from ...core import config, io
+from ...core.algorithms import ALGORITHMS
+from ...core.convergence import Convergence
+from ...core.errors import ConfigError
+from ..machinery import store
 
 TARGET_COLUMNS = ("source", "cluster", "algorithm", "target_loss", "step_at_target", "time_to_target_s",
                   "speedup_to_target", "wall_clock_budget_s", "speedup_same_budget", "error_vs_measured",
@@ -95,7 +95,7 @@ def time_to_target(source: str | Path, target_loss: float, *, cluster: str | Non
                    described: Convergence | None = None) -> pd.DataFrame:
     """The target table: measured (from a run folder), predicted (simulated cluster) and, with
     ``described``, predicted from a convergence description."""
-    from ..sim.engine import simulate
+    from ...sim.engine import simulate
 
     if described is not None and not math.isclose(described.target_loss, target_loss, rel_tol=1e-9):
         raise ConfigError(f"the convergence description is for a loss of {described.target_loss:g}, not "
@@ -130,7 +130,7 @@ def _retarget(exp: config.Experiment, cluster: str | None, overrides: list[str])
     """The same experiment on another cluster: the workers count stays, the machines change."""
     layers = []
     if cluster is not None:
-        from ..core import presets
+        from ...core import presets
 
         path = presets.resolve("cluster", cluster, "--cluster")
         layers.append((str(path), config.read_toml(path)))

@@ -12,10 +12,10 @@ import dataclasses
 import math
 from pathlib import Path
 
-from ..core import config, convergence, io
-from ..core.convergence import AXES_OF, Convergence, Point
-from ..core.errors import ConfigError
-from . import store
+from ...core import config, convergence, io
+from ...core.convergence import AXES_OF, Convergence, Point
+from ...core.errors import ConfigError
+from ..machinery import store
 from .targets import _curves_from_run, step_at_target
 
 

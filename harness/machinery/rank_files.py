@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import io, schema
+from ...core import io, schema
 
 SLOW_SKEW = 1.5
 """A rank whose mean compute time exceeds the median rank's by this factor is reported as slow."""

@@ -40,8 +40,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core.cluster import ClusterSpec, LinkSpec, TransportSpec
-from ..sim.collectives import allreduce_time
+from ...core.cluster import ClusterSpec, LinkSpec, TransportSpec
+from ...sim.collectives import allreduce_time
 
 SEGMENTS = (0, 2**16, 2**18, 2**20, 2**22)
 WINDOWS = (0, 2**18, 2**20, 2**22)

@@ -42,8 +42,8 @@ import sys
 import threading
 from dataclasses import dataclass
 
-from ..core.errors import ConfigError
-from ..core.procs import die_with_parent, pid_alive
+from ...core.errors import ConfigError
+from ...core.procs import die_with_parent, pid_alive
 
 PREFIX = "pgsd"
 IFNAME = "veth0"
@@ -413,7 +413,7 @@ class EmulatedNetwork:
 
     def _start_delay(self, node: int, queue: int, delay_ms: float, jitter_ms: float) -> None:
         """Start netdelay inside the node on ``queue`` and wait until it has bound it."""
-        argv = [sys.executable, "-m", "palsgd.harness.netdelay", "--queue", str(queue),
+        argv = [sys.executable, "-m", "palsgd.harness.machinery.netdelay", "--queue", str(queue),
                 "--delay-ms", str(delay_ms), "--jitter-ms", str(jitter_ms), "--owner-pid", str(os.getpid())]
         proc = subprocess.Popen(self.command(node, argv), stdout=subprocess.PIPE, text=True,
                                 preexec_fn=_term_with_parent)

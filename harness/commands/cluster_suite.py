@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.algorithms import ALGORITHMS
-from ..core.config import Experiment, load
+from ...core.algorithms import ALGORITHMS
+from ...core.config import Experiment, load
 from .validate import STREAMING
 
 COMPUTE_S = 0.2
@@ -128,11 +128,11 @@ def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[st
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate (once per calibration key), run for real on the emulated cluster, predict; return the
     comparison rows (from the calibration, and replayed with the run's own compute)."""
-    from .calibrate import calibrate
-    from .compare import format_comparison
-    from .launch import run_real
-    from .netem import EmulatedNetwork, NetemSpec
-    from .real_job import add_prediction
+    from ..machinery.calibrate import calibrate
+    from ..machinery.compare import format_comparison
+    from ..machinery.launch import run_real
+    from ..machinery.netem import EmulatedNetwork, NetemSpec
+    from .run import add_prediction
     from .validate import compute_drift, explain, replay_prediction
 
     spec = NetemSpec.parse(case.network)

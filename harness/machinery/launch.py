@@ -3,7 +3,7 @@
 ``run_real`` wraps ``python -m torch.distributed.run`` (no torch import here: the harness stays light).
 One node: standalone rendezvous (torchrun picks a free port). Several nodes: c10d rendezvous at
 ``rdzv_endpoint``; call ``run_real`` (or ``palsgd run``) once per node with its ``node_rank``. With an
-emulated ``network`` (``harness/netem.py``) one torchrun agent runs per emulated node, with its ranks,
+emulated ``network`` (``harness/machinery/netem.py``) one torchrun agent runs per emulated node, with its ranks,
 in its network namespace. Watching the ranks' heartbeats, the launcher detects a dead rank (torchrun exits non-zero),
 a hang (no rank advances for ``timeout_s``) and a slow rank (per-rank step-time skew), tears the whole
 group down, keeps what the rank files hold, and records it all in the manifest.
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core import io, schema
-from ..core.algorithms import ALGORITHMS
-from ..core.config import Experiment
-from ..core.errors import ConfigError
-from ..core.faults import FaultSpec
-from ..core.procs import die_with_parent, pid_alive
+from ...core import io, schema
+from ...core.algorithms import ALGORITHMS
+from ...core.config import Experiment
+from ...core.errors import ConfigError
+from ...core.faults import FaultSpec
+from ...core.procs import die_with_parent, pid_alive
 from . import store
 from .progress import Progress
 from .rank_files import (
