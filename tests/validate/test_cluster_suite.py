@@ -45,6 +45,15 @@ def test_case_experiment_is_emulated_with_the_case_variability_only():
     assert {a.sync_every for a in exp.algorithms if a.is_local} == {4}
 
 
+def test_a_case_may_train_in_replica_groups():
+    import dataclasses
+
+    case = dataclasses.replace(cluster_suite.BASE, label="groups-node", replica_group="node")
+    exp = cluster_suite.case_experiment(case)
+    assert {exp.group_size(a) for a in exp.algorithms if a.is_local} == {4}
+    assert exp.group_size(exp.algorithm("ddp")) == 1 and case.describe()["replica_group"] == "node"
+
+
 def test_cluster_suite_refuses_no_emulation(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "palsgd.cli", "validate", "--suite", "cluster", "--no-emulation",
                            "--out", str(tmp_path / "v")], capture_output=True, text=True, timeout=120)
