@@ -102,6 +102,7 @@ def cases(*, quick: bool) -> list[ClusterCase]:
         r(BASE, label="slow-worker-1.5x", variability=(("slow_workers", 1), ("slow_factor", 1.5))),
         r(BASE, label="stragglers-0.05x3", variability=(("straggler_prob", 0.05), ("straggler_factor", 3.0))),
         r(BASE, label="sync-every-16", sync_every=16, steps=32),
+        r(BASE, label="groups-node", replica_group="node"),
     ]
 
 

@@ -18,7 +18,7 @@ def test_full_suite_changes_one_thing_at_a_time_from_the_base():
     cases = cluster_suite.cases(quick=False)
     base = cluster_suite.BASE
     assert cases[0] == base and base.ranks == 8 and len({c.name for c in cases}) == len(cases)
-    fields = ("workload", "nodes", "ranks_per_node", "link", "sync_every", "variability")
+    fields = ("workload", "nodes", "ranks_per_node", "link", "sync_every", "variability", "replica_group")
     for case in cases[1:]:
         changed = {f for f in fields if getattr(case, f) != getattr(base, f)}
         assert len(changed - {"ranks_per_node"}) == 1, (case.name, changed)
