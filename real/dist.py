@@ -20,7 +20,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..core import groups
 from ..core.buckets import PAYLOAD_ELEM_BYTES, QUANT_BLOCK, QUANTIZED
+from ..core.config import AlgorithmSpec, Experiment
 from ..core.groups import ReplicaGroups
 from .optim import flat_order
 from .quantize import dequantize, quantize
@@ -102,6 +104,18 @@ def replica_process_groups(groups: ReplicaGroups, rank: int, *, quantized: bool)
     peers, _ = dist.new_subgroups_by_enumeration(groups.all_peers())
     background = dist.new_subgroups_by_enumeration(groups.all_peers())[0] if quantized else None
     return SyncGroups(members, peers, background)
+
+
+def replica_setup(exp: Experiment, spec: AlgorithmSpec, ctx: DistContext, comm: TorchComm
+                  ) -> tuple[SyncGroups, TorchComm] | None:
+    """Under replica groups: this rank's process groups and the comm its syncs use (its peers at the same
+    group position, reporting its collectives through ``comm``'s flag); None without groups."""
+    if exp.group_size(spec) == 1:
+        return None
+    pgs = replica_process_groups(groups.layout(spec.replica_group, exp.cluster), ctx.rank,
+                                 quantized=spec.payload_dtype in QUANTIZED)
+    return pgs, TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce, groups=pgs,
+                          parent=comm)
 
 
 def flatten_(model: torch.nn.Module) -> torch.Tensor | None:

@@ -31,9 +31,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..core import groups, io
+from ..core import io
 from ..core.algorithms import PSEUDO_SYNC_STEP, Plan, plan_for
-from ..core.buckets import QUANTIZED
 from ..core.config import AlgorithmSpec, Experiment, from_dict
 from ..core.faults import CRASH_EXIT_CODE, DIVERGED_EXIT_CODE, FaultSpec
 from ..core.schema import METRIC_COLUMNS, STEP_COLUMNS
@@ -185,7 +184,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
         data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
     comm = dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
     ddp = _wrap_in_ddp(model, spec, ctx, bucket_views=emulated is not None)
-    grouped = _replica_groups(exp, spec, ctx, comm)
+    grouped = dist.replica_setup(exp, spec, ctx, comm)
     eval_data = data.eval_batches(exp.train.eval_batches)
     files = RankFiles(out, name, ctx.rank)
     restored = _agree_on_checkpoint(out, name, ctx, comm) if resume else None
@@ -212,18 +211,6 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     else:
         t.restore(restored)
     return t
-
-
-def _replica_groups(exp: Experiment, spec: AlgorithmSpec, ctx: dist.DistContext, comm: dist.TorchComm
-                    ) -> tuple[dist.SyncGroups, dist.TorchComm] | None:
-    """Under replica groups (``core/groups.py``): this rank's process groups and the comm its syncs use
-    (its peers at the same group position); None without groups."""
-    if exp.group_size(spec) == 1:
-        return None
-    layout = groups.layout(spec.replica_group, exp.cluster)
-    pgs = dist.replica_process_groups(layout, ctx.rank, quantized=spec.payload_dtype in QUANTIZED)
-    return pgs, dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce,
-                               groups=pgs, parent=comm)
 
 
 def _wrap_in_ddp(model: torch.nn.Module, spec: AlgorithmSpec, ctx: dist.DistContext, *,
