@@ -58,7 +58,9 @@ def test_three_ranks_follow_torchft_within_1e_6(tmp_path):
 def test_replica_groups_follow_torchft_bitwise(tmp_path):
     """4 ranks as 2 replica groups of 2 (``torchft_groups.py``): DDP inside each group, DiLoCo and
     Streaming DiLoCo (P = 2, tau = 1, alpha = 0.5) across the groups through the same rank of each, as
-    torchft's Manager syncs replica groups; every sum is of two terms, so the bits are the same."""
+    torchft's Manager syncs replica groups; every sum is of two terms, so the bits are the same. The int8
+    case runs our quantized mean over the peers on both sides (see the module docstring), ours on a
+    background thread through the peers' own process group."""
     from torchft_diff import STEPS, H
     from torchft_groups import CASES as GROUP_CASES
 

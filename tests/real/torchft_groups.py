@@ -23,14 +23,17 @@ from palsgd.core.buckets import fragment_bounds
 from palsgd.core.config import AlgorithmSpec
 from palsgd.core.groups import ReplicaGroups
 from palsgd.real.algorithms import ALGORITHM_CLASSES, Setup
-from palsgd.real.dist import DistContext, TorchComm, flatten_, replica_process_groups
+from palsgd.real.dist import DistContext, TorchComm, _QuantizedMean, flatten_, replica_process_groups
 from palsgd.real.optim import build_optimizer, flat_order, set_lr
 from palsgd.real.timing import DDPCommTimer, StepTimer, ddp_timed_hook
 
 SIZE = 2
-CASES = {  # name: (algorithm, P, tau, alpha)
-    "diloco": ("diloco", 1, 0, 0.0),
-    "p2_tau1_alpha05": ("streaming_diloco", 2, 1, 0.5),
+CASES = {  # name: (algorithm, P, tau, alpha, payload dtype)
+    "diloco": ("diloco", 1, 0, 0.0, "fp32"),
+    "p2_tau1_alpha05": ("streaming_diloco", 2, 1, 0.5, "fp32"),
+    # int8: the stand-in Manager runs our quantized mean over the peers (as torchft_diff.py over everyone);
+    # ours runs it on a background thread through the peers' own process group (tau > 0)
+    "p2_tau1_alpha05_int8": ("streaming_diloco", 2, 1, 0.5, "int8"),
 }
 
 
@@ -44,19 +47,30 @@ class _GroupAverage:
         return True
 
 
+class _GroupQuantized:
+    def __init__(self, dtype: str, tensor: torch.Tensor, peers):
+        self.mean = _QuantizedMean(dtype, [tensor], dist.get_world_size(peers), group=peers)
+
+    def wait(self) -> bool:
+        self.mean.wait()
+        return True
+
+
 class GroupManager(Manager):
     """The stand-in Manager, all-reducing over the replica dimension only (this rank's peers)."""
 
-    def __init__(self, peers):
-        super().__init__()
+    def __init__(self, peers, quantize: str = "fp32"):
+        super().__init__(quantize)
         self.peers = peers
 
-    def allreduce(self, tensor: torch.Tensor, should_quantize: bool = False) -> _GroupAverage:
+    def allreduce(self, tensor: torch.Tensor, should_quantize: bool = False) -> _GroupAverage | _GroupQuantized:
+        if should_quantize:
+            return _GroupQuantized(self.quantize, tensor, self.peers)
         work = dist.all_reduce(tensor, async_op=True, group=self.peers)
         return _GroupAverage(work, tensor, dist.get_world_size(self.peers))
 
 
-def torchft_run(rank, pgs, fragments, tau, alpha) -> list[torch.Tensor]:
+def torchft_run(rank, pgs, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
     model = model_fn()
     params = flat_order(model)
     modules = [_Fragment(params[a:b]) for a, b in fragment_bounds([p.numel() for p in params], fragments)]
@@ -65,8 +79,8 @@ def torchft_run(rank, pgs, fragments, tau, alpha) -> list[torch.Tensor]:
     outer = [torch.optim.SGD(m.parameters(), lr=OUTER_LR, momentum=OUTER_MOMENTUM, nesterov=True)
              for m in modules]
     trajectory = []
-    with TorchftDiLoCo(GroupManager(pgs.peers), modules, inner, outer, sync_every=H, fragment_sync_delay=tau,
-                       fragment_update_alpha=alpha):
+    with TorchftDiLoCo(GroupManager(pgs.peers, dtype), modules, inner, outer, sync_every=H,
+                       fragment_sync_delay=tau, fragment_update_alpha=alpha, should_quantize=dtype != "fp32"):
         for step in range(STEPS):
             loss_fn(ddp, batch(rank, step)).backward()
             set_lr(inner, TRAIN.lr)
@@ -76,10 +90,11 @@ def torchft_run(rank, pgs, fragments, tau, alpha) -> list[torch.Tensor]:
     return trajectory
 
 
-def our_run(rank, world, pgs, name, fragments, tau, alpha) -> list[torch.Tensor]:
+def our_run(rank, world, pgs, name, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
     extra = {"fragments": fragments, "fragment_sync_delay": tau, "fragment_update_alpha": alpha}
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=0, outer_lr=OUTER_LR, outer_momentum=OUTER_MOMENTUM,
-                         replica_group=SIZE, **(extra if name == "streaming_diloco" else {}))
+                         replica_group=SIZE, payload_dtype=dtype, per_tensor_allreduce=dtype != "fp32",
+                         **(extra if name == "streaming_diloco" else {}))
     model = model_fn()
     flatten_(model)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
@@ -94,7 +109,7 @@ def our_run(rank, world, pgs, name, fragments, tau, alpha) -> list[torch.Tensor]
         model=model, optimizer=build_optimizer(model.parameters(), TRAIN), spec=spec, train=TRAIN,
         kinds=p.worker_kinds(rank), sync_after=p.sync_after, comm=comm, timer=timer, loss_fn=loss_fn,
         fragment=p.fragment, start_after=p.start_after, group_ddp=group_ddp, group_ddp_timer=hook,
-        sync_comm=TorchComm(ctx, groups=pgs, parent=comm)))
+        sync_comm=TorchComm(ctx, payload=dtype, per_tensor=spec.per_tensor_allreduce, groups=pgs, parent=comm)))
     trajectory = []
     for step in range(STEPS):
         algorithm.step(step, lambda step=step: batch(rank, step))
@@ -103,7 +118,7 @@ def our_run(rank, world, pgs, name, fragments, tau, alpha) -> list[torch.Tensor]
 
 
 def run(rank, world, out):
-    pgs = replica_process_groups(ReplicaGroups(world, SIZE), rank, quantized=False)
+    pgs = replica_process_groups(ReplicaGroups(world, SIZE), rank, quantized=True)
     results = {}
     for case, (name, *settings) in CASES.items():
         results[case] = (our_run(rank, world, pgs, name, *settings), torchft_run(rank, pgs, *settings))
