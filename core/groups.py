@@ -92,6 +92,12 @@ class ReplicaGroups:
         return [self.peers(r) for r in range(self.size)]
 
 
+def ddp_spans(exp) -> dict[str, tuple[int, int]]:
+    """{algorithm: (workers per group, W)} of the algorithms of ``exp`` that train in groups: from step W
+    on their DDP steps span a group (``core.schema.split_ddp_wait``)."""
+    return {a.name: (exp.group_size(a), a.warmup_steps) for a in exp.algorithms if exp.group_size(a) > 1}
+
+
 def layout(replica_group: str | int, cluster: ClusterSpec) -> ReplicaGroups:
     return ReplicaGroups(cluster.workers, group_size(replica_group, cluster))
 
