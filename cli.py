@@ -152,6 +152,9 @@ def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
 @_convergence_option
+@click.option("--engine", type=click.Choice(["auto", "exact", "fast"]), default="auto", show_default=True,
+              help="exact: event by event; fast: sums and maxima of step times as arrays (docs/limits.md); "
+                   "auto: fast where it applies and the exact engine would take over 2 s.")
 @click.option("--prior/--no-prior", "use_prior", default=True, show_default=True,
               help="Without --convergence, take DiLoCo's steps to DDP's final loss from the published DiLoCo "
                    "scaling laws where their evidence reaches (docs/convergence-prior.md).")
@@ -164,7 +167,7 @@ def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
 @_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
-             use_prior, like, sensitivity, out, overwrite, as_json, report):
+             engine, use_prior, like, sensitivity, out, overwrite, as_json, report):
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
     from .harness.commands import simulate as job
 
@@ -176,7 +179,7 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
     described_by = convergence_ref or (str(experiment) if experiment is not None else None)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
                                     sensitivity=sensitivity or as_json, use_prior=use_prior, like=like,
-                                    described_by=described_by)
+                                    described_by=described_by, engine=engine)
     if report is not None:
         result.notes.append(_render_report(result.folders, report))
     if as_json:
@@ -321,12 +324,44 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
                    "inter-node links are fitted apart (no WAN groups). See docs/network-emulation.md.")
 @click.option("--emulate-compute", is_flag=True,
               help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
+@click.option("--from-trace", "traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Fit from PyTorch profiler traces of a DDP job (.json/.json.gz files or a folder; repeatable) "
+                   "instead of measuring here; --cluster, if given, is the flat all-reduce to fit DDP's buckets to.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The cluster profile to write (a TOML file that --cluster accepts).")
+@click.option("--from-nccl-tests", "nccl_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Fit the profile to nccl-tests output instead of measuring here (repeatable: a "
+                                   "one-node file fits the intra-node tier, a multi-node file the inter-node tier; "
+                                   "--cluster is the base for the rest).")
+@click.option("--fit-min-bytes", type=int, default=0, show_default=True, metavar="BYTES",
+              help="With --from-nccl-tests: fit only the sizes of at least BYTES (those a job sends).")
 @_handle_errors
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
-              emulate_network, emulate_compute, out):
+              emulate_network, emulate_compute, traces, out, nccl_files, fit_min_bytes):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
+    if fit_min_bytes and not nccl_files:
+        raise ConfigError("applies only with --from-nccl-tests", key="--fit-min-bytes", value=fit_min_bytes,
+                          source="command line")
+    if traces and nccl_files:
+        raise ConfigError("fit from one kind of evidence at a time", key="--from-trace", source="command line")
+    if (traces or nccl_files) and (emulate_network or emulate_compute):
+        raise ConfigError("measures here; it does not apply with --from-trace or --from-nccl-tests",
+                          source="command line", key="--emulate-network" if emulate_network else "--emulate-compute")
+    if traces:
+        from .core.config import load
+        from .harness.machinery.trace_calibrate import calibrate_from_traces
+
+        base = load(cluster=cluster).cluster if cluster else None
+        click.echo(calibrate_from_traces(list(traces), out, base=base))
+        return
+    if nccl_files:
+        from .harness.commands.nccl_calibrate import calibrate_from_nccl_tests
+
+        path, table = calibrate_from_nccl_tests(list(nccl_files), out, cluster, " ".join(["palsgd", *sys.argv[1:]]),
+                                                fit_min_bytes)
+        click.echo(table)
+        click.echo(f"wrote {path} and {path.with_suffix('.fit.csv')}")
+        return
     from .harness.commands import run as real_job
 
     extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
@@ -344,9 +379,25 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
               help="cpu: tiny models trained on this machine's cores; cluster: emulated accelerators on a two-tier "
                    "emulated cluster of 8 ranks (root).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@click.option("--trace", "traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Replay PyTorch profiler traces of a DDP job instead (files or folders; repeatable): the step "
+                   "predicted from the trace's own compute and a network, against the trace's.")
+@click.option("--cluster", help="With --trace: the network profile (preset name or TOML file).")
+@click.option("--network-trace", "network_traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="With --trace: fit the network from these other traces (repeatable).")
 @_handle_errors
-def validate(quick, out, overwrite, no_emulation, suite, report):
+def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster, network_traces):
     """Run real runs and predictions of the same experiments; print the error of every prediction."""
+    if traces:
+        from .core.config import load
+        from .harness.commands.trace_validate import validate_traces
+
+        profile = load(cluster=cluster).cluster if cluster else None
+        click.echo(validate_traces(list(traces), out, cluster=profile, network_paths=list(network_traces)))
+        return
+    if cluster or network_traces:
+        raise ConfigError("goes with --trace", key="--cluster" if cluster else "--network-trace",
+                          source="command line")
     from .harness.commands import validate as job
 
     if suite == "cluster" and no_emulation:

@@ -174,6 +174,7 @@ def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulat
         preflight(spec)
     check_before_launch(exp, nproc_per_node)  # first: it writes nothing, check_writable makes --out's folder
     check_writable(Path(out))
-    path = calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv))
+    path = calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv),
+                     ddp_buckets=True)
     echo(f"wrote {path} (use it with `palsgd simulate --cluster {path}`)")
     return path

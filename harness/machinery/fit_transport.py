@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...core.cluster import ClusterSpec, LinkSpec, TransportSpec
-from ...sim.collectives import allreduce_time
+from ...sim.collectives import allreduce_time, flat_tier, ring_half
 
 SEGMENTS = (0, 2**16, 2**18, 2**20, 2**22)
 WINDOWS = (0, 2**18, 2**20, 2**22)
@@ -56,6 +56,11 @@ class Series:
     times: tuple[float, ...]
     ranks: int
     rtt_s: float = 0.0
+    collective: str = "all_reduce"
+    """``all_reduce``, or ``reduce_scatter`` / ``all_gather`` (nccl-tests): half a ring, (n-1) steps."""
+    shape: ClusterSpec | None = None
+    """The cluster that ran it, when the fitted link is its inter-node link among several GPUs per node (its flat
+    ring also crosses the intra-node link, known); None: ``ranks`` ranks ringing over the fitted link alone."""
 
     @property
     def latency_s(self) -> float:
@@ -81,13 +86,29 @@ class TiersFit:
 
 
 def model_cluster(base: ClusterSpec, ranks: int, kind: str, latency_s: float, bandwidth_Bps: float,
-                  overhead_s: float, segment: int, window: int) -> ClusterSpec:
-    """One node of ``ranks`` workers whose ring runs over ``intra_node`` with these transport values."""
+                  overhead_s: float, segment: int, window: int, step_latency: str = "rtt",
+                  shape: ClusterSpec | None = None) -> ClusterSpec:
+    """One node of ``ranks`` workers whose ring runs over ``intra_node`` with these transport values (or
+    ``shape`` with the link as its inter-node link). A gloo step waits a round trip and pays no launch cost; an
+    NCCL step waits one way, and each call pays the base cluster's launch latency (NCCL ``tuning.cc``)."""
     link = LinkSpec(bandwidth_gbps=bandwidth_Bps * 8 / 1e9, latency_us=latency_s * 1e6)
-    transport = TransportSpec(kind=kind, efficiency=1.0, base_latency_us=0.0,
-                              step_overhead_us=overhead_s * 1e6, step_latency="rtt",
+    launch_us = 0.0 if step_latency == "rtt" else base.transport.base_latency_us
+    transport = TransportSpec(kind=kind, efficiency=1.0, base_latency_us=launch_us,
+                              step_overhead_us=overhead_s * 1e6, step_latency=step_latency,
                               window_bytes=int(window), segment_bytes=int(segment))
-    return one_node(base, ranks, link, transport)
+    # gloo only rings; NCCL's tuner picks ring, tree or (here) hierarchical per size, as the simulator's "auto"
+    allreduce = "ring" if step_latency == "rtt" else "auto"
+    if shape is not None:
+        return dataclasses.replace(shape, inter_node=link, transport=transport, allreduce=allreduce,
+                                   wan=dataclasses.replace(shape.wan, groups=1))
+    return dataclasses.replace(one_node(base, ranks, link, transport), allreduce=allreduce)
+
+
+def series_time(cluster: ClusterSpec, collective: str, nbytes: float) -> float:
+    """What the simulator charges for one collective of ``nbytes`` on ``cluster``."""
+    if collective == "all_reduce":
+        return allreduce_time(cluster, nbytes)
+    return ring_half(nbytes, cluster.workers, flat_tier(cluster), cluster.transport)
 
 
 def one_node(base: ClusterSpec, ranks: int, link: LinkSpec, transport: TransportSpec) -> ClusterSpec:
@@ -137,20 +158,27 @@ def _initial(sizes: np.ndarray, times: np.ndarray, ranks: int) -> tuple[float, f
     return alpha, bw
 
 
-def fit_tiers(series: Sequence[Series], *, kind: str = "gloo", base: ClusterSpec | None = None) -> TiersFit:
+def fit_tiers(series: Sequence[Series], *, kind: str = "gloo", base: ClusterSpec | None = None,
+              step_latency: str = "rtt") -> TiersFit:
     """Fit each series on its own (bandwidth and step latency α), at the segment and window that fit the last,
     outermost one best; then split each α = 2·latency + overhead with the overhead of the first, innermost
-    series, whose wire latency is the least."""
+    series, whose wire latency is the least. With ``step_latency="one_way"`` (NCCL, nccl-tests files: no
+    round trip was measured) each tier's α is its link's latency and there is no per-step overhead."""
     base = base or ClusterSpec()
-    *_, seg, win = _Fit(series[-1], kind, base).best()
-    fits = [_Fit(s, kind, base, grid=((seg, win),)).best() for s in series]
-    overhead = fits[0][1]
-    clusters = [model_cluster(base, s.ranks, kind, max(s.latency_s + (own - overhead) / 2, 0.0), math.exp(log_bw),
-                              overhead, seg, win)
-                for s, (log_bw, own, _, _) in zip(series, fits, strict=True)]
-    predicted = [tuple(allreduce_time(c, b) for b in s.sizes) for c, s in zip(clusters, series, strict=True)]
+    *_, seg, win = _Fit(series[-1], kind, base, step_latency=step_latency).best()
+    fits = [_Fit(s, kind, base, grid=((seg, win),), step_latency=step_latency).best() for s in series]
+    if step_latency == "rtt":
+        overhead = fits[0][1]
+        clusters = [model_cluster(base, s.ranks, kind, max(s.latency_s + (own - overhead) / 2, 0.0),
+                                  math.exp(log_bw), overhead, seg, win)
+                    for s, (log_bw, own, _, _) in zip(series, fits, strict=True)]
+    else:
+        clusters = [model_cluster(base, s.ranks, kind, own, math.exp(log_bw), 0.0, seg, win, step_latency, s.shape)
+                    for s, (log_bw, own, _, _) in zip(series, fits, strict=True)]
+    predicted = [tuple(series_time(c, s.collective, b) for b in s.sizes) for c, s in zip(clusters, series, strict=True)]
     log_error = np.log(np.concatenate(predicted) / np.concatenate([s.times for s in series]))
-    return TiersFit(clusters[0].transport, tuple(c.intra_node for c in clusters), tuple(s.ranks for s in series),
+    links = tuple(c.intra_node if s.shape is None else c.inter_node for c, s in zip(clusters, series, strict=True))
+    return TiersFit(clusters[0].transport, links, tuple(s.ranks for s in series),
                     tuple(predicted), float(np.sqrt(np.mean(log_error ** 2))))
 
 
@@ -160,8 +188,10 @@ class _Fit:
     information criterion decides."""
 
     def __init__(self, series: Series, kind: str, base: ClusterSpec,
-                 grid: Sequence[tuple[int, int]] = tuple((s, w) for s in SEGMENTS for w in WINDOWS)):
+                 grid: Sequence[tuple[int, int]] = tuple((s, w) for s in SEGMENTS for w in WINDOWS),
+                 step_latency: str = "rtt"):
         self.series, self.kind, self.base, self.grid = series, kind, base, grid
+        self.step_latency = step_latency
         self.sizes = np.asarray(series.sizes, float)
         self.log_t = np.log(np.asarray(series.times, float))
 
@@ -173,8 +203,13 @@ class _Fit:
         if not 0 < x[0] < 40 or not -30 < x[1] < 5:
             return 1e9
         s = self.series
-        cluster = model_cluster(self.base, s.ranks, self.kind, s.latency_s, math.exp(x[0]), self.overhead(x), seg, win)
-        predicted = np.array([allreduce_time(cluster, b) for b in self.sizes])
+        if self.step_latency == "rtt":  # x[1]: the step overhead beyond the measured round trip
+            cluster = model_cluster(self.base, s.ranks, self.kind, s.latency_s, math.exp(x[0]), self.overhead(x),
+                                    seg, win)
+        else:  # x[1]: the link's one-way latency, the whole of α
+            cluster = model_cluster(self.base, s.ranks, self.kind, self.overhead(x), math.exp(x[0]), 0.0, seg, win,
+                                    self.step_latency, s.shape)
+        predicted = np.array([series_time(cluster, s.collective, b) for b in self.sizes])
         return float(np.sum((np.log(predicted) - self.log_t) ** 2))
 
     def best(self) -> tuple[float, float, int, int]:
