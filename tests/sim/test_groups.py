@@ -106,3 +106,17 @@ def test_closed_form_node_groups_on_the_default_cluster():
     sizes = c.group.bucket_bytes_sent / (2 * 7 / 8)
     expected = len(c.group.bucket_s) * (t.base_latency_us * 1e-6 + 14 * nv_alpha) + 14 * sizes / 8 / nv
     assert np.isclose(c.group.bucket_s.sum(), expected, rtol=1e-9, atol=0)
+
+
+def test_replica_groups_run_on_the_exact_engine():
+    """The fast path (sim/fast.py) has no model of groups: auto picks the exact engine, fast refuses."""
+    import pytest
+
+    from palsgd.core import config
+    from palsgd.core.errors import ConfigError
+    from palsgd.sim import bounds
+
+    exp = config.load(algorithms=["ddp", "diloco"], overrides=['algorithm.replica_group="node"'])
+    assert bounds.engine_for(exp.replace(repeats=100_000), record_steps=False) == "exact"
+    with pytest.raises(ConfigError, match="replica groups"):
+        bounds.engine_for(exp, record_steps=False, engine="fast")
