@@ -181,3 +181,23 @@ def test_the_experiment_carries_its_description_parsed_once():
     assert exp.workload.described == conv and convergence.of_experiment(exp) is exp.workload.described
     assert from_dict(exp.to_dict()).workload.described == conv
     assert load(workload="gpt-tiny").workload.described is None
+
+
+def test_replica_group_is_an_axis_of_the_local_algorithms():
+    from palsgd.core.config import AlgorithmSpec
+    from palsgd.core.convergence import from_dict as conv_from_dict
+
+    head = {"target_loss": 3.0, "ddp_steps": 100.0, "source": "hand-made"}
+    point = {"algorithm": "diloco", "sync_every": 8, "steps_vs_ddp": 1.5, "source": "s"}
+    plain = conv_from_dict({**head, "points": [point]})
+    spec = AlgorithmSpec(name="diloco", sync_every=8, replica_group="node")
+    # Not measured: assumed, and said so.
+    assert "the workers per replica (replica_group)" in plain.lookup(spec, 32, 8).why
+    grid = conv_from_dict({**head, "points": [{**point, "replica_group": 1}, {**point, "replica_group": 8,
+                                                                            "steps_vs_ddp": 1.0}]})
+    assert grid.lookup(spec, 32, 8).steps_vs_ddp == 1.0
+    assert grid.lookup(spec, 32, 16).steps_vs_ddp is None  # outside 1..8: not extrapolated
+    assert abs(grid.lookup(spec, 32, 2).steps_vs_ddp - (1.5 - 0.5 / 3)) < 1e-12  # log-linear in the size
+    with pytest.raises(ConfigError, match="a DDP point gives DDP's steps on another number of workers"):
+        conv_from_dict({**head, "points": [{"algorithm": "ddp", "workers": 4, "replica_group": 2,
+                                            "steps_vs_ddp": 1.0, "source": "s"}]})
