@@ -124,10 +124,11 @@ def calibration_sizes(exp: Experiment) -> dict:
     return {"min_bytes": 4096, "max_bytes": 1 << (2 * payload - 1).bit_length(), "reps": 3, "per_octave": 1.0}
 
 
-def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[str], None]
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[str], None],
+             time_dilation: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Calibrate (once per calibration key), run for real on the emulated cluster, predict; return the
-    comparison rows (from the calibration, and replayed with the run's own compute)."""
+    comparison rows (from the calibration, and replayed with the run's own compute). Calibration and run
+    are both ``time_dilation`` times slower, their times divided by it (``dilation.py``)."""
     from ..machinery.calibrate import calibrate
     from ..machinery.compare import format_comparison
     from ..machinery.launch import run_real
@@ -140,11 +141,13 @@ def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[st
         base = case_experiment(dataclasses.replace(case, variability=()))
         profiles[case.calibration_key] = calibrate(
             base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=spec,
-            command=f"palsgd validate --suite cluster ({case.name})", compute=False, **calibration_sizes(base))
+            command=f"palsgd validate --suite cluster ({case.name})", compute=False, time_dilation=time_dilation,
+            **calibration_sizes(base))
     exp = case_experiment(case, str(profiles[case.calibration_key]))
     run = folder / "run"
-    with EmulatedNetwork(case.ranks, spec) as net:
-        run_real(exp, run, nproc_per_node=case.ranks_per_node, nnodes=case.nodes, network=net)
+    with EmulatedNetwork(case.ranks, spec.dilated(time_dilation)) as net:
+        run_real(exp, run, nproc_per_node=case.ranks_per_node, nnodes=case.nodes, network=net,
+                 time_dilation=time_dilation)
     metrics = ("wait_s",) if case.varies else ()
     rows = add_prediction(exp, run, network=case.network, case=case.name, extra_metrics=metrics)
     replay = replay_prediction(exp, run, network=case.network, case=case.name)

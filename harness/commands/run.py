@@ -23,7 +23,7 @@ import pandas as pd
 from ...core import io
 from ...core.config import Experiment
 from ...core.errors import ConfigError
-from ..machinery import store
+from ..machinery import dilation, store
 from ..machinery.compare import METRICS, compare, format_comparison
 
 PREFLIGHT_BAD_INPUT = 2
@@ -31,13 +31,17 @@ PREFLIGHT_BAD_INPUT = 2
 
 def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int, node_rank: int,
                   rdzv_endpoint: str | None, overwrite: bool, resume: bool, emulate_network: str | None,
-                  inject_fault: str | None, timeout_s: float, echo: Callable[[str], None] = print) -> int:
-    """Run, merge, predict, compare; the exit status (0 complete, 1 failed)."""
+                  inject_fault: str | None, timeout_s: float, echo: Callable[[str], None] = print,
+                  time_dilation: float = 1.0) -> int:
+    """Run, merge, predict, compare; the exit status (0 complete, 1 failed). Under ``time_dilation`` K the
+    links are K times slower (``NetemSpec.dilated``), the prediction is of the undilated cluster."""
     from ...core.faults import FaultSpec
     from ..machinery.launch import RunFailed, job_id, run_real
     from ..machinery.netem import EmulatedNetwork, NetemSpec, preflight
 
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
+    time_dilation = dilation.check(time_dilation, emulated_compute=exp.train.compute == "emulated",
+                                   emulated_network=spec is not None)
     fault = FaultSpec.parse(inject_fault) if inject_fault is not None else None
     if fault is not None:  # before anything is written
         check_fault(fault, world=nproc_per_node * nnodes, steps=exp.nominal_steps)
@@ -45,19 +49,19 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
         if nnodes != 1:
             raise ConfigError("emulates a network between the ranks of one machine; use --nnodes 1",
                               key="--emulate-network", value=emulate_network, source="command line")
-        preflight(spec)
+        preflight(spec.dilated(time_dilation))
         exp = on_emulated_nodes(exp, spec, nproc_per_node)
     check_nodes(nnodes, node_rank, rdzv_endpoint)
     check_before_launch(exp, nproc_per_node)
     hosts = nproc_per_node * nnodes
-    network = EmulatedNetwork(hosts, spec) if spec is not None else contextlib.nullcontext()
+    network = EmulatedNetwork(hosts, spec.dilated(time_dilation)) if spec is not None else contextlib.nullcontext()
     if node_rank == 0:  # after every check of the command line: a refused run leaves --out as it was
         store.prepare(out, overwrite=overwrite, resume=resume, kind="run", exp=exp, job=job_id(rdzv_endpoint))
     try:
         with network as net:
             result = run_real(exp, out, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
                               rdzv_endpoint=rdzv_endpoint, network=net, fault=fault, resume=resume,
-                              timeout_s=timeout_s)
+                              timeout_s=timeout_s, time_dilation=time_dilation)
     except RunFailed as err:
         echo(f"palsgd: run {err.status}: {err}")
         return 1
@@ -69,7 +73,7 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
     echo(f"measured vs predicted on cluster {exp.cluster.name!r} (calibrate with `palsgd calibrate` "
          "for a prediction of this machine):")
     echo(format_comparison(comparison))
-    echo(f"wrote {out}/")
+    echo(f"{dilation.label(time_dilation)}; wrote {out}/")
     return 0
 
 
@@ -165,16 +169,18 @@ def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str =
 
 
 def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulate_network: str | None,
-                      echo: Callable[[str], None] = print) -> Path:
+                      echo: Callable[[str], None] = print, time_dilation: float = 1.0) -> Path:
     from ..machinery.calibrate import calibrate
     from ..machinery.netem import NetemSpec, preflight
 
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
+    time_dilation = dilation.check(time_dilation, emulated_compute=exp.train.compute == "emulated",
+                                   emulated_network=spec is not None)
     if spec is not None:
-        preflight(spec)
+        preflight(spec.dilated(time_dilation))
     check_before_launch(exp, nproc_per_node)  # first: it writes nothing, check_writable makes --out's folder
     check_writable(Path(out))
     path = calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv),
-                     ddp_buckets=True)
-    echo(f"wrote {path} (use it with `palsgd simulate --cluster {path}`)")
+                     ddp_buckets=True, time_dilation=time_dilation)
+    echo(f"{dilation.label(time_dilation)}; wrote {path} (use it with `palsgd simulate --cluster {path}`)")
     return path

@@ -89,21 +89,26 @@ def matrix(*, quick: bool, emulate: bool) -> list[Case]:
 
 
 def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool, suite: str = "cpu",
-                       echo: Callable[[str], None] = print) -> int:
+                       echo: Callable[[str], None] = print, time_dilation: float = 1.0) -> int:
     """Run the suite's cases into ``out``; print the comparison and its summary. Exit status 0 when every
     case ran, 1 when one failed (its error is in the manifest; the other cases still run).
 
     ``cpu``: the matrix below (tiny models on this machine's cores); ``cluster``: emulated accelerators on
-    two-tier emulated clusters (``cluster_suite.py``)."""
+    two-tier emulated clusters (``cluster_suite.py``), ``time_dilation`` times slower (``dilation.py``); the
+    cpu suite's compute is real and cannot be dilated."""
+    from ..machinery import dilation
     from ..machinery.netem import NetemSpec, preflight
     from . import cluster_suite
+
+    time_dilation = dilation.check(time_dilation, emulated_compute=suite == "cluster",
+                                   emulated_network=suite == "cluster")
 
     cases = matrix(quick=quick, emulate=emulate) if suite == "cpu" else cluster_suite.cases(quick=quick)
     for case in cases:  # fail before any work, with the preflight's one-line reason
         if case.network != UNSHAPED:
-            preflight(NetemSpec.parse(case.network))
+            preflight(NetemSpec.parse(case.network).dilated(time_dilation))
     out = store.prepare(out, overwrite=overwrite)
-    store.start(out, "validate", quick=quick, emulate=emulate, suite=suite,
+    store.start(out, "validate", quick=quick, emulate=emulate, suite=suite, time_dilation=time_dilation,
                 cases={c.name: {"status": "pending", **c.describe()} for c in cases})
     parts, replays, status = [], [], {}
     cache: dict = {}  # cpu: compute per (workload, ranks); cluster: profile per calibration key
@@ -116,7 +121,7 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
                 if suite == "cpu":
                     rows, replay = run_case(case, folder, out / "compute", cache, echo)
                 else:
-                    rows, replay = cluster_suite.run_case(case, folder, cache, echo)
+                    rows, replay = cluster_suite.run_case(case, folder, cache, echo, time_dilation)
                 parts.append(rows)
                 replays.append(replay)
                 status[case.name] = {"status": "complete", **case.describe()}
@@ -132,6 +137,7 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
         raise
     progress.close()
     write_tables(out, parts, replays, echo, TARGETS if suite == "cpu" else cluster_suite.TARGETS)
+    echo(dilation.label(time_dilation))
     failed = [name for name, s in status.items() if s["status"] != "complete"]
     store.finish(out, "failed" if failed else "complete", cases=status, failed_cases=failed)
     if failed:
