@@ -23,6 +23,9 @@ import pandas as pd
 METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
 SUMMARISED = (*METRICS, "wait_s")
 """``wait_s`` (time idle at barriers) is compared where the workers' speeds vary (the cluster suite)."""
+PAIRED = ("wait_s",)
+"""Compared with the simulated run of the same seed: the waits at barriers depend on which worker drew a
+slow step when, and the real run's emulated accelerators draw exactly the simulator's run-0 factors."""
 BYTES = "bytes_sent_per_worker"
 BYTES_TOLERANCE = 0.01
 """Relative difference of bytes sent beyond which sim and run do not model the same communication."""
@@ -31,10 +34,16 @@ COMPARISON_COLUMNS = ("case", "workload", "network", "ranks", "algorithm", "metr
 
 
 def compare(predicted: pd.DataFrame, measured: pd.DataFrame, *, case: str = "", workload: str = "",
-            network: str = "", ranks: int = 0, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
-    """Rows of the comparison table for one experiment; Monte-Carlo runs are averaged first."""
+            network: str = "", ranks: int = 0, metrics: tuple[str, ...] = METRICS,
+            paired: tuple[str, ...] = PAIRED) -> pd.DataFrame:
+    """Rows of the comparison table for one experiment; Monte-Carlo runs are averaged first, except for
+    the ``paired`` metrics: those come from the simulated run of the real run's seed (run 0), whose
+    workers drew the same compute factors as the real run's emulated accelerators (``core/variability.py``)."""
     columns = [*metrics, BYTES]
     pred = predicted.groupby("algorithm", sort=False)[columns].mean()
+    same_seed = predicted[predicted["run"] == 0] if "run" in predicted else predicted.iloc[:0]
+    for metric in (m for m in paired if m in metrics and len(same_seed)):
+        pred[metric] = same_seed.groupby("algorithm", sort=False)[metric].mean()
     meas = measured.groupby("algorithm", sort=False)[columns].mean()
     rows = []
     for algorithm in meas.index.intersection(pred.index):

@@ -61,3 +61,15 @@ def test_a_speedup_error_is_given_in_relative_terms_beside_its_pp():
     text = format_comparison(table)
     assert "relative |predicted/measured - 1| median 7.0 %, max 10.0 %" in text
     assert "+20.0 pp   10.0 %" in text
+
+
+def test_waits_are_compared_with_the_simulated_run_of_the_same_seed():
+    """The real run's emulated accelerators drew the simulator's run-0 factors: its waits are compared with
+    run 0's, the other metrics with the Monte-Carlo mean."""
+    sim = pd.concat([runs("sim", {"ddp": (20.0, 1e9), "diloco": (w, 1e7)}).assign(run=r, wait_s=wait)
+                     for r, w, wait in ((0, 10.0, 1.0), (1, 12.0, 3.0))], ignore_index=True)
+    real = runs("real", {"ddp": (20.0, 1e9), "diloco": (11.0, 1e7)}).assign(run=0, wait_s=1.25)
+    table = compare(sim, real, metrics=("wall_clock_s", "wait_s")).set_index(["algorithm", "metric"])
+    assert table.loc[("diloco", "wait_s"), "predicted"] == pytest.approx(1.0)
+    assert table.loc[("diloco", "wait_s"), "error_pct"] == pytest.approx(-20.0)
+    assert table.loc[("diloco", "wall_clock_s"), "predicted"] == pytest.approx(11.0)
