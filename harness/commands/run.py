@@ -159,7 +159,9 @@ def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str =
     from ...sim.engine import simulate
 
     measured = store.read_table(out, io.RUNS)
-    predicted = simulate(exp).runs
+    # the exact engine: its run 0 draws the real run's compute factors (compare.PAIRED), the fast path's
+    # draws only share their distribution
+    predicted = simulate(exp, engine="exact").runs
     real = measured[measured["source"] == "real"]
     store.write_table(out, io.RUNS, pd.concat([real, predicted], ignore_index=True))
     comparison = compare(predicted, real, case=case or exp.workload.name, workload=exp.workload.name,
