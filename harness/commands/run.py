@@ -24,7 +24,7 @@ from ...core import io
 from ...core.config import Experiment
 from ...core.errors import ConfigError
 from ..machinery import dilation, store
-from ..machinery.compare import METRICS, compare, format_comparison
+from ..machinery.compare import METRICS, PAIRED, compare, format_comparison
 
 PREFLIGHT_BAD_INPUT = 2
 
@@ -159,9 +159,10 @@ def add_prediction(exp: Experiment, out: Path, *, network: str = "", case: str =
     from ...sim.engine import simulate
 
     measured = store.read_table(out, io.RUNS)
-    # the exact engine: its run 0 draws the real run's compute factors (compare.PAIRED), the fast path's
-    # draws only share their distribution
-    predicted = simulate(exp, engine="exact").runs
+    # paired metrics need the exact engine: its run 0 draws the real run's compute factors
+    # (compare.PAIRED); the fast path's draws only share their distribution
+    paired = any(m in PAIRED for m in extra_metrics)
+    predicted = simulate(exp, engine="exact" if paired else "auto").runs
     real = measured[measured["source"] == "real"]
     store.write_table(out, io.RUNS, pd.concat([real, predicted], ignore_index=True))
     comparison = compare(predicted, real, case=case or exp.workload.name, workload=exp.workload.name,
