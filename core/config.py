@@ -27,6 +27,7 @@ from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ALGORITHMS, SKIP_D
 from .buckets import PAYLOAD_ELEM_BYTES
 from .cluster import ClusterSpec
 from .errors import ConfigError, check
+from .io import read_input
 from .typed import build, merge, set_path, to_dict
 from .workload import TrainSpec, WorkloadSpec
 
@@ -34,6 +35,10 @@ PAYLOAD_BYTES = PAYLOAD_ELEM_BYTES  # bytes per element of each payload dtype (c
 TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
+
+SEED_MAX = 2**63 - 1
+"""Run r of a Monte-Carlo experiment uses seed + r; each one fits a signed 64-bit integer (tables, torch)."""
+SEED_RULE = "must be an integer with 0 <= seed and seed + repeats - 1 < 2**63 (run r uses seed + r)"
 
 _DDP_KEYS = ("payload_dtype", "bucket_mb")
 # Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
@@ -166,7 +171,7 @@ class Experiment:
 
     def __post_init__(self):
         check(self.repeats >= 1, "repeats", self.repeats, "must be >= 1")
-        check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        check(0 <= self.seed <= SEED_MAX + 1 - self.repeats, "seed", self.seed, SEED_RULE)
         check(len(self.algorithms) >= 1, "algorithms", [], "name at least one algorithm")
         names = [a.name for a in self.algorithms]
         check(len(set(names)) == len(names), "algorithms", names, "names an algorithm twice")
@@ -287,15 +292,17 @@ def _read_preset(kind: str, path: Path) -> dict:
 
 
 def read_toml(path: str | Path) -> dict:
+    """A TOML input file: a regular file of at most ``io.MAX_INPUT_BYTES`` (``io.read_input``), parsed;
+    every failure is one ConfigError naming the file."""
+    data = read_input(path, what="TOML file")
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=str(path)) from None
+        return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"not valid TOML: {err}", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read: {err}", source=str(path)) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and inline tables
+        raise ConfigError("not valid TOML: arrays or tables nested too deeply", source=str(path)) from None
 
 
 def parse_override(item: str) -> dict:
@@ -308,6 +315,8 @@ def parse_override(item: str) -> dict:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise ConfigError("arrays or tables nested too deeply", key=key, source="--set") from None
     out: dict = {}
     set_path(out, key.split("."), value)
     return out

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ import pandas as pd
 from ..core import config, convergence, io, presets, schema
 from ..core.config import Experiment
 from ..core.errors import ConfigError
+from ..sim import bounds
 from . import store
 
 
@@ -29,18 +31,18 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
                        report: Path | None = None, sensitivity: bool = False) -> SimulateOutcome:
     """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace. With
     ``sensitivity`` (always with a report), also the speedups around the user's point (``harness.sensitivity``)."""
-    from ..sim import bounds
     from ..sim.engine import simulate
     from .progress import Progress
     from .sensitivity import sensitivity as around
 
     # the step table and phase totals are kept only when a file or a report will hold them
     record_steps = bounds.records_steps(exp, None) if out or report else False
-    bounds.check(exp, record_steps=record_steps, keep_totals=out is not None)  # before any file is written
+    # before any file is written; with --out, the timeline or trace it writes counts too
+    bounds.check(exp, record_steps=record_steps, keep_totals=out is not None, out=out is not None)
     if out is not None:
         store.prepare(out, overwrite=overwrite)
         store.start(out, "simulate", exp)
-    try:
+    with _marked_on_exit(out):  # the folder says it was stopped instead of looking complete or running
         with Progress(exp.repeats, "simulate", unit="repeats") as progress:
             result = simulate(exp, record_steps=record_steps, keep_totals=out is not None,
                               on_repeat=lambda: progress.update(1))
@@ -48,10 +50,6 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
             result.runs, exp, convergence.of_experiment(exp))
         sens = around(exp) if sensitivity or report is not None else None
         notes = _write_results(exp, out, result, sens)
-    except (KeyboardInterrupt, ConfigError) as err:
-        if out is not None:  # the folder says it was stopped instead of looking complete or running
-            store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
-        raise
     folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
     notes += convergence.notes(exp) + (sens.notes if sens is not None else [])
     return SimulateOutcome(result.runs, notes, sens, folders)
@@ -65,35 +63,34 @@ def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]
     store.write_table(out, "totals.csv", result.totals)
     if result.steps is not None:
         store.write_table(out, io.STEPS, result.steps)
-        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(_trace_window(result.steps)))
+        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(_trace_window(result.steps, bounds.TRACE_ROWS)))
+        written = f"{io.STEPS}, {io.TRACE}, "
     else:
-        _write_timeline(exp, Path(out))
+        written = f"{io.TIMELINE} (first steps), {io.TRACE}, " if _write_timeline(exp, Path(out)) else ""
     store.finish(out, "complete", steps_recorded=result.steps is not None)
-    written = "steps.parquet" if result.steps is not None else f"{io.TIMELINE} (first steps)"
-    return [f"wrote {out}/ ({io.RUNS}, {written}, {io.TRACE}, {io.MANIFEST})"]
+    return [f"wrote {out}/ ({io.RUNS}, {written}{io.MANIFEST})"]
 
 
-TIMELINE_MAX_WORKER_STEPS = 200_000
-
-
-def _write_timeline(exp: Experiment, out: Path) -> None:
+def _write_timeline(exp: Experiment, out: Path) -> bool:
     """A run too large to keep every row still gets its first few sync intervals, simulated again with
-    every row kept (same seed, same plan prefix), for the report's timeline and the trace."""
+    every row kept (same seed, same plan prefix), for the report's timeline and the trace; at most
+    ``bounds.TIMELINE_WORKER_STEPS`` over all algorithms, which the memory estimate counts."""
     from ..core.config import BudgetSpec
     from ..sim.engine import simulate
 
     local = [a.warmup_steps + 3 * a.sync_every + 2 for a in exp.algorithms if a.is_local]
-    steps = min(exp.nominal_steps, max([8, *local]), TIMELINE_MAX_WORKER_STEPS // exp.workers)
+    steps = min(exp.nominal_steps, max([8, *local]), bounds.timeline_steps(exp))
     try:
         short = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
     except ConfigError:
-        return  # too few steps to show a sync interval of this many workers
+        return False  # too few steps to show a sync interval of this many workers
     window = simulate(short, record_steps=True).steps
     store.write_table(out, io.TIMELINE, window)
-    io.write_json(out / io.TRACE, schema.to_chrome_trace(window))
+    io.write_json(out / io.TRACE, schema.to_chrome_trace(_trace_window(window, bounds.TRACE_ROWS)))
+    return True
 
 
-def _trace_window(steps: pd.DataFrame, max_rows: int = 200_000) -> pd.DataFrame:
+def _trace_window(steps: pd.DataFrame, max_rows: int) -> pd.DataFrame:
     """A trace viewer chokes on millions of events: keep the first steps of every run."""
     if len(steps) <= max_rows:
         return steps
@@ -232,12 +229,12 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
     """Sweep into ``out``; each finished chunk of points is stored in ``out/points/`` as it arrives, so
     ``resume`` continues an interrupted sweep of the same experiment and grid without redoing them."""
     from .progress import Progress
-    from .sweep import parse_vary, points, sweep
+    from .sweep import parse_vary, points, stored_parts, sweep
 
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
         raise ConfigError("vary one or two fields", key="--vary", value=list(varies), source="command line")
-    grid = points(exp, vary)  # every point is checked before anything is written
+    grid = points(exp, vary)  # the whole grid is checked before anything is written
     if resume and out is None:
         raise ConfigError("--resume needs --out (the sweep folder to continue)", key="--resume",
                           source="command line")
@@ -247,16 +244,31 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
         if resume and store.read_manifest(out).get("vary") != manifest_vary:
             raise ConfigError("the sweep to resume varied other fields or values; give the same --vary",
                               key="--vary", value=list(varies), source=str(Path(out) / io.MANIFEST))
+        stored_parts(Path(out) / "points", len(grid))  # a damaged part is refused before the folder changes
         store.start(out, "sweep", exp, vary=manifest_vary)
-    with Progress(len(grid), "sweep") as progress:
-        result = sweep(exp, vary, jobs=jobs, executor=executor, address=address, progress=progress,
-                       done=Path(out) / "points" if out is not None else None)
-    result = _with_to_target(exp, grid, result)
-    if out is not None:
-        store.write_table(out, "sweep.csv", result.table)
-        store.write_table(out, "crossovers.csv", result.crossovers)
-        store.finish(out)
+    with _marked_on_exit(out):
+        with Progress(len(grid), "sweep") as progress:
+            result = sweep(exp, vary, jobs=jobs, executor=executor, address=address, progress=progress,
+                           done=Path(out) / "points" if out is not None else None)
+        result = _with_to_target(exp, grid, result)
+        if out is not None:
+            store.write_table(out, "sweep.csv", result.table)
+            store.write_table(out, "crossovers.csv", result.crossovers)
+            store.finish(out)
     return result
+
+
+@contextlib.contextmanager
+def _marked_on_exit(out: Path | None):
+    """Whatever ends the body early (Ctrl-C, a refusal, a full disk, a bug), the folder's manifest says
+    ``interrupted`` or ``failed`` afterwards, never ``running``."""
+    try:
+        yield
+    except BaseException as err:
+        if out is not None:
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
 
 
 def _with_to_target(exp: Experiment, grid, result):

@@ -32,6 +32,13 @@ TOTAL_ROW_BYTES = 600  # a phase-total row in pandas, and its share of the summa
 RUN_ROW_BYTES = 1_000  # a run-table row
 BASE_BYTES = 64 << 20  # SimPy, the costs and one run's small arrays
 
+TIMELINE_WORKER_STEPS = 200_000
+"""Worker-steps (summed over algorithms) of the first steps simulated again for ``timeline.parquet`` when
+the step table is not kept."""
+TRACE_ROWS = 200_000
+"""Step-table rows written to ``trace.json`` at most (a trace viewer chokes on more)."""
+TRACE_BYTES_PER_ROW = 2_000  # a trace event as a Python dict, then its share of the JSON text
+
 RUN_OVERHEAD_S = 0.02  # Python and pandas cost of one run, whatever its size
 WORKER_STEPS_PER_S = 3e6  # the engine's speed on one loaded core
 CELLS_PER_S = 5e7  # numpy's speed redoing a block after a failure
@@ -62,8 +69,21 @@ def records_steps(exp: Experiment, record_steps: bool | None) -> bool:
     return record_steps
 
 
-def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
-    """Memory and work of ``simulate(exp)`` (plain integers and floats: no array is built)."""
+def timeline_steps(exp: Experiment) -> int:
+    """The most steps of ``exp`` whose every row ``timeline.parquet`` may keep (0: none)."""
+    return TIMELINE_WORKER_STEPS // (exp.workers * len(exp.algorithms))
+
+
+def output_bytes(exp: Experiment, record_steps: bool) -> int:
+    """What writing ``--out`` holds beyond the simulation: the trace of the step table or, when the table
+    is not kept, the timeline's rows and their trace."""
+    timeline = 0 if record_steps else timeline_steps(exp) * exp.workers * len(exp.algorithms)
+    return timeline * RECORDED_BYTES_PER_WORKER_STEP + TRACE_ROWS * TRACE_BYTES_PER_ROW
+
+
+def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool, out: bool = False) -> Estimate:
+    """Memory and work of ``simulate(exp)`` (plain integers and floats: no array is built); with ``out``,
+    also of the files a results folder gets (``output_bytes``)."""
     workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
     block = max([min(DDP_CHUNK, steps), *(min(a.sync_every, steps) for a in exp.algorithms if a.is_local)])
     run_bytes = workers * (steps * PLAN_BYTES_PER_CELL + block * BLOCK_BYTES_PER_CELL)
@@ -74,6 +94,8 @@ def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estim
     kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
     if record_steps:
         kept_bytes += runs * workers * steps * RECORDED_BYTES_PER_WORKER_STEP
+    if out:
+        kept_bytes += output_bytes(exp, record_steps)
     work_s = runs * (RUN_OVERHEAD_S + workers * steps / WORKER_STEPS_PER_S)
     mtbf_s = exp.cluster.failures.mtbf_s
     if mtbf_s > 0:  # each failure redoes a block of every worker
@@ -82,10 +104,10 @@ def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estim
     return Estimate(run_bytes, kept_bytes, work_s)
 
 
-def check(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
+def check(exp: Experiment, *, record_steps: bool, keep_totals: bool, out: bool = False) -> Estimate:
     """The estimate, or ConfigError naming what does not fit and how to proceed."""
     _check_failures(exp)
-    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals)
+    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals, out=out)
     available = available_memory_bytes()
     if available is not None and est.peak_bytes > available:
         if est.run_bytes >= est.kept_bytes or exp.repeats == 1:
@@ -104,6 +126,16 @@ def check(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate
             f"{MAX_WORK_S / 3600:.0f} h (docs/limits.md); give fewer repeats or steps, or split the seeds "
             "over several calls (--seed, --repeats)", key="repeats", value=exp.repeats, source="simulate")
     return est
+
+
+def check_table_rows(rows: int, *, key: str) -> None:
+    """A table of ``rows`` run rows (a sweep's: points x algorithms x repeats) must fit in memory."""
+    available = available_memory_bytes()
+    need = BASE_BYTES + rows * RUN_ROW_BYTES
+    if available is not None and need > available:
+        raise ConfigError(f"the sweep table of {rows:,} rows (points x algorithms x repeats) needs about "
+                          f"{_gb(need)} of memory, {_gb(available)} is available (docs/limits.md); give fewer "
+                          "points or repeats", key=key, source="--vary")
 
 
 def _size_key(exp: Experiment) -> dict:

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import expand_user
 
 HERE = Path(__file__).parent
 KINDS = {"workload": "workloads", "cluster": "clusters", "convergence": "convergence"}
@@ -30,7 +31,7 @@ def resolve(kind: str, ref: str, source: str) -> Path:
     """A preset name or a file path -> the file; unknown names raise ConfigError listing the known."""
     if not isinstance(ref, str) or not ref:
         raise ConfigError(f"must name a {kind} preset or file", key=kind, value=ref, source=source)
-    candidate = Path(ref).expanduser()
+    candidate = expand_user(ref, kind, source)
     if ref.endswith(".toml") or candidate.is_file():
         if not candidate.is_file():
             raise ConfigError(f"{kind} file not found", key=kind, value=ref, source=source)
