@@ -32,14 +32,18 @@ def resolve(kind: str, ref: str, source: str) -> Path:
     if not isinstance(ref, str) or not ref:
         raise ConfigError(f"must name a {kind} preset or file", key=kind, value=ref, source=source)
     candidate = expand_user(ref, kind, source)
-    if ref.endswith(".toml") or candidate.is_file():
-        if not candidate.is_file():
-            raise ConfigError(f"{kind} file not found", key=kind, value=ref, source=source)
-        return candidate
-    path = path_of(kind, ref)
-    if not path.is_file():
-        raise ConfigError(f"unknown {kind} preset; known: {', '.join(names(kind))}", key=kind, value=ref,
-                          source=source)
+    try:
+        if ref.endswith(".toml") or candidate.is_file():
+            if not candidate.is_file():
+                raise ConfigError(f"{kind} file not found", key=kind, value=ref, source=source)
+            return candidate
+        path = path_of(kind, ref)
+        if not path.is_file():
+            raise ConfigError(f"unknown {kind} preset; known: {', '.join(names(kind))}", key=kind, value=ref,
+                              source=source)
+    except OSError as err:  # a name too long for a path, a folder that cannot be searched
+        raise ConfigError(f"cannot be read as a {kind} file: {err.strerror}", key=kind, value=ref,
+                          source=source) from None
     return path
 
 
