@@ -126,7 +126,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as err:  # name the file the caller asked for, not our temporary one
+            raise OSError(err.errno, err.strerror, str(path)) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise

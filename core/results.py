@@ -47,12 +47,17 @@ def read_manifest(folder: str | Path) -> dict:
     return manifest
 
 
-def read_table(folder: str | Path, name: str) -> pd.DataFrame | None:
-    """A table of a results folder, or None when it was never written."""
+def read_table(folder: str | Path, name: str, columns: tuple[str, ...] = ()) -> pd.DataFrame | None:
+    """A table of a results folder, or None when it was never written; ConfigError when it lacks one of
+    ``columns`` (a foreign file under one of our names)."""
     path = Path(folder) / name
     if not os.path.lexists(path):
         return None
-    return read_table_file(path, follow=False)
+    df = read_table_file(path, follow=False)
+    missing = [c for c in columns if c not in df]
+    if missing:
+        raise ConfigError(f"is not a palsgd table: it lacks the column(s) {', '.join(missing)}", source=str(path))
+    return df
 
 
 def read_table_file(path: Path, *, follow: bool = True) -> pd.DataFrame:

@@ -34,7 +34,7 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
                   inject_fault: str | None, timeout_s: float, echo: Callable[[str], None] = print) -> int:
     """Run, merge, predict, compare; the exit status (0 complete, 1 failed)."""
     from ..core.faults import FaultSpec
-    from .launch import RunFailed, job_id, run_real
+    from .launch import RunFailed, check_world, job_id, run_real
     from .netem import EmulatedNetwork, NetemSpec, preflight
 
     spec = NetemSpec.parse(emulate_network) if emulate_network is not None else None
@@ -48,6 +48,9 @@ def run_to_folder(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: in
         preflight(spec)
         exp = on_emulated_nodes(exp, spec, nproc_per_node)
     check_nodes(nnodes, node_rank, rdzv_endpoint)
+    loose = spec is not None and not spec.nodes  # as run_real checks it, but before --out is made
+    check_world(exp, exp.cluster.gpus_per_node if loose else nproc_per_node, exp.cluster.nodes if loose else nnodes,
+                node_rank)
     check_before_launch(exp, nproc_per_node)
     hosts = nproc_per_node * nnodes
     network = EmulatedNetwork(hosts, spec) if spec is not None else contextlib.nullcontext()

@@ -169,9 +169,18 @@ def _open_lock(folder: Path) -> int:
     return fd
 
 
+OWN_FILES = (io.MANIFEST, io.EXPERIMENT, io.RUNS, io.STEPS, io.TIMELINE, io.TRACE, io.METRICS, io.SENSITIVITY,
+             io.SENSITIVITY_CROSSOVERS, "totals.csv", "sweep.csv", "crossovers.csv", "comparison.csv", "targets.csv")
+
+
 def check_no_links(folder: Path) -> None:
     """Refuse a folder holding a symbolic link or a FIFO, device or socket anywhere inside: palsgd writes
-    none, and writing, reading or removing through one would reach outside ``--out``."""
+    none, and writing, reading or removing through one would reach outside ``--out``. A folder where one
+    of our tables belongs would fail its write after the work."""
+    for name in OWN_FILES:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            raise ConfigError(f"holds a folder named {name}, where palsgd writes a file: remove it or choose "
+                              "another --out", key="--out", value=str(folder), source="command line")
     for root, dirs, files in os.walk(folder):  # does not follow links to folders
         for name in (*dirs, *files):
             path = Path(root) / name

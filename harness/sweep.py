@@ -71,9 +71,8 @@ def _range(key: str, raw: str) -> list[int]:
     if a > b or s < (2 if geometric else 1) or (geometric and a < 1):
         raise ConfigError(rule, key=key, value=raw, source="--vary")
     if not geometric:
-        values = range(a, b + 1, s)
-        _check_points(key, raw, len(values))  # counted before a list is built
-        return list(values)
+        _check_points(key, raw, (b - a) // s + 1)  # counted before a list is built
+        return list(range(a, b + 1, s))
     out = [a]
     while out[-1] * s <= b:
         out.append(out[-1] * s)
@@ -85,9 +84,15 @@ def _value(key: str, item: str):
     if not item:
         raise ConfigError("empty value in the list", key=key, value=item, source="--vary")
     try:
-        return tomllib.loads(f"v = {item}")["v"]
+        value = tomllib.loads(f"v = {item}")["v"]
     except tomllib.TOMLDecodeError:
         return item
+    except RecursionError:
+        value = []
+    if isinstance(value, dict | list):
+        raise ConfigError("a --vary value is a number, true or false, or a string", key=key, value=item,
+                          source="--vary")
+    return value
 
 
 def points(base: Experiment, vary: list[tuple[str, list]], most: int = 2) -> Grid:

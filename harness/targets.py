@@ -55,7 +55,7 @@ def step_at_target(curve: pd.DataFrame, target: float) -> float:
 
 def _curves_from_run(folder: Path) -> pd.DataFrame:
     """Held-out loss per algorithm and step (mean over workers); training loss when never evaluated."""
-    metrics = store.read_table(folder, io.METRICS)
+    metrics = store.read_table(folder, io.METRICS, ("algorithm", "step", "loss", "eval_loss", "end_s"))
     if metrics is None or metrics.empty:
         raise ConfigError("has no metrics.csv (loss curves); run `palsgd run` first", source=str(folder))
     column = "eval_loss" if metrics["eval_loss"].notna().any() else "loss"
@@ -141,7 +141,7 @@ def _retarget(exp: config.Experiment, cluster: str | None, overrides: list[str])
 
 
 def _measured_rows(folder: Path, curves: pd.DataFrame, target: float, cluster: str) -> list[dict]:
-    runs = store.read_table(folder, io.RUNS)
+    runs = store.read_table(folder, io.RUNS, ("source", "algorithm", "wall_clock_s"))
     wall = {}
     if runs is not None:
         real = runs[runs["source"] == "real"]
