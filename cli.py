@@ -135,26 +135,49 @@ def main():
     """Predict (simulate) and measure (run) how much faster Local SGD, DiLoCo and PALSGD train than DDP."""
 
 
+def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
+    """--assume-like ALGO=diloco, repeatable: {ALGO: "diloco"}."""
+    from .core.algorithms import ALGORITHMS
+
+    like = {}
+    for pair in pairs:
+        name, _, other = (p.strip() for p in pair.partition("="))
+        if name not in ALGORITHMS or name in ("ddp", "diloco") or other != "diloco":
+            raise ConfigError("must be ALGO=diloco with ALGO one of local_sgd, palsgd, streaming_diloco",
+                              key="--assume-like", value=pair, source="command line")
+        like[name] = other
+    return like
+
+
 @main.command()
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
 @_convergence_option
+@click.option("--prior/--no-prior", "use_prior", default=True, show_default=True,
+              help="Without --convergence, take DiLoCo's steps to DDP's final loss from the published DiLoCo "
+                   "scaling laws where their evidence reaches (docs/convergence-prior.md).")
+@click.option("--assume-like", "like", multiple=True, metavar="ALGO=diloco",
+              help="Assume ALGO needs the steps the prior gives DiLoCo (a choice of yours: the paper measured "
+                   "DiLoCo only). Repeatable.")
 @click.option("--sensitivity", is_flag=True,
               help="Also simulate the speedups vs inter-node bandwidth, H and nodes around this point (a few "
                    "seconds; always done with --json and --report).")
 @_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
-             sensitivity, out, overwrite, as_json, report):
+             use_prior, like, sensitivity, out, overwrite, as_json, report):
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
-    from .harness import simulate as job
+    from .harness.commands import simulate as job
 
     _check_output(report, "--report")
+    like = _parse_like(like)
     extra = [f"repeats={repeats}"] if repeats is not None else []
     exp = _with_convergence(_load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra),
                             convergence_ref)
+    described_by = convergence_ref or (str(experiment) if experiment is not None else None)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
-                                    sensitivity=sensitivity or as_json)
+                                    sensitivity=sensitivity or as_json, use_prior=use_prior, like=like,
+                                    described_by=described_by)
     if report is not None:
         result.notes.append(_render_report(result.folders, report))
     if as_json:
@@ -190,7 +213,7 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
           address, resume, convergence_ref, out, overwrite, as_json, report):
     """Vary one or two fields and find where each algorithm overtakes DDP."""
     from .core import convergence
-    from .harness import simulate as job
+    from .harness.commands import simulate as job
 
     _check_positive("--jobs", jobs)
     _check_varies(varies)
@@ -219,8 +242,8 @@ def sweep(experiment, workload, cluster, algorithms, steps, epochs, seed, overri
 @_handle_errors
 def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, output, jobs):
     """Write an offline what-if page: sliders for bandwidth, latency, nodes, H, p and jitter."""
-    from .harness import explore as job
-    from .harness.progress import Progress
+    from .harness.commands import explore as job
+    from .harness.machinery.progress import Progress
     from .reports.explore import render_explore
 
     _check_positive("--jobs", jobs)
@@ -241,7 +264,7 @@ def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, over
 @_handle_errors
 def presets(kind):
     """List the built-in workloads, clusters and convergence descriptions with their numbers."""
-    from .harness import simulate as job
+    from .harness.commands import simulate as job
 
     click.echo(job.format_presets(kind))
 
@@ -270,7 +293,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
         node_rank, rdzv_endpoint, out, overwrite, resume, emulate_network, emulate_compute, inject_fault, timeout_s,
         report):
     """Run the algorithms for real under torchrun, measure every step, compare with the prediction."""
-    from .harness import real_job
+    from .harness.commands import run as real_job
 
     if cluster is None and experiment is None and shutil.which("nvidia-smi") is None:
         cluster = CPU_CLUSTER  # predict for the CPUs the run uses, not for the default GPU cluster
@@ -299,13 +322,45 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
                    "inter-node links are fitted apart (no WAN groups). See docs/network-emulation.md.")
 @click.option("--emulate-compute", is_flag=True,
               help="Emulated accelerators: compute sleeps the cluster's modelled times; losses mean nothing.")
+@click.option("--from-trace", "traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Fit from PyTorch profiler traces of a DDP job (.json/.json.gz files or a folder; repeatable) "
+                   "instead of measuring here; --cluster, if given, is the flat all-reduce to fit DDP's buckets to.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The cluster profile to write (a TOML file that --cluster accepts).")
+@click.option("--from-nccl-tests", "nccl_files", multiple=True, type=click.Path(dir_okay=False, path_type=Path),
+              metavar="FILE", help="Fit the profile to nccl-tests output instead of measuring here (repeatable: a "
+                                   "one-node file fits the intra-node tier, a multi-node file the inter-node tier; "
+                                   "--cluster is the base for the rest).")
+@click.option("--fit-min-bytes", type=int, default=0, show_default=True, metavar="BYTES",
+              help="With --from-nccl-tests: fit only the sizes of at least BYTES (those a job sends).")
 @_handle_errors
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
-              emulate_network, emulate_compute, out):
+              emulate_network, emulate_compute, traces, out, nccl_files, fit_min_bytes):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
-    from .harness import real_job
+    if fit_min_bytes and not nccl_files:
+        raise ConfigError("applies only with --from-nccl-tests", key="--fit-min-bytes", value=fit_min_bytes,
+                          source="command line")
+    if traces and nccl_files:
+        raise ConfigError("fit from one kind of evidence at a time", key="--from-trace", source="command line")
+    if (traces or nccl_files) and (emulate_network or emulate_compute):
+        raise ConfigError("measures here; it does not apply with --from-trace or --from-nccl-tests",
+                          source="command line", key="--emulate-network" if emulate_network else "--emulate-compute")
+    if traces:
+        from .core.config import load
+        from .harness.machinery.trace_calibrate import calibrate_from_traces
+
+        base = load(cluster=cluster).cluster if cluster else None
+        click.echo(calibrate_from_traces(list(traces), out, base=base))
+        return
+    if nccl_files:
+        from .harness.commands.nccl_calibrate import calibrate_from_nccl_tests
+
+        path, table = calibrate_from_nccl_tests(list(nccl_files), out, cluster, " ".join(["palsgd", *sys.argv[1:]]),
+                                                fit_min_bytes)
+        click.echo(table)
+        click.echo(f"wrote {path} and {path.with_suffix('.fit.csv')}")
+        return
+    from .harness.commands import run as real_job
 
     extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
@@ -322,10 +377,26 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
               help="cpu: tiny models trained on this machine's cores; cluster: emulated accelerators on a two-tier "
                    "emulated cluster of 8 ranks (root).")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
+@click.option("--trace", "traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Replay PyTorch profiler traces of a DDP job instead (files or folders; repeatable): the step "
+                   "predicted from the trace's own compute and a network, against the trace's.")
+@click.option("--cluster", help="With --trace: the network profile (preset name or TOML file).")
+@click.option("--network-trace", "network_traces", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="With --trace: fit the network from these other traces (repeatable).")
 @_handle_errors
-def validate(quick, out, overwrite, no_emulation, suite, report):
+def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster, network_traces):
     """Run real runs and predictions of the same experiments; print the error of every prediction."""
-    from .harness import validate as job
+    if traces:
+        from .core.config import load
+        from .harness.commands.trace_validate import validate_traces
+
+        profile = load(cluster=cluster).cluster if cluster else None
+        click.echo(validate_traces(list(traces), out, cluster=profile, network_paths=list(network_traces)))
+        return
+    if cluster or network_traces:
+        raise ConfigError("goes with --trace", key="--cluster" if cluster else "--network-trace",
+                          source="command line")
+    from .harness.commands import validate as job
 
     if suite == "cluster" and no_emulation:
         raise ConfigError("the cluster suite runs on an emulated network", key="--no-emulation",
@@ -361,14 +432,14 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
 
     CURVES is a `palsgd run` results folder, or a CSV with columns algorithm, step, loss; several run
     folders with --export."""
-    from .harness import targets
+    from .harness.commands import targets
 
     if not math.isfinite(target_loss):
         raise ConfigError("must be a finite number", key="--loss", value=target_loss, source="command line")
     if export_to is not None and convergence_file is not None:
         raise ConfigError("give --export or --convergence, not both", key="--convergence", source="command line")
     if export_to is not None:
-        from .harness import convergence_export
+        from .harness.commands import convergence_export
 
         conv, notes = convergence_export.export_to_file(list(curves), target_loss, export_to)
         click.echo(json.dumps(conv.to_dict(), indent=2) if as_json
@@ -402,7 +473,7 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
 def advise(experiment, workload, cluster, convergence_file, algorithms, repeats, overrides, as_json):
     """Search algorithm x H x p x payload dtype for the fastest configuration to the target loss."""
     from .core import convergence
-    from .harness import advise as job
+    from .harness.commands import advise as job
 
     exp = _load(experiment, workload, cluster, algorithms, None, None, None, overrides, [f"repeats={repeats}"])
     advice = job.advise(exp, convergence.load(convergence_file))
@@ -427,7 +498,7 @@ def report(results, output):
 @_handle_errors
 def cleanup_network():
     """Remove network namespaces left behind by emulated runs whose owner died (needs root)."""
-    from .harness import netem
+    from .harness.machinery import netem
 
     removed = netem.cleanup_stale()
     click.echo(f"removed {len(removed)} leftover namespace(s)" + (f": {', '.join(removed)}" if removed else ""))

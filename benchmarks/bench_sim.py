@@ -23,7 +23,7 @@ import tracemalloc
 import numpy as np
 
 from palsgd.core.config import load
-from palsgd.harness.sweep import sweep
+from palsgd.harness.machinery.sweep import sweep
 from palsgd.sim import bounds
 from palsgd.sim.engine import simulate
 

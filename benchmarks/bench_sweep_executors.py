@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from palsgd.core.config import load
-from palsgd.harness.sweep import sweep
+from palsgd.harness.machinery.sweep import sweep
 
 
 def tree_rss_bytes(root: int) -> int:

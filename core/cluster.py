@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import typing
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -56,6 +59,11 @@ class TransportSpec:
     """Bytes in flight per ring step; caps throughput at window / RTT on long links. 0: no cap."""
     segment_bytes: int = 0
     """Pipelining segment: latency overlaps transfer for messages of a few segments. 0: no pipelining."""
+    ddp_bucket_efficiency: float = 1.0
+    """Bandwidth one of DDP's gradient buckets gets, as a fraction of what a flat all-reduce of the same
+    bytes gets (``docs/model.md``, "DDP's buckets"): its all-reduce runs beside the backward's kernels and
+    starts as soon as the bucket is ready. 1: charged as a flat all-reduce. Fitted from a profiler trace
+    by ``palsgd calibrate --from-trace``."""
 
     def __post_init__(self):
         check(0 < self.efficiency <= 1, "efficiency", self.efficiency, "must be in (0, 1]")
@@ -63,6 +71,8 @@ class TransportSpec:
         check(self.step_overhead_us >= 0, "step_overhead_us", self.step_overhead_us, "must be >= 0")
         check(self.window_bytes >= 0, "window_bytes", self.window_bytes, "must be >= 0")
         check(self.segment_bytes >= 0, "segment_bytes", self.segment_bytes, "must be >= 0")
+        check(0 < self.ddp_bucket_efficiency <= 10, "ddp_bucket_efficiency", self.ddp_bucket_efficiency,
+              "must be in (0, 10]")
 
 
 @dataclass(frozen=True)
@@ -153,8 +163,16 @@ class ClusterSpec:
     compute: ComputeSpec = field(default_factory=ComputeSpec)
     variability: VariabilitySpec = field(default_factory=VariabilitySpec)
     failures: FailureSpec = field(default_factory=FailureSpec)
+    provenance: dict = field(default_factory=dict)
+    """Where each figure comes from, ``{"inter_node.bandwidth_gbps": "measured: nccl-tests FILE ..."}``: each
+    value starts with one of ``PROVENANCE_KINDS``. A figure set after the cluster file (experiment file,
+    ``--set``, a sweep) is stamped ``given: <where>`` when loaded (``core.config``)."""
 
     def __post_init__(self):
+        for key, value in self.provenance.items():
+            check(key in figures(), f"provenance.{key}", key, "must name a cluster figure, e.g. inter_node.latency_us")
+            check(isinstance(value, str) and value.split(":")[0] in PROVENANCE_KINDS, f"provenance.{key}", value,
+                  f"must start with one of {', '.join(k + ':' for k in PROVENANCE_KINDS)}")
         check(self.nodes >= 1, "nodes", self.nodes, "must be >= 1")
         check(self.gpus_per_node >= 1, "gpus_per_node", self.gpus_per_node, "must be >= 1")
         check(self.nodes % self.wan.groups == 0, "wan.groups", self.wan.groups,
@@ -165,3 +183,36 @@ class ClusterSpec:
     @property
     def workers(self) -> int:
         return self.nodes * self.gpus_per_node
+
+
+PROVENANCE_KINDS = ("measured", "published", "assumed", "given")
+"""measured: fitted to measurements (nccl-tests file, trace, ``palsgd calibrate``); published: a datasheet or a
+paper's figure; assumed: our choice, to be replaced by a measurement; given: set by the user, source unstated."""
+_PROSE = ("name", "description", "source", "provenance")
+
+
+@functools.cache
+def figures(cls: type = ClusterSpec, prefix: str = "") -> tuple[str, ...]:
+    """Dotted names of every number or choice of a cluster (``inter_node.bandwidth_gbps``, ``nodes``, ...)."""
+    out: list[str] = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in _PROSE:
+            continue
+        sub = hints[f.name]
+        if dataclasses.is_dataclass(sub):
+            out += figures(sub, f"{prefix}{f.name}.")
+        else:
+            out.append(f"{prefix}{f.name}")
+    return tuple(out)
+
+
+def provenance_lines(provenance: dict[str, str]) -> list[str]:
+    """The figures grouped by where they come from, measured first: one line per distinct provenance."""
+    groups: dict[str, list[str]] = {}
+    for key in figures():
+        if key in provenance:
+            groups.setdefault(provenance[key], []).append(key)
+    order = {k: i for i, k in enumerate(PROVENANCE_KINDS)}
+    return [f"{why.split(':')[0]}: {', '.join(keys)} ({why.partition(':')[2].strip()})"
+            for why, keys in sorted(groups.items(), key=lambda g: order.get(g[0].split(":")[0], 9))]

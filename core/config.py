@@ -25,7 +25,7 @@ from typing import Literal
 from . import presets
 from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ALGORITHMS, SKIP_DRAWS, SKIPPED_BATCHES
 from .buckets import PAYLOAD_ELEM_BYTES
-from .cluster import ClusterSpec
+from .cluster import ClusterSpec, figures
 from .errors import ConfigError, check
 from .io import read_input
 from .typed import build, merge, set_path, to_dict
@@ -330,7 +330,24 @@ def from_layers(layers: list[tuple[str, dict]]) -> Experiment:
         if not isinstance(data, dict):
             raise ConfigError("expected a table", source=source)
         merge(merged, data, origin, source)
+    _stamp_given(merged, origin)
     return from_dict(merged, origin)
+
+
+def _stamp_given(merged: dict, origin: dict[str, str]) -> None:
+    """A cluster figure set by a later layer than the cluster file (the layer that gave its provenance table,
+    else its ``source``) no longer has the provenance that file states: mark it ``given: <layer>`` (an
+    experiment file, --set, a sweep)."""
+    cluster = merged.get("cluster")
+    if not isinstance(cluster, dict):
+        return
+    home = origin.get("cluster.provenance", origin.get("cluster.source", origin.get("cluster.name")))
+    later = {key: origin[f"cluster.{key}"] for key in figures()
+             if f"cluster.{key}" in origin and origin[f"cluster.{key}"] != home}
+    if later:
+        provenance = cluster.setdefault("provenance", {})
+        if isinstance(provenance, dict):
+            provenance.update({key: f"given: {where}" for key, where in later.items()})
 
 
 def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # only in annotations: reading a TOML file should not import 
 MANIFEST = "manifest.json"
 RUNS = "runs.csv"
 STEPS = "steps.parquet"
-SENSITIVITY = "sensitivity.csv"  # speedups around a simulated point (harness/sensitivity.py)
+SENSITIVITY = "sensitivity.csv"  # speedups around a simulated point (harness/commands/sensitivity.py)
 SENSITIVITY_CROSSOVERS = "sensitivity_crossovers.csv"
 TIMELINE = "timeline.parquet"  # the first steps of a run too large to keep every row
 METRICS = "metrics.csv"

@@ -1,8 +1,8 @@
 """The read side of a results folder: its vocabulary, its manifest and its tables.
 
-``harness/store.py`` writes results folders and ``reports/`` reads them; both use this module, so that
+``harness/machinery/store.py`` writes results folders and ``reports/`` reads them; both use this module, so that
 reports never depend on the harness that wrote the folder. The folder layout is described in
-``harness/store.py``.
+``harness/machinery/store.py``.
 """
 
 from __future__ import annotations

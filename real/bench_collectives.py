@@ -1,5 +1,5 @@
 """Time ``all_reduce`` over message sizes on the process group the environment describes (gloo on CPU,
-nccl on GPU), and one TCP round trip between ranks 0 and 1: the measurements ``harness/calibrate.py`` fits.
+nccl on GPU), and one TCP round trip between ranks 0 and 1: the measurements ``harness/machinery/calibrate.py`` fits.
 
 Run one process per rank with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set (torchrun sets them):
 

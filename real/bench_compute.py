@@ -1,6 +1,6 @@
 """Measure one rank's compute times with ``real.profile_compute.measure_compute`` and write them as JSON.
 
-``harness/calibrate.py`` starts N of these at once (env LOCAL_WORLD_SIZE = N), so the ranks share the
+``harness/machinery/calibrate.py`` starts N of these at once (env LOCAL_WORLD_SIZE = N), so the ranks share the
 cores as they do in a run (4 ranks on 2 cores: each step about 2.5x slower, measured here):
 
     python -m palsgd.real.bench_compute --experiment experiment.json --out compute_rank0.json

@@ -3,7 +3,7 @@
     python -m torch.distributed.run --nproc-per-node 2 -m palsgd.real.entry \
         --experiment OUT/ranks/experiment.json --algorithm palsgd --out OUT
 
-``harness/launch.py`` writes the resolved experiment and starts this. Each rank writes, atomically and
+``harness/machinery/launch.py`` writes the resolved experiment and starts this. Each rank writes, atomically and
 periodically (a killed run keeps what it did), into ``OUT/ranks/<algorithm>/``:
 
 - ``rank<r>.steps.parquet``  step table rows (``core.schema.STEP_COLUMNS``, source "real");

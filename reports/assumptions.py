@@ -4,11 +4,12 @@ versions, git revision and dates. A prediction is only as good as these, so they
 
 from __future__ import annotations
 
+from ..core.cluster import provenance_lines
 from .style import label, ordered
 from .tables import Cell, Table
 
 # Long prose fields are shown once, under the table, not as a row.
-_PROSE = ("description", "source")
+_PROSE = ("description", "source", "provenance")
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, object]:
@@ -31,10 +32,11 @@ def _value(v: object) -> str:
 
 
 def key_value_table(caption: str, d: dict, skip: tuple[str, ...] = ()) -> Table | None:
-    flat = {k: v for k, v in flatten(d).items() if k.split(".")[-1] not in _PROSE and k not in skip}
+    flat = {k: v for k, v in flatten(d).items()
+            if k.split(".")[-1] not in _PROSE and k.split(".")[0] != "provenance" and k not in skip}
     if not flat:
         return None
-    notes = [f"{k}: {v}" for k, v in d.items() if k in _PROSE and v]
+    notes = [f"{k}: {v}" for k, v in d.items() if k in _PROSE and v and isinstance(v, str)]
     return Table(["key", "value"], [[Cell(k), Cell(_value(v))] for k, v in flat.items()], caption=caption,
                  notes=notes, css="kv")
 
@@ -83,6 +85,16 @@ def _other_family(exp: dict) -> tuple[str, ...]:
     return tuple(f"model.{k}" for fam, keys in _FAMILY_FIELDS.items() if fam != family for k in keys)
 
 
+def provenance_table(cluster: dict) -> Table | None:
+    """Which cluster figures are measured (by what), published, assumed or given (``[cluster.provenance]``)."""
+    prov = cluster.get("provenance")
+    lines = provenance_lines(prov) if isinstance(prov, dict) else []
+    if not lines:
+        return None
+    rows = [[Cell(line.split(":")[0]), Cell(line.partition(":")[2].strip())] for line in lines]
+    return Table(["kind", "figures (where from)"], rows, caption="cluster figures: measured or assumed", css="kv")
+
+
 def provenance(manifest: dict) -> dict:
     keys = ("kind", "status", "started_at", "ended_at", "git_revision", "host", "pid", "command")
     out = {k: manifest[k] for k in keys if manifest.get(k) not in (None, "")}
@@ -104,6 +116,7 @@ def assumption_tables(manifest: dict) -> list[Table]:
         algorithm_table(exp),
         key_value_table("budget and seeds", budget),
         key_value_table("cluster", exp.get("cluster", {})),
+        provenance_table(exp.get("cluster", {})),
         key_value_table("workload", exp.get("workload", {}), skip=_other_family(exp)),
         key_value_table("training", exp.get("train", {})),
         key_value_table("calibration fit", calibration) if isinstance(calibration, dict) else None,

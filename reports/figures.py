@@ -206,7 +206,7 @@ def _identity_panel(ax, part: pd.DataFrame, metric: str) -> None:
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")
-    err_unit = "pp" if metric == "speedup_vs_ddp" else "%"  # harness/compare.py: speedups in points
+    err_unit = "pp" if metric == "speedup_vs_ddp" else "%"  # harness/machinery/compare.py: speedups in points
     if len(part) <= 24:
         for row in part.itertuples():
             ax.annotate(f"{row.error_pct:+.1f}{err_unit}", (row.measured, row.predicted),

@@ -130,25 +130,34 @@ def headline(runs: pd.DataFrame, experiment: dict, partial: Mapping[str, str] = 
     verb = "measured" if source == "real" else "predicted"
     where = experiment.get("cluster", {}).get("name")
     what = experiment.get("workload", {}).get("name")
-    to_target = _to_target(runs[runs["source"] == source], experiment).get(main)
-    if to_target is not None:  # what a user switching from DDP cares about: the same model quality sooner
-        speed = (f"{faster(to_target)} DDP to held-out loss {experiment['workload']['convergence']['target_loss']:g} "
-                 f"({faster(others[main])} DDP for the same steps)")
-    else:
-        speed = f"{faster(others[main])} DDP"
+    speed, tail = _speed_text(runs[runs["source"] == source], experiment, main, others[main])
     text = (f"On {where}, " if where else "") + f"{label(main)} is {verb} {speed}"
     text += (f" for {what}" if what else "") + (f" ({budget_text(experiment)})" if budget_text(experiment) else "")
+    text += tail
     best = others.idxmax()
     if best != main:
         text += f"; the fastest is {label(best)}, {faster(others[best])} DDP"
     return text + "."
 
 
-def _to_target(runs: pd.DataFrame, experiment: dict) -> dict[str, float]:
-    """Mean speedup to the target loss per algorithm, where the run has a convergence description."""
-    if "speedup_to_target_vs_ddp" not in runs or not experiment.get("workload", {}).get("convergence"):
-        return {}
-    return runs.groupby("algorithm")["speedup_to_target_vs_ddp"].mean().dropna().to_dict()
+def _speed_text(runs: pd.DataFrame, experiment: dict, main: str, same: float) -> tuple[str, str]:
+    """Which speedup is which: to the target (a measured description's loss, or DDP's final loss by the
+    published prior, with its band) first, the same-steps one beside it; or the same-steps one, and after
+    the sentence's workload, why there is no speedup to a target."""
+    rows = runs[runs["algorithm"] == main]
+    to_target = rows["speedup_to_target_vs_ddp"].mean() if "speedup_to_target_vs_ddp" in rows else math.nan
+    described = experiment.get("workload", {}).get("convergence")
+    if math.isfinite(to_target) and described:  # what a user switching from DDP cares about: quality sooner
+        return (f"{faster(to_target)} DDP to held-out loss {described['target_loss']:g} "
+                f"({faster(same)} DDP for the same steps)"), ""
+    if math.isfinite(to_target):
+        lo, hi = rows["speedup_to_target_low_vs_ddp"].mean(), rows["speedup_to_target_high_vs_ddp"].mean()
+        return (f"{faster(to_target)} DDP to DDP's final loss (speedup {to_target:.2f}x, band {lo:.2f}-{hi:.2f}x, "
+                f"steps from the published DiLoCo scaling laws, prior {rows['convergence_source'].iloc[0]}) and "
+                f"{faster(same)} DDP for the same steps"), ""
+    note = rows["convergence_note"].dropna() if "convergence_note" in rows else pd.Series(dtype=object)
+    why = f" (no speedup to a target loss: {note.iloc[0]})" if len(note) else ""
+    return f"{faster(same)} DDP", f", for the same steps{why}"
 
 
 def budget_text(experiment: dict) -> str:
@@ -206,13 +215,13 @@ METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
 
 
 def error_unit(metric: str) -> str:
-    """Times err in % of the measurement; a speedup in percentage points (harness/compare.py)."""
+    """Times err in % of the measurement; a speedup in percentage points (harness/machinery/compare.py)."""
     return "pp" if metric == "speedup_vs_ddp" else "%"
 
 
 def comparison_from_runs(runs: pd.DataFrame, case: str, experiment: dict) -> pd.DataFrame | None:
     """A run folder whose runs.csv holds both sim and real rows, as the rows of comparison.csv: means over
-    runs, error_pct as ``harness.compare.error_pct`` defines it (the tests hold the two together)."""
+    runs, error_pct as ``harness.machinery.compare.error_pct`` defines it (the tests hold the two together)."""
     if runs is None or not {"sim", "real"} <= set(runs["source"]):
         return None
     mean = runs.groupby(["source", "algorithm"])[list(METRICS)].mean()
@@ -274,7 +283,7 @@ def validation_headline(comparison: pd.DataFrame) -> str:
 
 def targets_table(targets: pd.DataFrame) -> Table:
     """Time to the target loss per algorithm, with its speedup vs DDP (DDP's time / this time), and the
-    speedup for the same budget when targets.csv has it (``harness/targets.py``)."""
+    speedup for the same budget when targets.csv has it (``harness/commands/targets.py``)."""
     t = targets.copy()
     for col, default in (("source", "real"), ("cluster", "")):
         if col not in t:
@@ -305,7 +314,7 @@ def _error_cell(error: float) -> Cell:
 def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
     """Wall-clock at which each algorithm's loss first falls to ``target``, linearly interpolated between
     steps, on its evaluation loss when it has one, else its training loss (mean over workers), as
-    ``harness/targets.py`` does for ``palsgd time-to-target``; NaN when never reached. A non-finite loss
+    ``harness/commands/targets.py`` does for ``palsgd time-to-target``; NaN when never reached. A non-finite loss
     (a diverged run) never reaches a target."""
     rows = []
     for (source, algo), part in curves.groupby(["source", "algorithm"], sort=False):

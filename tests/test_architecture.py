@@ -31,8 +31,9 @@ def test_sim_and_real_implement_exactly_the_same_algorithms():
 
 
 def test_cli_harness_and_reports_do_not_import_torch():
-    code = ("import sys, palsgd.cli, palsgd.harness.simulate, palsgd.harness.launch, palsgd.harness.sweep, "
-            "palsgd.harness.validate, palsgd.reports.render; print('torch' in sys.modules)")
+    code = ("import sys, palsgd.cli, palsgd.harness.commands.simulate, palsgd.harness.machinery.launch, "
+            "palsgd.harness.machinery.sweep, palsgd.harness.commands.validate, palsgd.reports.render; "
+            "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -71,7 +72,7 @@ def layer_of(module: str) -> str | None:
 
 
 def test_parser_resolves_relative_imports():
-    found = {m for m, _, _ in imports(ROOT / "harness" / "store.py")}
+    found = {m for m, _, _ in imports(ROOT / "harness" / "machinery" / "store.py")}
     assert {"palsgd.core", "palsgd.core.results", "tomli_w"} <= found
     assert layer_of("palsgd.sim.algorithms.base") == "sim" and layer_of("palsgd") is None
 
@@ -85,9 +86,20 @@ def test_layers_import_only_the_layers_below_them():
     assert not wrong, "\n".join(wrong)
 
 
+def test_harness_machinery_does_not_import_its_commands():
+    """harness/ has two floors: machinery/ (launch, store, netem, sweep, calibrate, compare, ...) and
+    commands/ (one module per command) above it; the machinery never reaches up."""
+    wrong = [f"{path.relative_to(ROOT)}:{line} imports {module}"
+             for path in sorted((ROOT / "harness" / "machinery").rglob("*.py"))
+             for module, line, _ in imports(path) if module.startswith("palsgd.harness.commands")]
+    assert not wrong, "\n".join(wrong)
+    assert {p.parent.name for p in (ROOT / "harness").rglob("*.py")} == {"harness", "machinery", "commands"}
+
+
 def test_no_module_outside_real_imports_torch_when_imported():
     """torch is imported at module level in ``real/`` only; elsewhere only inside a function, if at all."""
     wrong = [f"{path.relative_to(ROOT)}:{line} imports {module}"
              for layer in WITHOUT_TORCH for path in layer_files(layer)
              for module, line, top in imports(path) if top and module.split(".")[0] == "torch"]
     assert not wrong, "\n".join(wrong)
+

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..io import expand_user
 
 HERE = Path(__file__).parent
-KINDS = {"workload": "workloads", "cluster": "clusters", "convergence": "convergence"}
+KINDS = {"workload": "workloads", "cluster": "clusters", "convergence": "convergence", "prior": "priors"}
 DEFAULT_WORKLOAD = "gpt-neo-125m"
 DEFAULT_CLUSTER = "a100-4x8-ib100"
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from palsgd.core.cluster import ClusterSpec
-from palsgd.harness.fit_transport import Series, fit_tiers, model_cluster, nelder_mead
+from palsgd.harness.machinery.fit_transport import Series, fit_tiers, model_cluster, nelder_mead
 from palsgd.sim.collectives import allreduce_time
 
 SIZES = [2**k for k in range(12, 27, 2)]  # 4 KiB ... 64 MiB

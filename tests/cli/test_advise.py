@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from palsgd.core import config, convergence
-from palsgd.harness.advise import advise
+from palsgd.harness.commands.advise import advise
 
 # On 8 nodes joined by 10 Gb/s Ethernet, GPT-Neo-8M's all-reduce dominates a step. Local SGD needs DDP's
 # steps up to H = 8 and four times as many at H = 16, so H = 8 (fewest syncs for no extra steps) is the

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from palsgd.cli import main
 from palsgd.core import config
-from palsgd.harness import store
+from palsgd.harness.machinery import store
 
 WORKLOAD, CLUSTER = "gpt-tiny", "cpu-2core-gloo"
 WHERE = ["--workload", WORKLOAD, "--cluster", CLUSTER]
@@ -75,7 +75,9 @@ FOLDER_KINDS = ["missing", "empty", "file", "simulate", "run", "run_other", "gar
 @pytest.fixture(scope="module", autouse=True)
 def no_launch(templates):
     """Every launcher raises WouldLaunch; nothing touches the network or starts a process."""
-    from palsgd.harness import advise, calibrate, cluster_suite, explore, launch, netem, real_job, validate
+    from palsgd.harness.commands import advise, cluster_suite, explore, validate
+    from palsgd.harness.commands import run as real_job
+    from palsgd.harness.machinery import calibrate, launch, netem
     from palsgd.sim import engine
 
     with pytest.MonkeyPatch.context() as mp:

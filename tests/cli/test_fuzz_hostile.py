@@ -21,7 +21,8 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from palsgd.harness import advise, explore, sweep
+from palsgd.harness.commands import advise, explore
+from palsgd.harness.machinery import sweep
 
 from .test_fuzz_commands import FAST, SLOW, WHERE, _check, _would_launch, no_launch, sandbox, templates
 

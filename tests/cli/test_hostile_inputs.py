@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from palsgd.cli import main
 from palsgd.core import config, io
 from palsgd.core.errors import ConfigError
-from palsgd.harness import simulate as job
-from palsgd.harness import store, sweep
-from palsgd.harness.netem import NetemSpec
+from palsgd.harness.commands import simulate as job
+from palsgd.harness.machinery import store, sweep
+from palsgd.harness.machinery.netem import NetemSpec
 from palsgd.sim import bounds
 
 WHERE = ["--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo"]

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from palsgd.harness.progress import Progress
+from palsgd.harness.machinery.progress import Progress
 
 LINE = re.compile(r"^(?P<what>\w+): (?P<done>\d+)/(?P<total>\d+) (?P<unit>\w+) \(\d+%\), \d+ s elapsed"
                   r"(, ETA \S+ \w+)?$")

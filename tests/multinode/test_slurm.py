@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from palsgd.harness import store
+from palsgd.harness.machinery import store
 
 from .launchers import TINY_RUN
 from .slurm_cluster import one_host_cluster, unavailable

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness import store
-from palsgd.harness.rank_files import missing_ranks_failure
+from palsgd.harness.machinery import store
+from palsgd.harness.machinery.rank_files import missing_ranks_failure
 
 from .launchers import finish, free_port, launch
 

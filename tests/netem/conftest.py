@@ -1,7 +1,7 @@
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness.netem import preflight
+from palsgd.harness.machinery.netem import preflight
 
 
 @pytest.fixture(scope="session")

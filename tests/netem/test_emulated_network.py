@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from palsgd.harness.netem import EmulatedNetwork, NetemSpec, cleanup_stale, leftovers
+from palsgd.harness.machinery.netem import EmulatedNetwork, NetemSpec, cleanup_stale, leftovers
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("netns_ok")]
 PROBE = str(Path(__file__).with_name("tcp_probe.py"))
@@ -35,7 +35,7 @@ def _delay_procs(owner: int) -> list[int]:
                 cmd = (p / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
-            if b"palsgd.harness.netdelay" in cmd and str(owner).encode() in cmd:
+            if b"palsgd.harness.machinery.netdelay" in cmd and str(owner).encode() in cmd:
                 pids.append(int(p.name))
     return pids
 
@@ -101,7 +101,7 @@ def _owner(code: str):
 
 
 def test_kill_9_then_cleanup_stale():
-    code = ("import time\nfrom palsgd.harness.netem import EmulatedNetwork, NetemSpec\n"
+    code = ("import time\nfrom palsgd.harness.machinery.netem import EmulatedNetwork, NetemSpec\n"
             "net = EmulatedNetwork(2, NetemSpec.parse('rate=100mbit,delay=1ms')).__enter__()\n"
             "print('up', flush=True)\ntime.sleep(60)\n")
     with _owner(code) as child:
@@ -118,7 +118,7 @@ def test_kill_9_then_cleanup_stale():
 
 
 def test_sigterm_tears_down():
-    code = ("import time\nfrom palsgd.harness.netem import EmulatedNetwork, NetemSpec\n"
+    code = ("import time\nfrom palsgd.harness.machinery.netem import EmulatedNetwork, NetemSpec\n"
             "with EmulatedNetwork(2, NetemSpec.parse('rate=100mbit,delay=1ms')):\n"
             "    print('up', flush=True)\n    time.sleep(60)\n")
     with _owner(code) as child:

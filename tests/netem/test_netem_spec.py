@@ -5,8 +5,8 @@ import random
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness.netdelay import Delayer, release_time
-from palsgd.harness.netem import NetemSpec, tbf_args
+from palsgd.harness.machinery.netdelay import Delayer, release_time
+from palsgd.harness.machinery.netem import NetemSpec, tbf_args
 
 
 @pytest.mark.parametrize("text, spec", [

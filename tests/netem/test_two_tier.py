@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from palsgd.harness.netem import EmulatedNetwork, NetemSpec, cleanup_stale, leftovers
+from palsgd.harness.machinery.netem import EmulatedNetwork, NetemSpec, cleanup_stale, leftovers
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("netns_ok")]
 PROBE = str(Path(__file__).with_name("tcp_probe.py"))
@@ -85,7 +85,7 @@ def test_two_tiers_and_wan_round_trips_and_rates():
 
 
 def test_killed_owner_of_two_tier_network_leaves_nothing():
-    code = ("import time\nfrom palsgd.harness.netem import EmulatedNetwork, NetemSpec\n"
+    code = ("import time\nfrom palsgd.harness.machinery.netem import EmulatedNetwork, NetemSpec\n"
             "spec = NetemSpec.parse('nodes=4,rate=100mbit,delay=1ms,intra_delay=1ms,groups=2,wan_rate=50mbit,"
             "wan_delay=2ms')\nnet = EmulatedNetwork(4, spec).__enter__()\nprint('up', flush=True)\ntime.sleep(60)\n")
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

@@ -5,8 +5,8 @@ import pytest
 
 from palsgd.core.config import from_dict
 from palsgd.core.errors import ConfigError
-from palsgd.harness.launch import run_real
-from palsgd.harness.netem import EmulatedNetwork, NetemSpec
+from palsgd.harness.machinery.launch import run_real
+from palsgd.harness.machinery.netem import EmulatedNetwork, NetemSpec
 
 
 def _experiment(nodes, gpus_per_node, steps=6):

@@ -13,10 +13,10 @@ import pytest
 
 from palsgd.core.errors import ConfigError
 from palsgd.core.faults import FaultSpec
-from palsgd.harness import store
-from palsgd.harness.launch import RunFailed, run_real
-from palsgd.harness.rank_files import read_heartbeats
-from palsgd.harness.targets import time_to_target
+from palsgd.harness.commands.targets import time_to_target
+from palsgd.harness.machinery import store
+from palsgd.harness.machinery.launch import RunFailed, run_real
+from palsgd.harness.machinery.rank_files import read_heartbeats
 
 
 def _alive(pid: int) -> bool:
@@ -114,7 +114,7 @@ def test_resumed_run_takes_the_same_steps_as_an_uninterrupted_one(tiny, tmp_path
 
 @pytest.mark.netns
 def test_one_agent_per_rank_in_emulated_network_namespaces(tiny, tmp_path):
-    netem = pytest.importorskip("palsgd.harness.netem")
+    netem = pytest.importorskip("palsgd.harness.machinery.netem")
     if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("tc"):
         pytest.skip("needs root, ip and tc")
     exp = tiny(["local_sgd"], steps=10)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from palsgd.core.faults import FaultSpec
-from palsgd.harness.launch import RunFailed, run_real
+from palsgd.harness.machinery.launch import RunFailed, run_real
 from palsgd.real import checkpoint
 
 

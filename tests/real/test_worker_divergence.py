@@ -8,9 +8,9 @@ import re
 import pandas as pd
 import pytest
 
-from palsgd.harness import store
-from palsgd.harness.launch import RunFailed, run_real
-from palsgd.harness.targets import time_to_target
+from palsgd.harness.commands.targets import time_to_target
+from palsgd.harness.machinery import store
+from palsgd.harness.machinery.launch import RunFailed, run_real
 
 
 @pytest.mark.slow

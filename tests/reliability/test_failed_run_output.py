@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from palsgd.core.results import read_manifest
-from palsgd.harness.rank_files import kept_last_steps, read_rank_csv
+from palsgd.harness.machinery.rank_files import kept_last_steps, read_rank_csv
 
 
 @pytest.mark.slow

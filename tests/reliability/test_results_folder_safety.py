@@ -11,12 +11,12 @@ from palsgd.cli import main
 from palsgd.core import config
 from palsgd.core.errors import ConfigError
 from palsgd.core.results import read_table
-from palsgd.harness import store
+from palsgd.harness.machinery import store
 
 RUN = ["run", "--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo", "--nproc-per-node", "2"]
 HOLD = """
 import sys, time
-from palsgd.harness import store
+from palsgd.harness.machinery import store
 store.prepare(sys.argv[1], job="holder-job")
 print("locked", flush=True)
 time.sleep(60)

@@ -1,9 +1,9 @@
 """Result folders for the report tests, written by the project's own writers.
 
-Simulate and sweep folders come from the real simulator (``harness.simulate``). Real-run, validation,
+Simulate and sweep folders come from the real simulator (``harness.commands.simulate``). Real-run, validation,
 killed and failed folders would take minutes to produce with torchrun, so they are built here from
-hand-made step tables, summarized by ``core.schema`` and written through ``harness.store``, exactly as
-``harness/launch.py`` writes them; the hand-made numbers are simple enough to check by hand.
+hand-made step tables, summarized by ``core.schema`` and written through ``harness.machinery.store``, exactly as
+``harness/machinery/launch.py`` writes them; the hand-made numbers are simple enough to check by hand.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 
 from palsgd.core import config, io, schema
-from palsgd.harness import compare, store
+from palsgd.harness.machinery import compare, store
 
 COMPUTE_S = (0.10, 0.11)  # worker 1 is 10% slower: worker 0 waits at every barrier
 ALLREDUCE_S, PSEUDO_SYNC_S, OUTER_S, PAYLOAD_BYTES = 0.05, 0.002, 0.004, 4e6
@@ -80,7 +80,7 @@ def tiny_experiment() -> config.Experiment:
 
 @pytest.fixture(scope="session")
 def sim_folder(tmp_path_factory) -> Path:
-    from palsgd.harness.simulate import simulate_to_folder
+    from palsgd.harness.commands.simulate import simulate_to_folder
 
     out = tmp_path_factory.mktemp("results") / "sim-a100"
     simulate_to_folder(small_experiment(), out=out)
@@ -89,7 +89,7 @@ def sim_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def sweep_folder(tmp_path_factory) -> Path:
-    from palsgd.harness.simulate import sweep_to_folder
+    from palsgd.harness.commands.simulate import sweep_to_folder
 
     out = tmp_path_factory.mktemp("results") / "sweep-bw"
     # PALSGD with H = 1 syncs every step without DDP's overlap: slower than DDP on a slow network, so the
@@ -127,7 +127,7 @@ def run_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def validate_folder(tmp_path_factory) -> Path:
-    """comparison.csv from ``harness.compare`` over two cases (sim = real x 1.1 and x 0.95)."""
+    """comparison.csv from ``harness.machinery.compare`` over two cases (sim = real x 1.1 and x 0.95)."""
     out = tmp_path_factory.mktemp("results") / "validate"
     real = schema.summarize_steps(pd.concat([hand_steps(a) for a in ("ddp", "diloco", "palsgd")]))
     parts = []

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from palsgd.core.config import load
-from palsgd.harness import explore
+from palsgd.harness.commands import explore
 
 
 def test_axes_surround_the_users_point():

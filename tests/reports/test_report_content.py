@@ -14,7 +14,7 @@ import pytest
 
 from palsgd.core import io, schema
 from palsgd.core.errors import ConfigError
-from palsgd.harness import compare, store
+from palsgd.harness.machinery import compare, store
 from palsgd.reports import tables
 from palsgd.reports.render import render_report
 

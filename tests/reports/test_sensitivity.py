@@ -8,8 +8,8 @@ from click.testing import CliRunner
 
 from palsgd.cli import main
 from palsgd.core import config, convergence
-from palsgd.harness import sensitivity
-from palsgd.harness.simulate import simulate_to_folder
+from palsgd.harness.commands import sensitivity
+from palsgd.harness.commands.simulate import simulate_to_folder
 from palsgd.reports import figures
 from palsgd.reports.render import render_report
 

@@ -10,8 +10,8 @@ import pytest
 
 from palsgd.core.config import load
 from palsgd.core.errors import ConfigError
-from palsgd.harness import simulate as job
-from palsgd.harness import sweep as sweep_mod
+from palsgd.harness.commands import simulate as job
+from palsgd.harness.machinery import sweep as sweep_mod
 from palsgd.sim import bounds
 from palsgd.sim.engine import simulate
 

@@ -31,6 +31,22 @@ def test_ddp_event_log(tiny):
     ])
 
 
+def test_ddp_bucket_efficiency_slows_only_the_buckets(tiny):
+    # ddp_bucket_efficiency 0.5 halves the bandwidth the buckets see: each 1 MiB bucket takes
+    # 2(n-1)/n · 1 MiB / (B/2) = 0.5 s instead of 0.25 s (no latency in the tiny cluster).
+    # Bucket 0 is ready at 2/3 and runs 2/3..7/6; bucket 1 is ready at 1 but waits for it: 7/6..5/3.
+    # Hidden 2/3..1 (1/3 s), exposed 1..5/3 (2/3 s); the optimizer 5/3..5/3 + 0.1.
+    exp = tiny({"cluster": {"transport": {"ddp_bucket_efficiency": 0.5}}}, algorithms=["ddp"], steps=1)
+    assert log(exp, "ddp") == both([
+        (0, "compute", 0.0, 1.0), (0, "allreduce_hidden", round(2 / 3, 9), 1.0),
+        (0, "allreduce", 1.0, round(5 / 3, 9)), (0, "optimizer", round(5 / 3, 9), round(5 / 3 + 0.1, 9)),
+    ])
+    # A sync's flat all-reduce is not a bucket: Local SGD's T_AR(2 MiB) stays 0.5 s.
+    local = tiny({"cluster": {"transport": {"ddp_bucket_efficiency": 0.5}}}, algorithms=["local_sgd"], steps=2)
+    assert log(local, "local_sgd")[:3] == [(0, 0, "compute", 0.0, 1.0), (0, 0, "optimizer", 1.0, 1.1),
+                                          (0, 0, "allreduce", 1.1, 1.6)]
+
+
 def test_ddp_waits_for_a_slow_worker(tiny):
     # Worker 1 computes 2 s: the buckets are ready at 2/3·2 and 2, so bucket 1 runs 2..2.25.
     exp = tiny({"cluster": {"variability": {"slow_workers": 1, "slow_factor": 2.0}}},

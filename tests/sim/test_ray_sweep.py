@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from palsgd.core.config import load
-from palsgd.harness import sweep
+from palsgd.harness.machinery import sweep
 
 VARY = [("cluster.inter_node.bandwidth_gbps", [5, 50]), ("algorithm.sync_every", [4, 8, 16])]
 

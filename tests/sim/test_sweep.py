@@ -8,7 +8,7 @@ import pytest
 
 from palsgd.core.config import load
 from palsgd.core.errors import ConfigError
-from palsgd.harness.sweep import crossovers, parse_vary, sweep
+from palsgd.harness.machinery.sweep import crossovers, parse_vary, sweep
 
 
 def test_parse_vary_lists_and_ranges():

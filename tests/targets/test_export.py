@@ -13,9 +13,9 @@ import pytest
 from palsgd.core import config, convergence, io, schema
 from palsgd.core.config import AlgorithmSpec
 from palsgd.core.errors import ConfigError
-from palsgd.harness import store
-from palsgd.harness.convergence_export import export
-from palsgd.harness.targets import format_targets, time_to_target
+from palsgd.harness.commands.convergence_export import export
+from palsgd.harness.commands.targets import format_targets, time_to_target
+from palsgd.harness.machinery import store
 
 # Steps each algorithm needs to fall from 4.0 to the target 3.0 in the fake runs, by H.
 STEPS_AT_TARGET = {"ddp": {4: 20, 16: 20, 32: 20}, "local_sgd": {4: 30, 16: 40, 32: 45},

@@ -7,8 +7,8 @@ import pytest
 
 from palsgd.core import config
 from palsgd.core.errors import ConfigError
-from palsgd.harness import store
-from palsgd.harness.targets import step_at_target, time_to_target
+from palsgd.harness.commands.targets import step_at_target, time_to_target
+from palsgd.harness.machinery import store
 from palsgd.sim.engine import simulate
 
 

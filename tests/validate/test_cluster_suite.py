@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness import cluster_suite
-from palsgd.harness.netem import preflight
+from palsgd.harness.commands import cluster_suite
+from palsgd.harness.machinery.netem import preflight
 
 
 def test_full_suite_changes_one_thing_at_a_time_from_the_base():

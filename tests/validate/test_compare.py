@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from palsgd.harness.compare import compare, format_comparison, summary
+from palsgd.harness.machinery.compare import compare, format_comparison, summary
 
 
 def runs(source: str, rows: dict[str, tuple[float, float]]) -> pd.DataFrame:

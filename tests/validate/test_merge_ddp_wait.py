@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from palsgd.core.schema import STEP_COLUMNS, summarize_steps
-from palsgd.harness.rank_files import merge
+from palsgd.harness.machinery.rank_files import merge
 
 
 def _rank_rows(worker: int, compute_end_s: float) -> list[tuple]:

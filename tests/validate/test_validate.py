@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness import netem, validate
-from palsgd.harness.compare import COMPARISON_COLUMNS
-from palsgd.harness.netem import preflight
+from palsgd.harness.commands import validate
+from palsgd.harness.machinery import netem
+from palsgd.harness.machinery.compare import COMPARISON_COLUMNS
+from palsgd.harness.machinery.netem import preflight
 
 ALGORITHMS = {"ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco"}
 

@@ -1,0 +1,153 @@
+"""The cluster suite of ``palsgd validate --suite cluster``: the simulator's claims at cluster shape.
+
+The CPU-model suite (``validate.py``) trains tiny models on shared cores, where the forward and backward
+compete with gloo's threads, which never happens beside a GPU. Here this machine stands in for a small
+GPU cluster: emulated accelerators (``train.compute = "emulated"``, ``real/emulated_compute.py``: the real
+model's shapes, DDP buckets, syncs and outer steps, but compute that sleeps its modelled time) on a
+two-tier emulated network (``--emulate-network nodes=K,...``: the ranks of a node share a namespace, nodes
+are joined by shaped links). It checks what the simulator claims for real clusters: two tiers, 8 workers,
+and jitter, slow workers and stragglers meeting each algorithm's barriers.
+
+Each case changes one thing from a base case (2 nodes x 4 ranks, 1 Gbit/s and 5 ms between nodes, the
+GPT-Neo-8M payload, H = 4, no variability). Its cluster profile is a fresh two-tier calibration of the
+links (``calibrate.py``: fitted per tier), with the device times c, o, u and m that the emulated
+accelerators sleep and the case's variability. The prediction is the simulator's mean over ``SEEDS`` seeds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ...core.algorithms import ALGORITHMS
+from ...core.config import Experiment, load
+from .validate import STREAMING
+
+COMPUTE_S = 0.2
+"""c of the emulated accelerators: a GPT-Neo-8M step of 64 x 300 tokens on an A100 at ~25% MFU."""
+OPTIMIZER_S = 0.01
+"""o: about ten passes over 32 MB at a GPU's memory bandwidth, rounded up to what a sleep resolves."""
+SEEDS = 5
+TARGETS = {"step_time_mean_s": (3.0, 8.0), "speedup_vs_ddp": (3.0, 8.0), "wait_s": (15.0, 15.0)}
+"""metric -> (median, maximum) of |error| aimed at (% for times, percentage points for speedup); waits are
+compared in the cases with variability only."""
+NO_VARIABILITY = {"jitter_cv": 0.0, "slow_workers": 0, "slow_factor": 1.0, "straggler_prob": 0.0,
+                  "straggler_factor": 1.0}
+"""Only the case's variability: the spread the calibration measured on emulated compute is the sleep's."""
+THREADS_PER_RANK = 1  # emulated compute leaves the cores to communication and the host's own work
+
+
+@dataclass(frozen=True)
+class ClusterCase:
+    label: str
+    workload: str = "gpt-neo-8m"
+    nodes: int = 2
+    ranks_per_node: int = 4
+    link: str = "rate=1gbit,delay=5ms"
+    """Between nodes: a NetemSpec rate and delay."""
+    sync_every: int = 4
+    steps: int = 24
+    variability: tuple[tuple[str, float], ...] = ()
+    """``cluster.variability`` fields of the case."""
+    algorithms: tuple[str, ...] = ALGORITHMS
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def ranks(self) -> int:
+        return self.nodes * self.ranks_per_node
+
+    @property
+    def network(self) -> str:
+        return f"nodes={self.nodes},{self.link}"
+
+    @property
+    def varies(self) -> bool:
+        return bool(self.variability)
+
+    @property
+    def calibration_key(self) -> tuple:
+        """Cases that share a calibration: same workload, layout and link."""
+        return (self.workload, self.nodes, self.ranks_per_node, self.link)
+
+    def describe(self) -> dict:
+        return {"workload": self.workload, "ranks": self.ranks, "network": self.network, "steps": self.steps,
+                "sync_every": self.sync_every, "variability": dict(self.variability)}
+
+
+BASE = ClusterCase("base-2x4-1gbit")
+
+
+def cases(*, quick: bool) -> list[ClusterCase]:
+    """One case per effect, each a change of the base case; ``quick``: one small case for CI."""
+    if quick:
+        return [ClusterCase("quick-2x2-1gbit", nodes=2, ranks_per_node=2, steps=12, algorithms=("ddp", "diloco"))]
+    r = dataclasses.replace
+    return [
+        BASE,
+        r(BASE, label="layout-4x2", nodes=4, ranks_per_node=2),
+        r(BASE, label="link-100mbit-10ms", link="rate=100mbit,delay=10ms", steps=12),
+        r(BASE, label="payload-100MB", workload="resnet50-imagenet", steps=16),
+        r(BASE, label="jitter-0.1", variability=(("jitter_cv", 0.1),)),
+        r(BASE, label="jitter-0.3", variability=(("jitter_cv", 0.3),)),
+        r(BASE, label="slow-worker-1.5x", variability=(("slow_workers", 1), ("slow_factor", 1.5))),
+        r(BASE, label="stragglers-0.05x3", variability=(("straggler_prob", 0.05), ("straggler_factor", 3.0))),
+        r(BASE, label="sync-every-16", sync_every=16, steps=32),
+    ]
+
+
+def case_experiment(case: ClusterCase, cluster: str | None = None) -> Experiment:
+    """The case's experiment: emulated compute of c and o, its variability, on ``cluster`` (a profile)."""
+    overrides = [f"cluster.nodes={case.nodes}", f"cluster.gpus_per_node={case.ranks_per_node}",
+                 'train.compute="emulated"', f"train.threads_per_rank={THREADS_PER_RANK}",
+                 f"algorithm.sync_every={case.sync_every}", "algorithm.warmup_steps=0",
+                 f"cluster.compute.step_time_s={COMPUTE_S}", f"cluster.compute.optimizer_time_s={OPTIMIZER_S}",
+                 # u and m from memory passes at the cluster's memory bandwidth (core/compute.py)
+                 "cluster.compute.outer_step_time_s=0", "cluster.compute.pseudo_sync_time_s=0",
+                 "cluster.compute.data_time_s=0", "workload.data_time_s=0", "train.eval_batches=1",
+                 *(f"cluster.variability.{k}={v}" for k, v in {**NO_VARIABILITY, **dict(case.variability)}.items()),
+                 *(STREAMING if "streaming_diloco" in case.algorithms else ())]
+    exp = load(workload=case.workload, cluster=cluster, steps=case.steps, algorithms=list(case.algorithms),
+               overrides=overrides)
+    return exp.replace(repeats=SEEDS)
+
+
+def calibration_sizes(exp: Experiment) -> dict:
+    """Message sizes from 4 KiB to twice the payload: the DDP buckets and a sync's flat buffer."""
+    payload = 4 * exp.workload.params
+    return {"min_bytes": 4096, "max_bytes": 1 << (2 * payload - 1).bit_length(), "reps": 3, "per_octave": 1.0}
+
+
+def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[str], None]
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Calibrate (once per calibration key), run for real on the emulated cluster, predict; return the
+    comparison rows (from the calibration, and replayed with the run's own compute)."""
+    from ..machinery.calibrate import calibrate
+    from ..machinery.compare import format_comparison
+    from ..machinery.launch import run_real
+    from ..machinery.netem import EmulatedNetwork, NetemSpec
+    from .run import add_prediction
+    from .validate import compute_drift, explain, replay_prediction
+
+    spec = NetemSpec.parse(case.network)
+    if case.calibration_key not in profiles:
+        base = case_experiment(dataclasses.replace(case, variability=()))
+        profiles[case.calibration_key] = calibrate(
+            base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=spec,
+            command=f"palsgd validate --suite cluster ({case.name})", compute=False, **calibration_sizes(base))
+    exp = case_experiment(case, str(profiles[case.calibration_key]))
+    run = folder / "run"
+    with EmulatedNetwork(case.ranks, spec) as net:
+        run_real(exp, run, nproc_per_node=case.ranks_per_node, nnodes=case.nodes, network=net)
+    metrics = ("wait_s",) if case.varies else ()
+    rows = add_prediction(exp, run, network=case.network, case=case.name, extra_metrics=metrics)
+    replay = replay_prediction(exp, run, network=case.network, case=case.name)
+    rows = explain(rows, replay, compute_drift(exp, run))
+    echo(format_comparison(rows))
+    return rows, replay
