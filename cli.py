@@ -42,7 +42,8 @@ def _experiment_options(f):
         click.option("--algorithms", help=f"Comma-separated subset of {','.join(ALGORITHMS)}."),
         click.option("--steps", type=int, help="Budget in steps (every local step counts as one)."),
         click.option("--epochs", type=float, help="Budget in epochs of workload.dataset_samples."),
-        click.option("--seed", type=int, help="Seed of the step plan and of the simulated variability."),
+        click.option("--seed", type=int, help="Seed of the step plan and of the simulated variability: "
+                                            "0 <= seed < 2**63 (with --repeats R, seeds seed .. seed+R-1)."),
         click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override any field, e.g. --set cluster.inter_node.bandwidth_gbps=10 (repeatable)."),
     ])(f)

@@ -36,6 +36,11 @@ TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
 
+SEED_MAX = 2**63 - 1
+"""Run r of a Monte-Carlo experiment uses seed + r; each one fits a signed 64-bit integer (tables, torch)."""
+SEED_RULE = "must be an integer with 0 <= seed and seed + repeats - 1 < 2**63 (run r uses seed + r)"
+
+
 @dataclass(frozen=True)
 class AlgorithmSpec:
     """One algorithm and its parameters; names as in ``docs/algorithms.md``."""
@@ -164,7 +169,7 @@ class Experiment:
 
     def __post_init__(self):
         check(self.repeats >= 1, "repeats", self.repeats, "must be >= 1")
-        check(self.seed >= 0, "seed", self.seed, "must be >= 0")
+        check(0 <= self.seed <= SEED_MAX + 1 - self.repeats, "seed", self.seed, SEED_RULE)
         check(len(self.algorithms) >= 1, "algorithms", [], "name at least one algorithm")
         names = [a.name for a in self.algorithms]
         check(len(set(names)) == len(names), "algorithms", names, "names an algorithm twice")
@@ -304,6 +309,8 @@ def parse_override(item: str) -> dict:
         value = tomllib.loads(f"v = {raw.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = raw.strip()
+    except RecursionError:
+        raise ConfigError("arrays or tables nested too deeply", key=key, source="--set") from None
     out: dict = {}
     set_path(out, key.split("."), value)
     return out

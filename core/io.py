@@ -7,15 +7,19 @@ A results folder always has a ``manifest.json`` whose ``status`` says whether it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING, BinaryIO
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # only in annotations: reading a TOML file should not import pandas
+    import pandas as pd
 
 MANIFEST = "manifest.json"
 RUNS = "runs.csv"
@@ -27,6 +31,70 @@ TIMELINE = "timeline.parquet"  # the first steps of a run too large to keep ever
 METRICS = "metrics.csv"
 TRACE = "trace.json"
 EXPERIMENT = "experiment.toml"
+
+MAX_INPUT_BYTES = 16 << 20
+"""The largest experiment, preset, convergence or manifest file read (TOML, JSON): such a file is a few kB."""
+MAX_TABLE_BYTES = 2 << 30
+"""The largest table read from a results folder or given as curves (parquet, CSV)."""
+
+
+@contextlib.contextmanager
+def open_input(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES, follow: bool = True,
+               what: str = "file") -> Iterator[BinaryIO]:
+    """``path`` opened for reading, only if it is a regular file of at most ``max_bytes``: a FIFO would
+    block forever and ``/dev/zero`` never ends. Without ``follow``, a symbolic link is refused (a results
+    folder never holds one: what a link points at is not ours to read). ConfigError names the file."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=str(path)) from None
+    except OSError as err:
+        rule = "is a symbolic link; a results folder holds none" if not follow and Path(path).is_symlink() \
+            else f"cannot read: {err.strerror}"
+        raise ConfigError(rule, source=str(path)) from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"is not a regular file (a {_kind(info.st_mode)}); give a {what}", source=str(path))
+        if info.st_size > max_bytes:
+            raise ConfigError(f"is {info.st_size:,} bytes, over the limit of {max_bytes:,} for a {what} "
+                              "(docs/limits.md)", source=str(path))
+        os.set_blocking(fd, True)
+        f = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with f:
+        yield f
+
+
+def read_input(path: str | os.PathLike, *, max_bytes: int = MAX_INPUT_BYTES, follow: bool = True,
+               what: str = "file") -> bytes:
+    """The bytes of ``path`` (``open_input``'s checks); a file that grew past ``max_bytes`` is refused too."""
+    with open_input(path, max_bytes=max_bytes, follow=follow, what=what) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ConfigError(f"is over the limit of {max_bytes:,} bytes for a {what} (docs/limits.md)",
+                          source=str(path))
+    return data
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "folder"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISCHR, "character device"),
+                       (stat.S_ISBLK, "block device"), (stat.S_ISSOCK, "socket"), (stat.S_ISLNK, "link")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def expand_user(path: str, key: str, source: str) -> Path:
+    """``~`` and ``~user`` expanded; a user without a home is a ConfigError, not a RuntimeError."""
+    try:
+        return Path(path).expanduser()
+    except RuntimeError:
+        raise ConfigError("names a home folder (~) that cannot be found", key=key, value=path,
+                          source=source) from None
 
 
 def check_writable(path: str | os.PathLike, key: str) -> None:
@@ -59,7 +127,10 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; results are ordinary files
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        try:
+            os.replace(tmp_path, path)
+        except OSError as err:  # name the file the caller asked for, not our temporary one
+            raise OSError(err.errno, err.strerror, str(path)) from None
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
@@ -88,14 +159,19 @@ def write_parquet(path: str | os.PathLike, df: pd.DataFrame) -> Path:
     return atomic_write(path, lambda p: df.to_parquet(p, index=False))
 
 
-def read_json(path: str | os.PathLike) -> dict:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_json(path: str | os.PathLike, *, follow: bool = True) -> dict:
+    """A JSON file (``read_input``'s checks); JSON nested too deeply to parse is a ValueError."""
+    data = read_input(path, follow=follow, what="JSON file")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
 
 
 def update_manifest(folder: str | os.PathLike, **fields: object) -> dict:
     """Merge ``fields`` into ``folder/manifest.json`` (created when absent), atomically."""
     path = Path(folder) / MANIFEST
-    manifest = read_json(path) if path.exists() else {}
+    manifest = read_json(path, follow=False) if os.path.lexists(path) else {}
     manifest.update(fields)
     write_json(path, manifest)
     return manifest

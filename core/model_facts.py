@@ -15,6 +15,8 @@ import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .errors import ConfigError
+
 if TYPE_CHECKING:  # workload.py derives its facts from here: no import at run time
     from .workload import ModelSpec
 
@@ -42,14 +44,37 @@ class ModelFacts:
         return len(self.param_numels)
 
 
+MAX_TENSORS = 100_000
+"""The most parameter tensors a model may have: its layout is a tuple per tensor, and every sync walks it.
+GPT-3 175B has 96 layers, about 1,250 tensors in this layout (Brown et al. 2020, table 2.1)."""
+MAX_PARAMS = 10**15
+"""The most parameters: 4 PB of fp32 weights, beyond the memory of any cluster a run could use."""
+
+
 @functools.lru_cache(maxsize=64)
 def model_facts(spec: ModelSpec) -> ModelFacts | None:
-    """The facts of ``spec``'s model; None for ``family = "custom"`` (nothing to build)."""
+    """The facts of ``spec``'s model; None for ``family = "custom"`` (nothing to build). A model over
+    MAX_TENSORS tensors is refused before its layout is built, one over MAX_PARAMS parameters after."""
+    if spec.family == "custom":
+        return None
+    key, tensors = _tensor_count(spec)
+    if tensors > MAX_TENSORS:
+        raise ConfigError(f"gives a model of {tensors:,} parameter tensors, over the limit of {MAX_TENSORS:,} "
+                          "(docs/limits.md)", key=key, value=getattr(spec, key.rpartition(".")[2]))
+    facts = _gpt_neo(spec) if spec.family == "gpt_neo" else _resnet(spec)
+    if facts.params > MAX_PARAMS:
+        raise ConfigError(f"has {facts.params:.3g} parameters, over the limit of {MAX_PARAMS:.0e} "
+                          f"(docs/limits.md): {spec.describe()}", key="model")
+    return facts
+
+
+def _tensor_count(spec: ModelSpec) -> tuple[str, int]:
+    """(the field that sets it, the parameter tensors of the layout below), counted without building it."""
     if spec.family == "gpt_neo":
-        return _gpt_neo(spec)
-    if spec.family == "resnet":
-        return _resnet(spec)
-    return None
+        return "model.layers", 13 * spec.layers + 4
+    if spec.variant == "cifar":  # per block two convs and two BatchNorms of two tensors; stem and fc
+        return "model.depth", 3 * ((spec.depth - 2) // 6) * 6 + 5
+    return "model.variant", 200  # torchvision's fixed layouts: ResNet-50 has 161
 
 
 # ---------------------------------------------------------------------------------------------

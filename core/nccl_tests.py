@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ConfigError
+from .io import read_input
 
 COLLECTIVES = ("all_reduce", "reduce_scatter", "all_gather")
 
@@ -81,10 +82,7 @@ class Run:
 def read(path: str | Path) -> list[Run]:
     """Every run in the file; ConfigError (naming the file and what is missing) when it is not nccl-tests
     output, holds no rows, or its header contradicts itself."""
-    try:
-        text = Path(path).read_text(errors="replace")
-    except OSError as err:
-        raise ConfigError(f"cannot read: {err.strerror or err}", source=str(path)) from None
+    text = read_input(path, what="nccl-tests output").decode(errors="replace")  # regular, at most 16 MiB
     try:
         return parse(text)
     except ConfigError as err:

@@ -11,6 +11,12 @@ from typing import Any, Literal
 
 from .errors import ConfigError
 
+INT_RANGE = (-(2**63), 2**63 - 1)
+"""Every integer of an experiment fits a signed 64-bit integer: numpy, pandas, parquet and torch hold it."""
+FLOAT_MAGNITUDE = (1e-30, 1e30)
+"""Every number of an experiment is 0 or of a magnitude in this range: products and quotients of a
+handful of them stay finite and non-zero, so no formula overflows (``x ** 2`` of 1e200 does)."""
+
 
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
@@ -60,13 +66,11 @@ def _convert(value: object, hint: Any) -> Any:
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError("must be an integer", value=value)
+        if not INT_RANGE[0] <= value <= INT_RANGE[1]:
+            raise ConfigError("must be an integer in [-2**63, 2**63)", value=value)
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError("must be a number", value=value)
-        if not math.isfinite(value):
-            raise ConfigError("must be a finite number", value=value)
-        return float(value)
+        return _number(value)
     if hint is dict:  # a table its own module checks (workload.convergence)
         if not isinstance(value, dict):
             raise ConfigError("must be a table", value=value)
@@ -76,6 +80,21 @@ def _convert(value: object, hint: Any) -> Any:
             raise ConfigError("must be a string", value=value)
         return value
     raise TypeError(f"unsupported field type {hint!r}")  # a bug in a spec, not bad input
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError("must be a number", value=value)
+    try:
+        x = float(value)
+    except OverflowError:  # an integer beyond any float
+        x = math.inf
+    if not math.isfinite(x):
+        raise ConfigError("must be a finite number", value=value)
+    low, high = FLOAT_MAGNITUDE
+    if x != 0 and not low <= abs(x) <= high:
+        raise ConfigError(f"must be 0 or of a magnitude between {low:g} and {high:g}", value=value)
+    return x
 
 
 def _convert_union(value: object, arms: tuple) -> Any:

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..core.errors import ConfigError
+from ..core.io import expand_user
 from ..core.workload import WorkloadSpec
 from . import images
 
@@ -235,7 +236,7 @@ def shakespeare_files() -> list[Path]:
 
 def text_files(path: str, suffix: str = ".txt") -> list[Path]:
     """``path`` itself, or the ``*.txt`` files under the folder ``path``, sorted."""
-    root = Path(path).expanduser()
+    root = expand_user(path, "workload.data.path", "experiment")
     if root.is_file():
         return [root]
     files = sorted(root.rglob(f"*{suffix}")) if root.is_dir() else []

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..core.errors import ConfigError
+from ..core.io import expand_user
 from ..core.workload import ModelSpec
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".ppm", ".tif", ".tiff")
@@ -55,7 +56,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _cifar10(path: str):
     """The python-pickle release (``cifar-10-batches-py``): data_batch_1..5 train, test_batch held out."""
-    root = Path(path).expanduser()
+    root = expand_user(path, "workload.data.path", "experiment")
     if (root / "cifar-10-batches-py").is_dir():
         root = root / "cifar-10-batches-py"
 
@@ -156,7 +157,7 @@ class ImageFiles:
 
 def _image_folder(path: str, model: ModelSpec, eval_fraction: float):
     """``path/<class>/<image>``: classes are the sorted sub-folder names (torchvision ImageFolder)."""
-    root = Path(path).expanduser()
+    root = expand_user(path, "workload.data.path", "experiment")
     if not root.is_dir():
         raise ConfigError("image folder not found", key="workload.data.path", value=path)
     classes = sorted(d.name for d in root.iterdir() if d.is_dir())

@@ -21,6 +21,10 @@ from ..core.errors import ConfigError
 KNOWN_TABLES = (io.RUNS, io.STEPS, io.TIMELINE, io.METRICS, "sweep.csv", "crossovers.csv", "comparison.csv",
                 "targets.csv", "totals.csv", io.SENSITIVITY, io.SENSITIVITY_CROSSOVERS)
 RANKS = "ranks"
+REQUIRED_COLUMNS = {io.RUNS: ("algorithm", "run", "wall_clock_s", "speedup_vs_ddp"),
+                    io.METRICS: ("algorithm", "step", "loss")}
+"""Columns a known table must hold to be drawn (every known table has ``algorithm``); a table without them
+is foreign, and is left out with a note instead of failing the page."""
 
 
 @dataclass
@@ -79,10 +83,16 @@ def load_folder(path: str | Path) -> ResultFolder:
 
 def _read(folder: ResultFolder, name: str) -> pd.DataFrame | None:
     try:
-        return results.read_table(folder.path, name)
+        df = results.read_table(folder.path, name)
     except ConfigError as err:
         folder.notes.append(f"{name} could not be read and is left out ({err.rule})")
         return None
+    missing = [c for c in REQUIRED_COLUMNS.get(name, ("algorithm",) if name in KNOWN_TABLES else ())
+               if df is not None and c not in df]
+    if missing:
+        folder.notes.append(f"{name} lacks the column(s) {', '.join(missing)} and is left out")
+        return None
+    return df
 
 
 def _read_other_tables(folder: ResultFolder) -> None:

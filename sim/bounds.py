@@ -13,6 +13,7 @@ themselves are listed in docs/limits.md.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import dataclass
@@ -36,6 +37,13 @@ RECORDED_BYTES_PER_WORKER_STEP = 1_600  # step-table rows (3-6 per worker-step) 
 TOTAL_ROW_BYTES = 600  # a phase-total row in pandas, and its share of the summary's pivots
 RUN_ROW_BYTES = 1_000  # a run-table row
 BASE_BYTES = 64 << 20  # SimPy, the costs and one run's small arrays
+
+TIMELINE_WORKER_STEPS = 200_000
+"""Worker-steps (summed over algorithms) of the first steps simulated again for ``timeline.parquet`` when
+the step table is not kept."""
+TRACE_ROWS = 200_000
+"""Step-table rows written to ``trace.json`` at most (a trace viewer chokes on more)."""
+TRACE_BYTES_PER_ROW = 2_000  # a trace event as a Python dict, then its share of the JSON text
 
 RUN_OVERHEAD_S = 0.02  # Python and pandas cost of one run, whatever its size
 WORKER_STEPS_PER_S = 3e6  # the engine's speed on one loaded core
@@ -77,6 +85,18 @@ def records_steps(exp: Experiment, record_steps: bool | None) -> bool:
     return record_steps
 
 
+def timeline_steps(exp: Experiment) -> int:
+    """The most steps of ``exp`` whose every row ``timeline.parquet`` may keep (0: none)."""
+    return TIMELINE_WORKER_STEPS // (exp.workers * len(exp.algorithms))
+
+
+def output_bytes(exp: Experiment, record_steps: bool) -> int:
+    """What writing ``--out`` holds beyond the simulation: the trace of the step table or, when the table
+    is not kept, the timeline's rows and their trace."""
+    timeline = 0 if record_steps else timeline_steps(exp) * exp.workers * len(exp.algorithms)
+    return timeline * RECORDED_BYTES_PER_WORKER_STEP + TRACE_ROWS * TRACE_BYTES_PER_ROW
+
+
 def engine_for(exp: Experiment, *, record_steps: bool, engine: str = "auto") -> str:
     """``exact`` or ``fast``: what ``engine`` (``auto``, ``exact``, ``fast``) runs ``exp`` with. The fast
     path where it applies (``fast.why_not``) and the exact engine would take over FAST_AFTER_WORK_S."""
@@ -96,11 +116,17 @@ def engine_for(exp: Experiment, *, record_steps: bool, engine: str = "auto") -> 
     return "exact"
 
 
-def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto") -> Estimate:
-    """Memory and work of ``simulate(exp)`` (plain integers and floats: no array is built)."""
+def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto",
+             out: bool = False) -> Estimate:
+    """Memory and work of ``simulate(exp)`` (plain integers and floats: no array is built); with ``out``,
+    also of the files a results folder gets (``output_bytes``)."""
     if engine_for(exp, record_steps=record_steps, engine=engine) == "fast":
-        return _fast(exp, keep_totals)
-    return _exact(exp, record_steps, keep_totals)
+        est = _fast(exp, keep_totals)
+    else:
+        est = _exact(exp, record_steps, keep_totals)
+    if out:
+        est = dataclasses.replace(est, kept_bytes=est.kept_bytes + output_bytes(exp, record_steps))
+    return est
 
 
 def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
@@ -148,10 +174,11 @@ def _exact(exp: Experiment, record_steps: bool, keep_totals: bool) -> Estimate:
     return Estimate(run_bytes, kept_bytes, work_s)
 
 
-def check(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto") -> Estimate:
+def check(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto",
+          out: bool = False) -> Estimate:
     """The estimate, or ConfigError naming what does not fit and how to proceed."""
     _check_failures(exp)
-    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals, engine=engine)
+    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals, engine=engine, out=out)
     available = available_memory_bytes()
     if available is not None and est.peak_bytes > available:
         if est.run_bytes >= est.kept_bytes or exp.repeats == 1:
@@ -172,6 +199,16 @@ def check(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str
             f"of {MAX_WORK_S / 3600:.0f} h (docs/limits.md); give fewer repeats or steps, or split the seeds "
             "over several calls (--seed, --repeats)", **key, source="simulate")
     return est
+
+
+def check_table_rows(rows: int, *, key: str) -> None:
+    """A table of ``rows`` run rows (a sweep's: points x algorithms x repeats) must fit in memory."""
+    available = available_memory_bytes()
+    need = BASE_BYTES + rows * RUN_ROW_BYTES
+    if available is not None and need > available:
+        raise ConfigError(f"the sweep table of {rows:,} rows (points x algorithms x repeats) needs about "
+                          f"{_gb(need)} of memory, {_gb(available)} is available (docs/limits.md); give fewer "
+                          "points or repeats", key=key, source="--vary")
 
 
 def _size_key(exp: Experiment) -> dict:

@@ -11,6 +11,7 @@ import tomllib
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..io import expand_user, read_input
 
 HERE = Path(__file__).parent
 KINDS = {"workload": "workloads", "cluster": "clusters", "convergence": "convergence", "prior": "priors"}
@@ -30,15 +31,19 @@ def resolve(kind: str, ref: str, source: str) -> Path:
     """A preset name or a file path -> the file; unknown names raise ConfigError listing the known."""
     if not isinstance(ref, str) or not ref:
         raise ConfigError(f"must name a {kind} preset or file", key=kind, value=ref, source=source)
-    candidate = Path(ref).expanduser()
-    if ref.endswith(".toml") or candidate.is_file():
-        if not candidate.is_file():
-            raise ConfigError(f"{kind} file not found", key=kind, value=ref, source=source)
-        return candidate
-    path = path_of(kind, ref)
-    if not path.is_file():
-        raise ConfigError(f"unknown {kind} preset; known: {', '.join(names(kind))}", key=kind, value=ref,
-                          source=source)
+    candidate = expand_user(ref, kind, source)
+    try:
+        if ref.endswith(".toml") or candidate.is_file():
+            if not candidate.is_file():
+                raise ConfigError(f"{kind} file not found", key=kind, value=ref, source=source)
+            return candidate
+        path = path_of(kind, ref)
+        if not path.is_file():
+            raise ConfigError(f"unknown {kind} preset; known: {', '.join(names(kind))}", key=kind, value=ref,
+                              source=source)
+    except OSError as err:  # a name too long for a path, a folder that cannot be searched
+        raise ConfigError(f"cannot be read as a {kind} file: {err.strerror}", key=kind, value=ref,
+                          source=source) from None
     return path
 
 
@@ -48,12 +53,14 @@ def read(kind: str, name: str) -> dict:
 
 
 def read_toml(path: str | Path) -> dict:
+    """A TOML input file: a regular file of at most ``io.MAX_INPUT_BYTES`` (``io.read_input``), parsed;
+    every failure is one ConfigError naming the file."""
+    data = read_input(path, what="TOML file")
     try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=str(path)) from None
+        return tomllib.loads(data.decode("utf-8"))
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"not valid TOML: {err}", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
         raise ConfigError(f"cannot read: {err}", source=str(path)) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays and inline tables
+        raise ConfigError("not valid TOML: arrays or tables nested too deeply", source=str(path)) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from ...sim import bounds
 from ...sim import engine as sim_engine
 from ..machinery import store
 from ..machinery.progress import Progress
-from ..machinery.sweep import parse_vary, points, sweep
+from ..machinery.sweep import parse_vary, points, stored_parts, sweep
 from .sensitivity import crossovers_both, json_of
 from .sensitivity import sensitivity as around
 
@@ -45,11 +46,12 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
     ``engine``: ``sim.bounds.engine_for``."""
     # the step table and phase totals are kept only when a file or a report will hold them
     record_steps = bounds.records_steps(exp, None) if out or report else False
-    bounds.check(exp, record_steps=record_steps, keep_totals=out is not None, engine=engine)  # before any file
+    # before any file is written; with --out, the timeline or trace it writes counts too
+    bounds.check(exp, record_steps=record_steps, keep_totals=out is not None, engine=engine, out=out is not None)
     if out is not None:
         store.prepare(out, overwrite=overwrite)
         store.start(out, "simulate", exp)
-    try:
+    with _marked_on_exit(out):  # the folder says it was stopped instead of looking complete or running
         with Progress(exp.repeats, "simulate", unit="repeats") as progress:
             result = sim_engine.simulate(exp, record_steps=record_steps, keep_totals=out is not None,
                                          on_repeat=lambda: progress.update(1), engine=engine)
@@ -57,10 +59,6 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         result.runs[list(to_target.COLUMNS)] = to_target.columns(result.runs, found)
         sens = around(exp) if sensitivity or report is not None else None
         notes = _write_results(exp, out, result, sens)
-    except (KeyboardInterrupt, ConfigError) as err:
-        if out is not None:  # the folder says it was stopped instead of looking complete or running
-            store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
-        raise
     folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
     notes += averager_notes(exp) + to_target.notes(exp, found) + (sens.notes if sens is not None else []) \
         + provenance_notes(exp)
@@ -102,29 +100,29 @@ def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]
     store.write_table(out, "totals.csv", result.totals)
     if result.steps is not None:
         store.write_table(out, io.STEPS, result.steps)
-        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(schema.trace_window(result.steps)))
+        trace = schema.to_chrome_trace(schema.trace_window(result.steps, bounds.TRACE_ROWS))
+        io.write_json(Path(out) / io.TRACE, trace)
+        written = f"{io.STEPS}, {io.TRACE}, "
     else:
-        _write_timeline(exp, Path(out))
+        written = f"{io.TIMELINE} (first steps), {io.TRACE}, " if _write_timeline(exp, Path(out)) else ""
     store.finish(out, "complete", steps_recorded=result.steps is not None)
-    written = "steps.parquet" if result.steps is not None else f"{io.TIMELINE} (first steps)"
-    return [f"wrote {out}/ ({io.RUNS}, {written}, {io.TRACE}, {io.MANIFEST})"]
+    return [f"wrote {out}/ ({io.RUNS}, {written}{io.MANIFEST})"]
 
 
-TIMELINE_MAX_WORKER_STEPS = 200_000
-
-
-def _write_timeline(exp: Experiment, out: Path) -> None:
+def _write_timeline(exp: Experiment, out: Path) -> bool:
     """A run too large to keep every row still gets its first few sync intervals, simulated again with
-    every row kept (same seed, same plan prefix), for the report's timeline and the trace."""
+    every row kept (same seed, same plan prefix), for the report's timeline and the trace; at most
+    ``bounds.TIMELINE_WORKER_STEPS`` over all algorithms, which the memory estimate counts."""
     local = [a.warmup_steps + 3 * a.sync_every + 2 for a in exp.algorithms if a.is_local]
-    steps = min(exp.nominal_steps, max([8, *local]), TIMELINE_MAX_WORKER_STEPS // exp.workers)
+    steps = min(exp.nominal_steps, max([8, *local]), bounds.timeline_steps(exp))
     try:
         short = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
     except ConfigError:
-        return  # too few steps to show a sync interval of this many workers
+        return False  # too few steps to show a sync interval of this many workers
     window = sim_engine.simulate(short, record_steps=True).steps
     store.write_table(out, io.TIMELINE, window)
-    io.write_json(out / io.TRACE, schema.to_chrome_trace(window))
+    io.write_json(out / io.TRACE, schema.to_chrome_trace(schema.trace_window(window, bounds.TRACE_ROWS)))
+    return True
 
 
 def _write_sensitivity(out: Path, sens) -> None:
@@ -317,7 +315,7 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
         raise ConfigError("vary one or two fields", key="--vary", value=list(varies), source="command line")
-    grid = points(exp, vary)  # every point is checked before anything is written
+    grid = points(exp, vary)  # the whole grid is checked before anything is written
     if resume and out is None:
         raise ConfigError("--resume needs --out (the sweep folder to continue)", key="--resume",
                           source="command line")
@@ -327,16 +325,31 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
         if resume and store.read_manifest(out).get("vary") != manifest_vary:
             raise ConfigError("the sweep to resume varied other fields or values; give the same --vary",
                               key="--vary", value=list(varies), source=str(Path(out) / io.MANIFEST))
+        stored_parts(Path(out) / "points", len(grid))  # a damaged part is refused before the folder changes
         store.start(out, "sweep", exp, vary=manifest_vary)
-    with Progress(len(grid), "sweep") as progress:
-        result = sweep(exp, vary, jobs=jobs, executor=executor, address=address, progress=progress,
-                       done=Path(out) / "points" if out is not None else None)
-    result = _with_to_target(exp, grid, result)
-    if out is not None:
-        store.write_table(out, "sweep.csv", result.table)
-        store.write_table(out, "crossovers.csv", result.crossovers)
-        store.finish(out)
+    with _marked_on_exit(out):
+        with Progress(len(grid), "sweep") as progress:
+            result = sweep(exp, vary, jobs=jobs, executor=executor, address=address, progress=progress,
+                           done=Path(out) / "points" if out is not None else None)
+        result = _with_to_target(exp, grid, result)
+        if out is not None:
+            store.write_table(out, "sweep.csv", result.table)
+            store.write_table(out, "crossovers.csv", result.crossovers)
+            store.finish(out)
     return result
+
+
+@contextlib.contextmanager
+def _marked_on_exit(out: Path | None):
+    """Whatever ends the body early (Ctrl-C, a refusal, a full disk, a bug), the folder's manifest says
+    ``interrupted`` or ``failed`` afterwards, never ``running``."""
+    try:
+        yield
+    except BaseException as err:
+        if out is not None:
+            with contextlib.suppress(Exception):  # the original error is the one to report
+                store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
 
 
 def _with_to_target(exp: Experiment, grid, result):

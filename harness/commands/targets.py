@@ -20,6 +20,7 @@ measured on another configuration (workers, network, cluster) carries over to th
 from __future__ import annotations
 
 import math
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def step_at_target(curve: pd.DataFrame, target: float) -> float:
 
 def _curves_from_run(folder: Path) -> pd.DataFrame:
     """Held-out loss per algorithm and step (mean over workers); training loss when never evaluated."""
-    metrics = store.read_table(folder, io.METRICS)
+    metrics = store.read_table(folder, io.METRICS, ("algorithm", "step", "loss", "eval_loss", "end_s"))
     if metrics is None or metrics.empty:
         raise ConfigError("has no metrics.csv (loss curves); run `palsgd run` first", source=str(folder))
     column = "eval_loss" if metrics["eval_loss"].notna().any() else "loss"
@@ -67,8 +68,9 @@ def _curves_from_run(folder: Path) -> pd.DataFrame:
 
 
 def _read_user_curves(path: Path) -> pd.DataFrame:
+    data = io.read_input(path, max_bytes=io.MAX_TABLE_BYTES, what="CSV of loss curves")  # regular, bounded
     try:
-        curves = pd.read_csv(path)
+        curves = pd.read_csv(BytesIO(data))
     except Exception as err:
         raise ConfigError(f"unreadable CSV: {err}", source=str(path)) from None
     missing = {"algorithm", "step", "loss"} - set(curves.columns)
@@ -88,7 +90,7 @@ def _check_column(path: Path, curves: pd.DataFrame, column: str, ok: pd.Series, 
     """Name the first bad row (as numbered in the file, header = line 1) and its raw value."""
     bad = np.flatnonzero(~ok.to_numpy(bool))
     if bad.size:
-        raw = pd.read_csv(path, dtype=str)[column].iloc[bad[0]]
+        raw = pd.read_csv(BytesIO(io.read_input(path, max_bytes=io.MAX_TABLE_BYTES)), dtype=str)[column].iloc[bad[0]]
         raise ConfigError(f"{rule} (line {bad[0] + 2})", key=column, value=raw, source=str(path))
 
 
@@ -139,7 +141,7 @@ def _retarget(exp: config.Experiment, cluster: str | None, overrides: list[str])
 
 
 def _measured_rows(folder: Path, curves: pd.DataFrame, target: float, cluster: str) -> list[dict]:
-    runs = store.read_table(folder, io.RUNS)
+    runs = store.read_table(folder, io.RUNS, ("source", "algorithm", "wall_clock_s"))
     wall = {}
     if runs is not None:
         real = runs[runs["source"] == "real"]

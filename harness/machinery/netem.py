@@ -55,6 +55,11 @@ _UNITS_TIME = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 _counter = iter(range(10**9))
 KEY = "--emulate-network"
 MAX_NODES = 250
+TC_MAX_BYTES = 2**32 - 1
+"""tc reads a tbf's burst and limit as unsigned 32-bit byte counts ("illegal value for burst" above)."""
+TC_MAX_DELAY_MS = 274_877.0
+"""tc turns a netem delay into a 32-bit count of ticks, 15.625 per microsecond with the usual
+/proc/net/psched (1000 / 64): 2**32 ticks = 274.9 s. iproute2 6.1 refused 274,877,907 us and took one less."""
 
 
 class EmulationError(ConfigError):
@@ -108,6 +113,23 @@ class NetemSpec:
             raise ConfigError("groups=<G> must divide nodes and needs wan_rate", key=KEY, value=str(self))
         if self.groups == 1 and (self.wan_rate_mbit or self.wan_delay_ms):
             raise ConfigError("wan_rate and wan_delay need groups=<G> > 1", key=KEY, value=str(self))
+        self._check_tc()
+
+    def _check_tc(self) -> None:
+        """What ``tc`` takes, checked before anything is launched: a tbf's burst and limit are 32-bit byte
+        counts, a netem delay at most TC_MAX_DELAY_MS (iproute2 6.1 refuses more, measured)."""
+        for key, rate, delay in (("rate", self.rate_mbit, self.delay_ms),
+                                 ("intra_rate", self.intra_rate_mbit, self.intra_delay_ms),
+                                 ("wan_rate", self.wan_rate_mbit, self.wan_delay_ms)):
+            if rate and max(int(v) for v in tbf_args(rate, delay)[4::2]) > TC_MAX_BYTES:
+                raise ConfigError(f"{key} with its delay needs a token bucket over tc's limit of {TC_MAX_BYTES:,} "
+                                  "bytes (burst = 1 ms, queue = rate x (2 x delay + 10 ms)); give a lower rate or "
+                                  "delay", key=KEY, value=str(self))
+        for key, delay in (("delay", self.delay_ms + self.jitter_ms), ("intra_delay", self.intra_delay_ms),
+                           ("wan_delay", self.wan_delay_ms)):
+            if delay > TC_MAX_DELAY_MS:
+                raise ConfigError(f"{key} (with jitter) must be at most {TC_MAX_DELAY_MS / 1e3:g} s, tc's limit",
+                                  key=KEY, value=str(self))
 
     @classmethod
     def parse(cls, text: str) -> NetemSpec:

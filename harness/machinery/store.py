@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,7 @@ def prepare(folder: str | Path, *, overwrite: bool = False, resume: bool = False
     ``<folder>.old-<time>``, not deleted). ``job`` identifies the command (see ``lock``).
     """
     folder = Path(folder)
-    has_results = (folder / io.MANIFEST).exists()
+    has_results = os.path.lexists(folder / io.MANIFEST)
     if resume and overwrite:
         raise ConfigError("--resume continues the results in --out, --overwrite moves them aside: give one",
                           key="--overwrite", source="command line")
@@ -90,6 +91,8 @@ def prepare(folder: str | Path, *, overwrite: bool = False, resume: bool = False
         raise ConfigError("is a file, not a folder", key="--out", value=str(folder), source="command line")
     folder.mkdir(parents=True, exist_ok=True)
     lock(folder, job)
+    if resume or not has_results:  # results moved aside below take what they hold with them
+        check_no_links(folder)
     if resume:
         check_resumable(folder, kind, exp)
     elif has_results:
@@ -109,7 +112,7 @@ def lock(folder: Path, job: str = "") -> None:
     key = folder.resolve()
     if key in _held:
         return
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -129,7 +132,7 @@ def join(folder: str | Path, job: str) -> Path:
     folder after it, and must still be able to lock it."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(folder)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # free: no command holds the folder (released below)
     except BlockingIOError:
@@ -144,7 +147,47 @@ def join(folder: str | Path, job: str) -> Path:
                               key="--out", value=str(folder), source="command line") from None
     finally:
         os.close(fd)
+    check_no_links(folder)
     return folder
+
+
+def _open_lock(folder: Path) -> int:
+    """The lock file, never through a link or onto a FIFO or device planted in its place: what it points
+    at lies outside the folder and would be overwritten (O_NOFOLLOW, O_NONBLOCK, then a regular-file check)."""
+    path = folder / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        rule = ("is a symbolic link; palsgd never writes through a link in a results folder: remove it"
+                if path.is_symlink() else f"cannot be opened: {err.strerror}")
+        raise ConfigError(rule, key="--out", value=str(path), source="command line") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError("is not a regular file; remove it", key="--out", value=str(path), source="command line")
+    return fd
+
+
+OWN_FILES = (io.MANIFEST, io.EXPERIMENT, io.RUNS, io.STEPS, io.TIMELINE, io.TRACE, io.METRICS, io.SENSITIVITY,
+             io.SENSITIVITY_CROSSOVERS, "totals.csv", "sweep.csv", "crossovers.csv", "comparison.csv", "targets.csv")
+
+
+def check_no_links(folder: Path) -> None:
+    """Refuse a folder holding a symbolic link or a FIFO, device or socket anywhere inside: palsgd writes
+    none, and writing, reading or removing through one would reach outside ``--out``. A folder where one
+    of our tables belongs would fail its write after the work."""
+    for name in OWN_FILES:
+        if (folder / name).is_dir() and not (folder / name).is_symlink():
+            raise ConfigError(f"holds a folder named {name}, where palsgd writes a file: remove it or choose "
+                              "another --out", key="--out", value=str(folder), source="command line")
+    for root, dirs, files in os.walk(folder):  # does not follow links to folders
+        for name in (*dirs, *files):
+            path = Path(root) / name
+            mode = os.lstat(path).st_mode
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                kind = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file or folder"
+                raise ConfigError(f"holds {path}, {kind}; palsgd writes, reads and removes only its own "
+                                  "files in a results folder: remove it or choose another --out",
+                                  key="--out", value=str(folder), source="command line")
 
 
 def unlock(folder: Path) -> None:

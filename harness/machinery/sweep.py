@@ -25,6 +25,7 @@ from ...core import io, schema
 from ...core.config import Experiment, with_changes
 from ...core.errors import ConfigError
 from ...core.groups import group_size
+from ...core.results import read_table_file
 from ...core.typed import set_path
 from ...sim import bounds
 from ...sim.engine import simulate_tables
@@ -73,9 +74,8 @@ def _range(key: str, raw: str) -> list[int]:
     if a > b or s < (2 if geometric else 1) or (geometric and a < 1):
         raise ConfigError(rule, key=key, value=raw, source="--vary")
     if not geometric:
-        values = range(a, b + 1, s)
-        _check_points(key, raw, len(values))  # counted before a list is built
-        return list(values)
+        _check_points(key, raw, (b - a) // s + 1)  # counted before a list is built
+        return list(range(a, b + 1, s))
     out = [a]
     while out[-1] * s <= b:
         out.append(out[-1] * s)
@@ -87,9 +87,15 @@ def _value(key: str, item: str):
     if not item:
         raise ConfigError("empty value in the list", key=key, value=item, source="--vary")
     try:
-        return tomllib.loads(f"v = {item}")["v"]
+        value = tomllib.loads(f"v = {item}")["v"]
     except tomllib.TOMLDecodeError:
         return item
+    except RecursionError:
+        value = []
+    if isinstance(value, dict | list):
+        raise ConfigError("a --vary value is a number, true or false, or a string", key=key, value=item,
+                          source="--vary")
+    return value
 
 
 def points(base: Experiment, vary: list[tuple[str, list]], most: int = 2) -> Grid:
@@ -103,20 +109,28 @@ def points(base: Experiment, vary: list[tuple[str, list]], most: int = 2) -> Gri
             raise ConfigError("give at least one value", key=key, value=values, source="--vary")
     grid = Grid(base, vary)
     _check_points(" x ".join(k for k, _ in vary), [len(v) for _, v in vary], len(grid))
-    for key, values in vary:
-        _check_values(base, key, values)
+    _check_corners(base, vary, len(grid))
     return grid
 
 
-def _check_values(base: Experiment, key: str, values: list) -> None:
-    """Each value valid on its own, before anything is written (the grid's points are built later, when
-    simulated): every value of a field of names, the ends of a numeric range (what lies between is valid
-    when they are, for the fields a range can vary)."""
-    numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
-    for value in (min(values), max(values)) if numeric else dict.fromkeys(values):
+def _check_corners(base: Experiment, vary: list[tuple[str, list]], n_points: int) -> None:
+    """The whole grid before any work: every combination of the ends of each numeric axis and every value
+    of the others is built, validated and checked to fit (``bounds``), so a point refused late cannot
+    leave a sweep half done. Memory and work grow with workers, steps, H and repeats, so a point between
+    the ends fits when both ends do; the sweep table keeps a row per point, algorithm and repeat."""
+    ends = []
+    for _, values in vary:
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
+        ends.append(sorted({min(values), max(values)}) if numeric else list(dict.fromkeys(values)))
+    rows = 0
+    for combo in itertools.product(*ends):
         override: dict = {}
-        set_path(override, key.split("."), value)
-        with_changes(base, [("--vary", override)])
+        for (key, _), value in zip(vary, combo, strict=True):
+            set_path(override, key.split("."), value)
+        exp = with_changes(base, [("--vary", override)])
+        bounds.check(exp, record_steps=False, keep_totals=False)
+        rows = max(rows, n_points * len(exp.algorithms) * exp.repeats)
+    bounds.check_table_rows(rows, key=" x ".join(k for k, _ in vary))
 
 
 class Grid(Sequence):
@@ -199,7 +213,7 @@ def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, 
     ``address``). With ``done`` (a folder), each finished chunk is stored there as it arrives and points
     already stored are not simulated again, so an interrupted sweep resumes. ``progress`` is told how many
     points each finished chunk held."""
-    parts = _stored_parts(done) if done is not None else []
+    parts = stored_parts(done, len(grid)) if done is not None else []
     finished = set().union(*(set(part["_point"]) for part in parts))
     todo = [i for i in range(len(grid)) if i not in finished]
     if progress is not None:
@@ -266,8 +280,21 @@ def _store_part(done: Path, indices: list[int], part: pd.DataFrame) -> None:
     io.atomic_write(done / f"points-{indices[0]:07d}-{indices[-1]:07d}.parquet", part.to_parquet)
 
 
-def _stored_parts(done: Path) -> list[pd.DataFrame]:
-    return [pd.read_parquet(f) for f in sorted(Path(done).glob("points-*.parquet"))]
+def stored_parts(done: Path, n_points: int) -> list[pd.DataFrame]:
+    """The chunks an interrupted sweep stored in ``done``; a part that is damaged, foreign or not of this
+    grid is a ConfigError naming it (before anything is simulated or written)."""
+    if not os.path.lexists(done):
+        return []
+    parts = []
+    for path in sorted(Path(done).glob("points-*.parquet")):
+        part = read_table_file(path, follow=False)
+        point = part.get("_point")
+        if point is None or not pd.api.types.is_integer_dtype(point) or not point.between(0, n_points - 1).all() \
+                or "speedup_vs_ddp" not in part:
+            raise ConfigError(f"is not a part of this sweep (points 0..{n_points - 1}); remove it, or start "
+                              "a new --out", source=str(path))
+        parts.append(part)
+    return parts
 
 
 def crossovers(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:

@@ -49,6 +49,9 @@ def templates(tmp_path_factory):
     root = tmp_path_factory.mktemp("templates")
     made = CliRunner().invoke(main, ["simulate", *WHERE, "--steps", "20", "--out", str(root / "simulate")])
     assert made.exit_code == 0, made.output
+    made = CliRunner().invoke(main, ["sweep", *WHERE, "--steps", "20", "--vary", "cluster.nodes=1,2", "--jobs", "1",
+                                     "--out", str(root / "sweep")])
+    assert made.exit_code == 0, made.output
     same = config.load(workload=WORKLOAD, cluster=CLUSTER, overrides=["cluster.nodes=1", "cluster.gpus_per_node=2"])
     for name, exp in (("run", same), ("run_other", same.replace(seed=same.seed + 1))):
         store.start(root / name, "run", exp)
@@ -61,7 +64,7 @@ def templates(tmp_path_factory):
     (root / "file").write_text("not a folder\n")
     (root / "garbage").mkdir()
     (root / "garbage" / "manifest.json").write_text('{"kind": "run", "status"')
-    for name in ("simulate", "run", "run_other"):
+    for name in ("simulate", "sweep", "run", "run_other"):
         store.unlock(root / name)
     return root
 
