@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from .core.algorithms import ALGORITHMS
 from .core.errors import ConfigError
 
 EXIT_BAD_INPUT = 2
@@ -38,7 +39,7 @@ def _experiment_options(f):
         click.argument("experiment", required=False, type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--workload", help="Workload preset name or TOML file (see `palsgd presets`)."),
         click.option("--cluster", help="Cluster preset name or TOML file (e.g. a calibration profile)."),
-        click.option("--algorithms", help="Comma-separated subset of ddp,local_sgd,diloco,palsgd."),
+        click.option("--algorithms", help=f"Comma-separated subset of {','.join(ALGORITHMS)}."),
         click.option("--steps", type=int, help="Budget in steps (every local step counts as one)."),
         click.option("--epochs", type=float, help="Budget in epochs of workload.dataset_samples."),
         click.option("--seed", type=int, help="Seed of the step plan and of the simulated variability."),
@@ -136,13 +137,12 @@ def main():
 
 def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
     """--assume-like ALGO=diloco, repeatable: {ALGO: "diloco"}."""
-    from .core.algorithms import ALGORITHMS
-
     like = {}
     for pair in pairs:
         name, _, other = (p.strip() for p in pair.partition("="))
         if name not in ALGORITHMS or name in ("ddp", "diloco") or other != "diloco":
-            raise ConfigError("must be ALGO=diloco with ALGO one of local_sgd, palsgd, streaming_diloco",
+            others = ", ".join(n for n in ALGORITHMS if n not in ("ddp", "diloco"))
+            raise ConfigError(f"must be ALGO=diloco with ALGO one of {others}",
                               key="--assume-like", value=pair, source="command line")
         like[name] = other
     return like
@@ -463,7 +463,7 @@ def time_to_target(curves, target_loss, workload, cluster, overrides, as_json, e
 @click.option("--cluster", help="Cluster preset name or TOML file (e.g. a calibration profile).")
 @click.option("--convergence", "convergence_file", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Steps to the target relative to DDP (`palsgd time-to-target RUN... --loss L --export FILE`).")
-@click.option("--algorithms", help="Comma-separated subset of ddp,local_sgd,diloco,palsgd to search.")
+@click.option("--algorithms", help=f"Comma-separated subset of {','.join(ALGORITHMS)} to search.")
 @click.option("--repeats", type=int, default=5, show_default=True,
               help="Monte-Carlo seeds of the best configurations and DDP (the 5-95% band).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override any field (repeatable).")

@@ -18,8 +18,8 @@ import numpy as np
 if TYPE_CHECKING:  # core.config imports this module; the plan only reads the specs' fields
     from .config import AlgorithmSpec, Experiment
 
-ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco")
-LOCAL_ALGORITHMS = ("local_sgd", "diloco", "palsgd", "streaming_diloco")
+ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco", "sparseloco")
+LOCAL_ALGORITHMS = ("local_sgd", "diloco", "palsgd", "streaming_diloco", "sparseloco")
 DEFAULT_ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd")
 """What an experiment runs when it names no algorithms: the PALSGD paper's comparison (Streaming DiLoCo
 is asked for by name, so the default outputs stay those of the paper's question)."""
@@ -36,7 +36,7 @@ _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every oth
 # PeriodicModelAverager (first average right after step W); DiLoCo and PALSGD take H local steps before
 # each outer step, as in the DiLoCo paper. (PALSGD's released code also takes H steps between outer
 # steps, but counts them from step 0, warm-up included, so its first round is not aligned to W.)
-_SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1, "streaming_diloco": 1}
+_SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1, "streaming_diloco": 1, "sparseloco": 1}
 
 
 def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int):
@@ -49,6 +49,7 @@ def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync
     - ``diloco``, ``palsgd``: H local steps between outer steps: after step t when t >= W and
       (t - W + 1) % H == 0, so the first outer step follows step W + H - 1. PALSGD's pseudo-sync steps
       count among the H, as in the released code (its step counter advances on them too).
+    - ``sparseloco``: as DiLoCo (its outer step is SparseLoCo's, ``core/sparse.py``).
     - ``streaming_diloco``: as DiLoCo with ``sync_every`` = H/P, one fragment per sync (``plan``).
     - ``ddp``: never.
     """

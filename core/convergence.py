@@ -56,7 +56,8 @@ from .errors import ConfigError
 TABLE = "workload.convergence"
 AXES = ("sync_every", "p", "fragments", "workers")
 AXES_OF = {"ddp": ("workers",), "local_sgd": ("sync_every", "workers"), "diloco": ("sync_every", "workers"),
-           "palsgd": ("sync_every", "p", "workers"), "streaming_diloco": ("sync_every", "fragments", "workers")}
+           "palsgd": ("sync_every", "p", "workers"), "streaming_diloco": ("sync_every", "fragments", "workers"),
+           "sparseloco": ("sync_every", "workers")}
 """The axes each local algorithm's steps to the target may depend on: p is PALSGD's alone; Streaming
 DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does."""
 OWN_AXES = {"p": "palsgd", "fragments": "streaming_diloco"}

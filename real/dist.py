@@ -213,6 +213,15 @@ class TorchComm:
 
         return wait
 
+    def allgather(self, message: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``message`` (all of one size), in rank order: one ``all_gather`` (SparseLoCo's
+        sparse messages, ``real/sparse.py``; gloo and NCCL run it as a ring)."""
+        gathered = [torch.empty_like(message) for _ in range(self.world_size)]
+        with self.blocking():
+            dist.all_gather(gathered, message)
+            _synchronize(self.ctx.device)
+        return gathered
+
     def mean_scalar(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.ctx.device)
         with self.blocking():

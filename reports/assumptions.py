@@ -51,8 +51,10 @@ _USES = {"ddp": ("payload_dtype", "bucket_mb"),
                     "warmup_syncs_optimizer_state", "p", "eta", "skip_draws", "skipped_batches"),
          "streaming_diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
                               "warmup_syncs_optimizer_state", "fragments", "fragment_sync_delay",
-                              "fragment_update_alpha")}
-_KNOWN = set(_USES["palsgd"]) | set(_USES["streaming_diloco"])
+                              "fragment_update_alpha"),
+         "sparseloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "warmup_syncs_optimizer_state",
+                        "topk_density", "error_decay")}
+_KNOWN = set(_USES["palsgd"]) | set(_USES["streaming_diloco"]) | set(_USES["sparseloco"])
 
 
 def algorithm_table(experiment: dict) -> Table | None:

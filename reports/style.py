@@ -21,13 +21,14 @@ import seaborn as sns
 
 # Colour-blind safe (seaborn "colorblind"); DDP, the baseline, in grey. Used by every figure.
 PALETTE = {"ddp": "#555555", "local_sgd": "#0173b2", "diloco": "#de8f05", "palsgd": "#029e73",
-           "streaming_diloco": "#cc78bc"}
+           "streaming_diloco": "#cc78bc", "sparseloco": "#ca9161"}
 ALGORITHM_ORDER = tuple(PALETTE)
 LABELS = {"ddp": "DDP", "local_sgd": "Local SGD", "diloco": "DiLoCo", "palsgd": "PALSGD",
-          "streaming_diloco": "Streaming DiLoCo"}
+          "streaming_diloco": "Streaming DiLoCo", "sparseloco": "SparseLoCo"}
 # Local SGD and DiLoCo often time alike: DiLoCo, drawn after, is dashed so the line under it still shows.
-MARKERS = {"ddp": "X", "local_sgd": "o", "diloco": "s", "palsgd": "D", "streaming_diloco": "^"}
-DASHES = {"ddp": (1, 1), "local_sgd": "", "diloco": (4, 2), "palsgd": "", "streaming_diloco": (2, 1)}
+MARKERS = {"ddp": "X", "local_sgd": "o", "diloco": "s", "palsgd": "D", "streaming_diloco": "^", "sparseloco": "v"}
+DASHES = {"ddp": (1, 1), "local_sgd": "", "diloco": (4, 2), "palsgd": "", "streaming_diloco": (2, 1),
+          "sparseloco": (3, 1, 1, 1)}
 
 # Where a worker's time goes: (label, run-table column, step-table phases, colour). The run table's
 # compute_s is data + compute + optimizer (core/schema.py); hidden all-reduce costs no wall-clock.

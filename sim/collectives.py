@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..core import sparse
 from ..core.cluster import ClusterSpec, TransportSpec
 
 ALGORITHMS = ("ring", "tree", "hierarchical")
@@ -228,6 +229,26 @@ def bytes_sent(cluster: ClusterSpec, nbytes: float) -> float:
         total += 2 * (ranks - 1) / ranks * size
         size /= ranks
     return total
+
+
+def allgather_time(cluster: ClusterSpec, message_bytes: float) -> float:
+    """A ring all-gather where every one of the n ranks contributes ``message_bytes`` (SparseLoCo's sparse
+    message; gloo's ``allgather`` and NCCL's are rings): n-1 steps, each forwarding one rank's message,
+    T = base + (n-1)·(α + m/B) on the flat ring's tier (each step waits for its slowest hop, ``flat_tier``).
+
+    Unlike a ring all-reduce of S bytes, whose transfer 2(n-1)/n·S/B hardly grows with n, every rank
+    here receives all n-1 other messages: the time grows linearly with the workers."""
+    n = cluster.workers
+    if n <= 1 or message_bytes <= 0:
+        return 0.0
+    t, tier = cluster.transport, flat_tier(cluster)
+    alpha = _alpha(tier.latency_s, t)
+    return _base(t, True) + (n - 1) * _step(message_bytes, tier, alpha, t.segment_bytes)
+
+
+def allgather_bytes_sent(cluster: ClusterSpec, message_bytes: float) -> float:
+    """Bytes one rank sends in that all-gather (``core.sparse.allgather_bytes_sent``: (n-1)·m)."""
+    return sparse.allgather_bytes_sent(message_bytes, cluster.workers)
 
 
 def broadcast_time(cluster: ClusterSpec, nbytes: float) -> float:
