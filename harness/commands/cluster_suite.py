@@ -53,7 +53,8 @@ class ClusterCase:
     steps: int = 24
     variability: tuple[tuple[str, float], ...] = ()
     """``cluster.variability`` fields of the case."""
-    algorithms: tuple[str, ...] = ALGORITHMS
+    algorithms: tuple[str, ...] = tuple(a for a in ALGORITHMS if a != "sparseloco")
+    """Every algorithm but SparseLoCo, which has a case of its own (``sparseloco-2x4-100mbit``)."""
 
     @property
     def name(self) -> str:
@@ -99,6 +100,9 @@ def cases(*, quick: bool) -> list[ClusterCase]:
         r(BASE, label="slow-worker-1.5x", variability=(("slow_workers", 1), ("slow_factor", 1.5))),
         r(BASE, label="stragglers-0.05x3", variability=(("straggler_prob", 0.05), ("straggler_factor", 3.0))),
         r(BASE, label="sync-every-16", sync_every=16, steps=32),
+        # Its sync is one all-gather of sparse messages: on the slow link where DiLoCo's all-reduce shows.
+        r(BASE, label="sparseloco-2x4-100mbit", link="rate=100mbit,delay=10ms", steps=12,
+          algorithms=("ddp", "diloco", "sparseloco")),
     ]
 
 

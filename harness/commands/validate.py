@@ -141,8 +141,8 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
 
 
 def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
-    """The experiment of a case: the workload preset on one node of ``case.ranks`` ranks, all five
-    algorithms, ``case.steps`` steps; on ``cluster`` (a calibrated profile) when given.
+    """The experiment of a case: the workload preset on one node of ``case.ranks`` ranks, every
+    algorithm, ``case.steps`` steps; on ``cluster`` (a calibrated profile) when given.
 
     Threads per rank are fixed to the cores divided among the ranks, as the compute calibration runs:
     under emulation each rank is alone in its namespace (LOCAL_WORLD_SIZE = 1) and took every core
