@@ -3,8 +3,9 @@ their values (fp32, bf16, or int2 codes with one fp32 scale) and their indices, 
 buffer laid out and sized exactly as ``core.sparse`` counts it (SparseLoCo, arXiv 2508.15706).
 
 int2: four levels (c - 1.5)·s, c in 0..3, with s = max|v|/1.5 over the tensor's k values, so the largest
-magnitude is sent exactly and no sent value is zero; c = round(v/s + 1.5) (ties to even), four codes a
-byte, lowest bits first. Indices: uint8, int16 offset by 2^15, or int32 (``core.sparse.index_bytes``).
+magnitude is sent exactly and no sent value is zero unless all are (s = 0); c = round(v/s + 1.5) (ties
+to even), four codes a byte, lowest bits first. Indices: uint8, int16 offset by 2^15, or int32
+(``core.sparse.index_bytes``).
 """
 
 from __future__ import annotations
@@ -21,9 +22,10 @@ _INT16_OFFSET = 1 << 15
 
 def quantize_int2(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(uint8 codes packed four a byte then the fp32 scale, the values those codes decode to)."""
-    absmax = values.abs().max() if values.numel() else values.new_zeros(())
-    scale = torch.where(absmax > 0, absmax / _HALF_RANGE, torch.ones_like(absmax)).reshape(1)
-    codes = (values / scale + _HALF_RANGE).round().clamp(0, 3).to(torch.uint8)
+    scale = (values.abs().max() / _HALF_RANGE).reshape(1)
+    # All zeros: scale 0, so every code decodes to 0 (a scale of 1 would send ±0.5 for nothing).
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    codes = (values / safe + _HALF_RANGE).round().clamp(0, 3).to(torch.uint8)
     decoded = (codes.float() - _HALF_RANGE) * scale
     padded = torch.nn.functional.pad(codes, (0, -codes.numel() % 4)).reshape(-1, 4)
     packed = padded[:, 0] | (padded[:, 1] << 2) | (padded[:, 2] << 4) | (padded[:, 3] << 6)

@@ -25,6 +25,8 @@ SETTINGS = {"int2": dict(topk_density=0.2, error_decay=0.9, payload_dtype="int2"
 def quantize_int2(v: torch.Tensor) -> torch.Tensor:
     """Q of docs/algorithms.md: four levels (c - 1.5)·s, s = max|v| / 1.5, c the nearest level."""
     s = v.abs().max() / 1.5
+    if s == 0:
+        return torch.zeros_like(v)
     return ((v / s + 1.5).round().clamp(0, 3) - 1.5) * s
 
 

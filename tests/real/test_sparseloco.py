@@ -78,6 +78,14 @@ def test_a_message_decodes_to_what_left_the_error_buffer(numel, dtype):
     assert before[:numel].abs()[kept].min() >= before[:numel].abs()[~kept].max()
 
 
+@pytest.mark.parametrize("dtype", ["int2", "bf16", "fp32"])
+def test_a_zero_error_buffer_sends_zeros(dtype):
+    # A tensor that has not moved (an emulated accelerator, a frozen bias) must not move z.
+    error = torch.zeros(70)
+    message = encode_(error, [64, 6], 0.1, dtype)
+    assert not decode_sum([message], [64, 6], 0.1, dtype).any() and not error.any()
+
+
 @pytest.mark.parametrize("workload", ["gpt-tiny", "resnet-tiny"])
 def test_real_message_is_the_bytes_the_simulator_charges(workload):
     exp = load(workload=workload, cluster="cpu-2core-gloo", algorithms=["sparseloco"])
