@@ -158,7 +158,8 @@ def _name(spec: AlgorithmSpec) -> str:
         return f"ddp {spec.payload_dtype}"
     p = f" p={spec.p:g}" if spec.name == "palsgd" else ""
     fragments = f" P={spec.fragments}" if spec.name == "streaming_diloco" else ""
-    return f"{spec.name} H={spec.sync_every}{p}{fragments} {spec.payload_dtype}"
+    density = f" density={spec.topk_density:g}" if spec.name == "sparseloco" else ""
+    return f"{spec.name} H={spec.sync_every}{p}{fragments}{density} {spec.payload_dtype}"
 
 
 def why_it_wins(best: Answer, ddp: Answer) -> str:
@@ -223,6 +224,7 @@ def advice_json(advice: Advice) -> dict:
         return {"algorithm": spec.name, "sync_every": spec.sync_every if spec.is_local else None,
                 "p": spec.p if spec.name == "palsgd" else None,
                 "fragments": spec.fragments if spec.name == "streaming_diloco" else None,
+                "topk_density": spec.topk_density if spec.name == "sparseloco" else None,
                 "payload_dtype": spec.payload_dtype,
                 "steps_to_target": answer.candidate.steps, "steps_vs_ddp": answer.candidate.steps_vs_ddp,
                 "time_to_target_s": answer.time_s, "time_to_target_5_95_s": [lo, hi],
