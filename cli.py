@@ -152,6 +152,9 @@ def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
 @_experiment_options
 @click.option("--repeats", type=int, help="Monte-Carlo repeats (seeds seed, seed+1, ...): gives a spread.")
 @_convergence_option
+@click.option("--engine", type=click.Choice(["auto", "exact", "fast"]), default="auto", show_default=True,
+              help="exact: event by event; fast: sums and maxima of step times as arrays (docs/limits.md); "
+                   "auto: fast where it applies and the exact engine would take over 2 s.")
 @click.option("--prior/--no-prior", "use_prior", default=True, show_default=True,
               help="Without --convergence, take DiLoCo's steps to DDP's final loss from the published DiLoCo "
                    "scaling laws where their evidence reaches (docs/convergence-prior.md).")
@@ -164,7 +167,7 @@ def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
 @_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
-             use_prior, like, sensitivity, out, overwrite, as_json, report):
+             engine, use_prior, like, sensitivity, out, overwrite, as_json, report):
     """Predict the wall-clock of each algorithm on a cluster (SimPy discrete-event model)."""
     from .harness.commands import simulate as job
 
@@ -176,7 +179,7 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
     described_by = convergence_ref or (str(experiment) if experiment is not None else None)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
                                     sensitivity=sensitivity or as_json, use_prior=use_prior, like=like,
-                                    described_by=described_by)
+                                    described_by=described_by, engine=engine)
     if report is not None:
         result.notes.append(_render_report(result.folders, report))
     if as_json:

@@ -5,8 +5,13 @@
    core (target: < 60 s on two cores).
 3. Peak resident memory of ``palsgd simulate`` (each in a fresh process) for 1,024 and 16,384 workers
    and for ``--repeats 1000``, next to the simulator's own estimate (``palsgd.sim.bounds``).
+4. ``--scale``: the fast path through the CLI, each point a fresh ``palsgd simulate`` process: the
+   scaling curve (wall and peak RSS against workers 256 ... 65,536 and steps 1,000 ... 1,000,000, per
+   algorithm), the targets of 16,384 workers x 100,000 steps x 4 algorithms (<= 60 s, <= 2 GB) and
+   65,536 x 100,000 x 5 (<= 60 s, <= 4 GB), 100,000 Monte-Carlo repeats of a 2-worker, 60-step
+   experiment (<= 60 s), and the fast path's wall-clocks against the exact engine's at 1,024 x 10,000.
 
-Run: ``.venv/bin/python benchmarks/bench_sim.py [--quick] [--memory-only | --speed-only]``.
+Run: ``.venv/bin/python benchmarks/bench_sim.py [--quick] [--memory-only | --speed-only | --scale]``.
 """
 
 from __future__ import annotations
@@ -93,6 +98,74 @@ def memory_runs() -> None:
               f"(+ the interpreter)  {exp.workers:,} workers x {exp.nominal_steps:,} steps x {exp.repeats} repeats")
 
 
+ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco")
+BIG = ["--workload", "gpt-neo-125m", "--cluster", "a100-4x8-ib100", *[a for n in NOISE for a in ("--set", n)]]
+
+
+def _cli(args: list[str]) -> tuple[float, float, int]:
+    """(seconds, peak RSS in MB, exit status) of one fresh ``palsgd simulate`` process, its table to /dev/null."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "palsgd.cli", "simulate", *args], stdout=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024, os.waitstatus_to_exitcode(status)
+
+
+def _big(workers: int, steps: int, algorithms) -> list[str]:
+    return [*BIG, "--algorithms", ",".join(algorithms), "--steps", str(steps), "--set", f"cluster.nodes={workers // 8}"]
+
+
+def scaling(quick: bool) -> None:
+    print("== scaling curve: one algorithm per fresh `palsgd simulate` process (jitter cv 0.05, stragglers "
+          "0.1 % x 3) ==")
+    print("| algorithm | workers | steps | engine | wall s | peak RSS MB | estimate MB |")
+    print("|---|---|---|---|---|---|---|")
+    workers = (256, 1024, 4096, 16384) if quick else (256, 1024, 4096, 16384, 65536)
+    steps = (1_000, 10_000, 100_000) if quick else (1_000, 10_000, 100_000, 1_000_000)
+    points = [(w, 10_000) for w in workers] + [(1024, s) for s in steps if s != 10_000]
+    for algo in ALGORITHMS:
+        for w, s in points:
+            args = _big(w, s, [algo])
+            exp = load(workload="gpt-neo-125m", cluster="a100-4x8-ib100", algorithms=[algo], steps=s,
+                       overrides=[f"cluster.nodes={w // 8}", *NOISE])
+            est = bounds.estimate(exp, record_steps=False, keep_totals=False)
+            dt, rss, code = _cli(args)
+            print(f"| {algo} | {w:,} | {s:,} | {est.engine} | {dt:.1f}{'' if code == 0 else f' (exit {code})'} | "
+                  f"{rss:.0f} | {est.peak_bytes / 2**20:.0f} |", flush=True)
+
+
+def targets() -> None:
+    print("== targets through the CLI (fresh process each) ==")
+    for workers, algos, goal in ((16384, ALGORITHMS[:4], "<= 60 s, <= 2 GB"), (65536, ALGORITHMS, "<= 60 s, <= 4 GB")):
+        dt, rss, code = _cli(_big(workers, 100_000, algos))
+        print(f"{workers:,} workers x 100,000 steps x {len(algos)} algorithms: {dt:.1f} s, peak RSS {rss:.0f} MB, "
+              f"exit {code} (target {goal}); load average {os.getloadavg()[0]:.1f}", flush=True)
+    args = ["--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo", "--repeats", "100000",
+            *[a for n in NOISE for a in ("--set", n)]]
+    dt, rss, code = _cli(args)
+    print(f"100,000 repeats of gpt-tiny, 2 workers x 60 steps x 4 algorithms: {dt:.1f} s, peak RSS {rss:.0f} MB, "
+          f"exit {code} (target <= 60 s); load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
+def agreement(workers: int = 1024, steps: int = 10_000, repeats: int = 8) -> None:
+    """The fast path's wall-clock against the exact engine's: mean over ``repeats`` seeds, its standard
+    error, and the exact engine's own seed-to-seed spread (the yardstick of a difference)."""
+    print(f"== fast path vs exact engine: {workers:,} workers x {steps:,} steps, {repeats} seeds each ==")
+    exp = load(workload="gpt-neo-125m", cluster="a100-4x8-ib100", algorithms=list(ALGORITHMS), steps=steps,
+               overrides=[f"cluster.nodes={workers // 8}", *NOISE, f"repeats={repeats}"])
+    runs, took = {}, {}
+    for engine in ("exact", "fast"):
+        t0 = time.perf_counter()
+        runs[engine] = simulate(exp, record_steps=False, keep_totals=False, engine=engine).runs
+        took[engine] = time.perf_counter() - t0
+    for algo in ALGORITHMS:
+        e, f = (runs[k].loc[runs[k]["algorithm"] == algo, "wall_clock_s"] for k in ("exact", "fast"))
+        se = np.sqrt(e.var() / len(e) + f.var() / len(f))
+        print(f"{algo:17s} exact {e.mean():10.2f} s  fast {f.mean():10.2f} s  difference "
+              f"{100 * (f.mean() / e.mean() - 1):+.3f} % (standard error {100 * se / e.mean():.3f} %; one exact "
+              f"seed to the next: sd {100 * e.std() / e.mean():.3f} %)")
+    print(f"engine time: exact {took['exact']:.1f} s, fast {took['fast']:.1f} s")
+
+
 def _arg(args: list[str], flag: str) -> str | None:
     return args[args.index(flag) + 1] if flag in args else None
 
@@ -112,10 +185,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tenth of the work, for a smoke test")
     parser.add_argument("--memory-only", action="store_true", help="only the peak-memory measurements")
     parser.add_argument("--speed-only", action="store_true", help="only the speed measurements (1 and 2)")
+    parser.add_argument("--scale", action="store_true", help="only the fast path's scaling, targets and agreement (4)")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} cores, "
           f"Python {platform.python_version()}, load average {os.getloadavg()[0]:.1f}")
+    if args.scale:
+        agreement()
+        targets()
+        scaling(args.quick)
+        return
     if not args.speed_only:
         memory_runs()
     if args.memory_only:

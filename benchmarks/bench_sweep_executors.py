@@ -4,8 +4,10 @@ Prints points per second and the peak resident memory of this process plus every
 (pool workers; Ray's raylet, GCS and workers), sampled every 0.2 s. Checks that both tables are equal.
 Figures with their machine: docs/sweeps.md.
 
-Run: ``.venv/bin/python benchmarks/bench_sweep_executors.py [--points N] [--jobs J]`` (Ray: ``pip install
-'palsgd[ray]'``; a local Ray instance with J CPUs is started and stopped).
+Run: ``.venv/bin/python benchmarks/bench_sweep_executors.py [--points N] [--jobs J] [--repeats R]`` (Ray:
+``pip install 'palsgd[ray]'``; a local Ray instance with J CPUs is started and stopped). With ``--repeats``
+every point runs R seeds with jitter (cv 0.05), so a point is R runs, and the fast path simulates
+points of many repeats (``sim.bounds.engine_for``): ``--points 100 --repeats 1000`` is a 100,000-run sweep.
 """
 
 from __future__ import annotations
@@ -82,13 +84,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=10_000, help="grid points (a square number is exact)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes / Ray CPUs")
+    ap.add_argument("--repeats", type=int, default=1, help="seeds per point (with jitter cv 0.05 when > 1)")
     args = ap.parse_args()
+    jitter = 0.05 if args.repeats > 1 else 0.0
     base = load(workload="gpt-neo-8m", cluster="a100-4x8-ib100", steps=100, algorithms=["ddp", "local_sgd"],
                 overrides=["cluster.nodes=2", "algorithm.warmup_steps=0", "algorithm.sync_every=10",
-                           "cluster.variability.jitter_cv=0.0"])
+                           f"cluster.variability.jitter_cv={jitter}", f"repeats={args.repeats}"])
     vary = grid(args.points)
     n = len(vary[0][1]) * len(vary[1][1])
-    print(f"== {n:,} points x 2 algorithms (gpt-neo-8m, 16 workers, 100 steps), {args.jobs} CPUs; "
+    print(f"== {n:,} points x {args.repeats:,} repeats = {n * args.repeats:,} runs x 2 algorithms (gpt-neo-8m, "
+          f"16 workers, 100 steps), {args.jobs} CPUs; "
           f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} ==")
     local = timed("local process pool", n, lambda: sweep(base, vary, jobs=args.jobs).table)
     try:

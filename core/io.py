@@ -19,6 +19,7 @@ from .errors import ConfigError
 
 MANIFEST = "manifest.json"
 RUNS = "runs.csv"
+SPREAD = "spread.csv"  # Monte-Carlo percentiles per algorithm (schema.spread), with several repeats
 STEPS = "steps.parquet"
 SENSITIVITY = "sensitivity.csv"  # speedups around a simulated point (harness/commands/sensitivity.py)
 SENSITIVITY_CROSSOVERS = "sensitivity_crossovers.csv"

@@ -163,8 +163,14 @@ def summarize(totals: pd.DataFrame, extents: pd.DataFrame) -> pd.DataFrame:
     per_run = per_worker.groupby(level=keys).mean()
     per_run["workers"] = per_worker.groupby(level=keys).size()
     runs = per_run.reset_index().merge(extents, on=keys, how="left")
+    return finish_runs(runs)
+
+
+def finish_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run table from its per-run means and extents: step time, speedup, columns and order."""
     runs["step_time_mean_s"] = runs["wall_clock_s"] / runs["steps"]
     runs = add_speedup(runs)
+    keys = ["source", "algorithm", "run"]
     return runs[list(RUN_COLUMNS)].sort_values(keys, key=_algorithm_order).reset_index(drop=True)
 
 
@@ -182,14 +188,19 @@ def summarize_steps(steps: pd.DataFrame) -> pd.DataFrame:
     return summarize(phase_totals(steps), run_extents(steps))
 
 
+TAIL_QUANTILES = (0.05, 0.5, 0.95, 0.99)
+"""Percentiles of a Monte-Carlo spread: the 5-95 % band, the median and the tails (p95, p99)."""
+
+
 def spread(runs: pd.DataFrame, columns: Iterable[str] = ("wall_clock_s", "speedup_vs_ddp")) -> pd.DataFrame:
-    """Monte-Carlo spread per (source, algorithm): mean, 5th and 95th percentile of each column."""
+    """Monte-Carlo spread per (source, algorithm): mean and the TAIL_QUANTILES of each column
+    (``<column>_mean``, ``<column>_p05``, ``_p50``, ``_p95``, ``_p99``), and the runs."""
     g = runs.groupby(["source", "algorithm"], sort=False)
     parts = {}
     for col in columns:
         parts[f"{col}_mean"] = g[col].mean()
-        parts[f"{col}_p05"] = g[col].quantile(0.05)
-        parts[f"{col}_p95"] = g[col].quantile(0.95)
+        for q in TAIL_QUANTILES:
+            parts[f"{col}_p{round(q * 100):02d}"] = g[col].quantile(q)
     out = pd.DataFrame(parts)
     out["runs"] = g.size()
     return out.reset_index()

@@ -111,8 +111,26 @@ def summary_table(runs: pd.DataFrame, partial: Mapping[str, str] = MappingProxyT
                "blocking syncs / worker", "pseudo-sync steps / worker"]
     notes = ["Times are per worker, averaged over workers, then over runs (Monte-Carlo seeds); "
              "speedup = DDP wall-clock / wall-clock of the same seed and budget, with its 5th–95th "
-             "percentile over seeds in brackets."] if n.max() > 1 else []
+             "percentile over seeds in brackets; the tail columns give the 50th, 95th and 99th "
+             "percentiles over seeds."] if n.max() > 1 else []
+    if n.max() > 1:
+        headers, rows = _with_tails(runs, headers, rows)
     return Table(headers, rows, notes=notes, css="summary")
+
+
+TAILS = (0.5, 0.95, 0.99)
+
+
+def _with_tails(runs: pd.DataFrame, headers: list[str], rows: list[list[Cell]]):
+    """Two more columns, in the rows' order: p50 / p95 / p99 over seeds of the wall-clock and the speedup."""
+    q = runs.groupby(["source", "algorithm"], sort=False)[["wall_clock_s", "speedup_vs_ddp"]].quantile(list(TAILS))
+    for row in rows:
+        key = (row[0].text, row[1].css.split()[-1])
+        wall = [q.loc[(*key, t), "wall_clock_s"] for t in TAILS]
+        speed = [q.loc[(*key, t), "speedup_vs_ddp"] for t in TAILS]
+        row.append(num(wall[-1], " / ".join(fmt_s(w) for w in wall)))
+        row.append(num(speed[-1], " / ".join(fmt_x(x) for x in speed)))
+    return [*headers, "wall-clock p50 / p95 / p99", "speedup p50 / p95 / p99"], rows
 
 
 def headline(runs: pd.DataFrame, experiment: dict, partial: Mapping[str, str] = MappingProxyType({})) -> str | None:

@@ -1,7 +1,10 @@
 """What a simulation will cost, estimated before it starts, and the refusal of what cannot end.
 
-The engine simulates one (algorithm, repeat) run at a time and keeps only its totals, so the peak
-memory is one run's working set (its [workers x steps] plan and [workers x block] float64 arrays)
+Each estimate is for the engine that will run the job (``engine_for``). The fast path (``sim/fast.py``)
+keeps one block of [repeats x intervals x workers] arrays and a batch of repeats' totals at a time, and
+its work is a number of cells (``_fast``). The exact engine simulates one (algorithm, repeat) run at a
+time and keeps only its totals, so the peak memory is one run's working set (its [workers x steps]
+plan and [workers x block] float64 arrays)
 plus what is kept across runs: the run rows, the phase totals when they are written, the step table
 when it is recorded. The work is a fixed cost per run plus a cost per worker-step. The constants
 below were measured on a 2-core VM (docs/benchmarks-sim.md) and err on the large side; the limits
@@ -17,6 +20,7 @@ from dataclasses import dataclass
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from ..core.schema import PHASES
+from . import fast
 from .costs import step_costs
 from .run import DDP_CHUNK
 
@@ -35,6 +39,14 @@ BASE_BYTES = 64 << 20  # SimPy, the costs and one run's small arrays
 RUN_OVERHEAD_S = 0.02  # Python and pandas cost of one run, whatever its size
 WORKER_STEPS_PER_S = 3e6  # the engine's speed on one loaded core
 CELLS_PER_S = 5e7  # numpy's speed redoing a block after a failure
+FAST_AFTER_WORK_S = 2.0
+"""``engine = auto`` takes the fast path (``sim/fast.py``) where it applies and the exact engine would
+take longer than this; smaller jobs keep the exact engine's draw-for-draw runs."""
+FAST_BLOCK_ARRAYS = 12  # float64 [repeats, intervals, workers] arrays of one block alive (4-6 traced at 16,384 workers)
+FAST_DRAW_ARRAYS = 4  # float64 [..., workers, steps] arrays where steps are drawn one by one
+FAST_CELL_BYTES = 8 * 4  # the [repeats, phase, worker] totals (3 arrays) and their summary, per cell
+FAST_RUN_OVERHEAD_S = 2e-3  # Python cost of one (algorithm, batch of repeats)
+FAST_CELLS_PER_S = 2e6  # cells/s: 2-10 M measured through the CLI on the loaded 2-core VM (benchmarks-sim.md)
 MAX_WORK_S = 86_400.0
 """The longest job accepted: one day of one core."""
 MAX_ATTEMPTS_PER_STEP = 100.0
@@ -49,6 +61,8 @@ class Estimate:
     """What stays across runs: run rows, phase totals, the step table."""
     work_s: float
     """Seconds of one core."""
+    engine: str = "exact"
+    """The engine that runs the job: ``exact`` or ``fast``."""
 
     @property
     def peak_bytes(self) -> int:
@@ -62,8 +76,61 @@ def records_steps(exp: Experiment, record_steps: bool | None) -> bool:
     return record_steps
 
 
-def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
+def engine_for(exp: Experiment, *, record_steps: bool, engine: str = "auto") -> str:
+    """``exact`` or ``fast``: what ``engine`` (``auto``, ``exact``, ``fast``) runs ``exp`` with. The fast
+    path where it applies (``fast.why_not``) and the exact engine would take over FAST_AFTER_WORK_S."""
+    if engine not in ("auto", "exact", "fast"):
+        raise ConfigError("the engine must be auto, exact or fast", key="--engine", value=engine,
+                          source="command line")
+    if engine == "exact":
+        return "exact"
+    reason = fast.why_not(exp, record_steps)
+    if engine == "fast" and reason is not None:
+        raise ConfigError(f"the fast path does not simulate this experiment: {reason} (docs/limits.md); "
+                          "use --engine exact or auto", key="--engine", value=engine, source="command line")
+    if reason is not None:
+        return "exact"
+    if engine == "fast" or _exact(exp, record_steps, False).work_s > FAST_AFTER_WORK_S:
+        return "fast"
+    return "exact"
+
+
+def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto") -> Estimate:
     """Memory and work of ``simulate(exp)`` (plain integers and floats: no array is built)."""
+    if engine_for(exp, record_steps=record_steps, engine=engine) == "fast":
+        return _fast(exp, keep_totals)
+    return _exact(exp, record_steps, keep_totals)
+
+
+def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
+    """The fast path: one block of arrays and the totals of a batch of repeats at a time; its work is
+    one cell per (repeat, DDP step or sync interval, worker), one per step where steps are drawn one
+    by one (short intervals, few workers)."""
+    from .fast_runs import repeats_per_batch
+
+    workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
+    batch = repeats_per_batch(exp)
+    cells, drawn = 0.0, 1  # drawn: the widest block of steps drawn one by one, per worker
+    for a in exp.algorithms:
+        warm = steps if not a.is_local else min(a.warmup_steps, steps)
+        interval = a.sync_every // (a.fragments if a.name == "streaming_diloco" else 1)
+        per_cell = interval < fast.MIN_SUM_STEPS or exp.cluster.variability.jitter_cv > fast.MAX_SUM_CV
+        ddp_cells = warm * (workers if workers < fast.MIN_MAX_WORKERS else 2)
+        cells += exp.repeats * (ddp_cells + (steps - warm) * workers / (1 if per_cell else interval))
+        drawn = max(drawn, min(interval, steps) if per_cell else 1)
+    # a block holds at least one interval (or DDP step) of every worker of the batch's repeats
+    block = max(fast.CELLS_PER_BLOCK, batch * workers)
+    draws = max(fast.CELLS_PER_BLOCK, batch * workers * drawn)
+    totals = batch * len(PHASES) * workers
+    run_bytes = 8 * (FAST_BLOCK_ARRAYS * block + FAST_DRAW_ARRAYS * draws) + totals * FAST_CELL_BYTES
+    total_rows = runs * workers * len(PHASES) if keep_totals else 0
+    kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
+    work_s = runs / batch * FAST_RUN_OVERHEAD_S + cells / FAST_CELLS_PER_S
+    return Estimate(run_bytes, kept_bytes, work_s, "fast")
+
+
+def _exact(exp: Experiment, record_steps: bool, keep_totals: bool) -> Estimate:
+    """The exact engine: one run's plan and block arrays at a time."""
     workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
     block = max([min(DDP_CHUNK, steps), *(min(a.sync_every, steps) for a in exp.algorithms if a.is_local)])
     run_bytes = workers * (steps * PLAN_BYTES_PER_CELL + block * BLOCK_BYTES_PER_CELL)
@@ -82,10 +149,10 @@ def estimate(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estim
     return Estimate(run_bytes, kept_bytes, work_s)
 
 
-def check(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate:
+def check(exp: Experiment, *, record_steps: bool, keep_totals: bool, engine: str = "auto") -> Estimate:
     """The estimate, or ConfigError naming what does not fit and how to proceed."""
     _check_failures(exp)
-    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals)
+    est = estimate(exp, record_steps=record_steps, keep_totals=keep_totals, engine=engine)
     available = available_memory_bytes()
     if available is not None and est.peak_bytes > available:
         if est.run_bytes >= est.kept_bytes or exp.repeats == 1:
@@ -99,10 +166,12 @@ def check(exp: Experiment, *, record_steps: bool, keep_totals: bool) -> Estimate
             "give fewer repeats, or leave out --out (the phase totals and step table are kept for it)",
             key="repeats", value=exp.repeats, source="simulate")
     if est.work_s > MAX_WORK_S:
+        key = {"key": "repeats", "value": exp.repeats} if exp.repeats > 1 else _size_key(exp)
+        hours = f"{est.work_s / 3600:,.{0 if est.work_s >= 36_000 else 2}f}"
         raise ConfigError(
-            f"about {est.work_s / 3600:,.0f} h of simulation on one core, over the limit of "
-            f"{MAX_WORK_S / 3600:.0f} h (docs/limits.md); give fewer repeats or steps, or split the seeds "
-            "over several calls (--seed, --repeats)", key="repeats", value=exp.repeats, source="simulate")
+            f"about {hours} h of simulation on one core ({est.engine} engine), over the limit "
+            f"of {MAX_WORK_S / 3600:.0f} h (docs/limits.md); give fewer repeats or steps, or split the seeds "
+            "over several calls (--seed, --repeats)", **key, source="simulate")
     return est
 
 

@@ -7,6 +7,10 @@ its totals (or summary) outlive it. Run r uses seed ``exp.seed + r`` for its pla
 harness draws too) and for its variability. The algorithms of one run draw their step-time jitter
 from the same stream (common random numbers), so a speedup compares the algorithms under the same
 noise, not under different luck.
+
+Large jobs and many repeats go to the fast path instead (``sim/fast.py``, chosen by
+``bounds.engine_for``): the same timing as arrays over repeats x sync intervals x workers, with sums
+and maxima of step times drawn from their distributions; this engine stays the reference.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from ..core import schema
 from ..core.config import Experiment
 from . import algorithms, bounds
 from .costs import step_costs
+from .fast_runs import simulate_fast
 from .record import Recorder
 from .run import Run
 
@@ -39,13 +44,17 @@ class SimResult:
 
 
 def simulate(exp: Experiment, *, record_steps: bool | None = None, keep_totals: bool = True,
-             on_repeat=None) -> SimResult:
+             on_repeat=None, engine: str = "auto") -> SimResult:
     """Simulate every algorithm of ``exp`` for ``exp.repeats`` runs, after checking that the job fits
     (``bounds.check``: ConfigError otherwise). ``record_steps=None`` keeps the step table of small
     jobs only; without ``keep_totals`` the phase totals are summarized and dropped as runs stream by.
-    ``on_repeat()`` is called after each repeat (a progress bar)."""
+    ``on_repeat()`` is called after each repeat (a progress bar). ``engine``: ``exact`` (this module's
+    SimPy runs), ``fast`` (``sim/fast.py``) or ``auto`` (``bounds.engine_for``)."""
     record_steps = bounds.records_steps(exp, record_steps)
-    bounds.check(exp, record_steps=record_steps, keep_totals=keep_totals)
+    est = bounds.check(exp, record_steps=record_steps, keep_totals=keep_totals, engine=engine)
+    if est.engine == "fast":
+        runs, totals = simulate_fast(exp, keep_totals=keep_totals, on_repeat=on_repeat)
+        return SimResult(runs=runs, steps=None, totals=totals)
     summaries, kept_totals, steps = [], [], []
     batch: list[tuple[pd.DataFrame, pd.DataFrame]] = []
     rows = 0

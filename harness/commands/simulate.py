@@ -27,12 +27,14 @@ class SimulateOutcome:
 
 def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: bool = False,
                        report: Path | None = None, sensitivity: bool = False, use_prior: bool = True,
-                       like: dict[str, str] | None = None, described_by: str | None = None) -> SimulateOutcome:
+                       like: dict[str, str] | None = None, described_by: str | None = None,
+                       engine: str = "auto") -> SimulateOutcome:
     """Simulate every algorithm of ``exp``; with ``out``, write manifest, runs.csv, steps and trace. With
     ``sensitivity`` (always with a report), also the speedups around the user's point
     (``harness/commands/sensitivity.py``). The speedup to the target comes from ``exp``'s convergence
     description (``described_by`` names its file), else from the published prior unless ``use_prior`` is
-    off (``core.to_target``; ``like``: algorithms the user assumes converge like another)."""
+    off (``core.to_target``; ``like``: algorithms the user assumes converge like another).
+    ``engine``: ``sim.bounds.engine_for``."""
     from ...sim import bounds
     from ...sim.engine import simulate
     from ..machinery.progress import Progress
@@ -40,14 +42,14 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
 
     # the step table and phase totals are kept only when a file or a report will hold them
     record_steps = bounds.records_steps(exp, None) if out or report else False
-    bounds.check(exp, record_steps=record_steps, keep_totals=out is not None)  # before any file is written
+    bounds.check(exp, record_steps=record_steps, keep_totals=out is not None, engine=engine)  # before any file
     if out is not None:
         store.prepare(out, overwrite=overwrite)
         store.start(out, "simulate", exp)
     try:
         with Progress(exp.repeats, "simulate", unit="repeats") as progress:
             result = simulate(exp, record_steps=record_steps, keep_totals=out is not None,
-                              on_repeat=lambda: progress.update(1))
+                              on_repeat=lambda: progress.update(1), engine=engine)
         found = to_target.answers(exp, use_prior=use_prior, like=like, described_by=described_by)
         result.runs[list(to_target.COLUMNS)] = to_target.columns(result.runs, found)
         sens = around(exp) if sensitivity or report is not None else None
@@ -76,6 +78,8 @@ def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]
     if out is None:
         return []
     store.write_table(out, io.RUNS, result.runs)
+    if exp.repeats > 1:
+        store.write_table(out, io.SPREAD, schema.spread(result.runs))
     _write_sensitivity(out, sens)
     store.write_table(out, "totals.csv", result.totals)
     if result.steps is not None:
@@ -141,9 +145,45 @@ def json_rows(runs: pd.DataFrame, sens=None) -> list[dict]:
 
     rows = runs.astype(object).where(runs.notna(), None).to_dict(orient="records")
     rows = [{k: _plain(v) for k, v in row.items()} for row in rows]
+    tails = _tails(runs)
+    if tails:
+        rows = [{**row, **tails[row["algorithm"]]} for row in rows]
     if sens is not None:
         rows = [{**row, "sensitivity": json_of(sens, row["algorithm"])} for row in rows]
     return rows
+
+
+TAIL_COLUMNS = ("wall_clock_s", "speedup_vs_ddp")
+
+
+def _tails(runs: pd.DataFrame) -> dict[str, dict]:
+    """Per algorithm, with several runs: p50, p95 and p99 over the runs of the wall-clock and the speedup
+    (``<column>_p50`` ...), as JSON rows carry them; empty with one run per algorithm."""
+    if runs.groupby("algorithm").size().max() < 2:
+        return {}
+    spread = schema.spread(runs, TAIL_COLUMNS).set_index("algorithm")
+    keys = [f"{c}_p{q}" for c in TAIL_COLUMNS for q in ("50", "95", "99")]
+    return {a: {k: _finite(spread.loc[a, k]) for k in keys} for a in spread.index}
+
+
+def _finite(v):
+    v = float(v)
+    return v if math.isfinite(v) else None
+
+
+def format_tails(runs: pd.DataFrame) -> list[str]:
+    """The Monte-Carlo tail of each algorithm: p50 / p95 / p99 of the wall-clock and of the speedup."""
+    tails = _tails(runs)
+    if not tails:
+        return []
+    n = runs.groupby("algorithm").size().max()
+    lines = [f"Monte-Carlo tail over {n:,} seeds (p50 / p95 / p99):"]
+    for algo, t in tails.items():
+        wall = " / ".join(human_s(t[f"wall_clock_s_p{q}"]) for q in ("50", "95", "99"))
+        speed = " / ".join("-" if t[f"speedup_vs_ddp_p{q}"] is None else f"{t[f'speedup_vs_ddp_p{q}']:.3f}x"
+                           for q in ("50", "95", "99"))
+        lines.append(f"  {algo}: wall-clock {wall}; vs DDP {speed}")
+    return [*lines, ""]
 
 
 def _plain(v):
@@ -199,6 +239,7 @@ def format_summary(exp: Experiment, runs: pd.DataFrame) -> str:
     if runs.get("speedup_to_target_vs_ddp", pd.Series(dtype=float)).notna().any():
         table["to target"] = _to_target_column(runs, exp.repeats)
     lines = [head, table.to_string(), ""]
+    lines += format_tails(runs)
     lines += drivers(runs)
     return "\n".join(lines)
 

@@ -27,6 +27,7 @@ from ...core.errors import ConfigError
 from ...core.typed import set_path
 from ...sim import bounds
 from ...sim.engine import simulate_tables
+from ...sim.fast_runs import simulate_fast
 
 MAX_POINTS = 100_000
 """The largest grid: the sweep table keeps a row per point, algorithm and repeat (docs/limits.md)."""
@@ -148,16 +149,25 @@ def _check_points(key: str, value, count: int) -> None:
 
 def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:
     """Simulate some points and summarize them in one ``schema.summarize`` call (pandas costs more
-    than a small simulation): point i's runs are numbered i·R + r there, then numbered back."""
-    totals, extents, offsets = [], [], []
+    than a small simulation): point i's runs are numbered i·R + r there, then numbered back. A point
+    that the fast path takes (``bounds.engine_for``: many repeats, large runs) gives its run rows
+    directly."""
+    totals, extents, fast, offsets = [], [], [], []
     offset = 0
     for _, exp in items:
-        t, e, _ = simulate_tables(exp, record_steps=False, run_offset=offset)
-        totals.append(t)
-        extents.append(e)
+        if bounds.engine_for(exp, record_steps=False) == "fast":
+            runs, _ = simulate_fast(exp, keep_totals=False)
+            fast.append(runs.assign(run=runs["run"] + offset))
+        else:
+            t, e, _ = simulate_tables(exp, record_steps=False, run_offset=offset)
+            totals.append(t)
+            extents.append(e)
         offsets.append(offset)
         offset += exp.repeats
-    runs = schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True))
+    parts = fast
+    if totals:
+        parts = [schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True)), *fast]
+    runs = schema.finish_runs(pd.concat(parts, ignore_index=True)) if fast else parts[0]
     point = np.searchsorted(np.array(offsets), runs["run"].to_numpy(), side="right") - 1
     runs["run"] -= np.array(offsets)[point]
     keys = list(items[0][0])

@@ -31,7 +31,6 @@ def _peak_bytes(fn) -> int:
 @pytest.mark.parametrize(("override", "key"), [
     ({"overrides": ["cluster.nodes=1000000000"]}, "cluster.nodes"),
     ({"overrides": ["cluster.nodes=1000000"]}, "cluster.nodes"),
-    ({"steps": 10**12}, "budget.steps"),
 ])
 def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_input(override, key):
     exp = load(workload="gpt-tiny", **override)
@@ -39,10 +38,19 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_naming_the_input(override, 
         simulate(exp)
 
 
+def test_steps_that_cannot_end_are_refused_naming_the_steps():
+    """The fast path keeps one block of steps at a time, so 10^12 steps fit; they would not end."""
+    exp = load(workload="gpt-tiny", steps=10**12)
+    with pytest.raises(ConfigError, match=r"budget.steps = 1000000000000: about [\d,]+ h of simulation"):
+        simulate(exp)
+    with pytest.raises(ConfigError, match=r"budget.steps.*memory.*available"):  # the exact engine's plan
+        simulate(exp, engine="exact")
+
+
 def test_a_job_longer_than_the_work_limit_is_refused_naming_the_repeats(monkeypatch):
-    monkeypatch.setattr(bounds, "MAX_WORK_S", 3600.0)
-    exp = load(workload="gpt-tiny", overrides=["repeats=100000"])  # >= 2 algorithms x 0.02 s a run
-    with pytest.raises(ConfigError, match=r"repeats = 100000: about [\d,]+ h of simulation"):
+    monkeypatch.setattr(bounds, "MAX_WORK_S", 60.0)
+    exp = load(workload="gpt-tiny", overrides=["repeats=100000"])  # 32 workers x 60 steps x 4 x 10^5 cells
+    with pytest.raises(ConfigError, match=r"repeats = 100000: about [\d,.]+ h of simulation"):
         simulate(exp, keep_totals=False)
 
 
@@ -74,10 +82,21 @@ def test_repeats_stream_their_memory_does_not_grow_with_the_repeat_count():
     def run(repeats):
         exp = load(workload="gpt-tiny", algorithms=["ddp"], steps=20_000,
                    overrides=["cluster.nodes=8", f"repeats={repeats}"])
-        return lambda: simulate(exp, keep_totals=False)
+        return lambda: simulate(exp, keep_totals=False, engine="exact")
 
     one, eight = _peak_bytes(run(1)), _peak_bytes(run(8))
     assert eight < 1.5 * one, (one / MB, eight / MB)  # 8 plans up front would be ~4x
+
+
+def test_the_fast_paths_memory_stays_within_its_estimate():
+    """Repeats go through in batches, steps and intervals in blocks: the estimate bounds them."""
+    exp = load(workload="gpt-tiny", algorithms=["ddp", "local_sgd"], steps=500,
+               overrides=["cluster.nodes=8", "repeats=3000", "cluster.variability.jitter_cv=0.05",
+                          "algorithm.sync_every=20"])
+    est = bounds.estimate(exp, record_steps=False, keep_totals=True)
+    assert est.engine == "fast"
+    peak = _peak_bytes(lambda: simulate(exp, record_steps=False, keep_totals=True))
+    assert peak < est.run_bytes + est.kept_bytes, (peak / MB, est)
 
 
 def test_no_step_table_is_recorded_when_nothing_writes_it():
@@ -88,11 +107,14 @@ def test_no_step_table_is_recorded_when_nothing_writes_it():
 
 def test_estimate_grows_with_what_is_kept():
     exp = load(workload="gpt-tiny", overrides=["repeats=50", "cluster.nodes=1000"])
-    lean = bounds.estimate(exp, record_steps=False, keep_totals=False)
-    kept = bounds.estimate(exp, record_steps=False, keep_totals=True)
+    lean = bounds.estimate(exp, record_steps=False, keep_totals=False, engine="exact")
+    kept = bounds.estimate(exp, record_steps=False, keep_totals=True, engine="exact")
     recorded = bounds.estimate(exp, record_steps=True, keep_totals=True)
     assert lean.peak_bytes < kept.peak_bytes < recorded.peak_bytes
     assert lean.run_bytes == recorded.run_bytes
+    fast_lean, fast_kept = (bounds.estimate(exp, record_steps=False, keep_totals=k, engine="fast")
+                            for k in (False, True))
+    assert fast_lean.peak_bytes < fast_kept.peak_bytes and fast_lean.work_s < lean.work_s
 
 
 def test_available_memory_is_read():

@@ -1,0 +1,78 @@
+"""The fast path's tables (``sim/fast.py``): run rows and phase totals of every algorithm and repeat,
+the same columns ``engine.simulate`` gives, built from [repeats, phase, worker] arrays in batches of
+repeats instead of one pandas table per run."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..core import schema
+from ..core.config import Experiment
+from ..core.schema import PHASES
+from . import algorithms
+from .costs import step_costs
+from .fast import CELLS_PER_BLOCK, Tally, simulate_batch
+
+SOURCE = "sim"
+_P = {name: i for i, name in enumerate(PHASES)}
+_PHASE_NAMES = np.array(PHASES, dtype=object)
+_PHASE_RANK = np.argsort(np.argsort(PHASES))  # alphabetical rank of each phase, as Recorder.totals orders
+
+
+def repeats_per_batch(exp: Experiment) -> int:
+    """Repeats simulated together: their [repeats x workers] and [repeats x steps] arrays (PALSGD's
+    pseudo-sync rows) stay within one block."""
+    return max(1, min(exp.repeats, CELLS_PER_BLOCK // (8 * exp.workers), CELLS_PER_BLOCK // exp.nominal_steps))
+
+
+def simulate_fast(exp: Experiment, *, keep_totals: bool, on_repeat=None):
+    """(run table, phase totals or None) of every algorithm of ``exp`` for ``exp.repeats`` runs; run r
+    uses the plan seed ``exp.seed + r`` as the exact engine does."""
+    built = [(algorithms.build(spec, exp), step_costs(exp, spec)) for spec in exp.algorithms]
+    rows, totals = [], []
+    batch = repeats_per_batch(exp)
+    for first in range(0, exp.repeats, batch):
+        runs = np.arange(first, min(first + batch, exp.repeats))
+        seeds = [exp.seed + int(r) for r in runs]
+        for algo, costs in built:
+            tally, wall_s, steps = simulate_batch(exp, algo, costs, seeds)
+            rows.append(_run_rows(algo.name, runs, tally, wall_s, steps))
+            if keep_totals:
+                totals.append(_totals(algo.name, runs, tally))
+        if on_repeat is not None:
+            for _ in runs:
+                on_repeat()
+    runs_table = schema.finish_runs(pd.concat(rows, ignore_index=True))
+    return runs_table, pd.concat(totals, ignore_index=True) if keep_totals else None
+
+
+def _run_rows(name: str, runs: np.ndarray, tally: Tally, wall_s: np.ndarray, steps: int) -> pd.DataFrame:
+    """What ``schema.summarize`` makes of these totals: per-worker sums, averaged over the workers."""
+    d, k = tally.duration, tally.count
+
+    def mean(a):
+        return a.mean(axis=1)
+    return pd.DataFrame({
+        "source": SOURCE, "algorithm": name, "run": runs.astype(np.int64),
+        "compute_s": mean(d[:, _P["data"]] + d[:, _P["compute"]] + d[:, _P["optimizer"]]),
+        "comm_exposed_s": mean(d[:, _P["allreduce"]]), "comm_hidden_s": mean(d[:, _P["allreduce_hidden"]]),
+        "wait_s": mean(d[:, _P["wait"]]), "pseudo_sync_s": mean(d[:, _P["pseudo_sync"]]),
+        "outer_step_s": mean(d[:, _P["outer_step"]]), "failure_s": mean(d[:, _P["failure"]]),
+        "bytes_sent_per_worker": mean(tally.bytes.sum(axis=1)),
+        "syncs": mean(k[:, _P["allreduce"]].astype(float)),
+        "pseudo_sync_steps": mean(k[:, _P["pseudo_sync"]].astype(float)),
+        "workers": d.shape[2], "steps": steps, "wall_clock_s": wall_s,
+    })
+
+
+def _totals(name: str, runs: np.ndarray, tally: Tally) -> pd.DataFrame:
+    """Phase-total rows (``schema.TOTAL_COLUMNS``) where a phase occurred, by run, worker, phase name."""
+    r, p, w = np.nonzero(tally.count)
+    order = np.lexsort((_PHASE_RANK[p], w, r))
+    r, p, w = r[order], p[order], w[order]
+    return pd.DataFrame({
+        "source": SOURCE, "algorithm": name, "run": runs[r].astype(np.int64), "worker": w.astype(np.int64),
+        "phase": _PHASE_NAMES[p], "duration_s": tally.duration[r, p, w], "bytes": tally.bytes[r, p, w],
+        "count": tally.count[r, p, w],
+    })[list(schema.TOTAL_COLUMNS)]
