@@ -28,6 +28,8 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
+from .algorithms import ALGORITHMS
+
 PHASES = (
     "data",  # waiting for the input batch (not hidden by prefetching)
     "compute",  # forward + backward of one optimizer step (all micro-batches)
@@ -206,7 +208,8 @@ def spread(runs: pd.DataFrame, columns: Iterable[str] = ("wall_clock_s", "speedu
     return out.reset_index()
 
 
-_ORDER = {"ddp": 0, "local_sgd": 1, "diloco": 2, "palsgd": 3}
+_ORDER = {name: i for i, name in enumerate(ALGORITHMS)}
+"""Every algorithm a rank of its own: two sharing one would leave their runs' order to the sort."""
 
 
 def _algorithm_order(col: pd.Series) -> pd.Series:
