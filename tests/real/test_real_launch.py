@@ -97,12 +97,13 @@ def test_slow_rank_is_reported(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_takes_the_same_steps_as_an_uninterrupted_one(tiny, tmp_path):
-    exp = tiny(["palsgd"], steps=16, train={"checkpoint_every": 4, "eval_every": 8}, p=0.3)
+@pytest.mark.parametrize("name", ["palsgd", "sparseloco"])  # sparseloco: its error buffer is saved too
+def test_resumed_run_takes_the_same_steps_as_an_uninterrupted_one(tiny, tmp_path, name):
+    exp = tiny([name], steps=16, train={"checkpoint_every": 4, "eval_every": 8}, p=0.3)
     run_real(exp, tmp_path / "whole", nproc_per_node=2)
     with pytest.raises(RunFailed):
         run_real(exp, tmp_path / "cut", nproc_per_node=2, fault=FaultSpec.parse("rank=0,step=10,kind=crash"))
-    assert store.read_manifest(tmp_path / "cut")["algorithms"]["palsgd"]["status"] == "failed"
+    assert store.read_manifest(tmp_path / "cut")["algorithms"][name]["status"] == "failed"
     run_real(exp, tmp_path / "cut", nproc_per_node=2, resume=True)
     whole = pd.read_csv(tmp_path / "whole" / "metrics.csv").sort_values(["worker", "step"])
     cut = pd.read_csv(tmp_path / "cut" / "metrics.csv").sort_values(["worker", "step"])
