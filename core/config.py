@@ -47,7 +47,9 @@ ALGORITHM_KEYS = {
     "diloco": _OUTER_KEYS,
     "palsgd": (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
     "streaming_diloco": (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"),
-    "sparseloco": (*_LOCAL_KEYS, "outer_lr", "topk_density", "error_decay"),
+    # One all-gather of one message: no per-tensor calls.
+    "sparseloco": (*(k for k in _LOCAL_KEYS if k != "per_tensor_allreduce"), "outer_lr", "topk_density",
+                   "error_decay"),
 }
 """The parameters each algorithm uses: the keys its own ``[algorithm.<name>]`` table accepts."""
 

@@ -52,8 +52,8 @@ _USES = {"ddp": ("payload_dtype", "bucket_mb"),
          "streaming_diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
                               "warmup_syncs_optimizer_state", "fragments", "fragment_sync_delay",
                               "fragment_update_alpha"),
-         "sparseloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "warmup_syncs_optimizer_state",
-                        "topk_density", "error_decay")}
+         "sparseloco": ("payload_dtype", "bucket_mb", "sync_every", "warmup_steps", "outer_lr",
+                        "warmup_syncs_optimizer_state", "topk_density", "error_decay")}
 _KNOWN = set(_USES["palsgd"]) | set(_USES["streaming_diloco"]) | set(_USES["sparseloco"])
 
 

@@ -61,7 +61,9 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     data = comp.data_time_s or wl.data_time_s
     elem = algo.payload_bytes_per_param
     params, buffers = tensor_numels(wl)
-    payload = float(elem * sum(params))
+    # What a dense all-reduce of the parameters' size sends; SparseLoCo's sync sends its sparse message.
+    dense = float(buckets.PAYLOAD_ELEM_BYTES[algo.dense_payload_dtype] * sum(params))
+    payload = dense
     if algo.name == "sparseloco":
         payload = float(sparse.sync_bytes(flat_numels(wl), algo.topk_density, algo.payload_dtype))
         sync_s, sync_bytes = sparse_sync(cluster, payload, buffers)
@@ -73,7 +75,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
     bucket_s = bucket_times(cluster, sizes)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
-    extra = wl.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
+    extra = wl.optimizer_state_tensors * dense if algo.warmup_syncs_optimizer_state and algo.is_local else 0
     broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,

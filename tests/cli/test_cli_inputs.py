@@ -100,6 +100,7 @@ SPARSE = ["--algorithms", "ddp,sparseloco"]
     (["--set", "algorithm.sparseloco.payload_dtype=fp4"], "sparseloco sends values as one of fp32, bf16, int2"),
     (["--set", "algorithm.payload_dtype=int2"], "int2 is SparseLoCo's alone"),
     (["--set", "algorithm.ddp.topk_density=0.1"], "does not apply to ddp"),
+    (["--set", "algorithm.sparseloco.per_tensor_allreduce=true"], "does not apply to sparseloco"),
 ])
 @pytest.mark.parametrize("command", [SIM, RUN])
 def test_bad_sparseloco_settings_are_refused_before_any_launch(tmp_path, command, args, needle):

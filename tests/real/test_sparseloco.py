@@ -99,3 +99,11 @@ def test_real_message_is_the_bytes_the_simulator_charges(workload):
     buffers = [b.numel() * 4 for b in model.buffers() if b.is_floating_point()]
     buffer_bytes = sum(collectives.bytes_sent(exp.cluster, b) for b in ([sum(buffers)] if buffers else []))
     assert costs.sync_bytes == pytest.approx(sparse.allgather_bytes_sent(message.numel(), 2) + buffer_bytes)
+
+
+def test_a_warm_up_that_syncs_the_optimizer_state_is_charged_dense_fp32():
+    # The real warm-up all-reduces AdamW's m and v through the dense fp32 comm, not as sparse messages.
+    exp = load(workload="gpt-tiny", cluster="cpu-2core-gloo", algorithms=["diloco", "sparseloco"],
+               overrides=["algorithm.warmup_syncs_optimizer_state=true"])
+    sparse_costs, dense_costs = (step_costs(exp, exp.algorithm(n)) for n in ("sparseloco", "diloco"))
+    assert sparse_costs.warmup_extra_bytes == dense_costs.warmup_extra_bytes > 0
