@@ -17,6 +17,7 @@ from palsgd.harness.commands.targets import time_to_target
 from palsgd.harness.machinery import store
 from palsgd.harness.machinery.launch import RunFailed, run_real
 from palsgd.harness.machinery.rank_files import read_heartbeats
+from palsgd.sim.engine import simulate
 
 
 def _alive(pid: int) -> bool:
@@ -94,6 +95,17 @@ def test_slow_rank_is_reported(tiny, tmp_path):
     result = run_real(exp, tmp_path, nproc_per_node=2, fault=FaultSpec.parse("rank=0,step=0,kind=slow,factor=6"))
     assert [s["rank"] for s in result.slow_ranks] == [0]
     assert store.read_manifest(tmp_path)["slow_ranks"][0]["compute_ratio"] > 2
+
+
+@pytest.mark.slow
+def test_sparseloco_sends_through_torchrun_the_bytes_the_simulator_predicts(tiny, tmp_path):
+    # DDP warm-up buckets, DiLoCo's dense all-reduces, SparseLoCo's all-gathered messages: same bytes.
+    exp = tiny(["diloco", "sparseloco"], steps=12)
+    measured = run_real(exp, tmp_path, nproc_per_node=2).runs.set_index("algorithm")
+    predicted = simulate(exp.replace(repeats=1)).runs.set_index("algorithm")
+    columns = ["bytes_sent_per_worker", "syncs"]
+    pd.testing.assert_frame_equal(measured[columns], predicted.loc[measured.index, columns])
+    assert measured.loc["sparseloco", "bytes_sent_per_worker"] < measured.loc["diloco", "bytes_sent_per_worker"]
 
 
 @pytest.mark.slow
