@@ -60,11 +60,15 @@ def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync
 
 
 def pseudo_sync_mask(seed: int, workers: int, steps: int, p: float, warmup_steps: int,
-                     skip_draws: str) -> np.ndarray:
+                     skip_draws: str, group_size: int = 1) -> np.ndarray:
     """Boolean [workers, steps]: True where a worker takes a pseudo-sync step instead of a gradient step.
 
     ``shared``: one stream for all workers (the released code seeds every rank alike), so every row
-    is the same. ``independent``: one stream per worker. Warm-up steps are never pseudo-sync steps.
+    is the same. ``independent``: one stream per replica: with replica groups of ``group_size`` workers
+    (``core/groups.py``), group j draws from stream j + 1 and all its workers take its draws, so that a
+    group stays in lockstep (its gradient steps are DDP steps over the group, and a pseudo-sync step of
+    an identical replica needs no traffic); with groups of one worker that is stream k + 1 for worker k.
+    Warm-up steps are never pseudo-sync steps.
     """
     if skip_draws not in SKIP_DRAWS:
         raise ValueError(f"skip_draws must be one of {SKIP_DRAWS}, not {skip_draws!r}")
@@ -75,9 +79,9 @@ def pseudo_sync_mask(seed: int, workers: int, steps: int, p: float, warmup_steps
         rng = np.random.default_rng([seed, _PSEUDO_SYNC_STREAM])
         mask[:, :] = rng.random(steps) < p
     else:
-        for worker in range(workers):
-            rng = np.random.default_rng([seed, _PSEUDO_SYNC_STREAM, worker + 1])
-            mask[worker] = rng.random(steps) < p
+        for group in range(workers // group_size):
+            rng = np.random.default_rng([seed, _PSEUDO_SYNC_STREAM, group + 1])
+            mask[group * group_size:(group + 1) * group_size] = rng.random(steps) < p
     mask[:, :warmup_steps] = False
     return mask
 
@@ -91,6 +95,7 @@ class Plan:
     sync_after: np.ndarray  # bool [steps]: a sync follows this step (always False for ddp)
     fragment: np.ndarray  # int [steps]: the fragment a sync after this step applies; -1 without a sync
     sync_delay: int = 0  # tau: a sync's all-reduce starts after the step tau steps before it
+    group_size: int = 1  # workers per replica group: a gradient step is a DDP step over the group
 
     @property
     def start_after(self) -> np.ndarray:
@@ -114,7 +119,7 @@ class Plan:
 
 def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: int = 0,
          sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared", fragments: int = 1,
-         sync_delay: int = 0) -> Plan:
+         sync_delay: int = 0, group_size: int = 1) -> Plan:
     """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone, ``fragments`` (P)
     and ``sync_delay`` (tau) by ``streaming_diloco`` alone.
 
@@ -122,7 +127,11 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
     turn (0, 1, ..., P-1, 0, ...), so fragment i is synced every H steps, H/P steps after fragment i-1.
     Its all-reduce starts after the step tau steps before the sync (torchft's ``prepare_sync`` at inner
     step H/P - tau) and is applied after the sync step (``perform_sync``); tau < H/P, so one fragment is
-    in flight at a time and never before the warm-up ends."""
+    in flight at a time and never before the warm-up ends.
+
+    Replica groups (``group_size`` > 1, ``core/groups.py``) change no step's kind: a worker's gradient
+    step is then a DDP step over its group (the warm-up's DDP steps still span every worker), its sync is
+    made with the same rank of the other groups, and PALSGD's draws are one per group."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     kinds = np.full((workers, steps), GRADIENT_STEP, dtype=np.int8)
@@ -138,8 +147,8 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
         return Plan(algorithm, kinds, sync_after, fragment)
     kinds[:, index < warmup_steps] = DDP_STEP
     if algorithm == "palsgd":
-        kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws)] = PSEUDO_SYNC_STEP
-    return Plan(algorithm, kinds, sync_after, fragment, delay)
+        kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws, group_size)] = PSEUDO_SYNC_STEP
+    return Plan(algorithm, kinds, sync_after, fragment, delay, group_size)
 
 
 def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
@@ -153,14 +162,16 @@ def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
     holds for a steps and an epochs budget.
     """
     steps = exp.nominal_steps
+    group = exp.group_size(spec)
     if spec.skipped_batches == "kept" and spec.effective_p > 0:
-        steps = _steps_with_gradient_budget(spec, exp.workers, seed, steps - spec.warmup_steps)
+        steps = _steps_with_gradient_budget(spec, exp.workers, seed, steps - spec.warmup_steps, group)
     return plan(spec.name, workers=exp.workers, steps=steps, seed=seed, warmup_steps=spec.warmup_steps,
                 sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws,
-                fragments=spec.fragments, sync_delay=spec.fragment_sync_delay)
+                fragments=spec.fragments, sync_delay=spec.fragment_sync_delay, group_size=group)
 
 
-def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int) -> int:
+def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int,
+                                group_size: int) -> int:
     """W + the local steps after which every worker has taken ``gradient_steps`` gradient steps.
 
     Draws ever longer masks from the plan's stream (a longer draw starts with the shorter one), sized
@@ -170,7 +181,7 @@ def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gr
     while True:
         length = math.ceil(length / (1 - spec.p) * 1.1) + 64
         mask = pseudo_sync_mask(seed, workers, spec.warmup_steps + length, spec.p, spec.warmup_steps,
-                                spec.skip_draws)
+                                spec.skip_draws, group_size)
         done = np.cumsum(~mask[:, spec.warmup_steps:], axis=1)  # gradient steps taken, per worker
         if (done[:, -1] >= gradient_steps).all():
             return spec.warmup_steps + int((done >= gradient_steps).argmax(axis=1).max()) + 1

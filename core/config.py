@@ -27,6 +27,7 @@ from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ALGORITHMS, SKIP_D
 from .buckets import PAYLOAD_ELEM_BYTES
 from .cluster import ClusterSpec, figures
 from .errors import ConfigError, check
+from .groups import REPLICA_GROUP_NAMES, check_replica_group, group_size
 from .sparse import DEFAULT_PAYLOAD as SPARSE_DEFAULT_PAYLOAD
 from .sparse import SPARSE_VALUE_BITS
 from .typed import build, merge, set_path, to_dict
@@ -39,7 +40,8 @@ TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in
 
 _DDP_KEYS = ("payload_dtype", "bucket_mb")
 # Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
-_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state")
+_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state",
+               "replica_group")
 _OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
 ALGORITHM_KEYS = {
     "ddp": _DDP_KEYS,
@@ -96,6 +98,9 @@ class AlgorithmSpec:
     """Sync one tensor at a time, as the paper's released GPT code does, instead of a few flat buffers."""
     warmup_syncs_optimizer_state: bool = False
     """Warm-up steps also all-reduce the optimizer state, as the paper's released code does."""
+    replica_group: Literal["worker", "node"] | int = "worker"
+    """Workers per replica (``core/groups.py``): ``worker`` (every worker is a replica), ``node`` (a node
+    trains as DDP and the nodes run the local method) or a number of workers."""
 
     def __post_init__(self):
         check(self.name in ALGORITHMS, "name", self.name, f"must be one of {', '.join(ALGORITHMS)}")
@@ -109,6 +114,9 @@ class AlgorithmSpec:
         check(self.skipped_batches in SKIPPED_BATCHES, "skipped_batches", self.skipped_batches,
               f"must be one of {SKIPPED_BATCHES}")
         check(self.bucket_mb > 0, "bucket_mb", self.bucket_mb, "must be > 0")
+        check(self.replica_group in REPLICA_GROUP_NAMES
+              or (isinstance(self.replica_group, int) and self.replica_group >= 1), "replica_group",
+              self.replica_group, 'must be "worker", "node" or a number of workers >= 1')
         self._check_fragments()
         self._check_sparse()
 
@@ -216,6 +224,12 @@ class Experiment:
             return
         steps = self.nominal_steps
         key = f"algorithm.{algo.name}"
+        check_replica_group(algo.replica_group, self.cluster, f"{key}.replica_group")
+        if self.group_size(algo) > 1:
+            failures = self.cluster.failures
+            check(failures.mtbf_s == 0 or failures.policy == "wait", "cluster.failures.policy", failures.policy,
+                  f'must be "wait" with replica groups ({key}.replica_group = {algo.replica_group!r}): '
+                  "a group trains as DDP, which waits for a failed worker")
         check(algo.warmup_steps < steps, f"{key}.warmup_steps", algo.warmup_steps,
               f"must be shorter than the run ({steps} steps)")
         check(algo.sync_every <= steps - algo.warmup_steps, f"{key}.sync_every", algo.sync_every,
@@ -224,6 +238,10 @@ class Experiment:
     @property
     def workers(self) -> int:
         return self.cluster.workers
+
+    def group_size(self, algo: AlgorithmSpec) -> int:
+        """Workers per replica group of ``algo`` (1 for DDP, whose every step spans all workers)."""
+        return group_size(algo.replica_group, self.cluster) if algo.is_local else 1
 
     @property
     def samples_per_step(self) -> int:
@@ -379,6 +397,8 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
     def where(key: str) -> str:
         # The source of the deepest key we know about.
         parts = key.split(".")
+        if len(parts) == 3 and parts[0] == "algorithm" and key not in origin and f"algorithm.{parts[2]}" in origin:
+            return origin[f"algorithm.{parts[2]}"]  # a shared key that the algorithm's own table does not set
         for i in range(len(parts), 0, -1):
             if ".".join(parts[:i]) in origin:
                 return origin[".".join(parts[:i])]

@@ -14,7 +14,7 @@ RUN... --loss L --export FILE``) or stated by the user, in a TOML file (``--conv
     [[workload.convergence.points]]
     algorithm = "palsgd"
     sync_every = 8          # optional axes: sync_every (H), p (palsgd only), fragments (streaming_diloco
-                            # only), workers
+                            # only), workers, replica_group (workers per replica, core/groups.py)
     p = 0.2
     payload_dtype = "fp32"  # optional, default fp32 (sparseloco: int2): only points of the same dtype answer
     steps_vs_ddp = 1.49     # steps to the target / DDP's steps to the target (same workers)
@@ -56,18 +56,21 @@ from .sparse import DEFAULT_PAYLOAD as SPARSE_DEFAULT
 from .sparse import SPARSE_VALUE_BITS
 
 TABLE = "workload.convergence"
-AXES = ("sync_every", "p", "fragments", "workers")
-AXES_OF = {"ddp": ("workers",), "local_sgd": ("sync_every", "workers"), "diloco": ("sync_every", "workers"),
-           "palsgd": ("sync_every", "p", "workers"), "streaming_diloco": ("sync_every", "fragments", "workers"),
-           "sparseloco": ("sync_every", "workers")}
+AXES = ("sync_every", "p", "fragments", "workers", "replica_group")
+_GROUPED = ("workers", "replica_group")
+AXES_OF = {"ddp": ("workers",), "local_sgd": ("sync_every", *_GROUPED), "diloco": ("sync_every", *_GROUPED),
+           "palsgd": ("sync_every", "p", *_GROUPED), "streaming_diloco": ("sync_every", "fragments", *_GROUPED),
+           "sparseloco": ("sync_every", *_GROUPED)}
 """The axes each local algorithm's steps to the target may depend on: p is PALSGD's alone; Streaming
-DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does."""
+DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does; the workers
+per replica (``replica_group`` as a number, ``core/groups.py``) set how many replicas the local method
+averages and how large each one's batch is."""
 OWN_AXES = {"p": "palsgd", "fragments": "streaming_diloco"}
 """Axes that only one algorithm has."""
-LOG_AXES = ("sync_every", "fragments", "workers")
+LOG_AXES = ("sync_every", "fragments", "workers", "replica_group")
 """Interpolated in log space: they are usually measured on geometric grids (H = 4, 8, 16, ...)."""
 AXIS_NAMES = {"sync_every": "H (sync_every)", "p": "p", "fragments": "the number of fragments",
-              "workers": "the number of workers"}
+              "workers": "the number of workers", "replica_group": "the workers per replica (replica_group)"}
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Point:
     p: float | None = None
     fragments: int | None = None
     workers: int | None = None
+    replica_group: int | None = None
 
     def given_axes(self) -> tuple[str, ...]:
         return tuple(a for a in AXES if getattr(self, a) is not None)
@@ -122,15 +126,16 @@ class Convergence:
         grid = self._groups.get((algorithm, payload_dtype))
         return dict(zip(grid.axes, grid.values, strict=True)) if grid else {}
 
-    def lookup(self, spec: AlgorithmSpec, workers: int) -> Lookup:
-        """Steps to the target of ``spec`` on ``workers`` workers, relative to DDP's."""
+    def lookup(self, spec: AlgorithmSpec, workers: int, group_size: int = 1) -> Lookup:
+        """Steps to the target of ``spec`` on ``workers`` workers in replicas of ``group_size``, relative to DDP's."""
         if spec.name == "ddp":
             return Lookup(1.0, "DDP by definition", (self.source,))
         grid = self._groups.get((spec.name, spec.payload_dtype))
         if grid is None:
             return Lookup(None, f"the convergence description has no {spec.name} point with payload "
                                 f"{spec.payload_dtype}")
-        query = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": workers}
+        query = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": workers,
+                 "replica_group": group_size}
         return grid.lookup(spec.name, query)
 
     def ddp_steps_on(self, workers: int) -> Lookup:
@@ -147,18 +152,18 @@ class Convergence:
         return Lookup(steps, f"DDP's steps {steps:.1f} on {workers} workers (from its measured worker counts)",
                       found.sources)
 
-    def steps_to_target(self, spec: AlgorithmSpec, workers: int) -> Lookup:
+    def steps_to_target(self, spec: AlgorithmSpec, workers: int, group_size: int = 1) -> Lookup:
         """Steps ``spec`` needs to the target on ``workers`` workers (in the ``steps_vs_ddp`` field): DDP's
         steps there times ``spec``'s steps relative to DDP there."""
-        ddp, ratio = self.ddp_steps_on(workers), self.lookup(spec, workers)
+        ddp, ratio = self.ddp_steps_on(workers), self.lookup(spec, workers, group_size)
         if ddp.steps_vs_ddp is None or ratio.steps_vs_ddp is None:
             return Lookup(None, ratio.why if ratio.steps_vs_ddp is None else ddp.why)
         return Lookup(ddp.steps_vs_ddp * ratio.steps_vs_ddp, f"{ratio.why}; {ddp.why}",
                       tuple(dict.fromkeys(ratio.sources + ddp.sources)))
 
-    def require(self, spec: AlgorithmSpec, workers: int, *, source: str = "") -> float:
+    def require(self, spec: AlgorithmSpec, workers: int, *, source: str = "", group_size: int = 1) -> float:
         """Like ``lookup``, but a configuration outside the measured range is a ConfigError."""
-        found = self.lookup(spec, workers)
+        found = self.lookup(spec, workers, group_size)
         if found.steps_vs_ddp is None:
             raise ConfigError(f"no steps to the target: {found.why}", key=f"algorithm.{spec.name}",
                               source=source)
@@ -283,7 +288,7 @@ def notes(exp: Experiment) -> list[str]:
            f"{conv.source}); " + TO_TARGET_ASSUMPTION]
     for spec in exp.algorithms:
         if spec.is_local:
-            found = conv.lookup(spec, exp.workers)
+            found = conv.lookup(spec, exp.workers, exp.group_size(spec))
             ratio = f"{found.steps_vs_ddp:.3g}x DDP's steps" if found.steps_vs_ddp is not None else "no value"
             out.append(f"{spec.name}: {ratio}; {found.why}")
     return out
@@ -294,7 +299,7 @@ def speedup_to_target(runs: pd.DataFrame, exp: Experiment, conv: Convergence | N
     description or outside its measured range."""
     if conv is None:
         return pd.Series(math.nan, index=runs.index, name="speedup_to_target_vs_ddp")
-    ratio = {a.name: conv.lookup(a, exp.workers).steps_vs_ddp for a in exp.algorithms}
+    ratio = {a.name: conv.lookup(a, exp.workers, exp.group_size(a)).steps_vs_ddp for a in exp.algorithms}
     steps_vs_ddp = runs["algorithm"].map(lambda name: ratio.get(name) or math.nan)
     return (runs["speedup_vs_ddp"] / steps_vs_ddp).rename("speedup_to_target_vs_ddp")
 
@@ -356,7 +361,7 @@ def _point(raw: object, key: str) -> Point:
     for axis, owner in OWN_AXES.items():
         if axis in raw and name != owner:
             raise ConfigError(f"applies to {owner} only", key=f"{key}.{axis}", value=raw[axis])
-    for axis in ("sync_every", "fragments", "workers"):
+    for axis in ("sync_every", "fragments", "workers", "replica_group"):
         if axis in raw:
             _check_count(raw[axis], f"{key}.{axis}")
     if "p" in raw:
@@ -366,7 +371,7 @@ def _point(raw: object, key: str) -> Point:
     return Point(algorithm=name, steps_vs_ddp=float(raw["steps_vs_ddp"]), source=raw["source"],
                  payload_dtype=dtype, sync_every=raw.get("sync_every"),
                  p=float(raw["p"]) if "p" in raw else None, fragments=raw.get("fragments"),
-                 workers=raw.get("workers"))
+                 workers=raw.get("workers"), replica_group=raw.get("replica_group"))
 
 
 def _check_keys(raw: dict, allowed: tuple[str, ...], prefix: str, required: tuple[str, ...]) -> None:

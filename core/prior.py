@@ -271,6 +271,7 @@ def refusals(spec, exp, *, like: str | None = None) -> list[str]:
     return out
 
 
-def replicas(exp) -> int:
-    """M, the number of DiLoCo replicas: in this project every worker is a replica."""
-    return exp.workers
+def replicas(exp, spec=None) -> int:
+    """M, the number of DiLoCo replicas: the workers over the workers per replica group of ``spec``
+    (``core/groups.py``; every worker is a replica by default, or without ``spec``)."""
+    return exp.workers // (exp.group_size(spec) if spec is not None else 1)

@@ -96,16 +96,21 @@ def validate_steps(steps: pd.DataFrame) -> None:
         raise ValueError("step table has rows that end before they start")
 
 
-def split_ddp_wait(steps: pd.DataFrame) -> pd.DataFrame:
+def split_ddp_wait(steps: pd.DataFrame, groups: dict[str, tuple[int, int]] | None = None) -> pd.DataFrame:
     """A real DDP step times the wait for the slowest worker inside its exposed all-reduce: the fast
     workers' last bucket cannot finish before the slow one has computed its gradients, and DDP has no
     barrier of its own to time that apart. Carve it out as the simulator records it: the exposed
     all-reduce (the row that starts where the worker's compute ends) begins with ``wait`` until the
-    slowest worker's compute ends. Needs every worker's rows on one clock (the merged table)."""
-    keys = ["algorithm", "run", "step"]
-    comp = steps.loc[steps["phase"] == "compute", [*keys, "worker", "end_s"]]
+    slowest worker's compute ends. Needs every worker's rows on one clock (the merged table).
+
+    ``groups``: {algorithm: (workers per replica group, first local step W)} for the algorithms that
+    train in replica groups (``core/groups.py``): from step W on a DDP step spans one group only, so the
+    slowest worker is looked for in the worker's own group (the warm-up's DDP steps span every worker)."""
+    grouped = steps.assign(ddp_group=_ddp_groups(steps, groups or {}))
+    keys = ["algorithm", "run", "step", "ddp_group"]
+    comp = grouped.loc[grouped["phase"] == "compute", [*keys, "worker", "end_s"]]
     slowest = comp.groupby(keys)["end_s"].max().rename("slowest_s")
-    ar = steps[steps["phase"] == "allreduce"].reset_index().merge(
+    ar = grouped[grouped["phase"] == "allreduce"].reset_index().merge(
         comp.rename(columns={"end_s": "compute_end_s"}), on=[*keys, "worker"])
     ar = ar.merge(slowest, left_on=keys, right_index=True)
     ddp = ar[(ar["start_s"] == ar["compute_end_s"]) & (ar["slowest_s"] > ar["start_s"])]
@@ -116,6 +121,15 @@ def split_ddp_wait(steps: pd.DataFrame) -> pd.DataFrame:
     out = steps.copy()
     out.loc[ddp["index"].to_numpy(), "start_s"] = wait_end.to_numpy()
     return pd.concat([out, waits], ignore_index=True)
+
+
+def _ddp_groups(steps: pd.DataFrame, groups: dict[str, tuple[int, int]]) -> np.ndarray:
+    """Per row: the replica group its DDP step spans, or -1 for every worker."""
+    out = np.full(len(steps), -1, dtype=np.int64)
+    for algorithm, (size, first_local) in groups.items():
+        rows = ((steps["algorithm"] == algorithm) & (steps["step"] >= first_local)).to_numpy()
+        out[rows] = steps["worker"].to_numpy()[rows] // size
+    return out
 
 
 def phase_totals(steps: pd.DataFrame) -> pd.DataFrame:

@@ -44,7 +44,7 @@ def answers(exp: Experiment, *, use_prior: bool = True, like: dict[str, str] | N
 
 
 def _measured(conv, spec, exp: Experiment, source: str) -> Answer:
-    found = conv.lookup(spec, exp.workers)
+    found = conv.lookup(spec, exp.workers, exp.group_size(spec))
     return Answer(found.steps_vs_ddp, None, None, source, found.why)
 
 
@@ -52,7 +52,7 @@ def _prior(exp: Experiment, spec, like: str | None) -> Answer:
     if spec.name == "ddp":
         return Answer(1.0, 1.0, 1.0, prior.NAME, "DDP by definition")
     refused = prior.refusals(spec, exp, like=like)
-    est = prior.estimate(exp.workload.params, prior.replicas(exp))
+    est = prior.estimate(exp.workload.params, prior.replicas(exp, spec))
     if est.steps_vs_ddp is None:
         refused.append(est.why)
     if refused:
@@ -104,8 +104,10 @@ def notes(exp: Experiment, found: dict[str, Answer]) -> list[str]:
 def _batch_note(exp: Experiment) -> str:
     """The prior's losses are each at the paper's best global batch; say how far this workload's is."""
     wl, n = exp.workload, exp.workload.params
+    # M of the local algorithms (a replica group per node gives M = nodes), every worker without them
+    m = min((prior.replicas(exp, a) for a in exp.algorithms if a.is_local), default=exp.workers)
     tokens = wl.batch_per_worker * wl.grad_accum * exp.workers * wl.model.seq_len
     return (f"the paper's fitted optimal global batch at N = {n / 1e6:.0f}M: DDP {prior.optimal_batch_tokens(n):,.0f} "
-            f"tokens, DiLoCo with M = {prior.replicas(exp)} {prior.optimal_batch_tokens(n, prior.replicas(exp)):,.0f} "
+            f"tokens, DiLoCo with M = {m} {prior.optimal_batch_tokens(n, m):,.0f} "
             f"(v2 Tables 10-11); this workload: {tokens:,} tokens per step, assumed to give each algorithm its "
             "tuned loss")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import types
 import typing
 from typing import Any, Literal
 
@@ -43,6 +44,8 @@ def build(cls: type, data: object, skip: tuple[str, ...] = ()) -> Any:
 
 def _convert(value: object, hint: Any) -> Any:
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):  # e.g. int | Literal["worker", "node"]
+        return _convert_union(value, typing.get_args(hint))
     if dataclasses.is_dataclass(hint):
         return build(hint, value)
     if origin is Literal:
@@ -73,6 +76,19 @@ def _convert(value: object, hint: Any) -> Any:
             raise ConfigError("must be a string", value=value)
         return value
     raise TypeError(f"unsupported field type {hint!r}")  # a bug in a spec, not bad input
+
+
+def _convert_union(value: object, arms: tuple) -> Any:
+    """The first arm that accepts ``value``; otherwise one error naming every accepted form."""
+    for arm in arms:
+        try:
+            return _convert(value, arm)
+        except ConfigError:
+            continue
+    forms = [", ".join(map(str, typing.get_args(a))) if typing.get_origin(a) is Literal else
+             {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(a, str(a))
+             for a in arms]
+    raise ConfigError(f"must be one of: {' or '.join(forms)}", value=value)
 
 
 def set_path(target: dict, parts: list[str], value: object) -> None:

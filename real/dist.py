@@ -20,7 +20,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ..core import groups
 from ..core.buckets import PAYLOAD_ELEM_BYTES, QUANT_BLOCK, QUANTIZED
+from ..core.config import AlgorithmSpec, Experiment
+from ..core.groups import ReplicaGroups
 from .optim import flat_order
 from .quantize import dequantize, quantize
 
@@ -83,6 +86,38 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
+@dataclass(frozen=True)
+class SyncGroups:
+    """This rank's process groups under replica groups (``core.groups.ReplicaGroups``): ``members``, the
+    ranks of its group, over which its local steps run DDP; ``peers``, the rank at its position in every
+    group, over which it syncs; ``background``, the peers again for an asynchronous quantized mean."""
+
+    members: object  # torch.distributed ProcessGroup
+    peers: object
+    background: object | None
+
+
+def replica_process_groups(groups: ReplicaGroups, rank: int, *, quantized: bool) -> SyncGroups:
+    """Every rank makes every subgroup, in the same order (``torch.distributed.new_group`` requires it),
+    and keeps its own."""
+    members, _ = dist.new_subgroups_by_enumeration(groups.all_members())
+    peers, _ = dist.new_subgroups_by_enumeration(groups.all_peers())
+    background = dist.new_subgroups_by_enumeration(groups.all_peers())[0] if quantized else None
+    return SyncGroups(members, peers, background)
+
+
+def replica_setup(exp: Experiment, spec: AlgorithmSpec, ctx: DistContext, comm: TorchComm
+                  ) -> tuple[SyncGroups, TorchComm] | None:
+    """Under replica groups: this rank's process groups and the comm its syncs use (its peers at the same
+    group position, reporting its collectives through ``comm``'s flag); None without groups."""
+    if exp.group_size(spec) == 1:
+        return None
+    pgs = replica_process_groups(groups.layout(spec.replica_group, exp.cluster), ctx.rank,
+                                 quantized=spec.payload_dtype in QUANTIZED)
+    return pgs, TorchComm(ctx, payload=spec.dense_payload_dtype, per_tensor=spec.per_tensor_allreduce, groups=pgs,
+                          parent=comm)
+
+
 def flatten_(model: torch.nn.Module) -> torch.Tensor | None:
     """Move the model's trainable parameters into one contiguous buffer that they then view, so a sync
     all-reduces them in place with no copy: PyTorch's ``average_parameters`` leaves parameters as views
@@ -119,36 +154,44 @@ class TorchComm:
     launcher can tell the rank that hangs from the ranks that wait for it.
     """
 
-    def __init__(self, ctx: DistContext, *, payload: str = "fp32", per_tensor: bool = False):
+    def __init__(self, ctx: DistContext, *, payload: str = "fp32", per_tensor: bool = False,
+                 groups: SyncGroups | None = None, parent: TorchComm | None = None):
         self.ctx = ctx
         self.payload = PAYLOAD_DTYPES[payload]
         self.elem_bytes = PAYLOAD_ELEM_BYTES[payload]
         self.quantized = payload if payload in QUANTIZED else None
         self.per_tensor = per_tensor
         self.in_collective = False
+        self._owner = parent or self  # whose in_collective the heartbeat reads
         self._tiny = torch.zeros(1, device=ctx.device)
+        # The ranks this comm spans: all of them, or this rank's peers across replica groups.
+        self.group = groups.peers if groups is not None else None
+        self._world = dist.get_world_size(self.group) if groups is not None else ctx.world_size
         # An asynchronous quantized mean runs on a thread (_Background), through a process group of its
         # own, so that its collectives never interleave with the main thread's.
-        self._group = dist.new_group() if self.quantized and ctx.world_size > 1 else None
+        if groups is not None:
+            self._group = groups.background
+        else:
+            self._group = dist.new_group() if self.quantized and ctx.world_size > 1 else None
         self._last: _Background | None = None
 
     @property
     def world_size(self) -> int:
-        return self.ctx.world_size
+        return self._world
 
     @contextmanager
     def blocking(self) -> Iterator[None]:
-        self.in_collective = True
+        self._owner.in_collective = True
         try:
             yield
         finally:
-            self.in_collective = False
+            self._owner.in_collective = False
 
     def barrier(self) -> None:
         """Wait for every rank: an all-reduce of one element, so that the wait before a sync is measured
         apart from the transfer (``dist.barrier`` on nccl would allocate and sync a device of its own)."""
         with self.blocking():
-            dist.all_reduce(self._tiny)
+            dist.all_reduce(self._tiny, group=self.group)
             _synchronize(self.ctx.device)
 
     def allreduce_mean_(self, groups: Sequence[Sequence[torch.Tensor]]) -> int:
@@ -171,13 +214,13 @@ class TorchComm:
 
     def _start_mean(self, tensors: Sequence[torch.Tensor]) -> _PendingMean | _QuantizedMean:
         if self.quantized:
-            return _QuantizedMean(self.quantized, tensors, self.world_size)
+            return _QuantizedMean(self.quantized, tensors, self.world_size, group=self.group)
         flat = flat_view(tensors) if tensors[0].dtype == self.payload else None
         copied = flat is None
         if copied:
             flat = torch.cat([t.detach().reshape(-1).to(self.payload) for t in tensors])
         flat.div_(self.world_size)
-        return _PendingMean(dist.all_reduce(flat, async_op=True), flat, tensors if copied else ())
+        return _PendingMean(dist.all_reduce(flat, async_op=True, group=self.group), flat, tensors if copied else ())
 
     def start_allreduce_mean_(self, groups: Sequence[Sequence[torch.Tensor]]) -> Callable[[], int]:
         """``allreduce_mean_`` started asynchronously (``async_op=True``, gloo's threads or NCCL's stream
@@ -185,7 +228,7 @@ class TorchComm:
         payload bytes (S) sent. Training must not touch the tensors before ``wait``."""
         calls = [[t] for g in groups for t in g] if self.per_tensor else [g for g in groups if g]
         sent = sum(t.numel() for g in calls for t in g) * self.elem_bytes
-        if self._group is not None:
+        if self._group is not None and self.quantized:
             # The whole exchange of a quantized mean (all-to-all, then all-gather of the re-quantized
             # mean) in the background, as torchft's runs on a CUDA stream of its own; one job after another.
             means = [_QuantizedMean(self.quantized, tensors, self.world_size, group=self._group, start=False)
@@ -214,25 +257,26 @@ class TorchComm:
         return wait
 
     def allgather(self, message: torch.Tensor) -> list[torch.Tensor]:
-        """Every rank's ``message`` (all of one size), in rank order: one ``all_gather`` (SparseLoCo's
-        sparse messages, ``real/sparse.py``; gloo and NCCL run it as a ring)."""
+        """Every rank's ``message`` (all of one size), in rank order, over this comm's ranks (all, or the
+        peers across replica groups): one ``all_gather`` (SparseLoCo's sparse messages, ``real/sparse.py``;
+        gloo and NCCL run it as a ring)."""
         gathered = [torch.empty_like(message) for _ in range(self.world_size)]
         with self.blocking():
-            dist.all_gather(gathered, message)
+            dist.all_gather(gathered, message, group=self.group)
             _synchronize(self.ctx.device)
         return gathered
 
     def mean_scalar(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.ctx.device)
         with self.blocking():
-            dist.all_reduce(t)
+            dist.all_reduce(t, group=self.group)
         return float(t.item()) / self.world_size
 
     def reduce_scalar(self, value: float, op: str) -> float:
         """``min`` or ``max`` of one number over the ranks."""
         t = torch.tensor([value], dtype=torch.float64, device=self.ctx.device)
         with self.blocking():
-            dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX)
+            dist.all_reduce(t, op=dist.ReduceOp.MIN if op == "min" else dist.ReduceOp.MAX, group=self.group)
         return float(t.item())
 
     def common_clock(self) -> float:

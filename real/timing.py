@@ -101,11 +101,13 @@ class StepTimer:
 class DDPCommTimer:
     """State of a DDP communication hook that averages gradient buckets and stamps each one's
     launch and completion on the step clock (see the module docstring). ``payload`` casts the bucket
-    (bf16/fp16 compression, as ``bf16_compress_hook`` does) before the all-reduce."""
+    (bf16/fp16 compression, as ``bf16_compress_hook`` does) before the all-reduce. ``group``: the DDP's
+    process group (a replica group's members), None for all ranks."""
 
-    def __init__(self, timer: StepTimer, payload: torch.dtype):
+    def __init__(self, timer: StepTimer, payload: torch.dtype, group=None):
         self.timer = timer
         self.payload = payload
+        self.group = group
         self.launched: list[float] = []
         self.finished: list[float] = []
         self.bytes = 0
@@ -122,9 +124,9 @@ def ddp_timed_hook(state: DDPCommTimer, bucket):
     buf = bucket.buffer()
     state.launched.append(state.timer.now())
     send = buf if state.payload == buf.dtype else buf.to(state.payload)
-    send.div_(dist.get_world_size())
+    send.div_(dist.get_world_size(state.group))
     state.bytes += send.numel() * send.element_size()
-    fut = dist.all_reduce(send, async_op=True).get_future()
+    fut = dist.all_reduce(send, async_op=True, group=state.group).get_future()
 
     def done(f):
         result = f.value()[0]

@@ -184,6 +184,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
         data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
     comm = dist.TorchComm(ctx, payload=spec.dense_payload_dtype, per_tensor=spec.per_tensor_allreduce)
     ddp = _wrap_in_ddp(model, spec, ctx, bucket_views=emulated is not None)
+    grouped = dist.replica_setup(exp, spec, ctx, comm)
     eval_data = data.eval_batches(exp.train.eval_batches)
     files = RankFiles(out, name, ctx.rank)
     restored = _agree_on_checkpoint(out, name, ctx, comm) if resume else None
@@ -191,11 +192,17 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
                       run=attempt, offset_s=0.0 if restored is None else restored["clock_s"])
     ddp_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[spec.dense_payload_dtype])
     ddp.register_comm_hook(ddp_timer, ddp_timed_hook)
+    group_ddp = group_timer = None
+    if grouped is not None:
+        group_ddp = _wrap_in_ddp(model, spec, ctx, bucket_views=False, process_group=grouped[0].members)
+        group_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[spec.dense_payload_dtype], group=grouped[0].members)
+        group_ddp.register_comm_hook(group_timer, ddp_timed_hook)
     setup = Setup(model=model, optimizer=optimizer, spec=spec, train=exp.train,
                   kinds=plan.worker_kinds(ctx.rank), sync_after=plan.sync_after, comm=comm, timer=timer,
                   loss_fn=loss_fn, ddp=ddp, ddp_timer=ddp_timer, grad_accum=exp.workload.grad_accum,
                   device=ctx.device, fragment=plan.fragment, start_after=plan.start_after,
-                  device_s=None if emulated is None else emulated.device_s)
+                  device_s=None if emulated is None else emulated.device_s, group_ddp=group_ddp,
+                  group_ddp_timer=group_timer, sync_comm=None if grouped is None else grouped[1])
     t = Training(exp=exp, name=name, out=out, ctx=ctx, attempt=attempt, plan=plan, setup=setup,
                  algo=ALGORITHM_CLASSES[name](setup), flat_params=flat_params, data=data,
                  eval_data=eval_data, files=files, emulated=emulated)
@@ -207,7 +214,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
 
 
 def _wrap_in_ddp(model: torch.nn.Module, spec: AlgorithmSpec, ctx: dist.DistContext, *,
-                 bucket_views: bool) -> torch.nn.Module:
+                 bucket_views: bool, process_group=None) -> torch.nn.Module:
     # PyTorch's default bucket layout (1 MiB first bucket) unless a cap is asked for; the simulator
     # charges the same layout (AlgorithmSpec.first_bucket_mb). On emulated accelerators the gradients
     # are views of DDP's buckets, saving the copy back after each all-reduce: host memory work that a GPU
@@ -215,7 +222,7 @@ def _wrap_in_ddp(model: torch.nn.Module, spec: AlgorithmSpec, ctx: dist.DistCont
     cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_cap_mb": spec.torch_bucket_cap_mb}
     return torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None,
-        gradient_as_bucket_view=bucket_views, **cap)
+        gradient_as_bucket_view=bucket_views, process_group=process_group, **cap)
 
 
 @dataclass

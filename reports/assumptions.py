@@ -42,7 +42,7 @@ def key_value_table(caption: str, d: dict, skip: tuple[str, ...] = ()) -> Table 
 
 
 # Which AlgorithmSpec parameters an algorithm uses (docs/algorithms.md); the others show "–".
-_LOCAL = ("sync_every", "warmup_steps", "per_tensor_allreduce")
+_LOCAL = ("sync_every", "warmup_steps", "per_tensor_allreduce", "replica_group")
 _USES = {"ddp": ("payload_dtype", "bucket_mb"),
          "local_sgd": ("payload_dtype", "bucket_mb", *_LOCAL),
          "diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",

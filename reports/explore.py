@@ -29,6 +29,7 @@ AXIS_LABELS = {
     "algorithm.sync_every": ("H (sync every)", "steps"),
     "algorithm.p": ("p (PALSGD pseudo-sync)", ""),
     "cluster.variability.jitter_cv": ("jitter (CV of step time)", ""),
+    "algorithm.replica_group": ("workers per replica (replica_group)", "workers"),
 }
 
 

@@ -203,6 +203,8 @@ def _step_s(exp: Experiment, algo) -> float:
     slow = var.slow_factor if var.slow_workers else 1.0
     spikes = 1.0 + var.straggler_prob * (var.straggler_factor - 1.0)
     comm_s = float(c.bucket_s.sum()) + c.warmup_extra_s if not algo.is_local or algo.warmup_steps else 0.0
+    if c.group is not None:  # a replica group's local steps are DDP steps over the group
+        comm_s = max(comm_s, float(c.group.bucket_s.sum()))
     return c.compute_s * slow * spikes + c.optimizer_s + comm_s
 
 

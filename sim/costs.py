@@ -1,6 +1,8 @@
 """Cost of one step, per worker, from the workload and the cluster (``docs/model.md``): c, o, u, m,
 data, the all-reduce calls of a sync, the DDP gradient buckets and DDP's broadcast of the buffers (all
-laid out by ``core/buckets.py``, exactly as the real harness makes them).
+laid out by ``core/buckets.py``, exactly as the real harness makes them). With replica groups
+(``core/groups.py``) a sync is charged on one group position's ring and a local step's DDP on the
+group's tiers.
 
 Every cost is a formula over the specs unless ``palsgd calibrate`` measured it (ComputeSpec ``*_time_s``
 fields > 0 override the formulas).
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import buckets, compute, sparse
+from ..core import buckets, compute, groups, sparse
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.model_facts import model_facts
@@ -50,10 +52,25 @@ class StepCosts:
     warmup_extra_bytes: float
     buffer_broadcast_s: float  # DDP: blocking broadcast of the buffers (BatchNorm) before a step's forward
     buffer_broadcast_bytes: float
+    group: GroupCosts | None = None  # replica groups of more than one worker: their DDP steps
+
+
+@dataclass(frozen=True)
+class GroupCosts:
+    """A replica group's DDP step (``core/groups.py``): DDP's buckets and buffer broadcast, charged on the
+    tiers the group spans (``groups.group_cluster``), as ``StepCosts`` charges the warm-up's on all."""
+
+    size: int  # workers per group
+    bucket_s: np.ndarray
+    bucket_bytes_sent: float
+    buffer_broadcast_s: float
+    buffer_broadcast_bytes: float
 
 
 def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     wl, comp, cluster = exp.workload, exp.cluster.compute, exp.cluster
+    size = exp.group_size(algo)
+    sync_cluster = groups.sync_cluster(cluster, size)  # the cluster itself without groups
     # c from FLOPs, o, u and m memory-bound passes over 4N bytes, or what calibration measured: the same
     # functions the real harness's emulated accelerators sleep by (core/compute.py).
     c, o = compute.step_compute_s(wl, comp), compute.optimizer_step_s(wl, comp)
@@ -66,10 +83,10 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     payload = dense
     if algo.name == "sparseloco":
         payload = float(sparse.sync_bytes(flat_numels(wl), algo.topk_density, algo.payload_dtype))
-        sync_s, sync_bytes = sparse_sync(cluster, payload, buffers)
+        sync_s, sync_bytes = sparse_sync(sync_cluster, payload, buffers)
     else:
         calls = buckets.sync_call_bytes(flat_numels(wl), buffers, elem, per_tensor=algo.per_tensor_allreduce)
-        sync_s, sync_bytes = _sync(cluster, calls)
+        sync_s, sync_bytes = _sync(sync_cluster, calls)
         sync_s += quantize_time(exp, algo, sum(params) + sum(buffers))
     ddp_elem = buckets.ddp_elem_bytes(algo.dense_payload_dtype)
     sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
@@ -79,13 +96,22 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
-        sync_s=sync_s, sync_bytes=sync_bytes, barrier_s=collectives.barrier_time(cluster), bucket_s=bucket_s,
+        sync_s=sync_s, sync_bytes=sync_bytes, barrier_s=collectives.barrier_time(sync_cluster), bucket_s=bucket_s,
         bucket_ready=bucket_ready(sizes, wl.grad_accum),
         bucket_bytes_sent=sum(collectives.bytes_sent(cluster, b) for b in sizes),
         warmup_extra_s=collectives.allreduce_time(cluster, extra) if extra else 0.0,
         warmup_extra_bytes=collectives.bytes_sent(cluster, extra) if extra else 0.0,
         buffer_broadcast_s=broadcast_s, buffer_broadcast_bytes=broadcast_bytes,
+        group=group_costs(exp, size, sizes) if size > 1 else None,
     )
+
+
+def group_costs(exp: Experiment, size: int, sizes: np.ndarray) -> GroupCosts:
+    """DDP inside a group of ``size`` workers: the same buckets, on the group's own tiers."""
+    cluster = groups.group_cluster(exp.cluster, size)
+    broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(exp.workload))
+    return GroupCosts(size, bucket_times(cluster, sizes),
+                      sum(collectives.bytes_sent(cluster, b) for b in sizes), broadcast_s, broadcast_bytes)
 
 
 def fragment_syncs(exp: Experiment, algo: AlgorithmSpec) -> list[tuple[float, float, float]]:
@@ -97,16 +123,17 @@ def fragment_syncs(exp: Experiment, algo: AlgorithmSpec) -> list[tuple[float, fl
     params, buffers = flat_numels(exp.workload), tensor_numels(exp.workload)[1]
     bounds = buckets.fragment_bounds(params, algo.fragments)
     elem = algo.payload_bytes_per_param
+    cluster = groups.sync_cluster(exp.cluster, exp.group_size(algo))
     out = []
     for i, (first, end) in enumerate(bounds):
         own = params[first:end]
         calls = buckets.sync_call_bytes(own, buffers if i == len(bounds) - 1 else [], elem,
                                         per_tensor=algo.per_tensor_allreduce)
         if algo.fragment_sync_delay == 0:
-            sync_s, sync_bytes = _sync(exp.cluster, calls)
+            sync_s, sync_bytes = _sync(cluster, calls)
         else:
-            sync_s = sum(collectives.allreduce_time(exp.cluster, b) for b in calls)
-            sync_bytes = sum(collectives.bytes_sent(exp.cluster, b) for b in calls)
+            sync_s = sum(collectives.allreduce_time(cluster, b) for b in calls)
+            sync_bytes = sum(collectives.bytes_sent(cluster, b) for b in calls)
         sync_s += quantize_time(exp, algo, sum(own) + (sum(buffers) if i == len(bounds) - 1 else 0))
         out.append((sync_s, sync_bytes, sum(own) / sum(params)))
     return out

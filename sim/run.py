@@ -16,6 +16,7 @@ from ..core.errors import ConfigError
 from .algorithms import SimAlgorithm
 from .cluster import Network, Workers
 from .costs import StepCosts, ddp_comm_end, ddp_comm_end_one
+from .groups import GroupSteps
 from .record import Recorder
 
 MAX_REDOS_PER_STEP = 100
@@ -51,6 +52,8 @@ class Run:
         self.restart_s = exp.cluster.failures.restart_s
         self.back_at = np.zeros(exp.workers)  # when a failed worker computes again (rejoin policy)
         self.talk = exp.workers > 1  # a single worker has nothing to all-reduce
+        # Replica groups of more than one worker: their local steps are DDP steps over the group.
+        self.groups = GroupSteps(costs.group, costs.bucket_ready) if costs.group is not None else None
 
     def process(self):
         for is_ddp, first, last, sync in segments(self.plan):
@@ -187,7 +190,7 @@ class Run:
         cut = np.full(k.count, grad.shape[1])  # rejoin: steps from here on are lost to a failure
         started = present.copy()
         for _ in self._redos(last - first + 1):
-            dur = data + fail + main + opt
+            dur = data + (self.groups.main(grad, comp, fail, m) if self.groups else fail + main) + opt
             ends = start_s + np.cumsum(dur, axis=1)
             arrival = ends[:, -1]
             hit = k.failures_before(np.where(present, arrival, -np.inf))
@@ -206,7 +209,10 @@ class Run:
                     k.restart(w, begin + data[w, t] + fail[w, t])
         starts = ends - dur
         done = (np.arange(grad.shape[1])[None, :] < cut[:, None]) & started[:, None]
-        self._record_local(first, starts, done, grad, data, fail, comp, m, opt)
+        if self.groups:
+            self.groups.record(self.rec, first, starts, done, grad, data, fail, comp, m, opt)
+        else:
+            self._record_local(first, starts, done, grad, data, fail, comp, m, opt)
         return np.where(present, arrival, np.inf), present, ends[:, -1 - delay]
 
     def _record_local(self, first, starts, done, grad, data, fail, comp, m, opt) -> None:

@@ -2,11 +2,13 @@
 
 Time to the target = the simulated wall-clock of the steps the configuration needs to reach the
 target: DDP's steps (``Convergence.ddp_steps_on``) times the configuration's steps relative to DDP
-(``Convergence.steps_to_target``). The search covers algorithm x H x p x payload dtype, but only
-where the description was measured: an axis it measured is searched over its measured values and the
-powers of two (H) or multiples of 0.05 (p) between them; an axis it assumes not to matter keeps the
-experiment's value (searching it would trust an assumption outside any measurement). Each candidate is
-simulated with one seed; the best two and DDP again with ``exp.repeats`` seeds for the 5-95 % band.
+(``Convergence.steps_to_target``). The search covers algorithm x H x p x fragments x replica group size
+x payload dtype, but only where the description was measured: an axis it measured is searched over its
+measured values and the powers of two (H, fragments, workers per replica group) or multiples of 0.05 (p)
+between them, group sizes only where they tile the cluster (``core/groups.py``); an axis it assumes
+not to matter keeps the experiment's value (searching it would trust an assumption outside any
+measurement). Each candidate is simulated with one seed; the best two and DDP again with
+``exp.repeats`` seeds for the 5-95 % band.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from ...core.config import AlgorithmSpec, BudgetSpec, Experiment
 from ...core.convergence import Convergence
 from ...core.errors import ConfigError
+from ...core.groups import check_replica_group
 from .simulate import human_s
 
 P_STEP = 0.05
@@ -107,18 +110,21 @@ def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], li
             hs = _grid(measured.get("sync_every"), base.sync_every, _powers_of_two)
             ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if base.name == "palsgd" else [base.p]
             fs = _grid(measured.get("fragments"), base.fragments, _powers_of_two)
-            for h, p, f in itertools.product(hs, ps, fs):
+            own = exp.group_size(base)
+            gs = [s for s in _grid(measured.get("replica_group"), own, _powers_of_two) if _tiles(exp, int(s))]
+            for h, p, f, s in itertools.product(hs, ps, fs, gs):
                 try:
                     spec = dataclasses.replace(base, sync_every=int(h), p=float(p), fragments=int(f),
-                                               payload_dtype=dtype)
+                                               payload_dtype=dtype,
+                                               replica_group=base.replica_group if s == own else int(s))
                 except ConfigError as err:  # P fragments must divide H
                     refused.append(f"{base.name} H={h:g} fragments={f:g}: {err}")
                     continue
-                found = conv.lookup(spec, exp.workers)
+                found = conv.lookup(spec, exp.workers, int(s))
                 if found.steps_vs_ddp is None:
                     refused.append(f"{_name(spec)}: {found.why}")
                     continue
-                steps = conv.steps_to_target(spec, exp.workers).steps_vs_ddp
+                steps = conv.steps_to_target(spec, exp.workers, int(s)).steps_vs_ddp
                 out.append(Candidate(spec, found.steps_vs_ddp, _whole_steps(steps), found.why))
         if not conv.payload_dtypes(base.name):
             refused.append(f"{base.name}: the convergence description has no point for it")
@@ -132,6 +138,15 @@ def _grid(measured: list[float] | None, own: float, between) -> list[float]:
     lo, hi = measured[0], measured[-1]
     inside = [v for v in (*between(lo, hi), own) if lo <= v <= hi]
     return sorted(set(measured) | set(inside))
+
+
+def _tiles(exp: Experiment, size: int) -> bool:
+    """Whether replica groups of ``size`` workers tile the cluster (``core.groups.check_replica_group``)."""
+    try:
+        check_replica_group(size, exp.cluster, "algorithm.replica_group")
+    except ConfigError:
+        return False
+    return True
 
 
 def _powers_of_two(lo: float, hi: float) -> list[int]:
@@ -159,7 +174,8 @@ def _name(spec: AlgorithmSpec) -> str:
     p = f" p={spec.p:g}" if spec.name == "palsgd" else ""
     fragments = f" P={spec.fragments}" if spec.name == "streaming_diloco" else ""
     density = f" density={spec.topk_density:g}" if spec.name == "sparseloco" else ""
-    return f"{spec.name} H={spec.sync_every}{p}{fragments}{density} {spec.payload_dtype}"
+    group = "" if spec.replica_group == "worker" else f" replica_group={spec.replica_group}"
+    return f"{spec.name} H={spec.sync_every}{p}{fragments}{density}{group} {spec.payload_dtype}"
 
 
 def why_it_wins(best: Answer, ddp: Answer) -> str:
@@ -225,6 +241,7 @@ def advice_json(advice: Advice) -> dict:
                 "p": spec.p if spec.name == "palsgd" else None,
                 "fragments": spec.fragments if spec.name == "streaming_diloco" else None,
                 "topk_density": spec.topk_density if spec.name == "sparseloco" else None,
+                "replica_group": advice.exp.group_size(spec) if spec.is_local else None,
                 "payload_dtype": spec.payload_dtype,
                 "steps_to_target": answer.candidate.steps, "steps_vs_ddp": answer.candidate.steps_vs_ddp,
                 "time_to_target_s": answer.time_s, "time_to_target_5_95_s": [lo, hi],

@@ -55,6 +55,8 @@ class ClusterCase:
     """``cluster.variability`` fields of the case."""
     algorithms: tuple[str, ...] = tuple(a for a in ALGORITHMS if a != "sparseloco")
     """Every algorithm but SparseLoCo, which has a case of its own (``sparseloco-2x4-100mbit``)."""
+    replica_group: str = "worker"
+    """``algorithm.replica_group`` of the local algorithms (``core/groups.py``)."""
 
     @property
     def name(self) -> str:
@@ -79,7 +81,8 @@ class ClusterCase:
 
     def describe(self) -> dict:
         return {"workload": self.workload, "ranks": self.ranks, "network": self.network, "steps": self.steps,
-                "sync_every": self.sync_every, "variability": dict(self.variability)}
+                "sync_every": self.sync_every, "variability": dict(self.variability),
+                "replica_group": self.replica_group}
 
 
 BASE = ClusterCase("base-2x4-1gbit")
@@ -100,6 +103,7 @@ def cases(*, quick: bool) -> list[ClusterCase]:
         r(BASE, label="slow-worker-1.5x", variability=(("slow_workers", 1), ("slow_factor", 1.5))),
         r(BASE, label="stragglers-0.05x3", variability=(("straggler_prob", 0.05), ("straggler_factor", 3.0))),
         r(BASE, label="sync-every-16", sync_every=16, steps=32),
+        r(BASE, label="groups-node", replica_group="node"),
         # Its sync is one all-gather of sparse messages: on the slow link where DiLoCo's all-reduce shows.
         r(BASE, label="sparseloco-2x4-100mbit", link="rate=100mbit,delay=10ms", steps=12,
           algorithms=("ddp", "diloco", "sparseloco")),
@@ -111,6 +115,7 @@ def case_experiment(case: ClusterCase, cluster: str | None = None) -> Experiment
     overrides = [f"cluster.nodes={case.nodes}", f"cluster.gpus_per_node={case.ranks_per_node}",
                  'train.compute="emulated"', f"train.threads_per_rank={THREADS_PER_RANK}",
                  f"algorithm.sync_every={case.sync_every}", "algorithm.warmup_steps=0",
+                 f'algorithm.replica_group="{case.replica_group}"',
                  f"cluster.compute.step_time_s={COMPUTE_S}", f"cluster.compute.optimizer_time_s={OPTIMIZER_S}",
                  # u and m from memory passes at the cluster's memory bandwidth (core/compute.py)
                  "cluster.compute.outer_step_time_s=0", "cluster.compute.pseudo_sync_time_s=0",

@@ -1,7 +1,8 @@
 """`palsgd explore`: a grid of simulations around the user's experiment, for the interactive what-if page.
 
 Six fields vary together (inter-node bandwidth and latency, nodes, H, p, jitter), each over a few values
-around the user's own; every combination is simulated by the sweep machinery (``sweep.run_points``).
+around the user's own, and a seventh when the experiment trains in replica groups: every worker a replica
+or the user's groups (``core/groups.py``); every combination is simulated by the sweep machinery (``sweep.run_points``).
 Each point simulates a window of ``W + 2·H_max`` steps instead of the whole budget: the page shows
 speedups and time per step, which a window with two sync intervals of the slowest-syncing point already
 gives, and the grid of ~800 points then takes seconds, not hours. ``reports.explore`` draws the page.
@@ -54,6 +55,10 @@ def axes(exp: Experiment) -> list[tuple[str, list]]:
     if any(a.name == "sparseloco" for a in exp.algorithms):
         density = exp.algorithm("sparseloco").topk_density
         out.append(("algorithm.topk_density", sorted({round(min(1.0, density * f), 4) for f in DENSITY_FACTORS})))
+    if local and exp.group_size(local[0]) > 1:
+        # Groups within a node stay valid whatever the nodes axis says; larger ones become a node each.
+        own = local[0].replica_group if exp.group_size(local[0]) <= exp.cluster.gpus_per_node else "node"
+        out.append(("algorithm.replica_group", ["worker", own]))
     cv = exp.cluster.variability.jitter_cv
     out.append(("cluster.variability.jitter_cv", [cv, round(cv + JITTER_CV_EXTRA, 4)]))
     return out
@@ -101,5 +106,6 @@ def _own_values(exp: Experiment, grid_axes: list[tuple[str, list]]) -> dict:
            "cluster.nodes": exp.cluster.nodes,
            "algorithm.sync_every": local[0].sync_every if local else None,
            "algorithm.p": exp.algorithm("palsgd").p if any(a.name == "palsgd" for a in exp.algorithms) else None,
-           "cluster.variability.jitter_cv": exp.cluster.variability.jitter_cv}
+           "cluster.variability.jitter_cv": exp.cluster.variability.jitter_cv,
+           "algorithm.replica_group": exp.group_size(local[0]) if local else None}
     return {key: own[key] for key, _ in grid_axes}

@@ -240,8 +240,20 @@ def format_summary(exp: Experiment, runs: pd.DataFrame) -> str:
         table["to target"] = _to_target_column(runs, exp.repeats)
     lines = [head, table.to_string(), ""]
     lines += format_tails(runs)
-    lines += drivers(runs)
+    lines += drivers(runs) + group_lines(exp)
     return "\n".join(lines)
+
+
+def group_lines(exp: Experiment) -> list[str]:
+    """One line per algorithm that trains in replica groups (``core/groups.py``)."""
+    out = []
+    for spec in exp.algorithms:
+        size = exp.group_size(spec)
+        if size > 1:
+            what = "a node" if size == exp.cluster.gpus_per_node else f"{size} workers"
+            out.append(f"{spec.name}: {exp.workers // size} replicas of {what} each: DDP inside a replica, "
+                       f"{spec.name} across them (each rank syncs with the same rank of the other replicas)")
+    return out
 
 
 def _to_target_column(runs: pd.DataFrame, repeats: int) -> list[str]:
@@ -335,8 +347,8 @@ def _with_to_target(exp: Experiment, grid, result):
     if conv is None:
         table = table.assign(speedup_to_target_vs_ddp=math.nan)
     else:  # each point's own H, p and workers pick its steps to the target
-        ratios = pd.DataFrame([{**values, "algorithm": a.name,
-                                "steps_vs_ddp": conv.lookup(a, point.workers).steps_vs_ddp or math.nan}
+        ratios = pd.DataFrame([{**values, "algorithm": a.name, "steps_vs_ddp":
+                                conv.lookup(a, point.workers, point.group_size(a)).steps_vs_ddp or math.nan}
                                for values, point in grid for a in point.algorithms])
         steps_vs_ddp = table[[*keys, "algorithm"]].merge(ratios, how="left", on=[*keys, "algorithm"])["steps_vs_ddp"]
         table = table.assign(speedup_to_target_vs_ddp=table["speedup_vs_ddp"] / steps_vs_ddp.to_numpy())

@@ -175,7 +175,7 @@ def _described_rows(steps: pd.DataFrame, runs: pd.DataFrame, conv: Convergence,
     done, wall = _step_ends(steps), runs.groupby("algorithm")["wall_clock_s"].mean()
     rows = []
     for spec in exp.algorithms:
-        found = conv.steps_to_target(spec, exp.workers)
+        found = conv.steps_to_target(spec, exp.workers, exp.group_size(spec))
         step = found.steps_vs_ddp if found.steps_vs_ddp is not None else math.nan
         rows.append({"source": "convergence", "cluster": exp.cluster.name, "algorithm": spec.name,
                      "target_loss": conv.target_loss, "step_at_target": step,

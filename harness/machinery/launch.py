@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...core import io, schema
+from ...core import groups, io, schema
 from ...core.algorithms import ALGORITHMS
 from ...core.config import Experiment
 from ...core.errors import ConfigError
@@ -281,7 +281,7 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
         wait_s = min(SHARED_FS_WAIT_S, timeout_s)
         failure = missing_ranks_failure(out, names, world, wait_s) if lead \
             else missing_lead_failure(out, names, wait_s)
-    return _finish(out, names, record, failure, lead)
+    return _finish(out, names, record, failure, lead, groups.ddp_spans(exp))
 
 
 def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes, node_rank, rdzv_endpoint,
@@ -346,8 +346,9 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
     return failure
 
 
-def _finish(out: Path, names: list[str], record: dict, failure: dict | None, lead: bool) -> RealResult:
-    steps, metrics = merge(out, names)
+def _finish(out: Path, names: list[str], record: dict, failure: dict | None, lead: bool,
+            ddp_spans: dict[str, tuple[int, int]]) -> RealResult:
+    steps, metrics = merge(out, names, ddp_spans)
     for name, last_step in kept_last_steps(steps, names).items():  # what the tables hold, not the heartbeats
         record[name]["last_step"] = last_step
     runs = schema.summarize_steps(steps) if len(steps) else None

@@ -32,19 +32,21 @@ def read_heartbeats(folder: Path) -> dict[int, dict]:
     return beats
 
 
-def merge(out: Path, names: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def merge(out: Path, names: list[str], groups: dict[str, tuple[int, int]] | None = None
+          ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Concatenate the per-rank files of ``names`` into one step table and one metrics table.
 
     A DDP step has no barrier of its own: a fast rank's exposed all-reduce also times its wait for the
     slowest rank's gradients. Carved out as ``wait`` here (``schema.split_ddp_wait``), where every rank's
-    rows first meet on the common clock, so that the real table compares with the simulator's."""
+    rows first meet on the common clock, so that the real table compares with the simulator's; ``groups``:
+    the algorithms whose local DDP steps span a replica group only (``core.groups.ddp_spans``)."""
     steps, metrics = [], []
     for name in names:
         folder = out / "ranks" / name
         steps += [pd.read_parquet(f) for f in sorted(folder.glob("rank*.steps.parquet"))]
         metrics += [read_rank_csv(f) for f in sorted(folder.glob("rank*.metrics.csv"))]
     steps = [s for s in steps if len(s)]
-    steps_df = schema.split_ddp_wait(pd.concat(steps, ignore_index=True)) if steps else schema.empty_steps()
+    steps_df = schema.split_ddp_wait(pd.concat(steps, ignore_index=True), groups) if steps else schema.empty_steps()
     metrics_df = pd.concat(metrics, ignore_index=True) if metrics else \
         pd.DataFrame(columns=list(schema.METRIC_COLUMNS))
     return steps_df, metrics_df

@@ -2,8 +2,8 @@
 where each algorithm's speedup over DDP crosses 1.
 
 A varied field is any experiment key in dotted form (``cluster.inter_node.bandwidth_gbps``,
-``cluster.nodes``, ``algorithm.sync_every``, ``algorithm.palsgd.p``). Each point is built with
-``core.config.from_dict`` from the base experiment's dict with the override merged, so every point
+``cluster.nodes``, ``algorithm.sync_every``, ``algorithm.palsgd.p``, ``algorithm.replica_group``). Each
+point is built with ``core.config.from_dict`` from the base experiment's dict with the override merged, so every point
 is validated like a user's file.
 """
 
@@ -24,6 +24,7 @@ import pandas as pd
 from ...core import io, schema
 from ...core.config import Experiment, with_changes
 from ...core.errors import ConfigError
+from ...core.groups import group_size
 from ...core.typed import set_path
 from ...sim import bounds
 from ...sim.engine import simulate_tables
@@ -136,7 +137,13 @@ class Grid(Sequence):
             set_path(override, key.split("."), value)
         exp = with_changes(self.base, [("--vary", override)])
         bounds.check(exp, record_steps=False, keep_totals=False)
-        return dict(zip([k for k, _ in self.vary], combo, strict=True)), exp
+        return {key: _recorded(key, value, exp) for (key, _), value in zip(self.vary, combo, strict=True)}, exp
+
+
+def _recorded(key: str, value, exp: Experiment):
+    """The value a table records for a varied key: a replica group as its workers per replica
+    (``worker`` 1, ``node`` the GPUs per node), so that the axis is numeric and can be crossed."""
+    return group_size(value, exp.cluster) if key.split(".")[-1] == "replica_group" else value
 
 
 def _check_points(key: str, value, count: int) -> None:

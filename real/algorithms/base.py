@@ -45,6 +45,12 @@ class Setup:
     loss_fn: LossFn
     ddp: nn.Module | None = None  # DistributedDataParallel around ``model`` (DDP steps)
     ddp_timer: DDPCommTimer | None = None
+    # Replica groups (``core/groups.py``): a local gradient step is a DDP step over the group
+    # (``group_ddp``), and a sync is made over ``sync_comm`` (this rank's peers at its group position).
+    # None without groups: local steps are the model's own and syncs go over ``comm``.
+    group_ddp: nn.Module | None = None
+    group_ddp_timer: DDPCommTimer | None = None
+    sync_comm: object | None = None
     grad_accum: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     slow_factor: float = 1.0  # fault injection: each compute phase lasts this many times longer
@@ -75,6 +81,7 @@ class Algorithm:
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=setup.device.type == "cuda" and setup.train.precision == "fp16")
         self._last_compute_s = 0.0
+        self.sync_comm = setup.sync_comm if setup.sync_comm is not None else setup.comm
         if setup.spec.warmup_steps == 0 or self.name == "ddp":
             self.begin_local()
 
@@ -128,30 +135,38 @@ class Algorithm:
             return [next_batch() for _ in range(self.s.grad_accum)]
 
     def ddp_step(self, next_batch: Callable[[], Batch], lr: float) -> float:
-        """Forward/backward through DDP (bucketed all-reduce overlapped with backward), then the optimizer.
+        """A DDP step over every rank (the warm-up; every step of DDP)."""
+        loss = self._ddp_step(next_batch, lr, self.s.ddp, self.s.ddp_timer, self.s.comm.world_size)
+        if self.s.spec.warmup_syncs_optimizer_state and self.name != "ddp":
+            self.allreduce_mean(self.optimizer_state(), comm=self.s.comm)
+        return loss
+
+    def _ddp_step(self, next_batch: Callable[[], Batch], lr: float, ddp: nn.Module, hook: DDPCommTimer,
+                  world: int) -> float:
+        """Forward/backward through ``ddp`` (bucketed all-reduce overlapped with backward over its ``world``
+        ranks), then the optimizer.
 
         Gradient accumulation: all but the last micro-batch run under ``no_sync`` (no communication)."""
         batches = self.fetch(next_batch)
-        hook = self.s.ddp_timer
         hook.reset()
         self._sync_device()
         start = self.s.timer.now()
         with self.s.comm.blocking():
-            loss = self._forward_backward(self.s.ddp, batches, ddp=True)
+            loss = self._forward_backward(ddp, batches, ddp=True)
         self._sync_device()
         end = self.s.timer.now()
         last = hook.launched[-1] if hook.launched else end
         self.s.timer.add("compute", start, last)
         if hook.launched:
             self.s.timer.add("allreduce_hidden", hook.launched[0], last)
-        world = self.s.comm.world_size
         self.s.timer.add("allreduce", last, end, ring_bytes(hook.bytes, world))
         self.optimizer_step(lr)
-        if self.s.spec.warmup_syncs_optimizer_state and self.name != "ddp":
-            self.allreduce_mean(self.optimizer_state())
         return loss
 
     def local_step(self, next_batch: Callable[[], Batch], lr: float) -> float:
+        if self.s.group_ddp is not None:  # the group trains as DDP; the groups apart
+            return self._ddp_step(next_batch, lr, self.s.group_ddp, self.s.group_ddp_timer,
+                                  self.s.group_ddp.process_group.size())
         batches = self.fetch(next_batch)
         with self.s.timer.phase("compute"):
             loss = self._forward_backward(self.s.model, batches, ddp=False)
@@ -206,12 +221,14 @@ class Algorithm:
     def wait_for_all(self) -> None:
         """Idle until the slowest rank arrives, measured apart from the transfer that follows."""
         with self.s.timer.phase("wait"):
-            self.s.comm.barrier()
+            self.sync_comm.barrier()
 
-    def allreduce_mean(self, *groups: list[torch.Tensor]) -> None:
-        """Average each group over the ranks, one all-reduce per group (``core.buckets.sync_call_bytes``)."""
+    def allreduce_mean(self, *groups: list[torch.Tensor], comm=None) -> None:
+        """Average each group over the ranks a sync spans (or ``comm``'s), one all-reduce per group
+        (``core.buckets.sync_call_bytes``)."""
+        comm = comm or self.sync_comm
         with self.s.timer.phase("allreduce") as box:
-            box[0] = ring_bytes(self.s.comm.allreduce_mean_(groups), self.s.comm.world_size)
+            box[0] = ring_bytes(comm.allreduce_mean_(groups), comm.world_size)
 
     def outer_lr_at(self, step: int) -> float:
         """γ_out at ``step``: constant, or cosine from ``outer_lr`` to 10% of it over the run (the inner

@@ -54,7 +54,7 @@ class StreamingDiLoCo(DiLoCo):
         self.on_device("outer_step", lambda: torch.sub(self.z[part], self.flat[part], out=delta),
                        DELTA_SHARE * self.shares[fragment])
         buffers = self.float_buffers() if fragment == len(self.parts) - 1 else []
-        wait = self.s.comm.start_allreduce_mean_([list(delta.split(self.part_numels[fragment])), buffers])
+        wait = self.sync_comm.start_allreduce_mean_([list(delta.split(self.part_numels[fragment])), buffers])
         self._pending = (fragment, delta, wait)
 
     def sync(self, step: int) -> None:
@@ -63,7 +63,7 @@ class StreamingDiLoCo(DiLoCo):
             raise AssertionError(f"step {step} applies fragment {self.s.fragment[step]}, started {fragment}")
         self._pending = None
         with self.s.timer.phase("allreduce") as box:
-            box[0] = ring_bytes(wait(), self.s.comm.world_size)
+            box[0] = ring_bytes(wait(), self.sync_comm.world_size)
         self.on_device("outer_step", lambda: self.apply_fragment(step, self.parts[fragment], delta),
                        (1 - DELTA_SHARE) * self.shares[fragment])
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from palsgd.core import config, convergence
-from palsgd.harness.commands.advise import advise
+from palsgd.harness.commands.advise import advice_json, advise
 
 # On 8 nodes joined by 10 Gb/s Ethernet, GPT-Neo-8M's all-reduce dominates a step. Local SGD needs DDP's
 # steps up to H = 8 and four times as many at H = 16, so H = 8 (fewest syncs for no extra steps) is the
@@ -82,6 +82,34 @@ source = "hand-made"
     assert (best.spec.name, best.spec.fragments, best.steps) == ("streaming_diloco", 1, 400)
     # fragments 1, 2 and 4 were simulated; none outside 1..4
     assert advice.searched == 4 and not any("fragments = 8" in r for r in advice.refused)
+
+
+def test_advise_searches_the_replica_group_size_where_it_was_measured(tmp_path):
+    # DiLoCo measured with every worker a replica and with a node (8 workers) per replica, at H = 8 and 16:
+    # group sizes 1, 2, 4, 8 are searched (powers of two between); a replica of a node needs fewer steps
+    # here (a made-up table), so where the sync is cheap enough the node groups win.
+    path = tmp_path / "convergence.toml"
+    path.write_text("""
+[workload.convergence]
+target_loss = 3.0
+ddp_steps = 200
+source = "hand-made"
+""" + "".join(f"""
+[[workload.convergence.points]]
+algorithm = "diloco"
+sync_every = {h}
+replica_group = {g}
+steps_vs_ddp = {ratio}
+source = "hand-made"
+""" for h, g, ratio in [(8, 1, 2.0), (16, 1, 3.0), (8, 8, 1.0), (16, 8, 1.2)]))
+    exp = config.load(workload="gpt-neo-8m", algorithms=["ddp", "diloco"])
+    assert exp.cluster.gpus_per_node == 8
+    advice = advise(exp, convergence.load(path))
+    assert advice.searched == 1 + 2 * 4  # DDP; H = 8, 16 x group sizes 1, 2, 4, 8
+    best = advice.ranked[0].candidate
+    assert exp.group_size(best.spec) == 8 and best.steps == 200
+    row = json.loads(json.dumps(advice_json(advice)))
+    assert row["best"]["replica_group"] == 8 and row["ddp"]["replica_group"] is None
 
 
 def test_advise_ranks_sparseloco_from_its_int2_points(tmp_path):

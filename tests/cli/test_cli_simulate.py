@@ -108,3 +108,17 @@ def test_unwritable_paths_are_one_line_exit_2(tmp_path):
     blocker.write_text("")
     r = palsgd("simulate", *SMALL, "--out", str(blocker / "sub"))
     assert r.returncode == 2 and "Not a directory" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_simulate_says_how_replica_groups_train():
+    from palsgd.core.config import load
+    from palsgd.harness.commands.simulate import group_lines
+
+    exp = load(algorithms=["ddp", "diloco", "palsgd"], overrides=['algorithm.diloco.replica_group="node"'])
+    assert group_lines(exp) == ["diloco: 4 replicas of a node each: DDP inside a replica, diloco across them "
+                                "(each rank syncs with the same rank of the other replicas)"]
+    from palsgd.reports.assumptions import algorithm_table
+
+    table = algorithm_table(exp.to_dict())
+    row = next(r for r in table.rows if r[0].text == "replica_group")
+    assert [c.text for c in row[1:]] == ["–", "node", "worker"]

@@ -170,3 +170,23 @@ def test_ddp_steps_by_workers_are_interpolated_not_extrapolated():
     plain = convergence.from_dict(_table(_point("palsgd", 2.0), ddp_workers=2))
     assert plain.steps_to_target(palsgd, 16).steps_vs_ddp == 200.0
     assert "measured on 2 workers, assumed to hold on 16" in plain.steps_to_target(palsgd, 16).why
+
+
+def test_replica_group_is_an_axis_of_the_local_algorithms():
+    from palsgd.core.config import AlgorithmSpec
+    from palsgd.core.convergence import from_dict as conv_from_dict
+
+    head = {"target_loss": 3.0, "ddp_steps": 100.0, "source": "hand-made"}
+    point = {"algorithm": "diloco", "sync_every": 8, "steps_vs_ddp": 1.5, "source": "s"}
+    plain = conv_from_dict({**head, "points": [point]})
+    spec = AlgorithmSpec(name="diloco", sync_every=8, replica_group="node")
+    # Not measured: assumed, and said so.
+    assert "the workers per replica (replica_group)" in plain.lookup(spec, 32, 8).why
+    grid = conv_from_dict({**head, "points": [{**point, "replica_group": 1}, {**point, "replica_group": 8,
+                                                                            "steps_vs_ddp": 1.0}]})
+    assert grid.lookup(spec, 32, 8).steps_vs_ddp == 1.0
+    assert grid.lookup(spec, 32, 16).steps_vs_ddp is None  # outside 1..8: not extrapolated
+    assert abs(grid.lookup(spec, 32, 2).steps_vs_ddp - (1.5 - 0.5 / 3)) < 1e-12  # log-linear in the size
+    with pytest.raises(ConfigError, match="a DDP point gives DDP's steps on another number of workers"):
+        conv_from_dict({**head, "points": [{"algorithm": "ddp", "workers": 4, "replica_group": 2,
+                                            "steps_vs_ddp": 1.0, "source": "s"}]})

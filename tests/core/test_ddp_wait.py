@@ -34,3 +34,24 @@ def test_a_sync_after_a_barrier_is_left_alone():
             _row(1, 3, "optimizer", 1.9, 2, algorithm="local_sgd"), _row(1, 3, "allreduce", 2, 2.5, 9.0, "local_sgd")]
     steps = pd.DataFrame(rows, columns=list(STEP_COLUMNS))
     pd.testing.assert_frame_equal(split_ddp_wait(steps), steps)
+
+
+def test_in_replica_groups_a_worker_waits_for_its_own_group_only():
+    # DiLoCo in 2 groups of 2, W = 1. Step 0 (warm-up DDP over all 4): worker 3 is slowest (2 s), so
+    # every other worker waits for it. Step 1 (DDP inside each group): group 0 computes 1 and 1.2 s,
+    # group 1 computes 1.5 and 2 s: worker 0 waits 0.2 s for worker 1, worker 2 0.5 s for worker 3, and
+    # group 0 does not wait for group 1.
+    def step(t, ends):
+        rows = []
+        for w, end in enumerate(ends):
+            rows += [_row(w, t, "compute", 10 * t, 10 * t + end, algorithm="diloco"),
+                     _row(w, t, "allreduce", 10 * t + end, 10 * t + 3, 8.0, algorithm="diloco")]
+        return rows
+
+    steps = pd.DataFrame(step(0, [1, 1, 1, 2]) + step(1, [1, 1.2, 1.5, 2]), columns=list(STEP_COLUMNS))
+    waits = split_ddp_wait(steps, {"diloco": (2, 1)})
+    waits = {(r.worker, r.step): round(r.end_s - r.start_s, 9) for r in waits.itertuples() if r.phase == "wait"}
+    assert waits == {(0, 0): 1, (1, 0): 1, (2, 0): 1, (0, 1): 0.2, (2, 1): 0.5}
+    flat = split_ddp_wait(steps)  # without the layout, group 0 would wait for group 1's straggler
+    assert round(float(flat[(flat["phase"] == "wait") & (flat["step"] == 1) & (flat["worker"] == 0)].eval(
+        "end_s - start_s").iloc[0]), 9) == 1.0

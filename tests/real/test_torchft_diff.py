@@ -52,3 +52,29 @@ def test_three_ranks_follow_torchft_within_1e_6(tmp_path):
             ours, reference = results[case]
             for a, b in zip(ours, reference, strict=True):
                 assert torch.allclose(a, b, rtol=0, atol=1e-6), case
+
+
+@pytest.mark.slow
+def test_replica_groups_follow_torchft_bitwise(tmp_path):
+    """4 ranks as 2 replica groups of 2 (``torchft_groups.py``): DDP inside each group, DiLoCo and
+    Streaming DiLoCo (P = 2, tau = 1, alpha = 0.5) across the groups through the same rank of each, as
+    torchft's Manager syncs replica groups; every sum is of two terms, so the bits are the same. The int8
+    case runs our quantized mean over the peers on both sides (see the module docstring), ours on a
+    background thread through the peers' own process group."""
+    from torchft_diff import STEPS, H
+    from torchft_groups import CASES as GROUP_CASES
+
+    out = tmp_path / "groups.pt"
+    subprocess.run([sys.executable, str(Path(__file__).parent / "torchft_groups.py"), str(out)],
+                   check=True, timeout=400)
+    ranks = torch.load(out)
+    for case in GROUP_CASES:
+        for rank, results in enumerate(ranks):
+            ours, reference = results[case]
+            assert len(ours) == len(reference) == STEPS
+            for step, (a, b) in enumerate(zip(ours, reference, strict=True)):
+                assert torch.equal(a, b), (case, rank, step, float((a - b).abs().max()))
+    diloco = [results["diloco"][0] for results in ranks]
+    for step in range(STEPS):  # a group agrees always, the groups only after an outer step
+        assert torch.equal(diloco[0][step], diloco[1][step]) and torch.equal(diloco[2][step], diloco[3][step])
+        assert torch.equal(diloco[0][step], diloco[2][step]) == ((step + 1) % H == 0), step

@@ -56,3 +56,17 @@ def test_explore_command_writes_one_offline_page(tmp_path):
     assert len(data["cells"]) == sizes[0] * sizes[1] * sizes[2] * sizes[3] * sizes[4]
     assert all(cell is not None for cell in data["cells"])  # every point was simulated
     assert f"({len(data['cells'])} simulated points)" in r.stdout
+
+
+def test_replica_groups_are_an_axis_when_the_experiment_uses_them():
+    flat = load(workload="gpt-neo-8m", algorithms=["ddp", "diloco"])
+    assert "algorithm.replica_group" not in dict(explore.axes(flat))
+    grouped = load(workload="gpt-neo-8m", algorithms=["ddp", "diloco"], overrides=['algorithm.replica_group="node"'])
+    axes = explore.axes(grouped)
+    assert dict(axes)["algorithm.replica_group"] == ["worker", "node"]
+    assert explore._own_values(grouped, axes)["algorithm.replica_group"] == 8
+    # Every value tiles every point of the nodes axis; the table records the workers per replica.
+    grid = [(point, exp) for point, exp in (explore.sweep.points(grouped, [
+        ("cluster.nodes", dict(axes)["cluster.nodes"]), ("algorithm.replica_group", ["worker", "node"])]))]
+    assert sorted({p["algorithm.replica_group"] for p, _ in grid}) == [1, 8]
+    assert all(e.group_size(e.algorithm("diloco")) == p["algorithm.replica_group"] for p, e in grid)

@@ -63,3 +63,18 @@ def test_crossover_interpolates_in_log_space_when_values_span_a_decade():
     assert out.iloc[0]["direction"] == "falls behind"
     lin = crossovers(table.assign(bw=[1, 4, 1, 4]), ["bw"])
     assert lin.iloc[0]["value"] == pytest.approx(3.0)
+
+
+def test_replica_group_is_a_numeric_sweep_axis():
+    base = load(workload="gpt-neo-8m", algorithms=["ddp", "diloco"], steps=40,
+                overrides=["algorithm.warmup_steps=0", "algorithm.sync_every=10"])
+    result = sweep(base, [parse_vary("algorithm.replica_group=worker,2,node")], jobs=1)
+    table = result.table
+    # recorded as workers per replica: worker 1, node the 8 GPUs of a node
+    assert sorted(table["algorithm.replica_group"].unique()) == [1, 2, 8]
+    ddp = table[table["algorithm"] == "ddp"].set_index("algorithm.replica_group")["wall_clock_s"]
+    assert ddp.nunique() == 1  # DDP has no replica groups
+    diloco = table[table["algorithm"] == "diloco"].set_index("algorithm.replica_group")["wall_clock_s"]
+    assert diloco.nunique() == 3
+    with pytest.raises(ConfigError, match="replica_group"):
+        sweep(base, [parse_vary("algorithm.replica_group=worker,3")], jobs=1)

@@ -18,7 +18,7 @@ def test_full_suite_changes_one_thing_at_a_time_from_the_base():
     cases = cluster_suite.cases(quick=False)
     base = cluster_suite.BASE
     assert cases[0] == base and base.ranks == 8 and len({c.name for c in cases}) == len(cases)
-    fields = ("workload", "nodes", "ranks_per_node", "link", "sync_every", "variability")
+    fields = ("workload", "nodes", "ranks_per_node", "link", "sync_every", "variability", "replica_group")
     for case in cases[1:]:
         changed = {f for f in fields if getattr(case, f) != getattr(base, f)}
         assert len(changed - {"ranks_per_node"}) == 1, (case.name, changed)
@@ -43,6 +43,15 @@ def test_case_experiment_is_emulated_with_the_case_variability_only():
     v = exp.cluster.variability
     assert (v.slow_workers, v.slow_factor, v.jitter_cv, v.straggler_prob) == (1, 1.5, 0.0, 0.0)
     assert {a.sync_every for a in exp.algorithms if a.is_local} == {4}
+
+
+def test_a_case_may_train_in_replica_groups():
+    import dataclasses
+
+    case = dataclasses.replace(cluster_suite.BASE, label="groups-node", replica_group="node")
+    exp = cluster_suite.case_experiment(case)
+    assert {exp.group_size(a) for a in exp.algorithms if a.is_local} == {4}
+    assert exp.group_size(exp.algorithm("ddp")) == 1 and case.describe()["replica_group"] == "node"
 
 
 def test_cluster_suite_refuses_no_emulation(tmp_path):
