@@ -38,8 +38,8 @@ class SparseLoCo(Algorithm):
         # On an emulated accelerator the parameters never move, yet the message still travels: built here.
         message = out[0] if out else self.encode()
         with self.s.timer.phase("allreduce") as box:
-            gathered = self.s.comm.allgather(message)
-            box[0] = allgather_bytes_sent(message.numel(), self.s.comm.world_size)
+            gathered = self.sync_comm.allgather(message)  # all workers, or the peers across replica groups
+            box[0] = allgather_bytes_sent(message.numel(), self.sync_comm.world_size)
         buffers = self.float_buffers()
         if buffers:
             self.allreduce_mean(buffers)
