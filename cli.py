@@ -295,7 +295,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
         node_rank, rdzv_endpoint, out, overwrite, resume, emulate_network, emulate_compute, inject_fault, timeout_s,
         report):
     """Run the algorithms for real under torchrun, measure every step, compare with the prediction."""
-    from .harness.commands import run as real_job
+    from .harness.commands import run as run_command
 
     if cluster is None and experiment is None and shutil.which("nvidia-smi") is None:
         cluster = CPU_CLUSTER  # predict for the CPUs the run uses, not for the default GPU cluster
@@ -306,11 +306,10 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
     _check_output(report, "--report")
     extra = [f"cluster.nodes={nnodes}", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
-    code = real_job.run_to_folder(
-        exp, out, nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
-        rdzv_endpoint=rdzv_endpoint, overwrite=overwrite, resume=resume, emulate_network=emulate_network,
-        inject_fault=inject_fault, timeout_s=timeout_s, echo=click.echo,
-    )
+    launch = run_command.launch_of(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
+                                rdzv_endpoint=rdzv_endpoint, emulate_network=emulate_network,
+                                inject_fault=inject_fault, timeout_s=timeout_s, resume=resume)
+    code = run_command.run_to_folder(exp, out, launch, overwrite=overwrite, echo=click.echo)
     if report is not None and node_rank == 0:  # a failed run's report shows where it stopped
         click.echo(_render_report([out], report))
     sys.exit(code)
@@ -362,11 +361,11 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
         click.echo(table)
         click.echo(f"wrote {path} and {path.with_suffix('.fit.csv')}")
         return
-    from .harness.commands import run as real_job
+    from .harness.commands import run as run_command
 
     extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
-    real_job.calibrate_to_file(exp, out, nproc_per_node=nproc_per_node, emulate_network=emulate_network,
+    run_command.calibrate_to_file(exp, out, nproc_per_node=nproc_per_node, emulate_network=emulate_network,
                                echo=click.echo)
 
 

@@ -18,13 +18,61 @@ import numpy as np
 if TYPE_CHECKING:  # core.config imports this module; the plan only reads the specs' fields
     from .config import AlgorithmSpec, Experiment
 
-ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco", "sparseloco")
-LOCAL_ALGORITHMS = ("local_sgd", "diloco", "palsgd", "streaming_diloco", "sparseloco")
+
+@dataclass(frozen=True)
+class AlgorithmFacts:
+    """What every part of palsgd knows of one algorithm, stated once: the simulator, the real harness,
+    the reports, ``advise`` and the CLI read these instead of testing the algorithm's name."""
+
+    name: str
+    label: str
+    colour: str
+    """In every figure; colour-blind safe (seaborn "colorblind"), DDP, the baseline, in grey."""
+    keys: tuple[str, ...]
+    """The parameters it uses: the keys its ``[algorithm.<name>]`` table accepts."""
+    local: bool = True
+    """Local steps between syncs, after W DDP warm-up steps; False: DDP, every step synchronous."""
+    outer_step: bool = False
+    """A sync ends in an outer optimizer step on the averaged pseudo-gradient (global model + momentum)."""
+    pseudo_syncs: bool = False
+    """Some local steps are pseudo-synchronization steps (PALSGD's ``p``, ``eta``)."""
+    fragments: bool = False
+    """A sync covers one fragment of the model at a time (Streaming DiLoCo's ``fragments``)."""
+    sparse: bool = False
+    """A sync all-gathers each worker's top-k entries of an error-feedback buffer (SparseLoCo's
+    ``topk_density``, ``error_decay``; ``core/sparse.py``)."""
+
+
+_DDP_KEYS = ("payload_dtype", "bucket_mb")
+# Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
+_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state",
+               "replica_group")
+_OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
+FACTS = {f.name: f for f in (
+    AlgorithmFacts("ddp", "DDP", "#555555", _DDP_KEYS, local=False),
+    AlgorithmFacts("local_sgd", "Local SGD", "#0173b2", (*_LOCAL_KEYS, "averager")),
+    AlgorithmFacts("diloco", "DiLoCo", "#de8f05", _OUTER_KEYS, outer_step=True),
+    AlgorithmFacts("palsgd", "PALSGD", "#029e73", (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
+                   outer_step=True, pseudo_syncs=True),
+    AlgorithmFacts("streaming_diloco", "Streaming DiLoCo", "#cc78bc",
+                   (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"), outer_step=True,
+                   fragments=True),
+    # Its error feedback replaces the outer momentum, and its one all-gather has no per-tensor calls.
+    AlgorithmFacts("sparseloco", "SparseLoCo", "#ca9161",
+                   (*(k for k in _LOCAL_KEYS if k != "per_tensor_allreduce"), "outer_lr", "topk_density",
+                    "error_decay"), outer_step=True, sparse=True),
+)}
+"""Every algorithm, in the order every table and figure uses (DDP, the baseline, first)."""
+ALGORITHMS = tuple(FACTS)
+LOCAL_ALGORITHMS = tuple(name for name, facts in FACTS.items() if facts.local)
 DEFAULT_ALGORITHMS = ("ddp", "local_sgd", "diloco", "palsgd")
 """What an experiment runs when it names no algorithms: the PALSGD paper's comparison (Streaming DiLoCo
 is asked for by name, so the default outputs stay those of the paper's question)."""
 
 SKIP_DRAWS = ("shared", "independent")
+AVERAGERS = ("pytorch", "torchft")
+"""Local SGD's schedule: PyTorch's ``PeriodicModelAverager`` (the first average right after step W) or
+torchft's ``local_sgd.LocalSGD`` (H local steps before every average, the first after step W + H - 1)."""
 SKIPPED_BATCHES = ("consumed", "kept")
 
 # Step kinds in a plan.
@@ -33,19 +81,22 @@ DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP = 0, 1, 2
 _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every other use of the seed
 
 # Where the first sync falls, as an offset of the sync rule below: Local SGD follows PyTorch's
-# PeriodicModelAverager (first average right after step W); DiLoCo and PALSGD take H local steps before
-# each outer step, as in the DiLoCo paper. (PALSGD's released code also takes H steps between outer
-# steps, but counts them from step 0, warm-up included, so its first round is not aligned to W.)
+# PeriodicModelAverager (first average right after step W) unless its averager is torchft's (offset 1);
+# DiLoCo and PALSGD take H local steps before each outer step, as in the DiLoCo paper. (PALSGD's
+# released code also takes H steps between outer steps, but counts them from step 0, warm-up included,
+# so its first round is not aligned to W.)
 _SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1, "streaming_diloco": 1, "sparseloco": 1}
 
 
-def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int):
+def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int,
+                 averager: str = "pytorch"):
     """True after the local steps that end with a sync (parameter averaging or outer step).
 
     Steps are counted from 0; W = ``warmup_steps`` DDP steps come first, H = ``sync_every``.
 
     - ``local_sgd``: PyTorch's ``PeriodicModelAverager``: after step t when t >= W and
-      (t - W) % H == 0, so the first average follows the first local step, step W.
+      (t - W) % H == 0, so the first average follows the first local step, step W; with
+      ``averager = "torchft"`` (torchft's ``LocalSGD``), as DiLoCo: H local steps before every average.
     - ``diloco``, ``palsgd``: H local steps between outer steps: after step t when t >= W and
       (t - W + 1) % H == 0, so the first outer step follows step W + H - 1. PALSGD's pseudo-sync steps
       count among the H, as in the released code (its step counter advances on them too).
@@ -54,9 +105,10 @@ def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync
     - ``ddp``: never.
     """
     step = np.asarray(step)
-    if algorithm == "ddp":
+    if not FACTS[algorithm].local:
         return np.zeros(step.shape, dtype=bool)
-    return (step >= warmup_steps) & ((step - warmup_steps + _SYNC_OFFSET[algorithm]) % sync_every == 0)
+    offset = 1 if averager == "torchft" else _SYNC_OFFSET[algorithm]
+    return (step >= warmup_steps) & ((step - warmup_steps + offset) % sync_every == 0)
 
 
 def pseudo_sync_mask(seed: int, workers: int, steps: int, p: float, warmup_steps: int,
@@ -119,7 +171,7 @@ class Plan:
 
 def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: int = 0,
          sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared", fragments: int = 1,
-         sync_delay: int = 0, group_size: int = 1) -> Plan:
+         sync_delay: int = 0, group_size: int = 1, averager: str = "pytorch") -> Plan:
     """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone, ``fragments`` (P)
     and ``sync_delay`` (tau) by ``streaming_diloco`` alone.
 
@@ -136,17 +188,17 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     kinds = np.full((workers, steps), GRADIENT_STEP, dtype=np.int8)
     index = np.arange(steps)
-    streaming = algorithm == "streaming_diloco"
+    streaming = FACTS[algorithm].fragments
     period = sync_every // fragments if streaming else sync_every
-    sync_after = is_sync_step(algorithm, index, warmup_steps, period)
+    sync_after = is_sync_step(algorithm, index, warmup_steps, period, averager)
     fragment = np.where(sync_after, np.cumsum(sync_after) - 1, -1)
     fragment[sync_after] %= fragments if streaming else 1
     delay = sync_delay if streaming else 0
-    if algorithm == "ddp":
+    if not FACTS[algorithm].local:
         kinds[:, :] = DDP_STEP
         return Plan(algorithm, kinds, sync_after, fragment)
     kinds[:, index < warmup_steps] = DDP_STEP
-    if algorithm == "palsgd":
+    if FACTS[algorithm].pseudo_syncs:
         kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws, group_size)] = PSEUDO_SYNC_STEP
     return Plan(algorithm, kinds, sync_after, fragment, delay, group_size)
 
@@ -167,7 +219,8 @@ def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
         steps = _steps_with_gradient_budget(spec, exp.workers, seed, steps - spec.warmup_steps, group)
     return plan(spec.name, workers=exp.workers, steps=steps, seed=seed, warmup_steps=spec.warmup_steps,
                 sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws,
-                fragments=spec.fragments, sync_delay=spec.fragment_sync_delay, group_size=group)
+                fragments=spec.fragments, sync_delay=spec.fragment_sync_delay, group_size=group,
+                averager=spec.averager)
 
 
 def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int,

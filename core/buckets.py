@@ -51,9 +51,15 @@ def flat_order(param_ndims: Sequence[int]) -> list[int]:
     return decay + no_decay
 
 
+def ddp_payload_dtype(payload_dtype: str) -> str:
+    """What DDP steps send their gradient buckets in: the payload's float type, fp32 under a quantized
+    payload (``QUANTIZED``). The simulator charges it (``ddp_elem_bytes``), the real worker sends it."""
+    return "fp32" if payload_dtype in QUANTIZED else payload_dtype
+
+
 def ddp_elem_bytes(payload_dtype: str) -> float:
-    """Bytes per gradient element in DDP's buckets: the payload's, or fp32 for a quantized payload."""
-    return PARAM_BYTES if payload_dtype in QUANTIZED else PAYLOAD_ELEM_BYTES[payload_dtype]
+    """Bytes per gradient element in DDP's buckets (``ddp_payload_dtype``)."""
+    return PAYLOAD_ELEM_BYTES[ddp_payload_dtype(payload_dtype)]
 
 
 def ddp_bucket_numels(param_numels: Sequence[float], cap_bytes: float, first_cap_bytes: float) -> list[float]:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from . import presets
-from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, LOCAL_ALGORITHMS, SKIP_DRAWS, SKIPPED_BATCHES
+from .algorithms import ALGORITHMS, DEFAULT_ALGORITHMS, FACTS, SKIP_DRAWS, SKIPPED_BATCHES
 from .buckets import PAYLOAD_ELEM_BYTES
 from .cluster import ClusterSpec, figures
 from .errors import ConfigError, check
@@ -31,29 +31,11 @@ from .groups import REPLICA_GROUP_NAMES, check_replica_group, group_size
 from .sparse import DEFAULT_PAYLOAD as SPARSE_DEFAULT_PAYLOAD
 from .sparse import SPARSE_VALUE_BITS
 from .typed import build, merge, set_path, to_dict
-from .workload import TrainSpec, WorkloadSpec
+from .workload import OPTIMIZER_STATE_TENSORS, TrainSpec, WorkloadSpec
 
 PAYLOAD_BYTES = PAYLOAD_ELEM_BYTES  # bytes per element of each payload dtype (core/buckets.py)
 TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
-
-
-_DDP_KEYS = ("payload_dtype", "bucket_mb")
-# Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
-_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state",
-               "replica_group")
-_OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
-ALGORITHM_KEYS = {
-    "ddp": _DDP_KEYS,
-    "local_sgd": _LOCAL_KEYS,
-    "diloco": _OUTER_KEYS,
-    "palsgd": (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
-    "streaming_diloco": (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"),
-    # One all-gather of one message: no per-tensor calls.
-    "sparseloco": (*(k for k in _LOCAL_KEYS if k != "per_tensor_allreduce"), "outer_lr", "topk_density",
-                   "error_decay"),
-}
-"""The parameters each algorithm uses: the keys its own ``[algorithm.<name>]`` table accepts."""
 
 
 @dataclass(frozen=True)
@@ -93,11 +75,16 @@ class AlgorithmSpec:
     """SparseLoCo: beta of the error-feedback buffer e <- beta·e + delta, in [0, 1] (our default: the
     outer momentum's, which the buffer replaces; not a value taken from the paper)."""
     bucket_mb: float = 25.0
-    """DDP gradient bucket size, MB (PyTorch's bucket_cap_mb)."""
+    """DDP gradient bucket size in MiB, as PyTorch's ``bucket_cap_mb`` counts it (bytes = bucket_mb x 2**20)."""
     per_tensor_allreduce: bool = False
     """Sync one tensor at a time, as the paper's released GPT code does, instead of a few flat buffers."""
     warmup_syncs_optimizer_state: bool = False
     """Warm-up steps also all-reduce the optimizer state, as the paper's released code does."""
+    averager: Literal["pytorch", "torchft"] = "pytorch"
+    """Local SGD's schedule (``core.algorithms.AVERAGERS``): ``pytorch``, PostLocalSGDOptimizer's
+    PeriodicModelAverager, averages right after the first local step and then every H; ``torchft``,
+    torchft's LocalSGD, takes H local steps before every average, one average fewer in a run whose local
+    steps are a multiple of H. The default is PyTorch's, the Local SGD that ships with torch."""
     replica_group: Literal["worker", "node"] | int = "worker"
     """Workers per replica (``core/groups.py``): ``worker`` (every worker is a replica), ``node`` (a node
     trains as DDP and the nodes run the local method) or a number of workers."""
@@ -134,7 +121,7 @@ class AlgorithmSpec:
     def _check_fragments(self) -> None:
         """torchft's rules: H/P steps between fragment syncs, a whole number, and each fragment's
         all-reduce applied before the next one starts."""
-        if self.name != "streaming_diloco":
+        if not FACTS[self.name].fragments:
             return
         check(self.fragments >= 1, "fragments", self.fragments, "must be >= 1 (P)")
         check(self.sync_every % self.fragments == 0, "fragments", self.fragments,
@@ -158,7 +145,7 @@ class AlgorithmSpec:
 
     @property
     def is_local(self) -> bool:
-        return self.name in LOCAL_ALGORITHMS
+        return FACTS[self.name].local
 
     @property
     def dense_payload_dtype(self) -> str:
@@ -176,7 +163,7 @@ class AlgorithmSpec:
     @property
     def effective_p(self) -> float:
         """p as the algorithm uses it: only PALSGD takes pseudo-sync steps."""
-        return self.p if self.name == "palsgd" else 0.0
+        return self.p if FACTS[self.name].pseudo_syncs else 0.0
 
 
 @dataclass(frozen=True)
@@ -284,7 +271,7 @@ def load(path: str | Path | None = None, *, workload: str | None = None, cluster
     layers: list[tuple[str, dict]] = []
     own: dict = {}
     if path is not None:
-        own = read_toml(path)
+        own = presets.read_toml(path)
     source = str(path) if path is not None else "defaults"
     wl_ref = workload or _pop_ref(own, "workload") or presets.DEFAULT_WORKLOAD
     cl_ref = cluster or _pop_ref(own, "cluster") or presets.DEFAULT_CLUSTER
@@ -326,7 +313,7 @@ PRESET_TABLES = {"workload": ("workload", "train", "algorithm", "budget"), "clus
 def _read_preset(kind: str, path: Path) -> dict:
     """A workload or cluster file; one without its ``[kind]`` table (empty, or the other kind) would
     silently give the defaults under the name "custom"."""
-    data = read_toml(path)
+    data = presets.read_toml(path)
     if not isinstance(data.get(kind), dict) or not data[kind]:
         raise ConfigError(f"is not a {kind} file: it needs a non-empty [{kind}] table", source=str(path))
     extra = sorted(set(data) - set(PRESET_TABLES[kind]))
@@ -334,18 +321,6 @@ def _read_preset(kind: str, path: Path) -> dict:
         raise ConfigError(f"a {kind} file holds only {', '.join(PRESET_TABLES[kind])}", key=extra[0],
                           source=str(path))
     return data
-
-
-def read_toml(path: str | Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError("file not found", source=str(path)) from None
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"not valid TOML: {err}", source=str(path)) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read: {err}", source=str(path)) from None
 
 
 def parse_override(item: str) -> dict:
@@ -404,7 +379,7 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
                 return origin[".".join(parts[:i])]
         return "experiment"
 
-    data = dict(data)
+    data = _without_derived_optimizer_state(dict(data))
     algo_table = data.pop("algorithm", {}) or {}
     names = data.pop("algorithms", list(DEFAULT_ALGORITHMS))
     try:
@@ -414,6 +389,21 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
         return build(Experiment, {**data, "algorithms": specs}, skip=("algorithms",))
     except ConfigError as err:
         raise err.located(where(err.key)) from None
+
+
+def _without_derived_optimizer_state(data: dict) -> dict:
+    """``workload.optimizer_state_tensors`` is derived from ``train.optimizer`` (TrainSpec); older files and
+    results folders that state it load when they agree, else the key is named with the derived value."""
+    workload = data.get("workload")
+    if not isinstance(workload, dict) or "optimizer_state_tensors" not in workload:
+        return data
+    train = data.get("train") if isinstance(data.get("train"), dict) else {}
+    optimizer = train.get("optimizer", TrainSpec.optimizer)
+    given, derived = workload["optimizer_state_tensors"], OPTIMIZER_STATE_TENSORS.get(optimizer)
+    if given != derived:
+        raise ConfigError(f"is derived from train.optimizer ({optimizer}: {derived}); remove the key",
+                          key="workload.optimizer_state_tensors", value=given)
+    return {**data, "workload": {k: v for k, v in workload.items() if k != "optimizer_state_tensors"}}
 
 
 def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
@@ -439,7 +429,7 @@ def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
     # A shared key this algorithm does not use was checked above but keeps its default here, so that
     # to_dict() writes each algorithm's own keys only and loading it back gives an equal spec.
     unused = {f.name: f.default for f in dataclasses.fields(AlgorithmSpec)
-              if f.name != "name" and f.name not in ALGORITHM_KEYS[name]}
+              if f.name != "name" and f.name not in FACTS[name].keys}
     return dataclasses.replace(spec, **unused)
 
 
@@ -449,8 +439,8 @@ def _check_own_table(name: str, own: object) -> None:
     if not isinstance(own, dict):
         raise ConfigError("must be a table of that algorithm's parameters", key=f"algorithm.{name}", value=own)
     for key in own:
-        if key not in ALGORITHM_KEYS[name]:
-            raise ConfigError(f"does not apply to {name}; its parameters are: {', '.join(ALGORITHM_KEYS[name])}",
+        if key not in FACTS[name].keys:
+            raise ConfigError(f"does not apply to {name}; its parameters are: {', '.join(FACTS[name].keys)}",
                               key=f"algorithm.{name}.{key}", value=own[key])
 
 
@@ -470,7 +460,7 @@ def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment
         if isinstance(table, dict):
             shared = {k: v for k, v in table.items() if k not in ALGORITHMS}
             own = {k: v for k, v in table.items() if k in ALGORITHMS}
-            pushed = {n: {**{k: v for k, v in shared.items() if k in ALGORITHM_KEYS[n]}, **own.get(n, {})}
+            pushed = {n: {**{k: v for k, v in shared.items() if k in FACTS[n].keys}, **own.get(n, {})}
                       for n in names}
             change = {**change, "algorithm": {**shared, **own, **pushed}}
         layers.append((source, change))
@@ -481,5 +471,5 @@ def experiment_to_dict(exp: Experiment) -> dict:
     out = to_dict(exp)
     algos = out.pop("algorithms")
     out["algorithms"] = [a["name"] for a in algos]
-    out["algorithm"] = {a["name"]: {k: a[k] for k in ALGORITHM_KEYS[a["name"]]} for a in algos}
+    out["algorithm"] = {a["name"]: {k: a[k] for k in FACTS[a["name"]].keys} for a in algos}
     return out

@@ -45,27 +45,33 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import tomli_w
 
 from . import presets
-from .config import PAYLOAD_BYTES, AlgorithmSpec, Experiment, read_toml
+from .algorithms import FACTS
+from .buckets import PAYLOAD_ELEM_BYTES as PAYLOAD_BYTES
 from .errors import ConfigError
 from .sparse import DEFAULT_PAYLOAD as SPARSE_DEFAULT
 from .sparse import SPARSE_VALUE_BITS
 
+if TYPE_CHECKING:  # annotations only: config imports the workload, which parses this module's tables
+    from .config import AlgorithmSpec, Experiment
+
 TABLE = "workload.convergence"
 AXES = ("sync_every", "p", "fragments", "workers", "replica_group")
-_GROUPED = ("workers", "replica_group")
-AXES_OF = {"ddp": ("workers",), "local_sgd": ("sync_every", *_GROUPED), "diloco": ("sync_every", *_GROUPED),
-           "palsgd": ("sync_every", "p", *_GROUPED), "streaming_diloco": ("sync_every", "fragments", *_GROUPED),
-           "sparseloco": ("sync_every", *_GROUPED)}
+AXES_OF = {name: tuple(axis for axis, has in (("sync_every", f.local), ("p", f.pseudo_syncs),
+                                              ("fragments", f.fragments), ("workers", True),
+                                              ("replica_group", f.local)) if has)
+           for name, f in FACTS.items()}
 """The axes each local algorithm's steps to the target may depend on: p is PALSGD's alone; Streaming
 DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does; the workers
 per replica (``replica_group`` as a number, ``core/groups.py``) set how many replicas the local method
 averages and how large each one's batch is."""
-OWN_AXES = {"p": "palsgd", "fragments": "streaming_diloco"}
+OWN_AXES = {axis: name for name, f in FACTS.items() for axis, has in (("p", f.pseudo_syncs), ("fragments", f.fragments))
+            if has}
 """Axes that only one algorithm has."""
 LOG_AXES = ("sync_every", "fragments", "workers", "replica_group")
 """Interpolated in log space: they are usually measured on geometric grids (H = 4, 8, 16, ...)."""
@@ -270,7 +276,7 @@ TO_TARGET_ASSUMPTION = ("speedup to the target = same-steps speedup / steps to t
 
 def of_experiment(exp: Experiment) -> Convergence | None:
     """The experiment's ``[workload.convergence]`` table (from its file or ``--convergence``), if any."""
-    return from_dict(exp.workload.convergence) if exp.workload.convergence else None
+    return exp.workload.described
 
 
 def with_convergence(exp: Experiment, conv: Convergence) -> Experiment:
@@ -312,7 +318,7 @@ def load(ref: str | Path) -> Convergence:
     """Read a convergence TOML file or preset (``core/presets/convergence/``); every error names the file,
     the key, the value and the rule."""
     path = presets.resolve("convergence", str(ref), "--convergence")
-    data = read_toml(path)
+    data = presets.read_toml(path)
     table = data.get("workload", {}).get("convergence") if isinstance(data.get("workload"), dict) else None
     if not isinstance(table, dict):
         raise ConfigError(f"is not a convergence file: it needs a [{TABLE}] table", source=str(path))

@@ -30,6 +30,11 @@ import pandas as pd
 
 from .algorithms import ALGORITHMS
 
+COMPARED_METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
+"""Run-table columns a prediction is compared on (``harness/machinery/compare.py``, ``reports/tables.py``)."""
+TRACE_MAX_ROWS = 200_000
+"""A trace viewer chokes on millions of events: a trace keeps the first steps of every run (``trace_window``)."""
+
 PHASES = (
     "data",  # waiting for the input batch (not hidden by prefetching)
     "compute",  # forward + backward of one optimizer step (all micro-batches)
@@ -230,6 +235,14 @@ def _algorithm_order(col: pd.Series) -> pd.Series:
     if col.name == "algorithm":
         return col.map(lambda a: _ORDER.get(a, 99))
     return col
+
+
+def trace_window(steps: pd.DataFrame, max_rows: int = TRACE_MAX_ROWS) -> pd.DataFrame:
+    """The first steps of every run, about ``max_rows`` rows in all (all of them when fewer)."""
+    if len(steps) <= max_rows:
+        return steps
+    per_step = max(1, len(steps) // (int(steps["step"].max()) + 1))
+    return steps[steps["step"] < max(1, max_rows // per_step)]
 
 
 def to_chrome_trace(steps: pd.DataFrame) -> dict:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from .convergence import Convergence, from_dict
 from .errors import ConfigError, check
-from .model_facts import model_facts
+from .model_facts import ModelFacts, model_facts
 from .typed import to_dict
 
 DERIVED_FACTS = {"params": "parameters", "tensors": "parameter tensors", "flops_per_sample": "FLOPs per sample"}
@@ -123,35 +124,36 @@ class WorkloadSpec:
     """Passes over 4N bytes in one outer step (delta, Nesterov buffer, z and x)."""
     pseudo_sync_passes: float = 3.0
     """Passes over 4N bytes in one pseudo-sync axpy (read x, read z, write x)."""
-    optimizer_state_tensors: float = 2.0
-    """Optimizer state per parameter (AdamW: m and v), for a warm-up that also syncs the state."""
     model: ModelSpec = field(default_factory=ModelSpec)
     data: DataSpec = field(default_factory=DataSpec)
     convergence: dict = field(default_factory=dict, hash=False)
     """The ``[workload.convergence]`` table: steps to a target loss relative to DDP (core/convergence.py
     reads it); empty: unknown, speedups are for the same steps."""
+    described: Convergence | None = field(init=False, default=None, compare=False, repr=False)
+    """``convergence`` parsed and checked (``core/convergence.py``) when the workload is made; None without
+    a description. The table stays the serialized form (results folders, sweeps)."""
+    facts: ModelFacts | None = field(init=False, default=None, compare=False, repr=False)
+    """The model's parameter and buffer tensors and FLOPs (``core/model_facts.py``), derived once when the
+    workload is made; None for a custom model. The simulator reads these, never the model again."""
 
     def __post_init__(self):
         self._derive_facts()
-        if self.convergence:
-            from .convergence import from_dict  # it imports the config, which imports this module
-
-            try:
-                from_dict(self.convergence)
-            except ConfigError as err:
-                raise err.located("", "convergence") from None
+        try:  # parsed once, here: every reader takes ``described``
+            object.__setattr__(self, "described", from_dict(self.convergence) if self.convergence else None)
+        except ConfigError as err:
+            raise err.located("", "convergence") from None
         check(self.batch_per_worker >= 1, "batch_per_worker", self.batch_per_worker, "must be >= 1")
         check(self.grad_accum >= 1, "grad_accum", self.grad_accum, "must be >= 1")
         check(self.dataset_samples >= 0, "dataset_samples", self.dataset_samples, "must be >= 0")
         check(0 <= self.utilization <= 1, "utilization", self.utilization, "must be in [0, 1] (0: the cluster's)")
-        for name in ("data_time_s", "optimizer_passes", "outer_passes", "pseudo_sync_passes",
-                     "optimizer_state_tensors"):
+        for name in ("data_time_s", "optimizer_passes", "outer_passes", "pseudo_sync_passes"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
 
     def _derive_facts(self) -> None:
         """Fill params, tensors and FLOPs in from the model, so the simulator charges the bytes of
         the model that ``palsgd run`` builds; a given value must agree with it."""
         facts = model_facts(self.model)
+        object.__setattr__(self, "facts", facts)  # frozen: set once, here
         for name, noun in DERIVED_FACTS.items():
             given = getattr(self, name)
             if facts is None:
@@ -170,10 +172,16 @@ class WorkloadSpec:
         """This workload as a plain dict of what a user gives: facts the model derives are left
         out, so that a changed model (a sweep over ``workload.model.hidden``) derives them anew."""
         table = to_dict(self)
-        if model_facts(self.model) is not None:
+        if self.facts is not None:
             for name in DERIVED_FACTS:
                 del table[name]
         return table
+
+
+OPTIMIZER_STATE_TENSORS = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adamw": 2}
+"""Parameter-sized state tensors each inner optimizer keeps (torch.optim: SGD with momentum its
+``momentum_buffer``, Adam and AdamW ``exp_avg`` and ``exp_avg_sq``): what a warm-up that also syncs the
+optimizer state all-reduces (``real/algorithms/base.py``), and what a rank's memory holds."""
 
 
 @dataclass(frozen=True)
@@ -219,3 +227,7 @@ class TrainSpec:
         for name in ("lr_warmup_steps", "eval_every", "checkpoint_every", "threads_per_rank"):
             check(getattr(self, name) >= 0, name, getattr(self, name), "must be >= 0")
         check(self.eval_batches >= 1, "eval_batches", self.eval_batches, "must be >= 1")
+
+    @property
+    def optimizer_state_tensors(self) -> int:
+        return OPTIMIZER_STATE_TENSORS[self.optimizer]

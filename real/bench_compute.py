@@ -18,6 +18,7 @@ import torch
 from ..core import io
 from ..core.config import from_dict
 from .dist import threads_per_rank
+from .profile_compute import measure_compute
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +27,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True)
     ap.add_argument("--steps", type=int, default=20)
     args = ap.parse_args(argv)
-    from .profile_compute import measure_compute
 
     with open(args.experiment, encoding="utf-8") as f:
         exp = from_dict(json.load(f))

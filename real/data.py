@@ -89,20 +89,6 @@ class Stories:
 
 
 @dataclass(frozen=True)
-class Tensors:
-    """Samples held in memory: inputs[i], targets[i]."""
-
-    inputs: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def get(self, ids: torch.Tensor) -> Batch:
-        return self.inputs[ids], self.targets[ids]
-
-
-@dataclass(frozen=True)
 class Synthetic:
     """Random tokens or images: pure timing, nothing to learn. A batch is drawn at once from a seed of
     its sample ids (one generator per sample would cost ~1 ms per 224 px image)."""

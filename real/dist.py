@@ -29,8 +29,8 @@ from .quantize import dequantize, quantize
 
 PAYLOAD_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
                   "int8": torch.float32, "fp4": torch.float32}
-"""The floating type a payload is held and DDP's gradients are sent in; int8 and fp4 payloads are
-quantized from fp32 when a sync sends them (``_QuantizedMean``)."""
+"""The floating type a payload is held in; int8 and fp4 payloads are quantized from fp32 when a sync
+sends them (``_QuantizedMean``). DDP's gradients travel in ``core.buckets.ddp_payload_dtype``'s."""
 
 
 def ring_bytes(payload_bytes: float, world_size: int) -> float:

@@ -44,7 +44,7 @@ def _digits() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled 8x8 digits (1,797 images, values 0..16, 10 classes): offline. Cached:
     importing scikit-learn takes seconds, and the tensors are never written to."""
     try:
-        from sklearn.datasets import load_digits
+        from sklearn.datasets import load_digits  # takes seconds: only for the digits source
     except ImportError:
         raise ConfigError("needs scikit-learn (pip install scikit-learn)", key="workload.data.source",
                           value="digits") from None
@@ -73,9 +73,21 @@ def _cifar10(path: str):
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]), test
 
 
-def _in_memory(x: torch.Tensor, y: torch.Tensor, test, model: ModelSpec, eval_fraction: float):
-    from .data import Tensors
+@dataclass(frozen=True)
+class Tensors:
+    """Samples held in memory: inputs[i], targets[i]."""
 
+    inputs: torch.Tensor
+    targets: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def get(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[ids], self.targets[ids]
+
+
+def _in_memory(x: torch.Tensor, y: torch.Tensor, test, model: ModelSpec, eval_fraction: float):
     _check_classes(int(y.max()) + 1, model)
     if test is None:  # hold out a fixed random share
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(SPLIT_SEED))
@@ -127,7 +139,7 @@ class ImageFiles:
         return (x - mean_t) / std_t, self.labels[ids]
 
     def _decode(self, i: int) -> torch.Tensor:
-        from PIL import Image
+        from PIL import Image  # comes with torchvision or matplotlib, needed only for image folders
 
         with Image.open(self.files[i]) as img:
             img = img.convert("L" if self.channels == 1 else "RGB")

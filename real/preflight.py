@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from ..core.config import ALGORITHM_KEYS, AlgorithmSpec, Experiment, from_dict
+from ..core.algorithms import FACTS
+from ..core.config import AlgorithmSpec, Experiment, from_dict
 from ..core.errors import ConfigError
 from .data import build_data
 from .models import build_model, compute_loss
@@ -29,8 +30,6 @@ from .models import build_model, compute_loss
 EXIT_BAD_INPUT = 2
 RANKS_PER_CORE = 4
 """CPU ranks beyond this many per core measure contention for the cores, not the algorithms."""
-OPTIMIZER_STATES = {"sgd": 0, "sgd_momentum": 1, "adam": 2, "adamw": 2}
-"""Tensors of optimizer state per parameter tensor."""
 MIB = 2**20
 
 
@@ -66,14 +65,14 @@ def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor] | None)
     with torch.device("meta"):
         model = build_model(exp.workload.model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    copies = 2 + OPTIMIZER_STATES[exp.train.optimizer] + max(map(algorithm_buffers, exp.algorithms))
+    copies = 2 + exp.train.optimizer_state_tensors + max(map(algorithm_buffers, exp.algorithms))
     return copies * param_bytes + (0 if batch is None else activation_bytes(model, batch))
 
 
 def algorithm_buffers(algo: AlgorithmSpec) -> int:
     """Parameter-sized buffers an algorithm adds: DDP's gradient buckets or Local SGD's sync buffer;
     an algorithm with an outer optimizer (DiLoCo, PALSGD) keeps the global model and its momentum instead."""
-    return 2 if "outer_lr" in ALGORITHM_KEYS[algo.name] else 1
+    return 2 if FACTS[algo.name].outer_step else 1
 
 
 def available_bytes() -> tuple[int, str]:

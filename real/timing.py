@@ -24,6 +24,7 @@ import time
 from contextlib import contextmanager
 
 import torch
+import torch.distributed as dist
 
 from ..core.schema import PHASES
 
@@ -119,8 +120,6 @@ class DDPCommTimer:
 def ddp_timed_hook(state: DDPCommTimer, bucket):
     """DDP comm hook: mean all-reduce of one gradient bucket, timed (PyTorch ``allreduce_hook`` semantics:
     divide by the world size first, then sum)."""
-    import torch.distributed as dist
-
     buf = bucket.buffer()
     state.launched.append(state.timer.now())
     send = buf if state.payload == buf.dtype else buf.to(state.payload)

@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..core import io
+from ..core import buckets, io
 from ..core.algorithms import PSEUDO_SYNC_STEP, Plan, plan_for
 from ..core.config import AlgorithmSpec, Experiment, from_dict
 from ..core.faults import CRASH_EXIT_CODE, DIVERGED_EXIT_CODE, FaultSpec
@@ -190,7 +190,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     restored = _agree_on_checkpoint(out, name, ctx, comm) if resume else None
     timer = StepTimer(algorithm=name, worker=ctx.rank, zero=comm.common_clock(), device=ctx.device,
                       run=attempt, offset_s=0.0 if restored is None else restored["clock_s"])
-    ddp_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[spec.dense_payload_dtype])
+    ddp_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[buckets.ddp_payload_dtype(spec.dense_payload_dtype)])
     ddp.register_comm_hook(ddp_timer, ddp_timed_hook)
     group_ddp = group_timer = None
     if grouped is not None:

@@ -4,6 +4,7 @@ versions, git revision and dates. A prediction is only as good as these, so they
 
 from __future__ import annotations
 
+from ..core.algorithms import FACTS
 from ..core.cluster import provenance_lines
 from .style import label, ordered
 from .tables import Cell, Table
@@ -41,20 +42,8 @@ def key_value_table(caption: str, d: dict, skip: tuple[str, ...] = ()) -> Table 
                  notes=notes, css="kv")
 
 
-# Which AlgorithmSpec parameters an algorithm uses (docs/algorithms.md); the others show "–".
-_LOCAL = ("sync_every", "warmup_steps", "per_tensor_allreduce", "replica_group")
-_USES = {"ddp": ("payload_dtype", "bucket_mb"),
-         "local_sgd": ("payload_dtype", "bucket_mb", *_LOCAL),
-         "diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
-                    "warmup_syncs_optimizer_state"),
-         "palsgd": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
-                    "warmup_syncs_optimizer_state", "p", "eta", "skip_draws", "skipped_batches"),
-         "streaming_diloco": ("payload_dtype", "bucket_mb", *_LOCAL, "outer_lr", "outer_momentum",
-                              "warmup_syncs_optimizer_state", "fragments", "fragment_sync_delay",
-                              "fragment_update_alpha"),
-         "sparseloco": ("payload_dtype", "bucket_mb", "sync_every", "warmup_steps", "outer_lr",
-                        "warmup_syncs_optimizer_state", "topk_density", "error_decay")}
-_KNOWN = set(_USES["palsgd"]) | set(_USES["streaming_diloco"]) | set(_USES["sparseloco"])
+# Parameters an algorithm does not use (core/algorithms.py FACTS) show "–".
+_KNOWN = {key for facts in FACTS.values() for key in facts.keys}
 
 
 def algorithm_table(experiment: dict) -> Table | None:
@@ -67,7 +56,7 @@ def algorithm_table(experiment: dict) -> Table | None:
     keys = list(dict.fromkeys(k for a in algos for k in params[a]))
 
     def cell(algo: str, key: str) -> Cell:
-        used = key not in _KNOWN or key in _USES.get(algo, _KNOWN)
+        used = key not in _KNOWN or algo not in FACTS or key in FACTS[algo].keys
         return Cell(_value(params[algo].get(key, "")) if used else "–", css="num")
 
     rows = [[Cell(k)] + [cell(a, k) for a in algos] for k in keys]

@@ -11,6 +11,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from . import style
@@ -160,8 +161,6 @@ def _mark_crossovers(ax, crossovers, key, facet, value) -> None:
 def _algorithm_legend(fig, algorithms, *, lines: str = "solid", extra_ddp: str | None = None) -> None:
     """One legend per figure, outside on the right: colour and marker per algorithm; ``lines`` is "solid",
     "styled" (the sweep's per-algorithm dashes) or "none" (scatter plots)."""
-    from matplotlib.lines import Line2D
-
     def linestyle(a: str):
         if lines == "none":
             return "none"

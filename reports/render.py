@@ -25,8 +25,6 @@ from . import assumptions, explore, figures, tables, timeline
 from .load import ResultFolder, load_folder
 from .style import LABELS, PALETTE
 
-TRACE_MAX_ROWS = 200_000  # a trace viewer chokes on millions of events: keep the first steps of each run
-
 
 @dataclass
 class Panel:
@@ -225,7 +223,7 @@ def write_trace(folder: ResultFolder, output: Path, anchor: str) -> str | None:
     steps = folder.table(io.STEPS)
     if steps is None:
         return None
-    io.write_text(target, json.dumps(schema.to_chrome_trace(_trace_window(steps)), separators=(",", ":")))
+    io.write_text(target, json.dumps(schema.to_chrome_trace(schema.trace_window(steps)), separators=(",", ":")))
     return name
 
 
@@ -240,13 +238,6 @@ def write_explore(folder: ResultFolder, output: Path, anchor: str) -> str | None
     explore.render_explore(sweep, keys, output.parent / name, title=folder.name,
                            notes=["From sweep.csv; the mean over Monte-Carlo seeds where there are several."])
     return name
-
-
-def _trace_window(steps: pd.DataFrame) -> pd.DataFrame:
-    if len(steps) <= TRACE_MAX_ROWS:
-        return steps
-    per_step = max(1, len(steps) // (int(steps["step"].max()) + 1))
-    return steps[steps["step"] < max(1, TRACE_MAX_ROWS // per_step)]
 
 
 def _template() -> jinja2.Template:

@@ -19,12 +19,12 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt
 import seaborn as sns
 
-# Colour-blind safe (seaborn "colorblind"); DDP, the baseline, in grey. Used by every figure.
-PALETTE = {"ddp": "#555555", "local_sgd": "#0173b2", "diloco": "#de8f05", "palsgd": "#029e73",
-           "streaming_diloco": "#cc78bc", "sparseloco": "#ca9161"}
-ALGORITHM_ORDER = tuple(PALETTE)
-LABELS = {"ddp": "DDP", "local_sgd": "Local SGD", "diloco": "DiLoCo", "palsgd": "PALSGD",
-          "streaming_diloco": "Streaming DiLoCo", "sparseloco": "SparseLoCo"}
+from ..core.algorithms import ALGORITHMS, FACTS
+
+# Colours, labels and order of the algorithms: core/algorithms.py FACTS. Used by every figure.
+PALETTE = {name: f.colour for name, f in FACTS.items()}
+ALGORITHM_ORDER = ALGORITHMS
+LABELS = {name: f.label for name, f in FACTS.items()}
 # Local SGD and DiLoCo often time alike: DiLoCo, drawn after, is dashed so the line under it still shows.
 MARKERS = {"ddp": "X", "local_sgd": "o", "diloco": "s", "palsgd": "D", "streaming_diloco": "^", "sparseloco": "v"}
 DASHES = {"ddp": (1, 1), "local_sgd": "", "diloco": (4, 2), "palsgd": "", "streaming_diloco": (2, 1),

@@ -14,6 +14,7 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
+from ..core.schema import COMPARED_METRICS
 from .figures import geomean_abs
 from .style import label, ordered
 
@@ -229,7 +230,6 @@ def crossover_table(crossovers: pd.DataFrame) -> Table:
 
 # --- predicted vs measured ----------------------------------------------------------------------------
 
-METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
 
 
 def error_unit(metric: str) -> str:
@@ -242,12 +242,12 @@ def comparison_from_runs(runs: pd.DataFrame, case: str, experiment: dict) -> pd.
     runs, error_pct as ``harness.machinery.compare.error_pct`` defines it (the tests hold the two together)."""
     if runs is None or not {"sim", "real"} <= set(runs["source"]):
         return None
-    mean = runs.groupby(["source", "algorithm"])[list(METRICS)].mean()
+    mean = runs.groupby(["source", "algorithm"])[list(COMPARED_METRICS)].mean()
     rows = []
     for algo in ordered(runs["algorithm"]):
         if ("sim", algo) not in mean.index or ("real", algo) not in mean.index:
             continue
-        for metric in METRICS:
+        for metric in COMPARED_METRICS:
             p, m = mean.loc[("sim", algo), metric], mean.loc[("real", algo), metric]
             if (metric == "speedup_vs_ddp" and algo == "ddp") or not (np.isfinite(p) and np.isfinite(m) and m):
                 continue  # DDP's speedup is 1 by definition on both sides

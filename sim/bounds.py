@@ -22,6 +22,7 @@ from ..core.errors import ConfigError
 from ..core.schema import PHASES
 from . import fast
 from .costs import step_costs
+from .fast_runs import repeats_per_batch
 from .run import DDP_CHUNK
 
 RECORD_LIMIT = 1_000_000
@@ -106,8 +107,6 @@ def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
     """The fast path: one block of arrays and the totals of a batch of repeats at a time; its work is
     one cell per (repeat, DDP step or sync interval, worker), one per step where steps are drawn one
     by one (short intervals, few workers)."""
-    from .fast_runs import repeats_per_batch
-
     workers, steps, runs = exp.workers, exp.nominal_steps, len(exp.algorithms) * exp.repeats
     batch = repeats_per_batch(exp)
     cells, drawn = 0.0, 1  # drawn: the widest block of steps drawn one by one, per worker

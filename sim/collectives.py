@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from ..core import sparse
 from ..core.cluster import ClusterSpec, TransportSpec
 
-ALGORITHMS = ("ring", "tree", "hierarchical")
 _US = 1e-6
 
 

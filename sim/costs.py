@@ -19,7 +19,6 @@ import numpy as np
 from ..core import buckets, compute, groups, sparse
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
-from ..core.model_facts import model_facts
 from ..core.workload import WorkloadSpec
 from . import collectives
 
@@ -92,7 +91,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
     bucket_s = bucket_times(cluster, sizes)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
-    extra = wl.optimizer_state_tensors * dense if algo.warmup_syncs_optimizer_state and algo.is_local else 0
+    extra = exp.train.optimizer_state_tensors * dense if algo.warmup_syncs_optimizer_state and algo.is_local else 0
     broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
@@ -167,7 +166,7 @@ def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:
     """Elements of each parameter tensor and each floating-point buffer, in registration order: the
     built model's (``core/model_facts.py``), or for a custom model ``tensors`` equal tensors and no
     buffers."""
-    facts = model_facts(wl.model)
+    facts = wl.facts
     if facts is not None:
         return facts.param_numels, facts.buffer_numels
     return [wl.params / wl.tensors] * wl.tensors, []
@@ -176,7 +175,7 @@ def tensor_numels(wl: WorkloadSpec) -> tuple[Sequence[float], Sequence[float]]:
 def flat_numels(wl: WorkloadSpec) -> Sequence[float]:
     """Elements of each parameter tensor in the flat buffer's order (``core.buckets.flat_order``): what a
     sync sends, and what Streaming DiLoCo cuts into fragments. A custom model's tensors are all equal."""
-    facts = model_facts(wl.model)
+    facts = wl.facts
     params = tensor_numels(wl)[0]
     return params if facts is None else [params[i] for i in buckets.flat_order(facts.param_ndims)]
 
@@ -184,7 +183,7 @@ def flat_numels(wl: WorkloadSpec) -> Sequence[float]:
 def buffer_broadcast_calls(wl: WorkloadSpec) -> list[float]:
     """Bytes of each broadcast DDP makes of the model's buffers before a step's forward
     (``core.buckets.ddp_buffer_broadcast_bytes``); none for a custom model, which has no buffers."""
-    facts = model_facts(wl.model)
+    facts = wl.facts
     return [] if facts is None else buckets.ddp_buffer_broadcast_bytes(facts.buffer_numels, facts.int_buffer_numels)
 
 

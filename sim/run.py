@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from ..core.algorithms import GRADIENT_STEP, Plan
+from ..core.algorithms import FACTS, GRADIENT_STEP, Plan
 from ..core.errors import ConfigError
 from .algorithms import SimAlgorithm
 from .cluster import Network, Workers
@@ -29,7 +29,7 @@ DDP_CHUNK = 256
 def segments(plan: Plan) -> list[tuple[bool, int, int, bool]]:
     """(is_ddp, first, last, sync_after_last) blocks of the plan: the DDP steps in chunks, then one
     block per run of local steps ending at a sync (the tail after the last sync has none)."""
-    ddp_steps = int((plan.kinds[0] == 0).sum()) if plan.algorithm != "ddp" else plan.steps
+    ddp_steps = int((plan.kinds[0] == 0).sum()) if FACTS[plan.algorithm].local else plan.steps
     out = [(True, a, min(a + DDP_CHUNK, ddp_steps) - 1, False) for a in range(0, ddp_steps, DDP_CHUNK)]
     first = ddp_steps
     for t in np.flatnonzero(plan.sync_after):

@@ -103,3 +103,75 @@ def test_no_module_outside_real_imports_torch_when_imported():
              for module, line, top in imports(path) if top and module.split(".")[0] == "torch"]
     assert not wrong, "\n".join(wrong)
 
+
+PACKAGE_DIRS = ("core", "sim", "real", "harness", "reports")
+
+
+def module_name(path: Path) -> str:
+    parts = ["palsgd", *path.relative_to(ROOT).with_suffix("").parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def package_modules() -> dict[str, Path]:
+    paths = [ROOT / "__init__.py", ROOT / "cli.py", *(p for d in PACKAGE_DIRS for p in (ROOT / d).rglob("*.py"))]
+    return {module_name(p): p for p in paths}
+
+
+def module_imports(path: Path, modules: dict[str, Path]) -> set[str]:
+    """The package's modules that ``path`` imports anywhere (also inside functions): ``from X import y``
+    counts as importing ``X.y`` when that is a module, else ``X``. Imports under ``if TYPE_CHECKING:``
+    never run and are left out."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {id(n) for node in ast.walk(tree)
+                   if isinstance(node, ast.If) and ast.unparse(node.test).endswith("TYPE_CHECKING")
+                   for n in ast.walk(node)}
+    package = module_name(path).split(".") if path.name == "__init__.py" else module_name(path).split(".")[:-1]
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = ".".join(package[:len(package) - node.level + 1]) if node.level else node.module
+            base = f"{base}.{node.module}" if node.level and node.module else base
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names}
+    return {m for m in found if m in modules}
+
+
+def test_no_import_cycles():
+    """No module of the package reaches itself through imports, wherever in a module they are: a cycle
+    only works by the order in which modules happen to be imported (a package importing its own
+    submodules, as ``palsgd.sim`` or ``palsgd.real.algorithms`` do, is no cycle: Python runs the package
+    first)."""
+    modules = package_modules()
+    graph = {m: {d for d in module_imports(p, modules) if not m.startswith(d + ".")} for m, p in modules.items()}
+    cycles, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append(" -> ".join([*path[path.index(module):], module]))
+            return
+        if module in done:
+            return
+        for dep in sorted(graph[module]):
+            visit(dep, [*path, module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert not cycles, "\n".join(cycles)
+
+
+def test_imports_inside_functions_are_deferred_on_purpose():
+    """A module imports what it needs at its top. Inside a function only an import that is deferred on
+    purpose (an optional or slow dependency), with the reason in a comment on its line; ``cli.py`` defers
+    every layer so that ``palsgd --help`` and a bad option answer at once (its docstring says so)."""
+    wrong = []
+    for path in package_modules().values():
+        if path.name == "cli.py" and path.parent == ROOT:
+            continue
+        lines = path.read_text(encoding="utf-8").splitlines()
+        wrong += [f"{path.relative_to(ROOT)}:{line} imports {module} inside a function without a reason"
+                  for module, line, top in imports(path) if not top and "#" not in lines[line - 1]]
+    assert not wrong, "\n".join(wrong)

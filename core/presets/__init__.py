@@ -45,3 +45,15 @@ def resolve(kind: str, ref: str, source: str) -> Path:
 def read(kind: str, name: str) -> dict:
     with open(path_of(kind, name), "rb") as f:
         return tomllib.load(f)
+
+
+def read_toml(path: str | Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("file not found", source=str(path)) from None
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"not valid TOML: {err}", source=str(path)) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read: {err}", source=str(path)) from None

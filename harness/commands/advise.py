@@ -21,10 +21,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from ...core.algorithms import FACTS
 from ...core.config import AlgorithmSpec, BudgetSpec, Experiment
 from ...core.convergence import Convergence
 from ...core.errors import ConfigError
 from ...core.groups import check_replica_group
+from ...sim import engine
 from .simulate import human_s
 
 P_STEP = 0.05
@@ -102,13 +104,14 @@ def _whole_steps(steps: float) -> int:
 def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], list[str]]:
     out, refused = [], []
     for base in exp.algorithms:
-        if base.name == "ddp":
+        if not base.is_local:
             out.append(_ddp(exp, conv))
             continue
         for dtype in conv.payload_dtypes(base.name):
             measured = conv.measured(base.name, dtype)
             hs = _grid(measured.get("sync_every"), base.sync_every, _powers_of_two)
-            ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if base.name == "palsgd" else [base.p]
+            ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if FACTS[base.name].pseudo_syncs \
+                else [base.p]
             fs = _grid(measured.get("fragments"), base.fragments, _powers_of_two)
             own = exp.group_size(base)
             gs = [s for s in _grid(measured.get("replica_group"), own, _powers_of_two) if _tiles(exp, int(s))]
@@ -159,21 +162,20 @@ def _multiples_of_p_step(lo: float, hi: float) -> list[float]:
 
 def _simulate(exp: Experiment, candidate: Candidate) -> Answer | None:
     """The candidate's steps to the target, simulated; None when its H does not fit in them."""
-    from ...sim.engine import simulate
-
     try:
         run = exp.replace(algorithms=(candidate.spec,), budget=BudgetSpec(steps=candidate.steps))
     except ConfigError:
         return None
-    return Answer(candidate, simulate(run, record_steps=False).runs)
+    return Answer(candidate, engine.simulate(run, record_steps=False).runs)
 
 
 def _name(spec: AlgorithmSpec) -> str:
-    if spec.name == "ddp":
+    facts = FACTS[spec.name]
+    if not facts.local:
         return f"ddp {spec.payload_dtype}"
-    p = f" p={spec.p:g}" if spec.name == "palsgd" else ""
-    fragments = f" P={spec.fragments}" if spec.name == "streaming_diloco" else ""
-    density = f" density={spec.topk_density:g}" if spec.name == "sparseloco" else ""
+    p = f" p={spec.p:g}" if facts.pseudo_syncs else ""
+    fragments = f" P={spec.fragments}" if facts.fragments else ""
+    density = f" density={spec.topk_density:g}" if facts.sparse else ""
     group = "" if spec.replica_group == "worker" else f" replica_group={spec.replica_group}"
     return f"{spec.name} H={spec.sync_every}{p}{fragments}{density}{group} {spec.payload_dtype}"
 
@@ -238,9 +240,9 @@ def advice_json(advice: Advice) -> dict:
         spec = answer.candidate.spec
         lo, hi = answer.band_s
         return {"algorithm": spec.name, "sync_every": spec.sync_every if spec.is_local else None,
-                "p": spec.p if spec.name == "palsgd" else None,
-                "fragments": spec.fragments if spec.name == "streaming_diloco" else None,
-                "topk_density": spec.topk_density if spec.name == "sparseloco" else None,
+                "p": spec.p if FACTS[spec.name].pseudo_syncs else None,
+                "fragments": spec.fragments if FACTS[spec.name].fragments else None,
+                "topk_density": spec.topk_density if FACTS[spec.name].sparse else None,
                 "replica_group": advice.exp.group_size(spec) if spec.is_local else None,
                 "payload_dtype": spec.payload_dtype,
                 "steps_to_target": answer.candidate.steps, "steps_vs_ddp": answer.candidate.steps_vs_ddp,

@@ -1,10 +1,11 @@
 """How a simulate answer moves around the user's point: speedup vs inter-node bandwidth, H and nodes.
 
 One field varies at a time, over a few values around the user's own (bandwidth 0.1x-10x, H and nodes
-1/4x-4x), the others stay the user's. Each point simulates a window of ``W + 2·H_max`` steps with one
-seed, as the explore page does: speedups of the window already show where an algorithm overtakes DDP,
-and the fifteen points then take seconds. A point the experiment's rules refuse (H that P fragments
-do not divide, a job too large to simulate) is left out and named in the notes.
+1/4x-4x), the others stay the user's. Each point is the user's whole run with that one change (its
+steps, warm-up and seeds): its wall-clock and speedup are what ``palsgd simulate`` prints for that point
+(a test compares them), not those of a shorter window, whose warm-up would weigh more than in the run.
+A point the experiment's rules refuse (H that P fragments do not divide, a job too large to simulate, or
+more work in all than ``AROUND_MAX_WORK_S``) is left out and named in the notes.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from ...core import convergence
-from ...core.config import BudgetSpec, Experiment, with_changes
+from ...core.config import Experiment, with_changes
 from ...core.errors import ConfigError
 from ...core.typed import set_path
+from ...sim import bounds, engine
 from ..machinery.sweep import crossovers
 
 BANDWIDTH_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -34,7 +36,8 @@ class Sensitivity:
     """One row per (varied key, value, algorithm): ``SENSITIVITY_COLUMNS``."""
     crossovers: pd.DataFrame
     """Where a speedup crosses 1 along a key: sweep's crossover columns plus ``speedup`` (``MEASURES``)."""
-    window_steps: int
+    steps: int
+    """Steps of each point: the user's run."""
     notes: list[str] = field(default_factory=list)
 
 
@@ -62,29 +65,15 @@ def user_values(exp: Experiment) -> dict[str, float]:
     return own
 
 
-def window_steps(exp: Experiment) -> int:
-    """Warm-up plus two sync intervals of the largest H, at most the user's own budget."""
-    local = [a for a in exp.algorithms if a.is_local]
-    if not local:
-        return min(exp.nominal_steps, 200)
-    h_max = max(dict(axes(exp))["algorithm.sync_every"])
-    return min(exp.nominal_steps, max(a.warmup_steps for a in local) + 2 * h_max)
-
-
-MAX_WORK_S = 60.0
+AROUND_MAX_WORK_S = 60.0
 """Estimated one-core work of all the points together (``sim.bounds``): a simulate answer of a huge cluster
 stays an answer, with its sensitivity cut short and saying so, instead of taking hours or all memory."""
 
 
 def sensitivity(exp: Experiment) -> Sensitivity:
-    """Simulate every point of ``axes(exp)`` (one seed, ``window_steps``) and find the crossovers. Each
-    point is checked to fit (memory, work) before it runs."""
-    from ...sim import bounds
-    from ...sim.engine import simulate
-
+    """Simulate every point of ``axes(exp)`` (the whole run) and find the crossovers. Each point is
+    checked to fit (memory, work) before it runs."""
     conv = convergence.of_experiment(exp)
-    steps = window_steps(exp)
-    base = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
     own = user_values(exp)
     parts, notes, work_s = [], [], 0.0
     for key, values in axes(exp):
@@ -92,12 +81,12 @@ def sensitivity(exp: Experiment) -> Sensitivity:
             change: dict = {}
             set_path(change, key.split("."), value)
             try:
-                point = with_changes(base, [("sensitivity", change)])
+                point = with_changes(exp, [("sensitivity", change)])
                 work_s += bounds.check(point, record_steps=False, keep_totals=False).work_s
-                if work_s > MAX_WORK_S:
-                    raise ConfigError(f"the points around this one would take over {MAX_WORK_S:g} s of work; "
+                if work_s > AROUND_MAX_WORK_S:
+                    raise ConfigError(f"the points around this one would take over {AROUND_MAX_WORK_S:g} s of work; "
                                       "sweep the field instead (`palsgd sweep --vary`)")
-                runs = simulate(point, record_steps=False, keep_totals=False).runs
+                runs = engine.simulate(point, record_steps=False, keep_totals=False).runs
             except ConfigError as err:
                 notes.append(f"{key} = {value:g} left out: {err}")
                 continue
@@ -105,7 +94,7 @@ def sensitivity(exp: Experiment) -> Sensitivity:
                                speedup_to_target_vs_ddp=convergence.speedup_to_target(runs, point, conv))
             parts.append(runs[list(SENSITIVITY_COLUMNS)])
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SENSITIVITY_COLUMNS))
-    return Sensitivity(table, _crossovers(table), steps, notes)
+    return Sensitivity(table, _crossovers(table), exp.nominal_steps, notes)
 
 
 def _crossovers(table: pd.DataFrame) -> pd.DataFrame:
@@ -135,5 +124,5 @@ def json_of(result: Sensitivity, algorithm: str) -> dict:
     cross = result.crossovers[result.crossovers["algorithm"] == algorithm]
     curves = rows.drop(columns="algorithm")
     curves = curves.astype(object).where(curves.notna(), None)
-    return {"window_steps": result.window_steps, "points": curves.to_dict(orient="records"),
+    return {"steps": result.steps, "points": curves.to_dict(orient="records"),
             "crossovers": cross[["key", "value", "direction", "speedup"]].to_dict(orient="records")}

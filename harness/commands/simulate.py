@@ -10,9 +10,17 @@ from pathlib import Path
 import pandas as pd
 
 from ...core import config, convergence, io, presets, prior, schema, to_target
-from ...core.config import Experiment
+from ...core.algorithms import FACTS, plan_for
+from ...core.cluster import PROVENANCE_KINDS, provenance_lines
+from ...core.config import BudgetSpec, Experiment
 from ...core.errors import ConfigError
+from ...sim import bounds
+from ...sim import engine as sim_engine
 from ..machinery import store
+from ..machinery.progress import Progress
+from ..machinery.sweep import parse_vary, points, sweep
+from .sensitivity import crossovers_both, json_of
+from .sensitivity import sensitivity as around
 
 
 @dataclass
@@ -35,11 +43,6 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
     description (``described_by`` names its file), else from the published prior unless ``use_prior`` is
     off (``core.to_target``; ``like``: algorithms the user assumes converge like another).
     ``engine``: ``sim.bounds.engine_for``."""
-    from ...sim import bounds
-    from ...sim.engine import simulate
-    from ..machinery.progress import Progress
-    from .sensitivity import sensitivity as around
-
     # the step table and phase totals are kept only when a file or a report will hold them
     record_steps = bounds.records_steps(exp, None) if out or report else False
     bounds.check(exp, record_steps=record_steps, keep_totals=out is not None, engine=engine)  # before any file
@@ -48,8 +51,8 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
         store.start(out, "simulate", exp)
     try:
         with Progress(exp.repeats, "simulate", unit="repeats") as progress:
-            result = simulate(exp, record_steps=record_steps, keep_totals=out is not None,
-                              on_repeat=lambda: progress.update(1), engine=engine)
+            result = sim_engine.simulate(exp, record_steps=record_steps, keep_totals=out is not None,
+                                         on_repeat=lambda: progress.update(1), engine=engine)
         found = to_target.answers(exp, use_prior=use_prior, like=like, described_by=described_by)
         result.runs[list(to_target.COLUMNS)] = to_target.columns(result.runs, found)
         sens = around(exp) if sensitivity or report is not None else None
@@ -59,15 +62,30 @@ def simulate_to_folder(exp: Experiment, *, out: Path | None = None, overwrite: b
             store.finish(out, "interrupted" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
     folders = [] if report is None else [out] if out is not None else [_report_folder(report, exp, result, sens)]
-    notes += to_target.notes(exp, found) + (sens.notes if sens is not None else []) + provenance_notes(exp)
+    notes += averager_notes(exp) + to_target.notes(exp, found) + (sens.notes if sens is not None else []) \
+        + provenance_notes(exp)
     return SimulateOutcome(result.runs, notes, sens, folders)
+
+
+def averager_notes(exp: Experiment) -> list[str]:
+    """Local SGD on PyTorch's schedule averages once more than torchft's when its local steps are a
+    multiple of H: a whole all-reduce, most of the communication on a slow link with a large H. Say so."""
+    out = []
+    for spec in exp.algorithms:
+        if "averager" not in FACTS[spec.name].keys or spec.averager != "pytorch":
+            continue
+        ours = int(plan_for(exp, spec, exp.seed).sync_after.sum())
+        torchft = int(plan_for(exp, dataclasses.replace(spec, averager="torchft"), exp.seed).sync_after.sum())
+        if ours != torchft:
+            out.append(f"local_sgd averages as PyTorch's PeriodicModelAverager, right after its first local step: "
+                       f"{ours} averages in this run, {ours - torchft} more than torchft's LocalSGD ({torchft}, H "
+                       'local steps before each); algorithm.local_sgd.averager = "torchft" predicts that')
+    return out
 
 
 def provenance_notes(exp: Experiment) -> list[str]:
     """Which cluster figures were measured (and by what), published, assumed or given: the preset's or
     profile's ``[cluster.provenance]``, with what the experiment file and --set changed."""
-    from ...core.cluster import provenance_lines
-
     lines = provenance_lines(exp.cluster.provenance)
     if not lines:
         return [f"cluster figures of {exp.cluster.name}: no provenance stated (see its `source`)"]
@@ -84,7 +102,7 @@ def _write_results(exp: Experiment, out: Path | None, result, sens) -> list[str]
     store.write_table(out, "totals.csv", result.totals)
     if result.steps is not None:
         store.write_table(out, io.STEPS, result.steps)
-        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(_trace_window(result.steps)))
+        io.write_json(Path(out) / io.TRACE, schema.to_chrome_trace(schema.trace_window(result.steps)))
     else:
         _write_timeline(exp, Path(out))
     store.finish(out, "complete", steps_recorded=result.steps is not None)
@@ -98,26 +116,15 @@ TIMELINE_MAX_WORKER_STEPS = 200_000
 def _write_timeline(exp: Experiment, out: Path) -> None:
     """A run too large to keep every row still gets its first few sync intervals, simulated again with
     every row kept (same seed, same plan prefix), for the report's timeline and the trace."""
-    from ...core.config import BudgetSpec
-    from ...sim.engine import simulate
-
     local = [a.warmup_steps + 3 * a.sync_every + 2 for a in exp.algorithms if a.is_local]
     steps = min(exp.nominal_steps, max([8, *local]), TIMELINE_MAX_WORKER_STEPS // exp.workers)
     try:
         short = exp.replace(budget=BudgetSpec(steps=steps), repeats=1)
     except ConfigError:
         return  # too few steps to show a sync interval of this many workers
-    window = simulate(short, record_steps=True).steps
+    window = sim_engine.simulate(short, record_steps=True).steps
     store.write_table(out, io.TIMELINE, window)
     io.write_json(out / io.TRACE, schema.to_chrome_trace(window))
-
-
-def _trace_window(steps: pd.DataFrame, max_rows: int = 200_000) -> pd.DataFrame:
-    """A trace viewer chokes on millions of events: keep the first steps of every run."""
-    if len(steps) <= max_rows:
-        return steps
-    per_step = max(1, len(steps) // (steps["step"].max() + 1))
-    return steps[steps["step"] < max(1, max_rows // per_step)]
 
 
 def _write_sensitivity(out: Path, sens) -> None:
@@ -141,8 +148,6 @@ def _report_folder(output: Path, exp: Experiment, result, sens) -> Path:
 
 def json_rows(runs: pd.DataFrame, sens=None) -> list[dict]:
     """One dict per run row; with ``sens``, each holds its algorithm's sensitivity (``sensitivity.json_of``)."""
-    from .sensitivity import json_of
-
     rows = runs.astype(object).where(runs.notna(), None).to_dict(orient="records")
     rows = [{k: _plain(v) for k, v in row.items()} for row in rows]
     tails = _tails(runs)
@@ -309,9 +314,6 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
                     overwrite: bool, executor: str = "local", address: str | None = None, resume: bool = False):
     """Sweep into ``out``; each finished chunk of points is stored in ``out/points/`` as it arrives, so
     ``resume`` continues an interrupted sweep of the same experiment and grid without redoing them."""
-    from ..machinery.progress import Progress
-    from ..machinery.sweep import parse_vary, points, sweep
-
     vary = [parse_vary(v) for v in varies]
     if not 1 <= len(vary) <= 2:
         raise ConfigError("vary one or two fields", key="--vary", value=list(varies), source="command line")
@@ -340,8 +342,6 @@ def sweep_to_folder(exp: Experiment, varies: list[str], *, jobs: int | None, out
 def _with_to_target(exp: Experiment, grid, result):
     """The sweep with ``speedup_to_target_vs_ddp`` at every point (NaN without a convergence description)
     and the crossovers of both speedups (column ``speedup``)."""
-    from .sensitivity import crossovers_both
-
     conv = convergence.of_experiment(exp)
     table, keys = result.table, list(grid[0][0])
     if conv is None:
@@ -386,7 +386,7 @@ def format_crossovers(crossovers: pd.DataFrame, where: str) -> list[str]:
 
 def format_sensitivity(sens) -> str:
     """Speedups around the user's point (marked *), one block per varied key, then the crossovers."""
-    lines = [f"sensitivity (each point: {sens.window_steps} steps, one seed; * = this experiment):"]
+    lines = [f"sensitivity (each point: the whole run of {sens.steps} steps with one change; * = this experiment):"]
     for key, along in sens.table.groupby("key", sort=False):
         for measure, column in (("same steps", "speedup_vs_ddp"), ("to target", "speedup_to_target_vs_ddp")):
             if along[column].isna().all():
@@ -403,8 +403,6 @@ def format_sensitivity(sens) -> str:
 def _provenance_kinds(provenance: dict) -> str:
     """'measured 2, published 6, assumed 3 (compute.utilization, ...)': how many figures of each kind, and
     which are assumed."""
-    from ...core.cluster import PROVENANCE_KINDS
-
     kinds = [str(v).split(":")[0] for v in provenance.values()]
     counts = ", ".join(f"{k} {kinds.count(k)}" for k in PROVENANCE_KINDS if k in kinds)
     assumed = [key for key, v in provenance.items() if str(v).startswith("assumed:")]

@@ -25,11 +25,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...core import config, io
+from ...core import config, io, presets
 from ...core.algorithms import ALGORITHMS
 from ...core.convergence import Convergence
 from ...core.errors import ConfigError
+from ...sim import engine
 from ..machinery import store
+from .simulate import human_s
 
 TARGET_COLUMNS = ("source", "cluster", "algorithm", "target_loss", "step_at_target", "time_to_target_s",
                   "speedup_to_target", "wall_clock_budget_s", "speedup_same_budget", "error_vs_measured",
@@ -95,8 +97,6 @@ def time_to_target(source: str | Path, target_loss: float, *, cluster: str | Non
                    described: Convergence | None = None) -> pd.DataFrame:
     """The target table: measured (from a run folder), predicted (simulated cluster) and, with
     ``described``, predicted from a convergence description."""
-    from ...sim.engine import simulate
-
     if described is not None and not math.isclose(described.target_loss, target_loss, rel_tol=1e-9):
         raise ConfigError(f"the convergence description is for a loss of {described.target_loss:g}, not "
                           f"{target_loss:g}", key="--loss", value=target_loss, source="command line")
@@ -116,7 +116,7 @@ def time_to_target(source: str | Path, target_loss: float, *, cluster: str | Non
         curves = _read_user_curves(source)
         exp = config.load(workload=workload, cluster=cluster, overrides=list(overrides))
     curves = curves[curves["algorithm"].isin([a.name for a in exp.algorithms])]
-    sim = simulate(exp.replace(budget=config.BudgetSpec(steps=exp.nominal_steps)), record_steps=True)
+    sim = engine.simulate(exp.replace(budget=config.BudgetSpec(steps=exp.nominal_steps)), record_steps=True)
     rows += _predicted_rows(sim.steps, sim.runs, curves, target_loss, exp.cluster.name)
     if described is not None:
         rows += _described_rows(sim.steps, sim.runs, described, exp)
@@ -130,10 +130,8 @@ def _retarget(exp: config.Experiment, cluster: str | None, overrides: list[str])
     """The same experiment on another cluster: the workers count stays, the machines change."""
     layers = []
     if cluster is not None:
-        from ...core import presets
-
         path = presets.resolve("cluster", cluster, "--cluster")
-        layers.append((str(path), config.read_toml(path)))
+        layers.append((str(path), presets.read_toml(path)))
         # The loss curve holds for the run's global batch: keep its worker layout unless --set changes it.
         layers.append(("run", {"cluster": {"nodes": exp.cluster.nodes, "gpus_per_node": exp.cluster.gpus_per_node}}))
     layers += [("--set", config.parse_override(o)) for o in overrides]
@@ -224,8 +222,6 @@ HEADINGS = {"real": "measured", "sim": "predicted (measured curves)",
 
 
 def format_targets(table: pd.DataFrame) -> str:
-    from .simulate import human_s
-
     lines = []
     for (source, cluster), g in table.groupby(["source", "cluster"], sort=False):
         lines.append(f"{HEADINGS[source]} on {cluster}:")

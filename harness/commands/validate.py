@@ -1,11 +1,12 @@
 """`palsgd validate`: does the simulator predict what this machine measures?
 
-For each case of a matrix (workload x ranks x network) it calibrates the machine afresh
-(``harness/machinery/calibrate.py``: all-reduce times fitted to the simulator's cost model on that network,
-compute measured on N concurrent ranks), runs the algorithms for real on the calibrated cluster
-(``harness/machinery/launch.py``), simulates the same experiment (``harness/commands/run.py``
-``add_prediction``) and keeps the comparison rows (``harness/machinery/compare.py``). calculon-ai/calculon's
-validation command is the model: profile, prediction and error per case, then the median and the maximum.
+Two suites, two lists of cases for one pipeline: ``validate_cpu.py`` (tiny models on this machine's
+cores) and ``validate_cluster.py`` (emulated accelerators on two-tier emulated clusters). Each case is
+prepared by its suite (a fresh calibration: ``machinery/calibrate.py`` fits all-reduce times to the
+simulator's cost model on that network), then run for real and predicted by ``machinery/pipeline.py``
+``measure_and_predict``; the comparison rows (``machinery/compare.py``) are kept, and the same again with
+each run's own measured compute. calculon-ai/calculon's validation command is the model: profile,
+prediction and error per case, then the median and the maximum.
 
 Folder layout (``out/``)::
 
@@ -16,7 +17,7 @@ Folder layout (``out/``)::
     comparison_replay_summary.csv
     cases/<case>/profile/      cluster.toml, collectives.csv, fit.csv, tcp_rtt.json
     cases/<case>/run/          the real run (runs.csv with sim and real rows, steps.parquet, ...)
-    compute/<workload>-<n>r.json   compute measured once per (workload, ranks), reused across networks
+    compute/<workload>-<n>r.json   (cpu suite) compute measured once per (workload, ranks), reused across networks
 
 The exit status says whether the matrix ran (0) or a case failed (1); the accuracy targets are reported,
 never enforced: a miss is a finding about the model, not a broken command.
@@ -25,83 +26,31 @@ never enforced: a miss is a finding about the model, not a broken command.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from ...core import io
-from ...core.algorithms import ALGORITHMS
-from ...core.config import Experiment, load
-from ..machinery import store
-from ..machinery.compare import COMPARISON_COLUMNS, format_comparison, summary
+from ...core import io, schema
+from ...core.config import Experiment, from_dict
+from ...sim import engine
+from ..machinery import netem, pipeline, store
+from ..machinery.compare import COMPARISON_COLUMNS, compare, format_comparison, summary
 from ..machinery.progress import Progress
+from . import validate_cluster, validate_cpu
 
-UNSHAPED = "unshaped"
-NETWORKS = (UNSHAPED, "rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms")
-WORKLOADS = ("gpt-tiny", "resnet-tiny")
-FULL_RANKS = (2, 4)
-FULL_STEPS = 60
-QUICK_STEPS = 24
-STREAMING = ("algorithm.streaming_diloco.fragments=2", "algorithm.streaming_diloco.fragment_sync_delay=1")
-"""Streaming DiLoCo as validated: two fragments, each all-reduce overlapped with one inner step."""
-TARGETS = {"step_time_mean_s": (5.0, 15.0), "speedup_vs_ddp": (5.0, 5.0)}
-"""metric -> (median, maximum) of |error| we aim for (% for times, percentage points for speedup)."""
-
-# Calibration sized for the tiny workloads, whose payloads are 1-2 MB: sizes from 4 KiB to 4 MiB cover
-# the DDP buckets (1 MiB first, the rest after) and a sync's flat buffer, in ~20 s per network.
-CALIBRATION = {"min_bytes": 4096, "max_bytes": 4 * 2**20, "reps": 5, "per_octave": 1.0}
-COMPUTE_STEPS = 80
-"""Compute calibration steps per rank. With 20, two concurrent calibration ranks measured c = 155-175 ms
-for gpt-tiny against 52-87 ms with 80 and 75-112 ms in the runs (docs/validation.md): a short window is
-dominated by the sibling ranks' start-up."""
-
-
-@dataclass(frozen=True)
-class Case:
-    workload: str
-    ranks: int
-    network: str
-    """``unshaped`` (loopback, no emulation) or a NetemSpec string such as ``rate=1gbit,delay=5ms``."""
-    steps: int
-
-    @property
-    def name(self) -> str:
-        net = self.network.replace("rate=", "").replace("delay=", "").replace(",", "-")
-        return f"{self.workload}-{self.ranks}r-{net}"
-
-    @property
-    def shaped(self) -> bool:
-        return self.network != UNSHAPED
-
-    def describe(self) -> dict:
-        return {"workload": self.workload, "ranks": self.ranks, "network": self.network, "steps": self.steps}
-
-
-def matrix(*, quick: bool, emulate: bool) -> list[Case]:
-    """The cases: the full matrix, or the quick subset CI runs (gpt-tiny, 2 ranks, few steps)."""
-    networks = NETWORKS if emulate else (UNSHAPED,)
-    if quick:
-        return [Case("gpt-tiny", 2, net, QUICK_STEPS) for net in networks[:2]]
-    return [Case(w, n, net, FULL_STEPS) for w in WORKLOADS for n in FULL_RANKS for net in networks]
+SUITES = {"cpu": validate_cpu, "cluster": validate_cluster}
+"""Each suite: ``cases``, ``prepare`` (calibrate; the case's experiment and launch) and its ``TARGETS``."""
 
 
 def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool, suite: str = "cpu",
                        echo: Callable[[str], None] = print) -> int:
     """Run the suite's cases into ``out``; print the comparison and its summary. Exit status 0 when every
-    case ran, 1 when one failed (its error is in the manifest; the other cases still run).
-
-    ``cpu``: the matrix below (tiny models on this machine's cores); ``cluster``: emulated accelerators on
-    two-tier emulated clusters (``cluster_suite.py``)."""
-    from ..machinery.netem import NetemSpec, preflight
-    from . import cluster_suite
-
-    cases = matrix(quick=quick, emulate=emulate) if suite == "cpu" else cluster_suite.cases(quick=quick)
+    case ran, 1 when one failed (its error is in the manifest; the other cases still run)."""
+    cases = SUITES[suite].cases(quick=quick, emulate=emulate)
     for case in cases:  # fail before any work, with the preflight's one-line reason
-        if case.network != UNSHAPED:
-            preflight(NetemSpec.parse(case.network))
+        if case.network != pipeline.UNSHAPED:
+            netem.preflight(netem.NetemSpec.parse(case.network))
     out = store.prepare(out, overwrite=overwrite)
     store.start(out, "validate", quick=quick, emulate=emulate, suite=suite,
                 cases={c.name: {"status": "pending", **c.describe()} for c in cases})
@@ -111,12 +60,8 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
     try:
         for i, case in enumerate(cases, 1):
             echo(f"[{i}/{len(cases)}] {case.name}")
-            folder = out / "cases" / case.name
             try:
-                if suite == "cpu":
-                    rows, replay = run_case(case, folder, out / "compute", cache, echo)
-                else:
-                    rows, replay = cluster_suite.run_case(case, folder, cache, echo)
+                rows, replay = run_case(suite, case, out, cache, echo)
                 parts.append(rows)
                 replays.append(replay)
                 status[case.name] = {"status": "complete", **case.describe()}
@@ -131,7 +76,7 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
         store.finish(out, "interrupted", cases=status)
         raise
     progress.close()
-    write_tables(out, parts, replays, echo, TARGETS if suite == "cpu" else cluster_suite.TARGETS)
+    write_tables(out, parts, replays, echo, SUITES[suite].TARGETS)
     failed = [name for name, s in status.items() if s["status"] != "complete"]
     store.finish(out, "failed" if failed else "complete", cases=status, failed_cases=failed)
     if failed:
@@ -140,21 +85,29 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
     return 1 if failed else 0
 
 
-def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
-    """The experiment of a case: the workload preset on one node of ``case.ranks`` ranks, every
-    algorithm, ``case.steps`` steps; on ``cluster`` (a calibrated profile) when given.
+def run_case(suite: str, case, out: Path, cache: dict, echo) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prepare (calibrate), run for real, predict; return the case's comparison rows (from the calibration,
+    and replayed with the run's own compute). Waits are compared in cases with variability."""
+    folder = out / "cases" / case.name
+    exp, launch = SUITES[suite].prepare(case, folder, out, cache)
+    waits = ("wait_s",) if case.describe().get("variability") else ()
+    _, rows = pipeline.measure_and_predict(exp, folder / "run", launch, case=case.name, extra_metrics=waits)
+    rows, replay = with_replay(exp, folder / "run", rows, network=case.network, case=case.name)
+    echo(format_comparison(rows))
+    echo("compute drift, run vs calibration: " + ", ".join(
+        f"{a} {d:+.0f} %" for a, d in rows.groupby("algorithm", sort=False)["compute_drift_pct"].first().items()))
+    return rows, replay
 
-    Threads per rank are fixed to the cores divided among the ranks, as the compute calibration runs:
-    under emulation each rank is alone in its namespace (LOCAL_WORLD_SIZE = 1) and took every core
-    before the launcher learnt otherwise: 2 ranks x 2 threads on 2 cores ran 3-4x slower (measured)."""
-    threads = max(1, len(os.sched_getaffinity(0)) // case.ranks)
-    return load(workload=case.workload, cluster=cluster, steps=case.steps, algorithms=list(ALGORITHMS),
-                overrides=[f"cluster.gpus_per_node={case.ranks}", "cluster.nodes=1",
-                           f"train.threads_per_rank={threads}", *STREAMING])
+
+def with_replay(exp: Experiment, run: Path, rows: pd.DataFrame, *, network: str, case: str
+                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The comparison rows explained (``explain``) and the replayed comparison (``replay_prediction``)."""
+    replay = replay_prediction(exp, run, network=network, case=case)
+    return explain(rows, replay, compute_drift(exp, run)), replay
 
 
 def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFrame], echo,
-                 targets: dict = TARGETS) -> None:
+                 targets: dict = validate_cpu.TARGETS) -> None:
     """comparison.csv (+ _summary) from the calibration, comparison_replay.csv (+ _summary) with each
     run's own compute; print both, the first with the targets."""
     for name, frames in (("comparison", parts), ("comparison_replay", replays)):
@@ -164,43 +117,10 @@ def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFram
         if name == "comparison":
             echo("predicted from the calibration vs measured:")
             echo(format_comparison(table))
-            echo(format_targets(table, targets))
+            echo(format_accuracy_targets(table, targets))
         else:
             echo("predicted with each run's own measured compute (communication model only):")
             echo(format_comparison(table).split("\n\n")[-1])
-
-
-def run_case(case: Case, folder: Path, compute_dir: Path, computed: dict, echo) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Calibrate, run for real, predict; return the case's comparison rows (from the calibration, and
-    replayed with the run's own compute)."""
-    from ..machinery.calibrate import calibrate, run_compute
-    from ..machinery.launch import run_real
-    from ..machinery.netem import EmulatedNetwork, NetemSpec
-    from .run import add_prediction
-
-    spec = NetemSpec.parse(case.network) if case.shaped else None
-    base = case_experiment(case)
-    key = (case.workload, case.ranks)
-    if key not in computed:  # compute does not depend on the network: measure once, reuse
-        path = compute_dir / f"{case.workload}-{case.ranks}r.json"
-        computed[key] = run_compute(base, case.ranks, path, COMPUTE_STEPS, timeout_s=600.0)
-    profile = calibrate(base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=spec,
-                        measured_compute=computed[key], command=f"palsgd validate ({case.name})",
-                        **CALIBRATION)
-    exp = case_experiment(case, str(profile))
-    run = folder / "run"
-    if spec is None:
-        run_real(exp, run, nproc_per_node=case.ranks)
-    else:
-        with EmulatedNetwork(case.ranks, spec) as net:
-            run_real(exp, run, nproc_per_node=case.ranks, network=net)
-    rows = add_prediction(exp, run, network=case.network, case=case.name)
-    replay = replay_prediction(exp, run, network=case.network, case=case.name)
-    rows = explain(rows, replay, compute_drift(exp, run))
-    echo(format_comparison(rows))
-    echo("compute drift, run vs calibration: " + ", ".join(
-        f"{a} {d:+.0f} %" for a, d in rows.groupby("algorithm", sort=False)["compute_drift_pct"].first().items()))
-    return rows, replay
 
 
 def compute_drift(exp: Experiment, run: Path) -> dict[str, float]:
@@ -228,13 +148,9 @@ def explain(rows: pd.DataFrame, replay: pd.DataFrame, drift: dict[str, float]) -
 def repredict(out: Path, echo: Callable[[str], None] = print) -> pd.DataFrame:
     """Simulate every case of a finished validation folder again with the current simulator (after a
     change to the cost model) and rewrite its comparison tables; the measurements are not touched."""
-    from ...core.config import from_dict
-    from . import cluster_suite
-    from .run import add_prediction
-
     out = Path(out)
     manifest = store.read_manifest(out)
-    cases, cluster = manifest.get("cases", {}), manifest.get("suite") == "cluster"
+    cases = manifest.get("cases", {})
     parts, replays = [], []
     for name, case in cases.items():
         run = out / "cases" / name / "run"
@@ -242,13 +158,14 @@ def repredict(out: Path, echo: Callable[[str], None] = print) -> pd.DataFrame:
             continue  # no complete measurement to compare with
         exp = from_dict(store.read_manifest(run)["experiment"])
         waits = ("wait_s",) if case.get("variability") else ()
-        rows = add_prediction(exp, run, network=case["network"], case=name, extra_metrics=waits)
-        replays.append(replay_prediction(exp, run, network=case["network"], case=name))
-        parts.append(explain(rows, replays[-1], compute_drift(exp, run)))
+        rows = pipeline.predict(exp, run, network=case["network"], case=name, extra_metrics=waits)
+        rows, replay = with_replay(exp, run, rows, network=case["network"], case=name)
+        parts.append(rows)
+        replays.append(replay)
         cases[name] = {**case, "status": "complete"}
         cases[name].pop("error", None)
     io.update_manifest(out, cases=cases, repredicted_at=store.now())
-    write_tables(out, parts, replays, echo, cluster_suite.TARGETS if cluster else TARGETS)
+    write_tables(out, parts, replays, echo, SUITES.get(manifest.get("suite"), validate_cpu).TARGETS)
     return store.read_table(out, "comparison.csv")
 
 
@@ -263,10 +180,6 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
     communication, overlap, barriers and waits. The compute of the calibration and of each run differ by
     up to 2.9x even on an idle machine (resnet-tiny DDP, docs/validation.md); this view is not exposed to that.
     """
-    from ...core import schema
-    from ...sim.engine import simulate
-    from ..machinery.compare import compare
-
     runs = store.read_table(run, io.RUNS)
     steps = store.read_table(run, io.STEPS)
     real = runs[runs["source"] == "real"]
@@ -283,13 +196,13 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
         cv = float((c["end_s"] - c["start_s"]).std() / (c["end_s"] - c["start_s"]).mean())
         cluster = dataclasses.replace(cluster, compute=dataclasses.replace(cluster.compute, **measured),
                                       variability=dataclasses.replace(cluster.variability, jitter_cv=cv))
-        predicted.append(simulate(exp.replace(cluster=cluster, algorithms=(spec,))).runs)
+        predicted.append(engine.simulate(exp.replace(cluster=cluster, algorithms=(spec,))).runs)
     predicted = schema.add_speedup(pd.concat(predicted, ignore_index=True))
     return compare(predicted, real, case=case or exp.workload.name, workload=exp.workload.name,
                    network=network, ranks=exp.workers)
 
 
-def format_targets(comparison: pd.DataFrame, targets: dict = TARGETS) -> str:
+def format_accuracy_targets(comparison: pd.DataFrame, targets: dict = validate_cpu.TARGETS) -> str:
     """One line per target: reached or missed, with the figures (reported, not enforced)."""
     lines = []
     table = summary(comparison).set_index("metric") if len(comparison) else pd.DataFrame()

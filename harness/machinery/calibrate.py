@@ -47,15 +47,14 @@ COMPUTE_FIELDS = ("step_time_s", "optimizer_time_s", "pseudo_sync_time_s", "oute
 def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: NetemSpec | None = None,
               compute: bool = True, min_bytes: int = 4096, max_bytes: int = 64 * 2**20, reps: int = 7,
               per_octave: float = 0.5, compute_steps: int = 80, timeout_s: float = 1800.0,
-              command: str = "", measured_compute: dict | None = None, ddp_buckets: bool = False) -> Path:
+              command: str = "", measured_compute: dict | None = None) -> Path:
     """Measure, fit, and write the profile ``out`` (plus collectives.csv, tcp_rtt.json, fit.csv and
     compute.json beside it). Prints the fit's residual per size. Returns ``out``.
 
     ``measured_compute``: the mean of an earlier ``run_compute`` on the same workload and rank count,
     used instead of measuring again (compute does not depend on the network; ``palsgd validate``
-    measures it once per workload and rank count and calibrates each network with it).
-    ``ddp_buckets``: also time DDP's bucketed all-reduces beside a backward and fit the profile's
-    ``ddp_bucket_efficiency`` to them (``harness/machinery/calibrate_ddp.py``)."""
+    measures it once per workload and rank count and calibrates each network with it). DDP's bucket
+    efficiency is fitted afterwards by ``calibrate_ddp.py`` (``palsgd calibrate`` does both)."""
     if nproc_per_node < 2:
         raise ConfigError("must be >= 2: an all-reduce needs two ranks", key="--nproc-per-node",
                           value=nproc_per_node)
@@ -85,10 +84,6 @@ def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: Netem
                         network=network, command=command or " ".join(sys.argv))
     io.write_text(out, text)
     load(cluster=str(out))  # the profile must load as a cluster preset; raises ConfigError if not
-    if ddp_buckets:
-        from .calibrate_ddp import add_efficiency, run_ddp_buckets
-
-        print(add_efficiency(out, run_ddp_buckets(nproc_per_node, network, folder, timeout_s)))
     return out
 
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METRICS = ("step_time_mean_s", "wall_clock_s", "speedup_vs_ddp")
-SUMMARISED = (*METRICS, "wait_s")
+from ...core.schema import COMPARED_METRICS
+
+SUMMARISED = (*COMPARED_METRICS, "wait_s")
 """``wait_s`` (time idle at barriers) is compared where the workers' speeds vary (the cluster suite)."""
 BYTES = "bytes_sent_per_worker"
 BYTES_TOLERANCE = 0.01
@@ -29,7 +30,7 @@ COMPARISON_COLUMNS = ("case", "workload", "network", "ranks", "algorithm", "metr
 
 
 def compare(predicted: pd.DataFrame, measured: pd.DataFrame, *, case: str = "", workload: str = "",
-            network: str = "", ranks: int = 0, metrics: tuple[str, ...] = METRICS) -> pd.DataFrame:
+            network: str = "", ranks: int = 0, metrics: tuple[str, ...] = COMPARED_METRICS) -> pd.DataFrame:
     """Rows of the comparison table for one experiment; Monte-Carlo runs are averaged first."""
     columns = [*metrics, BYTES]
     pred = predicted.groupby("algorithm", sort=False)[columns].mean()
@@ -82,7 +83,7 @@ def format_comparison(comparison: pd.DataFrame) -> str:
     lines = [f"{row.algorithm}: not compared: the simulator predicts {row.predicted:,.0f} bytes sent per "
              f"worker, the run measured {row.measured:,.0f} ({row.error_pct:+.1f} %); its times would "
              "measure a different communication" for row in mismatched.itertuples()]
-    view = comparison[comparison["metric"].isin(METRICS)].copy()
+    view = comparison[comparison["metric"].isin(COMPARED_METRICS)].copy()
     if view.empty:
         return "\n".join([*lines, "no comparable rows"])
     view["error"] = [f"{e:+.1f} {'pp' if m == 'speedup_vs_ddp' else '%'}"

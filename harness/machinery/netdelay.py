@@ -68,7 +68,7 @@ class Delayer:
 
 
 def serve(queue_num: int, delay_s: float, jitter_s: float, owner_pid: int, max_len: int) -> None:
-    from netfilterqueue import COPY_META, NetfilterQueue
+    from netfilterqueue import COPY_META, NetfilterQueue  # optional (pip install palsgd[emulate]): only here
 
     delayer = Delayer(delay_s, jitter_s, seed=queue_num)
     nfq = NetfilterQueue()

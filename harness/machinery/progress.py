@@ -12,6 +12,8 @@ import sys
 import time
 from typing import TextIO
 
+from tqdm import tqdm
+
 PLAIN_EVERY_S = float(os.environ.get("PALSGD_PROGRESS_EVERY_S", "10"))
 """Seconds between plain lines; the environment variable lets a CI job ask for more or fewer."""
 
@@ -28,8 +30,6 @@ class Progress:
         self.bar = None
         self.printed = False
         if total > 1 and _is_terminal(self.stream):
-            from tqdm import tqdm
-
             self.bar = tqdm(total=total, desc=what, unit=f" {unit}", file=self.stream, dynamic_ncols=True)
 
     def update(self, n: int = 1) -> None:

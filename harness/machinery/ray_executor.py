@@ -17,7 +17,7 @@ TASK_RETRIES = 3
 class RayExecutor:
     def __init__(self, address: str | None):
         try:
-            import ray
+            import ray  # optional (pip install palsgd[ray]): only for --executor ray
         except ImportError:
             raise ConfigError("needs Ray: pip install 'palsgd[ray]'", key="--executor", value="ray",
                               source="command line") from None

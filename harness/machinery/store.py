@@ -23,9 +23,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy
 import pandas as pd
+import simpy
 import tomli_w
 
+from ... import __version__
 from ...core import io
 from ...core.config import Experiment
 from ...core.errors import ConfigError
@@ -51,11 +54,6 @@ def git_revision() -> str:
 
 
 def versions() -> dict:
-    import numpy
-    import simpy
-
-    from ... import __version__
-
     out = {"palsgd": __version__, "python": platform.python_version(), "numpy": numpy.__version__,
            "pandas": pd.__version__, "simpy": simpy.__version__}
     torch = sys.modules.get("torch")  # reported only when loaded: harness code never imports torch

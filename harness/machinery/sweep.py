@@ -29,6 +29,7 @@ from ...core.typed import set_path
 from ...sim import bounds
 from ...sim.engine import simulate_tables
 from ...sim.fast_runs import simulate_fast
+from .ray_executor import RayExecutor
 
 MAX_POINTS = 100_000
 """The largest grid: the sweep table keeps a row per point, algorithm and repeat (docs/limits.md)."""
@@ -205,8 +206,6 @@ def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, 
         progress.update(len(grid) - len(todo))
     if todo:
         if executor == "ray":
-            from .ray_executor import RayExecutor
-
             run = RayExecutor(address)
         elif executor == "local":
             run = LocalExecutor(jobs)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.algorithms import DDP_STEP, GRADIENT_STEP
+from ...core.algorithms import DDP_STEP, FACTS, GRADIENT_STEP
 from ...core.config import AlgorithmSpec
 from ...core.workload import TrainSpec
 from ..dist import flat_view, ring_bytes
@@ -71,39 +71,39 @@ class Algorithm:
     name = ""
 
     def __init__(self, setup: Setup):
-        self.s = setup
+        self.setup = setup
         self.params = flat_order(setup.model)  # as they lie in the flat buffer
         self.numels = [p.numel() for p in self.params]
         self.flat = flat_view(self.params)
-        if self.flat is None and self.name != "ddp":
+        if self.flat is None and FACTS[self.name].local:
             raise ValueError("the parameters must lie in one flat buffer (real.dist.flatten_ before the "
                              "optimizer and DDP are built): a sync all-reduces them in place")
         self.scaler = torch.amp.GradScaler(
             "cuda", enabled=setup.device.type == "cuda" and setup.train.precision == "fp16")
         self._last_compute_s = 0.0
         self.sync_comm = setup.sync_comm if setup.sync_comm is not None else setup.comm
-        if setup.spec.warmup_steps == 0 or self.name == "ddp":
+        if setup.spec.warmup_steps == 0 or not FACTS[self.name].local:
             self.begin_local()
 
     # -- the loop -------------------------------------------------------------------------------
 
     def step(self, step: int, next_batch: Callable[[], Batch]) -> float:
         """Take step ``step`` of the plan; return its training loss (NaN for a pseudo-sync step)."""
-        kind = int(self.s.kinds[step])
-        self.s.timer.begin_step(step)
-        lr = lr_at(self.s.train, step, self.s.total_steps)
+        kind = int(self.setup.kinds[step])
+        self.setup.timer.begin_step(step)
+        lr = lr_at(self.setup.train, step, self.setup.total_steps)
         if kind == DDP_STEP:
             loss = self.ddp_step(next_batch, lr)
         elif kind == GRADIENT_STEP:
             loss = self.local_step(next_batch, lr * self.lr_scale)
         else:
             loss = self.pseudo_sync(next_batch, lr)
-        if kind == DDP_STEP and step == self.s.spec.warmup_steps - 1 and self.name != "ddp":
+        if kind == DDP_STEP and step == self.setup.spec.warmup_steps - 1 and FACTS[self.name].local:
             self.begin_local()
         self.start_sync(step)
-        if self.s.sync_after[step]:
+        if self.setup.sync_after[step]:
             self.sync(step)
-        self.s.timer.end_step()
+        self.setup.timer.end_step()
         return loss
 
     lr_scale = 1.0
@@ -131,14 +131,14 @@ class Algorithm:
     # -- the pieces -------------------------------------------------------------------------------
 
     def fetch(self, next_batch: Callable[[], Batch]) -> list[Batch]:
-        with self.s.timer.phase("data"):
-            return [next_batch() for _ in range(self.s.grad_accum)]
+        with self.setup.timer.phase("data"):
+            return [next_batch() for _ in range(self.setup.grad_accum)]
 
     def ddp_step(self, next_batch: Callable[[], Batch], lr: float) -> float:
         """A DDP step over every rank (the warm-up; every step of DDP)."""
-        loss = self._ddp_step(next_batch, lr, self.s.ddp, self.s.ddp_timer, self.s.comm.world_size)
-        if self.s.spec.warmup_syncs_optimizer_state and self.name != "ddp":
-            self.allreduce_mean(self.optimizer_state(), comm=self.s.comm)
+        loss = self._ddp_step(next_batch, lr, self.setup.ddp, self.setup.ddp_timer, self.setup.comm.world_size)
+        if self.setup.spec.warmup_syncs_optimizer_state and FACTS[self.name].local:
+            self.allreduce_mean(self.optimizer_state(), comm=self.setup.comm)
         return loss
 
     def _ddp_step(self, next_batch: Callable[[], Batch], lr: float, ddp: nn.Module, hook: DDPCommTimer,
@@ -150,26 +150,26 @@ class Algorithm:
         batches = self.fetch(next_batch)
         hook.reset()
         self._sync_device()
-        start = self.s.timer.now()
-        with self.s.comm.blocking():
+        start = self.setup.timer.now()
+        with self.setup.comm.blocking():
             loss = self._forward_backward(ddp, batches, ddp=True)
         self._sync_device()
-        end = self.s.timer.now()
+        end = self.setup.timer.now()
         last = hook.launched[-1] if hook.launched else end
-        self.s.timer.add("compute", start, last)
+        self.setup.timer.add("compute", start, last)
         if hook.launched:
-            self.s.timer.add("allreduce_hidden", hook.launched[0], last)
-        self.s.timer.add("allreduce", last, end, ring_bytes(hook.bytes, world))
+            self.setup.timer.add("allreduce_hidden", hook.launched[0], last)
+        self.setup.timer.add("allreduce", last, end, ring_bytes(hook.bytes, world))
         self.optimizer_step(lr)
         return loss
 
     def local_step(self, next_batch: Callable[[], Batch], lr: float) -> float:
-        if self.s.group_ddp is not None:  # the group trains as DDP; the groups apart
-            return self._ddp_step(next_batch, lr, self.s.group_ddp, self.s.group_ddp_timer,
-                                  self.s.group_ddp.process_group.size())
+        if self.setup.group_ddp is not None:  # the group trains as DDP; the groups apart
+            return self._ddp_step(next_batch, lr, self.setup.group_ddp, self.setup.group_ddp_timer,
+                                  self.setup.group_ddp.process_group.size())
         batches = self.fetch(next_batch)
-        with self.s.timer.phase("compute"):
-            loss = self._forward_backward(self.s.model, batches, ddp=False)
+        with self.setup.timer.phase("compute"):
+            loss = self._forward_backward(self.setup.model, batches, ddp=False)
         self.optimizer_step(lr)
         return loss
 
@@ -178,13 +178,13 @@ class Algorithm:
         t0 = time.perf_counter()
         module.train()
         total = 0.0
-        cuda = self.s.device.type == "cuda"
-        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.s.train.precision)
+        cuda = self.setup.device.type == "cuda"
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.setup.train.precision)
         for i, batch in enumerate(batches):
             last = i == len(batches) - 1
             with module.no_sync() if ddp and not last else contextlib.nullcontext():
                 with torch.autocast("cuda", dtype=dtype, enabled=cuda and dtype is not None):
-                    loss = self.s.loss_fn(module, batch) / len(batches)
+                    loss = self.setup.loss_fn(module, batch) / len(batches)
                 self.scaler.scale(loss).backward()
             total += float(loss.detach())
         self._last_compute_s = time.perf_counter() - t0
@@ -194,63 +194,63 @@ class Algorithm:
         """Fault injection: stretch compute by ``slow_factor`` before it starts, from the last step's
         compute time, so that under DDP the gradient buckets are launched late, as on a slow card (a
         sleep after the backward would fall after the buckets' all-reduce and read as communication)."""
-        if self.s.slow_factor > 1.0:
-            time.sleep((self.s.slow_factor - 1.0) * self._last_compute_s)
+        if self.setup.slow_factor > 1.0:
+            time.sleep((self.setup.slow_factor - 1.0) * self._last_compute_s)
 
     def optimizer_step(self, lr: float) -> None:
-        with self.s.timer.phase("optimizer"):
-            set_lr(self.s.optimizer, lr)
-            if self.s.train.grad_clip > 0:
-                self.scaler.unscale_(self.s.optimizer)
-                torch.nn.utils.clip_grad_norm_(self.params, self.s.train.grad_clip)
-            self.scaler.step(self.s.optimizer)
+        with self.setup.timer.phase("optimizer"):
+            set_lr(self.setup.optimizer, lr)
+            if self.setup.train.grad_clip > 0:
+                self.scaler.unscale_(self.setup.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, self.setup.train.grad_clip)
+            self.scaler.step(self.setup.optimizer)
             self.scaler.update()
-            self.s.optimizer.zero_grad(set_to_none=True)
+            self.setup.optimizer.zero_grad(set_to_none=True)
             self._sync_device()
 
     def float_buffers(self) -> list[torch.Tensor]:
         """BatchNorm running statistics: averaged at every sync (PyTorch's averager leaves them; we say so)."""
-        return [b for b in self.s.model.buffers() if b.is_floating_point()]
+        return [b for b in self.setup.model.buffers() if b.is_floating_point()]
 
     def optimizer_state(self) -> list[torch.Tensor]:
         """The inner optimizer's per-parameter state (AdamW's m and v, SGD's momentum), parameter by
         parameter: what the released PALSGD code also averages in every warm-up step."""
-        state = self.s.optimizer.state
+        state = self.setup.optimizer.state
         return [v for p in self.params for v in state[p].values() if torch.is_tensor(v) and v.shape == p.shape]
 
     def wait_for_all(self) -> None:
         """Idle until the slowest rank arrives, measured apart from the transfer that follows."""
-        with self.s.timer.phase("wait"):
+        with self.setup.timer.phase("wait"):
             self.sync_comm.barrier()
 
     def allreduce_mean(self, *groups: list[torch.Tensor], comm=None) -> None:
         """Average each group over the ranks a sync spans (or ``comm``'s), one all-reduce per group
         (``core.buckets.sync_call_bytes``)."""
         comm = comm or self.sync_comm
-        with self.s.timer.phase("allreduce") as box:
+        with self.setup.timer.phase("allreduce") as box:
             box[0] = ring_bytes(comm.allreduce_mean_(groups), comm.world_size)
 
     def outer_lr_at(self, step: int) -> float:
         """γ_out at ``step``: constant, or cosine from ``outer_lr`` to 10% of it over the run (the inner
         schedule's shape, without its warm-up)."""
-        lr = self.s.spec.outer_lr
-        if self.s.train.outer_lr_schedule == "constant":
+        lr = self.setup.spec.outer_lr
+        if self.setup.train.outer_lr_schedule == "constant":
             return lr
-        progress = min(1.0, step / max(1, self.s.total_steps - 1))
+        progress = min(1.0, step / max(1, self.setup.total_steps - 1))
         return lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def on_device(self, phase: str, work: Callable[[], object], share: float = 1.0) -> None:
         """``work``, timed as ``phase``. On an emulated accelerator the parameters never change (zero
         gradients, an optimizer step that sleeps), so there is nothing to compute: the phase sleeps ``share``
         of its modelled time instead, and the host stays free for communication, as beside a GPU."""
-        with self.s.timer.phase(phase):
-            if self.s.device_s is None:
+        with self.setup.timer.phase(phase):
+            if self.setup.device_s is None:
                 work()
                 self._sync_device()
             else:
-                time.sleep(share * self.s.device_s[phase])
+                time.sleep(share * self.setup.device_s[phase])
 
     def _sync_device(self) -> None:
-        if self.s.device.type == "cuda":
-            torch.cuda.synchronize(self.s.device)
+        if self.setup.device.type == "cuda":
+            torch.cuda.synchronize(self.setup.device)
 

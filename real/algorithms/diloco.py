@@ -46,7 +46,7 @@ class DiLoCo(Algorithm):
         self.flat.copy_(self.z)
 
     def outer_step(self, delta: torch.Tensor, lr: float) -> None:
-        mu = self.s.spec.outer_momentum
+        mu = self.setup.spec.outer_momentum
         self.buf.mul_(mu).add_(delta)
         delta.add_(self.buf, alpha=mu)  # Δ + μ·buf (Δ is ours to overwrite)
         self.z.add_(delta, alpha=-lr)

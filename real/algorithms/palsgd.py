@@ -39,11 +39,11 @@ class PALSGD(DiLoCo):
 
     @property
     def lr_scale(self) -> float:
-        return 1.0 / (1.0 - self.s.spec.p)
+        return 1.0 / (1.0 - self.setup.spec.p)
 
     def pseudo_sync(self, next_batch: Callable[[], Batch], lr: float) -> float:
-        if self.s.spec.skipped_batches == "consumed":
+        if self.setup.spec.skipped_batches == "consumed":
             self.fetch(next_batch)
-        alpha = pseudo_sync_alpha(lr, self.s.spec.eta, self.s.spec.p)
+        alpha = pseudo_sync_alpha(lr, self.setup.spec.eta, self.setup.spec.p)
         self.on_device("pseudo_sync", lambda: pseudo_sync_([self.flat], [self.z], alpha))
         return float("nan")

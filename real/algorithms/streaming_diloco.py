@@ -44,10 +44,10 @@ class StreamingDiLoCo(DiLoCo):
         self._pending = None  # (fragment, its outer gradient being averaged, the all-reduce's wait)
 
     def start_sync(self, step: int) -> None:
-        fragment = int(self.s.start_after[step])
+        fragment = int(self.setup.start_after[step])
         if fragment < 0:
             return
-        if self.s.spec.fragment_sync_delay == 0:
+        if self.setup.spec.fragment_sync_delay == 0:
             self.wait_for_all()  # a blocking sync, timed as DiLoCo's
         part = self.parts[fragment]
         delta = self.delta[part]
@@ -59,22 +59,22 @@ class StreamingDiLoCo(DiLoCo):
 
     def sync(self, step: int) -> None:
         fragment, delta, wait = self._pending
-        if fragment != self.s.fragment[step]:
-            raise AssertionError(f"step {step} applies fragment {self.s.fragment[step]}, started {fragment}")
+        if fragment != self.setup.fragment[step]:
+            raise AssertionError(f"step {step} applies fragment {self.setup.fragment[step]}, started {fragment}")
         self._pending = None
-        with self.s.timer.phase("allreduce") as box:
+        with self.setup.timer.phase("allreduce") as box:
             box[0] = ring_bytes(wait(), self.sync_comm.world_size)
         self.on_device("outer_step", lambda: self.apply_fragment(step, self.parts[fragment], delta),
                        (1 - DELTA_SHARE) * self.shares[fragment])
 
     def apply_fragment(self, step: int, part: slice, delta: torch.Tensor) -> None:
         local = self.flat[part].clone()
-        z, buf, mu = self.z[part], self.buf[part], self.s.spec.outer_momentum
+        z, buf, mu = self.z[part], self.buf[part], self.setup.spec.outer_momentum
         buf.mul_(mu).add_(delta)
         delta.add_(buf, alpha=mu)
         z.add_(delta, alpha=-self.outer_lr_at(step))
         # torchft merges in place after the outer step: x_f = z_f + α·(local - z_f).
-        self.flat[part].copy_(z).lerp_(local, self.s.spec.fragment_update_alpha)
+        self.flat[part].copy_(z).lerp_(local, self.setup.spec.fragment_update_alpha)
 
     def state_dict(self) -> dict:
         """A checkpoint while a fragment's all-reduce is in flight finishes it first and saves the

@@ -76,7 +76,9 @@ def test_recovers_emulated_link(tmp_path):
                     max_bytes=32 * 2**20, reps=5)
     exp, fitted = _check_outputs(out)
     rtt = pd.read_json(out.parent / "tcp_rtt.json", typ="series")["tcp_rtt_s"]
-    assert 10e-3 <= rtt <= 10e-3 * 1.2  # 2 x 5 ms plus the delay program's wake-ups (docs)
+    # 2 x 5 ms plus the delay program's wake-ups (docs): 12.4 ms seen with eight other jobs on the two
+    # cores; a delay missing on one side (5 ms) or applied twice (20 ms) is still caught.
+    assert 10e-3 <= rtt <= 10e-3 * 1.5
     link, transport = exp.cluster.intra_node, exp.cluster.transport
     assert link.bandwidth_gbps == pytest.approx(0.2, rel=0.30)
     alpha_s = 2 * link.latency_us * 1e-6 + transport.step_overhead_us * 1e-6

@@ -72,20 +72,18 @@ FOLDER_KINDS = ["missing", "empty", "file", "simulate", "run", "run_other", "gar
 @pytest.fixture(scope="module", autouse=True)
 def no_launch(templates):
     """Every launcher raises WouldLaunch; nothing touches the network or starts a process."""
-    from palsgd.harness.commands import advise, cluster_suite, explore, validate
-    from palsgd.harness.commands import run as real_job
-    from palsgd.harness.machinery import calibrate, launch, netem
+    from palsgd.harness.commands import advise, explore, validate
+    from palsgd.harness.machinery import calibrate, launch, netem, pipeline
     from palsgd.sim import engine
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(launch, "_Group", _would_launch)
-        mp.setattr(real_job, "check_before_launch", _preflight_in_process)
+        mp.setattr(pipeline, "check_before_launch", _preflight_in_process)
         mp.setattr(netem, "preflight", lambda *a, **k: None)
         mp.setattr(netem.EmulatedNetwork, "__enter__", lambda self: self)
         mp.setattr(netem.EmulatedNetwork, "close", lambda self: None)
         mp.setattr(calibrate, "calibrate", _would_launch)
         mp.setattr(validate, "run_case", _would_launch)
-        mp.setattr(cluster_suite, "run_case", _would_launch)
         mp.setattr(explore, "explore", _would_launch)
         mp.setattr(advise, "advise", _would_launch)
         mp.setattr(engine, "simulate", _would_launch)

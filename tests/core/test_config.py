@@ -1,5 +1,7 @@
 """The experiment loader: layers, overrides, and errors that name file, key, value and rule."""
 
+import typing
+
 import pytest
 
 from palsgd.core import config, presets
@@ -129,8 +131,9 @@ def test_steps_and_epochs_together_are_rejected():
 
 
 def test_every_algorithm_says_which_keys_apply_to_it():
-    from palsgd.core.algorithms import ALGORITHMS
+    from palsgd.core.algorithms import ALGORITHMS, FACTS
 
-    assert set(config.ALGORITHM_KEYS) == set(ALGORITHMS)
+    assert tuple(FACTS) == ALGORITHMS
+    assert typing.get_args(typing.get_type_hints(config.AlgorithmSpec)["name"]) == ALGORITHMS
     fields = {f for f in config.AlgorithmSpec.__dataclass_fields__ if f != "name"}
-    assert set().union(*map(set, config.ALGORITHM_KEYS.values())) == fields  # no parameter applies to none
+    assert set().union(*(set(f.keys) for f in FACTS.values())) == fields  # no parameter applies to none

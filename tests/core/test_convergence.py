@@ -172,6 +172,17 @@ def test_ddp_steps_by_workers_are_interpolated_not_extrapolated():
     assert "measured on 2 workers, assumed to hold on 16" in plain.steps_to_target(palsgd, 16).why
 
 
+def test_the_experiment_carries_its_description_parsed_once():
+    """``workload.described`` is the parsed table (the table itself stays the serialized form)."""
+    from palsgd.core.config import from_dict, load
+
+    conv = convergence.load("gpt-tiny-2rank")
+    exp = convergence.with_convergence(load(workload="gpt-tiny"), conv)
+    assert exp.workload.described == conv and convergence.of_experiment(exp) is exp.workload.described
+    assert from_dict(exp.to_dict()).workload.described == conv
+    assert load(workload="gpt-tiny").workload.described is None
+
+
 def test_replica_group_is_an_axis_of_the_local_algorithms():
     from palsgd.core.config import AlgorithmSpec
     from palsgd.core.convergence import from_dict as conv_from_dict

@@ -79,3 +79,19 @@ def test_round_trip_and_sweep_over_the_model():
                                                   "workload.tensors=3", "workload.flops_per_sample=1e6"])
     again = with_changes(custom, [("--vary", {"workload": {"batch_per_worker": 2}})])
     assert (again.workload.params, again.workload.tensors) == (1000, 3)
+
+
+def test_the_facts_are_derived_once_with_the_workload(monkeypatch):
+    """The workload carries its model's facts; the simulator's costs read them and build nothing again."""
+    from palsgd.core import config, workload
+    from palsgd.sim import costs
+
+    exp = config.load(workload="gpt-tiny", steps=20, algorithms=["ddp", "streaming_diloco"],
+                      overrides=["algorithm.streaming_diloco.fragments=2"])
+    assert exp.workload.facts is not None and exp.workload.facts.param_numels
+    assert "facts" not in exp.workload.inputs() and "facts" not in exp.to_dict()["workload"]
+    calls = []
+    monkeypatch.setattr(workload, "model_facts", lambda spec: calls.append(spec))
+    for spec in exp.algorithms:
+        costs.step_costs(exp, spec)
+    assert calls == []

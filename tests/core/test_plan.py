@@ -23,6 +23,16 @@ def test_local_sgd_syncs_like_periodic_model_averager():
     assert syncs("local_sgd", 5, 0, 2) == [0, 2, 4]
 
 
+def test_local_sgd_as_torchft_takes_h_local_steps_before_each_average():
+    # torchft's LocalSGD counts H optimizer steps, then averages: after steps 11, 19, 27 for W = 4, H = 8,
+    # one average fewer than PyTorch's schedule in the same 30 steps.
+    steps = np.arange(30)
+    assert list(np.flatnonzero(A.is_sync_step("local_sgd", steps, 4, 8, "torchft"))) == [11, 19, 27]
+    exp = from_dict({"budget": {"steps": 30}, "algorithms": ["local_sgd"],
+                     "algorithm": {"local_sgd": {"warmup_steps": 4, "sync_every": 8, "averager": "torchft"}}})
+    assert list(np.flatnonzero(A.plan_for(exp, exp.algorithms[0], seed=0).sync_after)) == [11, 19, 27]
+
+
 @pytest.mark.parametrize("algorithm", ["diloco", "palsgd"])
 def test_outer_steps_follow_h_local_steps(algorithm):
     # W = 4, H = 8: local steps 4..11 are the first round, so outer steps follow steps 11, 19, 27.

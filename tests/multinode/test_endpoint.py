@@ -3,7 +3,7 @@
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness.commands.run import check_endpoint, check_nodes
+from palsgd.harness.machinery.pipeline import check_endpoint, check_nodes
 
 
 @pytest.mark.parametrize("endpoint", ["localhost:29500", "10.0.0.1:1", "node-01.cluster:65535", "[::1]:29500"])

@@ -10,7 +10,6 @@ and the final ACK do not count).
 """
 
 import socket
-import statistics
 import struct
 import sys
 import time
@@ -58,7 +57,8 @@ def rtt(addr: str, port: int, n: int) -> float:
             s.sendall(b"x")
             s.recv(1)
             times.append(time.perf_counter() - t)
-    return statistics.median(times[2:])
+    # The fastest round trip: a loaded host only ever adds its wake-ups to the emulated delay.
+    return min(times[2:])
 
 
 def rate(addr: str, port: int, seconds: float) -> float:

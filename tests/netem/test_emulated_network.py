@@ -64,7 +64,7 @@ def test_rate_and_round_trip_then_nothing_left():
     # TCP round trip = 2 x one-way delay plus the delay program's wake-ups (0.3-0.9 ms measured here, up
     # to 1.3 ms when other jobs load the 2 cores); a delay applied once or three times fails either bound.
     assert 2 * spec.delay_ms * 1e-3 <= rtt <= 2 * spec.delay_ms * 1e-3 * 1.2, rtt
-    assert rate == pytest.approx(spec.rate_mbit, rel=0.10), rate
+    assert 0.7 * spec.rate_mbit <= rate <= 1.1 * spec.rate_mbit, rate  # see test_two_tier._shaped_to
     assert leftovers(os.getpid()) == []
     assert _delay_procs(os.getpid()) == []
     assert _root_state() == before

@@ -40,11 +40,12 @@ def experiment(workload, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("workload", WORKLOADS)
-@pytest.mark.parametrize("case", ["ddp", "ddp_capped", "ddp_accum"])
+@pytest.mark.parametrize("case", ["ddp", "ddp_capped", "ddp_accum", "ddp_int8"])
 def test_ddp_buckets_are_pytorchs(calls, workload, case):
     exp, spec = experiment(workload, case)
     facts = model_facts(exp.workload.model)
-    expected = buckets.ddp_bucket_bytes(facts.param_numels, spec.bucket_mb, spec.first_bucket_mb, 4)
+    elem_bytes = buckets.ddp_elem_bytes(spec.payload_dtype)  # 4 for all of these: fp32, and fp32 under int8
+    expected = buckets.ddp_bucket_bytes(facts.param_numels, spec.bucket_mb, spec.first_bucket_mb, elem_bytes)
     assert calls[workload, case]["all_reduce"] == expected
     costs = step_costs(exp, spec)
     assert costs.bucket_bytes_sent == pytest.approx(sum(collectives.bytes_sent(exp.cluster, b) for b in expected))
@@ -74,7 +75,7 @@ def test_warmup_that_syncs_optimizer_state_makes_one_more_call(calls, workload):
     made = calls[workload, "warmup_state"]["all_reduce"]
     ddp_calls = calls[workload, "ddp"]["all_reduce"]
     payload = 4 * exp.workload.params
-    assert made == [*ddp_calls, exp.workload.optimizer_state_tensors * payload]
+    assert made == [*ddp_calls, exp.train.optimizer_state_tensors * payload]
     costs = step_costs(exp, spec)
     assert costs.warmup_extra_s == pytest.approx(collectives.allreduce_time(exp.cluster, made[-1]))
 

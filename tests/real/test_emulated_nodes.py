@@ -7,8 +7,8 @@ import pytest
 
 from palsgd.core.config import load
 from palsgd.core.errors import ConfigError
-from palsgd.harness.commands.run import on_emulated_nodes
 from palsgd.harness.machinery.netem import NetemSpec
+from palsgd.harness.machinery.pipeline import on_emulated_nodes
 from palsgd.real import preflight
 
 

@@ -1,4 +1,4 @@
-"""Differential tests of the four algorithms on 2 gloo ranks (scenarios.py), and the pseudo-sync formula."""
+"""Differential tests of the algorithms on 2 gloo ranks (scenarios.py), and the pseudo-sync formula."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Our DiLoCo and Streaming DiLoCo follow torchft's ``local_sgd.DiLoCo`` parameter for parameter, step
-for step (``torchft_diff.py``: P = 1, 2, 4; tau = 0, 1, 3; alpha = 0, 0.25, 0.5).
+for step (``torchft_diff.py``: P = 1, 2, 4; tau = 0, 1, 3; alpha = 0, 0.25, 0.5), and our Local SGD with
+``averager = "torchft"`` follows torchft's ``local_sgd.LocalSGD`` (an average after every H local steps).
 
 On 2 ranks the trajectories are equal bit for bit. On 3 they agree within 1e-6 but not bitwise: we
 average as PyTorch's ``average_parameters`` does (divide by 3, then sum), torchft's Manager sums, then

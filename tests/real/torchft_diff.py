@@ -1,4 +1,5 @@
-"""Our DiLoCo and Streaming DiLoCo next to torchft's ``local_sgd.DiLoCo`` on gloo ranks:
+"""Our DiLoCo and Streaming DiLoCo next to torchft's ``local_sgd.DiLoCo``, and our Local SGD with
+``averager = "torchft"`` next to torchft's ``local_sgd.LocalSGD``, on gloo ranks:
 ``python torchft_diff.py WORLD OUT.pt``; rank 0 saves, per case, both parameter trajectories.
 
 A script (not a test module) so that torch.multiprocessing can spawn its functions by path. torchft's
@@ -20,6 +21,7 @@ import torch.distributed as dist
 from gloo_ranks import save_from_all_ranks, spawn
 from torch import nn
 from torchft.local_sgd import DiLoCo as TorchftDiLoCo
+from torchft.local_sgd import LocalSGD as TorchftLocalSGD
 
 from palsgd.core.algorithms import plan
 from palsgd.core.buckets import fragment_bounds
@@ -44,6 +46,7 @@ CASES = {  # name: (algorithm, P, tau, alpha, payload dtype)
     "diloco_int8": ("diloco", 1, 0, 0.0, "int8"),
     "p2_tau1_alpha05_int8": ("streaming_diloco", 2, 1, 0.5, "int8"),
     "p2_tau0_alpha0_fp4": ("streaming_diloco", 2, 0, 0.0, "fp4"),
+    "local_sgd_torchft": ("local_sgd", 1, 0, 0.0, "fp32"),  # averages after every H local steps
 }
 
 
@@ -126,6 +129,20 @@ class _Fragment(nn.Module):
         self.params = nn.ParameterList(params)
 
 
+def torchft_local_sgd_run(rank) -> list[torch.Tensor]:
+    model = model_fn()
+    inner = build_optimizer(model.parameters(), TRAIN)
+    trajectory = []
+    with TorchftLocalSGD(Manager(), model, inner, sync_every=H):
+        for step in range(STEPS):
+            loss_fn(model, batch(rank, step)).backward()
+            set_lr(inner, TRAIN.lr)
+            inner.step()  # torchft's hook averages the parameters after every H-th step
+            inner.zero_grad(set_to_none=True)
+            trajectory.append(flat(model))
+    return trajectory
+
+
 def torchft_run(rank, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
     model = model_fn()
     params = flat_order(model)  # our fragments are runs of the flat buffer
@@ -149,13 +166,14 @@ def our_run(rank, world, name, fragments, tau, alpha, dtype) -> list[torch.Tenso
     extra = {"fragments": fragments, "fragment_sync_delay": tau, "fragment_update_alpha": alpha}
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=0, outer_lr=OUTER_LR,
                          outer_momentum=OUTER_MOMENTUM, payload_dtype=dtype, per_tensor_allreduce=dtype != "fp32",
+                         averager="torchft" if name == "local_sgd" else "pytorch",
                          **(extra if name == "streaming_diloco" else {}))
     model = model_fn()
     flatten_(model)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
     comm = TorchComm(ctx, payload=dtype, per_tensor=spec.per_tensor_allreduce)
     p = plan(name, workers=world, steps=STEPS, seed=0, sync_every=H, fragments=spec.fragments,
-             sync_delay=spec.fragment_sync_delay)
+             sync_delay=spec.fragment_sync_delay, averager=spec.averager)
     algorithm = ALGORITHM_CLASSES[name](Setup(
         model=model, optimizer=build_optimizer(model.parameters(), TRAIN), spec=spec, train=TRAIN,
         kinds=p.worker_kinds(rank), sync_after=p.sync_after, comm=comm,
@@ -171,7 +189,8 @@ def our_run(rank, world, name, fragments, tau, alpha, dtype) -> list[torch.Tenso
 def run(rank, world, out):
     results = {}
     for case, (name, *settings) in CASES.items():
-        results[case] = (our_run(rank, world, name, *settings), torchft_run(rank, *settings))
+        reference = torchft_local_sgd_run(rank) if name == "local_sgd" else torchft_run(rank, *settings)
+        results[case] = (our_run(rank, world, name, *settings), reference)
     save_from_all_ranks(results, world, rank, out)
 
 

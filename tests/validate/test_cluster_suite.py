@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from palsgd.core.errors import ConfigError
-from palsgd.harness.commands import cluster_suite
+from palsgd.harness.commands import validate_cluster
 from palsgd.harness.machinery.netem import preflight
 
 
 def test_full_suite_changes_one_thing_at_a_time_from_the_base():
-    cases = cluster_suite.cases(quick=False)
-    base = cluster_suite.BASE
+    cases = validate_cluster.cases(quick=False)
+    base = validate_cluster.BASE
     assert cases[0] == base and base.ranks == 8 and len({c.name for c in cases}) == len(cases)
     fields = ("workload", "nodes", "ranks_per_node", "link", "sync_every", "variability", "replica_group")
     for case in cases[1:]:
@@ -30,16 +30,16 @@ def test_full_suite_changes_one_thing_at_a_time_from_the_base():
 
 
 def test_payloads_are_gpt_neo_8m_and_about_100_MB():
-    payloads = {4 * cluster_suite.case_experiment(c).workload.params for c in cluster_suite.cases(quick=False)}
+    payloads = {4 * validate_cluster.case_experiment(c).workload.params for c in validate_cluster.cases(quick=False)}
     assert min(payloads) == 4 * 8_054_656 and 90e6 < max(payloads) < 110e6
 
 
 def test_case_experiment_is_emulated_with_the_case_variability_only():
-    case = next(c for c in cluster_suite.cases(quick=False) if c.name == "slow-worker-1.5x")
-    exp = cluster_suite.case_experiment(case)
-    assert exp.train.compute == "emulated" and exp.repeats == cluster_suite.SEEDS
+    case = next(c for c in validate_cluster.cases(quick=False) if c.name == "slow-worker-1.5x")
+    exp = validate_cluster.case_experiment(case)
+    assert exp.train.compute == "emulated" and exp.repeats == validate_cluster.SEEDS
     assert (exp.cluster.nodes, exp.cluster.gpus_per_node) == (2, 4)
-    assert exp.cluster.compute.step_time_s == cluster_suite.COMPUTE_S
+    assert exp.cluster.compute.step_time_s == validate_cluster.COMPUTE_S
     v = exp.cluster.variability
     assert (v.slow_workers, v.slow_factor, v.jitter_cv, v.straggler_prob) == (1, 1.5, 0.0, 0.0)
     assert {a.sync_every for a in exp.algorithms if a.is_local} == {4}
@@ -48,8 +48,8 @@ def test_case_experiment_is_emulated_with_the_case_variability_only():
 def test_a_case_may_train_in_replica_groups():
     import dataclasses
 
-    case = dataclasses.replace(cluster_suite.BASE, label="groups-node", replica_group="node")
-    exp = cluster_suite.case_experiment(case)
+    case = dataclasses.replace(validate_cluster.BASE, label="groups-node", replica_group="node")
+    exp = validate_cluster.case_experiment(case)
     assert {exp.group_size(a) for a in exp.algorithms if a.is_local} == {4}
     assert exp.group_size(exp.algorithm("ddp")) == 1 and case.describe()["replica_group"] == "node"
 
@@ -86,8 +86,8 @@ def test_quick_cluster_case_end_to_end(tmp_path):
 
 
 def test_sparseloco_runs_in_a_case_of_its_own():
-    with_it = [c.name for c in cluster_suite.cases(quick=False) if "sparseloco" in c.algorithms]
+    with_it = [c.name for c in validate_cluster.cases(quick=False) if "sparseloco" in c.algorithms]
     assert with_it == ["sparseloco-2x4-100mbit"]
-    case = next(c for c in cluster_suite.cases(quick=False) if c.name == with_it[0])
-    spec = cluster_suite.case_experiment(case).algorithm("sparseloco")
+    case = next(c for c in validate_cluster.cases(quick=False) if c.name == with_it[0])
+    spec = validate_cluster.case_experiment(case).algorithm("sparseloco")
     assert (spec.payload_dtype, spec.topk_density) == ("int2", 0.02)

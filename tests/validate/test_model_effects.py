@@ -6,7 +6,7 @@ import pytest
 
 from palsgd.core.buckets import MIB, ddp_bucket_bytes
 from palsgd.core.config import load
-from palsgd.harness.commands.validate import Case, case_experiment
+from palsgd.harness.commands.validate_cpu import Case, case_experiment
 from palsgd.sim import collectives
 from palsgd.sim.costs import step_costs, tensor_numels
 

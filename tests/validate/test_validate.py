@@ -13,7 +13,7 @@ import pytest
 
 from palsgd.core import algorithms as core_algorithms
 from palsgd.core.errors import ConfigError
-from palsgd.harness.commands import validate
+from palsgd.harness.commands import validate, validate_cpu
 from palsgd.harness.machinery import netem
 from palsgd.harness.machinery.compare import COMPARISON_COLUMNS
 from palsgd.harness.machinery.netem import preflight
@@ -22,7 +22,7 @@ ALGORITHMS = set(core_algorithms.ALGORITHMS)
 
 
 def test_full_matrix_is_workloads_by_ranks_by_networks():
-    cases = validate.matrix(quick=False, emulate=True)
+    cases = validate_cpu.cases(quick=False, emulate=True)
     assert len(cases) == 2 * 2 * 3
     assert {c.network for c in cases} == {"unshaped", "rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms"}
     assert {(c.workload, c.ranks) for c in cases} == {(w, n) for w in ("gpt-tiny", "resnet-tiny") for n in (2, 4)}
@@ -30,13 +30,13 @@ def test_full_matrix_is_workloads_by_ranks_by_networks():
 
 
 def test_without_emulation_only_the_unshaped_network():
-    assert {c.network for c in validate.matrix(quick=False, emulate=False)} == {"unshaped"}
-    quick = validate.matrix(quick=True, emulate=False)
+    assert {c.network for c in validate_cpu.cases(quick=False, emulate=False)} == {"unshaped"}
+    quick = validate_cpu.cases(quick=True, emulate=False)
     assert [(c.workload, c.ranks, c.network) for c in quick] == [("gpt-tiny", 2, "unshaped")]
 
 
 def test_case_experiment_has_the_case_world_and_all_algorithms():
-    exp = validate.case_experiment(validate.Case("resnet-tiny", 4, "unshaped", 12))
+    exp = validate_cpu.case_experiment(validate_cpu.Case("resnet-tiny", 4, "unshaped", 12))
     assert (exp.cluster.nodes, exp.cluster.gpus_per_node, exp.nominal_steps) == (1, 4, 12)
     assert {a.name for a in exp.algorithms} == ALGORITHMS
 
@@ -45,7 +45,7 @@ def test_format_targets_reports_met_and_missed():
     rows = [("c", "w", "n", 2, "ddp", "step_time_mean_s", 1.04, 1.0, 4.0),
             ("c", "w", "n", 2, "palsgd", "step_time_mean_s", 0.8, 1.0, -20.0),
             ("c", "w", "n", 2, "palsgd", "speedup_vs_ddp", 1.3, 1.27, 3.0)]
-    text = validate.format_targets(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)))
+    text = validate.format_accuracy_targets(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)))
     # step time: median |error| of 4 and 20 is 12 > 5, max 20 > 15; speedup: 3 pp <= 5.
     assert "step_time_mean_s" in text and "MISSED (median 12.0, max 20.0)" in text
     assert "speedup_vs_ddp: median |error| <= 5 pp, max <= 5 pp: met (median 3.0, max 3.0)" in text

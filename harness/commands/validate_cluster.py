@@ -1,6 +1,6 @@
 """The cluster suite of ``palsgd validate --suite cluster``: the simulator's claims at cluster shape.
 
-The CPU-model suite (``validate.py``) trains tiny models on shared cores, where the forward and backward
+The CPU-model suite (``validate_cpu.py``) trains tiny models on shared cores, where the forward and backward
 compete with gloo's threads, which never happens beside a GPU. Here this machine stands in for a small
 GPU cluster: emulated accelerators (``train.compute = "emulated"``, ``real/emulated_compute.py``: the real
 model's shapes, DDP buckets, syncs and outer steps, but compute that sleeps its modelled time) on a
@@ -10,22 +10,21 @@ and jitter, slow workers and stragglers meeting each algorithm's barriers.
 
 Each case changes one thing from a base case (2 nodes x 4 ranks, 1 Gbit/s and 5 ms between nodes, the
 GPT-Neo-8M payload, H = 4, no variability). Its cluster profile is a fresh two-tier calibration of the
-links (``calibrate.py``: fitted per tier), with the device times c, o, u and m that the emulated
+links (``machinery/calibrate.py``: fitted per tier), with the device times c, o, u and m that the emulated
 accelerators sleep and the case's variability. The prediction is the simulator's mean over ``SEEDS`` seeds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from ...core.algorithms import ALGORITHMS
 from ...core.config import Experiment, load
-from .validate import STREAMING
+from ..machinery import calibrate
+from ..machinery.pipeline import Launch
+from .validate_cpu import STREAMING
 
 COMPUTE_S = 0.2
 """c of the emulated accelerators: a GPT-Neo-8M step of 64 x 300 tokens on an A100 at ~25% MFU."""
@@ -88,8 +87,9 @@ class ClusterCase:
 BASE = ClusterCase("base-2x4-1gbit")
 
 
-def cases(*, quick: bool) -> list[ClusterCase]:
-    """One case per effect, each a change of the base case; ``quick``: one small case for CI."""
+def cases(*, quick: bool, emulate: bool = True) -> list[ClusterCase]:
+    """One case per effect, each a change of the base case; ``quick``: one small case for CI. The suite
+    always emulates its network (``emulate`` is the CPU suite's choice)."""
     if quick:
         return [ClusterCase("quick-2x2-1gbit", nodes=2, ranks_per_node=2, steps=12, algorithms=("ddp", "diloco"))]
     r = dataclasses.replace
@@ -133,30 +133,13 @@ def calibration_sizes(exp: Experiment) -> dict:
     return {"min_bytes": 4096, "max_bytes": 1 << (2 * payload - 1).bit_length(), "reps": 3, "per_octave": 1.0}
 
 
-def run_case(case: ClusterCase, folder: Path, profiles: dict, echo: Callable[[str], None]
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Calibrate (once per calibration key), run for real on the emulated cluster, predict; return the
-    comparison rows (from the calibration, and replayed with the run's own compute)."""
-    from ..machinery.calibrate import calibrate
-    from ..machinery.compare import format_comparison
-    from ..machinery.launch import run_real
-    from ..machinery.netem import EmulatedNetwork, NetemSpec
-    from .run import add_prediction
-    from .validate import compute_drift, explain, replay_prediction
-
-    spec = NetemSpec.parse(case.network)
+def prepare(case: ClusterCase, folder: Path, out: Path, profiles: dict) -> tuple[Experiment, Launch]:
+    """Calibrate the case's links (once per calibration key); the case's experiment on that profile and
+    its launch: ``case.nodes`` emulated nodes of ``case.ranks_per_node`` ranks."""
+    launch = Launch(case.ranks_per_node, case.nodes, network=case.network)
     if case.calibration_key not in profiles:
         base = case_experiment(dataclasses.replace(case, variability=()))
-        profiles[case.calibration_key] = calibrate(
-            base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=spec,
+        profiles[case.calibration_key] = calibrate.calibrate(
+            base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=launch.netem_spec,
             command=f"palsgd validate --suite cluster ({case.name})", compute=False, **calibration_sizes(base))
-    exp = case_experiment(case, str(profiles[case.calibration_key]))
-    run = folder / "run"
-    with EmulatedNetwork(case.ranks, spec) as net:
-        run_real(exp, run, nproc_per_node=case.ranks_per_node, nnodes=case.nodes, network=net)
-    metrics = ("wait_s",) if case.varies else ()
-    rows = add_prediction(exp, run, network=case.network, case=case.name, extra_metrics=metrics)
-    replay = replay_prediction(exp, run, network=case.network, case=case.name)
-    rows = explain(rows, replay, compute_drift(exp, run))
-    echo(format_comparison(rows))
-    return rows, replay
+    return case_experiment(case, str(profiles[case.calibration_key])), launch
