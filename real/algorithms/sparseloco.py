@@ -37,7 +37,7 @@ class SparseLoCo(Algorithm):
         self.on_device("outer_step", lambda: out.append(self.encode()), DELTA_SHARE)
         # On an emulated accelerator the parameters never move, yet the message still travels: built here.
         message = out[0] if out else self.encode()
-        with self.s.timer.phase("allreduce") as box:
+        with self.setup.timer.phase("allreduce") as box:
             gathered = self.sync_comm.allgather(message)  # all workers, or the peers across replica groups
             box[0] = allgather_bytes_sent(message.numel(), self.sync_comm.world_size)
         buffers = self.float_buffers()
@@ -46,12 +46,12 @@ class SparseLoCo(Algorithm):
         self.on_device("outer_step", lambda: self.apply_outer_step(step, gathered), 1 - DELTA_SHARE)
 
     def encode(self) -> torch.Tensor:
-        spec = self.s.spec
+        spec = self.setup.spec
         self.error.mul_(spec.error_decay).add_(self.z).sub_(self.flat)
         return encode_(self.error, self.numels, spec.topk_density, spec.payload_dtype)
 
     def apply_outer_step(self, step: int, gathered: list[torch.Tensor]) -> None:
-        spec = self.s.spec
+        spec = self.setup.spec
         mean = decode_sum(gathered, self.numels, spec.topk_density, spec.payload_dtype).div_(len(gathered))
         self.z.add_(mean, alpha=-self.outer_lr_at(step))
         self.flat.copy_(self.z)
