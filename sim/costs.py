@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core import buckets, compute, groups, sparse
+from ..core.algorithms import FACTS
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.workload import WorkloadSpec
@@ -80,7 +81,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     # What a dense all-reduce of the parameters' size sends; SparseLoCo's sync sends its sparse message.
     dense = float(buckets.PAYLOAD_ELEM_BYTES[algo.dense_payload_dtype] * sum(params))
     payload = dense
-    if algo.name == "sparseloco":
+    if FACTS[algo.name].sparse:
         payload = float(sparse.sync_bytes(flat_numels(wl), algo.topk_density, algo.payload_dtype))
         sync_s, sync_bytes = sparse_sync(sync_cluster, payload, buffers)
     else:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ...core.algorithms import FACTS
 from ...core.config import BudgetSpec, Experiment
 from ..machinery import sweep
 
@@ -52,8 +53,9 @@ def axes(exp: Experiment) -> list[tuple[str, list]]:
     if any(a.name == "palsgd" for a in exp.algorithms):
         p = exp.algorithm("palsgd").p
         out.append(("algorithm.p", sorted({round(min(0.9, p * f), 4) for f in P_FACTORS})))
-    if any(a.name == "sparseloco" for a in exp.algorithms):
-        density = exp.algorithm("sparseloco").topk_density
+    sparse = [a for a in exp.algorithms if FACTS[a.name].sparse]
+    if sparse:
+        density = sparse[0].topk_density
         out.append(("algorithm.topk_density", sorted({round(min(1.0, density * f), 4) for f in DENSITY_FACTORS})))
     if local and exp.group_size(local[0]) > 1:
         # Groups within a node stay valid whatever the nodes axis says; larger ones become a node each.
