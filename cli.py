@@ -289,11 +289,15 @@ def presets(kind):
 @click.option("--inject-fault", metavar="rank=R,step=S,kind=crash|hang|slow", help="For testing failures.")
 @click.option("--timeout-s", type=float, default=300.0, show_default=True,
               help="A rank that makes no progress for this long is declared hung.")
+@click.option("--time-dilation", type=float, default=1.0, show_default=True, metavar="K",
+              help="With --emulate-compute and --emulate-network: run the emulated cluster K times slower (sleeps "
+                   "x K, links rate/K, delays x K) and divide what is measured by K, so the host's own costs "
+                   "shrink to 1/K. See docs/network-emulation.md.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path), help="Also write an HTML report.")
 @_handle_errors
 def run(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node, nnodes,
         node_rank, rdzv_endpoint, out, overwrite, resume, emulate_network, emulate_compute, inject_fault, timeout_s,
-        report):
+        report, time_dilation):
     """Run the algorithms for real under torchrun, measure every step, compare with the prediction."""
     from .harness.commands import run as run_command
 
@@ -308,7 +312,8 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     launch = run_command.launch_of(nproc_per_node=nproc_per_node, nnodes=nnodes, node_rank=node_rank,
                                 rdzv_endpoint=rdzv_endpoint, emulate_network=emulate_network,
-                                inject_fault=inject_fault, timeout_s=timeout_s, resume=resume)
+                                inject_fault=inject_fault, timeout_s=timeout_s, resume=resume,
+                                time_dilation=time_dilation)
     code = run_command.run_to_folder(exp, out, launch, overwrite=overwrite, echo=click.echo)
     if report is not None and node_rank == 0:  # a failed run's report shows where it stopped
         click.echo(_render_report([out], report))
@@ -334,9 +339,13 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
                                    "--cluster is the base for the rest).")
 @click.option("--fit-min-bytes", type=int, default=0, show_default=True, metavar="BYTES",
               help="With --from-nccl-tests: fit only the sizes of at least BYTES (those a job sends).")
+@click.option("--time-dilation", type=float, default=1.0, show_default=True, metavar="K",
+              help="With --emulate-compute and --emulate-network: run the emulated cluster K times slower (sleeps "
+                   "x K, links rate/K, delays x K) and divide what is measured by K, so the host's own costs "
+                   "shrink to 1/K. See docs/network-emulation.md.")
 @_handle_errors
 def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, nproc_per_node,
-              emulate_network, emulate_compute, traces, out, nccl_files, fit_min_bytes):
+              emulate_network, emulate_compute, traces, out, nccl_files, fit_min_bytes, time_dilation):
     """Measure compute and all-reduce times here and write a cluster profile for `simulate --cluster`."""
     if fit_min_bytes and not nccl_files:
         raise ConfigError("applies only with --from-nccl-tests", key="--fit-min-bytes", value=fit_min_bytes,
@@ -346,6 +355,9 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
     if (traces or nccl_files) and (emulate_network or emulate_compute):
         raise ConfigError("measures here; it does not apply with --from-trace or --from-nccl-tests",
                           source="command line", key="--emulate-network" if emulate_network else "--emulate-compute")
+    if (traces or nccl_files) and time_dilation != 1:
+        raise ConfigError("measures here; it does not apply with --from-trace or --from-nccl-tests",
+                          key="--time-dilation", value=time_dilation, source="command line")
     if traces:
         from .core.config import load
         from .harness.machinery.trace_calibrate import calibrate_from_traces
@@ -366,7 +378,7 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
     extra = ["cluster.nodes=1", f"cluster.gpus_per_node={nproc_per_node}", *_compute(emulate_compute)]
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, extra)
     run_command.calibrate_to_file(exp, out, nproc_per_node=nproc_per_node, emulate_network=emulate_network,
-                               echo=click.echo)
+                                  echo=click.echo, time_dilation=time_dilation)
 
 
 @main.command()
@@ -384,9 +396,15 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
 @click.option("--cluster", help="With --trace: the network profile (preset name or TOML file).")
 @click.option("--network-trace", "network_traces", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="With --trace: fit the network from these other traces (repeatable).")
+@click.option("--time-dilation", type=float, default=1.0, show_default=True, metavar="K",
+              help="With --suite cluster: run the emulated clusters K times slower and divide what is measured "
+                   "by K (see docs/network-emulation.md).")
 @_handle_errors
-def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster, network_traces):
+def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster, network_traces, time_dilation):
     """Run real runs and predictions of the same experiments; print the error of every prediction."""
+    if traces and time_dilation != 1:
+        raise ConfigError("applies to --suite cluster, not to replayed traces", key="--time-dilation",
+                          value=time_dilation, source="command line")
     if traces:
         from .core.config import load
         from .harness.commands.trace_validate import validate_traces
@@ -404,7 +422,7 @@ def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster
                           source="command line")
     _check_output(report, "--report")
     code = job.validate_to_folder(out, quick=quick, overwrite=overwrite, emulate=not no_emulation, suite=suite,
-                                  echo=click.echo)
+                                  echo=click.echo, time_dilation=time_dilation)
     if report is not None:
         click.echo(_render_report([out], report))
     sys.exit(code)

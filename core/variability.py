@@ -5,6 +5,12 @@ real harness's emulated accelerators, so both draw step times from the same dist
     J_kt ~ LogNormal(μ, σ²) with σ² = ln(1 + cv²), μ = -σ²/2, so E[J] = 1 and sd(J)/E[J] = cv
     S_kt = straggler_factor with probability straggler_prob, else 1 (rare spikes: OS noise, GC)
     slow_k = slow_factor for the last ``slow_workers`` ranks, else 1 (a persistently slower card)
+
+The factor of worker k at step t depends only on (seed, k, t), not on how the steps are drawn: step by
+step, each step's workers in order, jitter and spikes from separate streams. The simulator draws a run in
+blocks (DDP chunks, one block per sync interval), an emulated accelerator all its steps at once; with the
+same seed both get the same factor for the same worker and step, so a comparison of waits at barriers
+measures the model, not two different draws.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import numpy as np
 from .cluster import VariabilitySpec
 
 _JITTER_STREAM = 0x717E
+_SPIKE_STREAM = 0x5B1C
 
 
 class ComputeFactors:
@@ -26,7 +33,8 @@ class ComputeFactors:
             self.slow[workers - min(var.slow_workers, workers):] = var.slow_factor
         sigma2 = np.log1p(var.jitter_cv ** 2)
         self._sigma, self._mu = np.sqrt(sigma2), -sigma2 / 2
-        self._rng = np.random.default_rng([seed, _JITTER_STREAM])
+        self._jitter = np.random.default_rng([seed, _JITTER_STREAM])
+        self._spikes = np.random.default_rng([seed, _SPIKE_STREAM])
 
     @property
     def varies(self) -> bool:
@@ -34,11 +42,12 @@ class ComputeFactors:
         return v.jitter_cv > 0 or v.straggler_prob > 0 or v.slow_workers > 0
 
     def draw(self, steps: int) -> np.ndarray:
-        """[workers, steps] factors for the next ``steps`` steps (all ones without variability)."""
-        shape = (self.workers, steps)
-        out = np.broadcast_to(self.slow[:, None], shape).copy()
+        """[workers, steps] factors for the next ``steps`` steps (all ones without variability). Drawn as
+        [steps, workers] (step-major), so that consecutive calls continue the same sequence."""
+        shape = (steps, self.workers)
+        out = np.broadcast_to(self.slow[None, :], shape).copy()
         if self.var.jitter_cv > 0:
-            out *= self._rng.lognormal(self._mu, self._sigma, shape)
+            out *= self._jitter.lognormal(self._mu, self._sigma, shape)
         if self.var.straggler_prob > 0:
-            out[self._rng.random(shape) < self.var.straggler_prob] *= self.var.straggler_factor
-        return out
+            out[self._spikes.random(shape) < self.var.straggler_prob] *= self.var.straggler_factor
+        return out.T

@@ -190,17 +190,20 @@ class EmulatedOptimizer:
 
 
 def emulate(model: nn.Module, optimizer: torch.optim.Optimizer, exp: Experiment, rank: int,
-            steps: int) -> tuple[EmulatedCompute, EmulatedOptimizer]:
+            steps: int, dilation: float = 1.0) -> tuple[EmulatedCompute, EmulatedOptimizer]:
     """Make ``model`` and ``optimizer`` those of an emulated accelerator of ``exp``'s cluster: c, o, u and m
     from its description (``core.compute``, as the simulator charges them), this rank's compute factors
-    drawn with the simulator's distributions (``core.variability``) from the experiment's seed."""
+    drawn with the simulator's distributions (``core.variability``) from the experiment's seed. Under time
+    dilation (``harness/machinery/dilation.py``) every one of them is ``dilation`` times longer."""
     wl, compute = exp.workload, exp.cluster.compute
     factors = ComputeFactors(exp.cluster.variability, exp.workers, exp.seed).draw(steps)[rank]
     emu = EmulatedCompute(model, wl.model, flops_per_sample=wl.flops_per_sample,
-                          step_compute_s=step_compute_s(wl, compute), grad_accum=wl.grad_accum, factors=factors)
+                          step_compute_s=dilation * step_compute_s(wl, compute), grad_accum=wl.grad_accum,
+                          factors=factors)
     emu.install(model)
-    emu.device_s = {"outer_step": outer_step_s(wl, compute), "pseudo_sync": pseudo_sync_s(wl, compute)}
-    return emu, EmulatedOptimizer(optimizer, optimizer_step_s(wl, compute))
+    emu.device_s = {"outer_step": dilation * outer_step_s(wl, compute),
+                    "pseudo_sync": dilation * pseudo_sync_s(wl, compute)}
+    return emu, EmulatedOptimizer(optimizer, dilation * optimizer_step_s(wl, compute))
 
 
 class NoData:

@@ -135,9 +135,10 @@ def _to(batch, device):
 
 
 def run(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, fault: FaultSpec | None = None,
-        resume: bool = False, attempt: int = 0) -> None:
-    """Train ``name`` on this rank to the end of its plan; raise Diverged when training stops being finite."""
-    t = set_up(exp, name, out, ctx, resume=resume, attempt=attempt)
+        resume: bool = False, attempt: int = 0, dilation: float = 1.0) -> None:
+    """Train ``name`` on this rank to the end of its plan; raise Diverged when training stops being finite.
+    ``dilation``: emulated compute sleeps that many times its modelled time (``--time-dilation``)."""
+    t = set_up(exp, name, out, ctx, resume=resume, attempt=attempt, dilation=dilation)
     t.files.beat(status="running", step=t.start - 1)
     with heartbeat(t.files, t.comm):
         try:
@@ -166,7 +167,7 @@ class Diverged(Exception):
 
 
 def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resume: bool,
-           attempt: int) -> Training:
+           attempt: int, dilation: float = 1.0) -> Training:
     """Model, optimizer, DDP, data and rank files on this rank; restored from the newest checkpoint that
     every rank holds when ``resume``. The order matters: every rank seeds, then meets in the same
     collectives (checkpoint agreement, common clock)."""
@@ -178,7 +179,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     optimizer = build_optimizer(model.parameters(), exp.train)
     emulated, loss_fn = None, compute_loss
     if exp.train.compute == "emulated":  # compute sleeps its modelled time; the communication is real
-        emulated, optimizer = emulate(model, optimizer, exp, ctx.rank, plan.steps)
+        emulated, optimizer = emulate(model, optimizer, exp, ctx.rank, plan.steps, dilation)
         loss_fn, data = emulated.loss_fn, NoData()
     else:
         data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
@@ -381,12 +382,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fault", default=None, help="rank=R,step=S,kind=crash|hang|slow[,factor=F]")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--attempt", type=int, default=0)
+    parser.add_argument("--time-dilation", type=float, default=1.0, help="emulated compute sleeps K times longer")
     args = parser.parse_args(argv)
     exp = from_dict(json.loads(args.experiment.read_text()))
     fault = FaultSpec.parse(args.fault) if args.fault else None
     ctx = dist.init(threads=exp.train.threads_per_rank)
     try:
-        run(exp, args.algorithm, args.out, ctx, fault=fault, resume=args.resume, attempt=args.attempt)
+        run(exp, args.algorithm, args.out, ctx, fault=fault, resume=args.resume, attempt=args.attempt,
+            dilation=args.time_dilation)
     except Diverged as err:
         # For the log only (the launcher reads the heartbeat and prints one line for all ranks).
         print(f"palsgd rank {ctx.rank}: {args.algorithm} diverged at step {err.step}: {err}", file=sys.stderr,

@@ -87,7 +87,9 @@ def provenance_table(cluster: dict) -> Table | None:
 
 
 def provenance(manifest: dict) -> dict:
-    keys = ("kind", "status", "started_at", "ended_at", "git_revision", "host", "pid", "command")
+    # time_dilation: the emulated cluster ran that many times slower, its times divided by it (a run or
+    # validation under --time-dilation K; docs/network-emulation.md)
+    keys = ("kind", "status", "started_at", "ended_at", "git_revision", "host", "pid", "command", "time_dilation")
     out = {k: manifest[k] for k in keys if manifest.get(k) not in (None, "")}
     if isinstance(out.get("command"), list):
         out["command"] = " ".join(map(str, out["command"]))

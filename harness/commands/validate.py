@@ -34,7 +34,7 @@ import pandas as pd
 from ...core import io, schema
 from ...core.config import Experiment, from_dict
 from ...sim import engine
-from ..machinery import netem, pipeline, store
+from ..machinery import dilation, netem, pipeline, store
 from ..machinery.compare import COMPARISON_COLUMNS, compare, format_comparison, summary
 from ..machinery.progress import Progress
 from . import validate_cluster, validate_cpu
@@ -44,15 +44,19 @@ SUITES = {"cpu": validate_cpu, "cluster": validate_cluster}
 
 
 def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool, suite: str = "cpu",
-                       echo: Callable[[str], None] = print) -> int:
+                       echo: Callable[[str], None] = print, time_dilation: float = 1.0) -> int:
     """Run the suite's cases into ``out``; print the comparison and its summary. Exit status 0 when every
-    case ran, 1 when one failed (its error is in the manifest; the other cases still run)."""
+    case ran, 1 when one failed (its error is in the manifest; the other cases still run). The cluster
+    suite's emulated cluster can run ``time_dilation`` times slower (``dilation.py``); the cpu suite's
+    compute is real and cannot be dilated."""
+    time_dilation = dilation.check(time_dilation, emulated_compute=suite == "cluster",
+                                   emulated_network=suite == "cluster")
     cases = SUITES[suite].cases(quick=quick, emulate=emulate)
     for case in cases:  # fail before any work, with the preflight's one-line reason
         if case.network != pipeline.UNSHAPED:
-            netem.preflight(netem.NetemSpec.parse(case.network))
+            netem.preflight(netem.NetemSpec.parse(case.network).dilated(time_dilation))
     out = store.prepare(out, overwrite=overwrite)
-    store.start(out, "validate", quick=quick, emulate=emulate, suite=suite,
+    store.start(out, "validate", quick=quick, emulate=emulate, suite=suite, time_dilation=time_dilation,
                 cases={c.name: {"status": "pending", **c.describe()} for c in cases})
     parts, replays, status = [], [], {}
     cache: dict = {}  # cpu: compute per (workload, ranks); cluster: profile per calibration key
@@ -61,7 +65,7 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
         for i, case in enumerate(cases, 1):
             echo(f"[{i}/{len(cases)}] {case.name}")
             try:
-                rows, replay = run_case(suite, case, out, cache, echo)
+                rows, replay = run_case(suite, case, out, cache, echo, time_dilation)
                 parts.append(rows)
                 replays.append(replay)
                 status[case.name] = {"status": "complete", **case.describe()}
@@ -77,6 +81,7 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
         raise
     progress.close()
     write_tables(out, parts, replays, echo, SUITES[suite].TARGETS)
+    echo(dilation.label(time_dilation))
     failed = [name for name, s in status.items() if s["status"] != "complete"]
     store.finish(out, "failed" if failed else "complete", cases=status, failed_cases=failed)
     if failed:
@@ -85,11 +90,12 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
     return 1 if failed else 0
 
 
-def run_case(suite: str, case, out: Path, cache: dict, echo) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_case(suite: str, case, out: Path, cache: dict, echo, time_dilation: float = 1.0
+             ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prepare (calibrate), run for real, predict; return the case's comparison rows (from the calibration,
     and replayed with the run's own compute). Waits are compared in cases with variability."""
     folder = out / "cases" / case.name
-    exp, launch = SUITES[suite].prepare(case, folder, out, cache)
+    exp, launch = SUITES[suite].prepare(case, folder, out, cache, time_dilation)
     waits = ("wait_s",) if case.describe().get("variability") else ()
     _, rows = pipeline.measure_and_predict(exp, folder / "run", launch, case=case.name, extra_metrics=waits)
     rows, replay = with_replay(exp, folder / "run", rows, network=case.network, case=case.name)

@@ -133,13 +133,16 @@ def calibration_sizes(exp: Experiment) -> dict:
     return {"min_bytes": 4096, "max_bytes": 1 << (2 * payload - 1).bit_length(), "reps": 3, "per_octave": 1.0}
 
 
-def prepare(case: ClusterCase, folder: Path, out: Path, profiles: dict) -> tuple[Experiment, Launch]:
+def prepare(case: ClusterCase, folder: Path, out: Path, profiles: dict, time_dilation: float = 1.0
+            ) -> tuple[Experiment, Launch]:
     """Calibrate the case's links (once per calibration key); the case's experiment on that profile and
-    its launch: ``case.nodes`` emulated nodes of ``case.ranks_per_node`` ranks."""
-    launch = Launch(case.ranks_per_node, case.nodes, network=case.network)
+    its launch: ``case.nodes`` emulated nodes of ``case.ranks_per_node`` ranks. Calibration and run are
+    both ``time_dilation`` times slower, their times divided by it (``dilation.py``)."""
+    launch = Launch(case.ranks_per_node, case.nodes, network=case.network, time_dilation=time_dilation)
     if case.calibration_key not in profiles:
         base = case_experiment(dataclasses.replace(case, variability=()))
         profiles[case.calibration_key] = calibrate.calibrate(
             base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=launch.netem_spec,
-            command=f"palsgd validate --suite cluster ({case.name})", compute=False, **calibration_sizes(base))
+            command=f"palsgd validate --suite cluster ({case.name})", compute=False, time_dilation=time_dilation,
+            **calibration_sizes(base))
     return case_experiment(case, str(profiles[case.calibration_key])), launch

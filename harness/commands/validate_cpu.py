@@ -78,10 +78,12 @@ def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
                            f"train.threads_per_rank={threads}", *STREAMING])
 
 
-def prepare(case: Case, folder: Path, out: Path, computed: dict) -> tuple[Experiment, Launch]:
+def prepare(case: Case, folder: Path, out: Path, computed: dict, time_dilation: float = 1.0
+            ) -> tuple[Experiment, Launch]:
     """Calibrate on the case's network (compute once per workload and ranks, kept in ``out/compute``);
-    the case's experiment on that profile and its launch."""
-    launch = Launch(case.ranks, network=case.network if case.shaped else None)
+    the case's experiment on that profile and its launch. The compute is real, so ``time_dilation`` is
+    always 1 here (``dilation.check`` refuses another)."""
+    launch = Launch(case.ranks, network=case.network if case.shaped else None, time_dilation=time_dilation)
     base = case_experiment(case)
     key = (case.workload, case.ranks)
     if key not in computed:  # compute does not depend on the network: measure once, reuse

@@ -47,7 +47,7 @@ COMPUTE_FIELDS = ("step_time_s", "optimizer_time_s", "pseudo_sync_time_s", "oute
 def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: NetemSpec | None = None,
               compute: bool = True, min_bytes: int = 4096, max_bytes: int = 64 * 2**20, reps: int = 7,
               per_octave: float = 0.5, compute_steps: int = 80, timeout_s: float = 1800.0,
-              command: str = "", measured_compute: dict | None = None) -> Path:
+              command: str = "", measured_compute: dict | None = None, time_dilation: float = 1.0) -> Path:
     """Measure, fit, and write the profile ``out`` (plus collectives.csv, tcp_rtt.json, fit.csv and
     compute.json beside it). Prints the fit's residual per size. Returns ``out``.
 
@@ -67,7 +67,7 @@ def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: Netem
     bench = ["--min-bytes", str(min_bytes), "--max-bytes", str(max_bytes), "--reps", str(reps),
              "--per-octave", str(per_octave)]
     progress = Progress(1 + (measured_compute is None and compute), "calibrate", unit="benchmarks")
-    tiers = run_collectives(nproc_per_node, network, folder, bench, timeout_s)
+    tiers = run_collectives(nproc_per_node, network, folder, bench, timeout_s * time_dilation, time_dilation)
     progress.update(1)
     backend = str(tiers[0].table["backend"].iloc[0])
     result = fit_tiers([t.series for t in tiers], kind="nccl" if backend == "nccl" else "gloo", base=exp.cluster)
@@ -81,7 +81,7 @@ def calibrate(exp: Experiment, out: Path, *, nproc_per_node: int, network: Netem
     progress.close()
     nodes = network.nodes if network is not None and network.nodes else 1
     text = profile_toml(tiers, result, measured, nodes=nodes, gpus_per_node=nproc_per_node // nodes,
-                        network=network, command=command or " ".join(sys.argv))
+                        network=network, command=command or " ".join(sys.argv), time_dilation=time_dilation)
     io.write_text(out, text)
     load(cluster=str(out))  # the profile must load as a cluster preset; raises ConfigError if not
     return out
@@ -141,9 +141,13 @@ class Tier:
 
 
 def run_collectives(n: int, network: NetemSpec | None, folder: Path, bench: list[str],
-                    timeout_s: float) -> list[Tier]:
+                    timeout_s: float, time_dilation: float = 1.0) -> list[Tier]:
     """Benchmark each tier: loopback, or one rank per emulated host (one link); on emulated nodes the ranks
-    of node 0 (``intra``, if more than one) and one rank per node (``inter``, if more than one node)."""
+    of node 0 (``intra``, if more than one) and one rank per node (``inter``, if more than one node).
+    Under ``time_dilation`` K the links are K times slower and every time measured is divided by K."""
+    if time_dilation != 1 and network is not None:  # loopback cannot be slowed down (dilation.check)
+        tiers = run_collectives(n, network.dilated(time_dilation), folder, bench, timeout_s)
+        return [Tier(t.name, undilate_times(t.table, time_dilation), t.rtt_s / time_dilation) for t in tiers]
     if network is None:
         return [_bench("link", folder, bench, [lambda argv: argv] * n, "127.0.0.1", "lo", _free_port(), timeout_s)]
     with EmulatedNetwork(n, network) as net:
@@ -191,6 +195,13 @@ def run_compute(exp: Experiment, n: int, out: Path, steps: int, timeout_s: float
     return mean
 
 
+def undilate_times(table: pd.DataFrame, time_dilation: float) -> pd.DataFrame:
+    """A collective benchmark's table measured on links ``time_dilation`` times slower, on the undilated
+    clock (``dilation.py``); the raw table stays in collectives*.csv."""
+    cols = [c for c in ("time_s", "p10_s", "p90_s") if c in table.columns]
+    return table.assign(**{c: table[c] / time_dilation for c in cols})
+
+
 # ---------------------------------------------------------------------------------------------
 # Outputs
 
@@ -221,7 +232,7 @@ def format_fit(residuals: pd.DataFrame, tiers: list[Tier], result: TiersFit) -> 
 
 
 def profile_toml(tiers: list[Tier], result: TiersFit, compute: dict | None, *, nodes: int, gpus_per_node: int,
-                 network: NetemSpec | None, command: str) -> str:
+                 network: NetemSpec | None, command: str, time_dilation: float = 1.0) -> str:
     links = {t.name: dataclasses.asdict(link) for t, link in zip(tiers, result.links, strict=True)}
     # A tier that was not measured repeats the other: with one node (or one rank per node) the
     # simulator never prices it.
@@ -230,6 +241,8 @@ def profile_toml(tiers: list[Tier], result: TiersFit, compute: dict | None, *, n
     host = platform.node() or "unknown host"
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     net = f"emulated network {network}" if network else "loopback"
+    if time_dilation != 1:
+        net += f", measured {time_dilation:g}x time-dilated (links rate/{time_dilation:g}, times divided by it)"
     measured = ", ".join(f"{t.name} on {t.ranks} ranks" for t in tiers)
     source = (f"Measured by `{command}` on {host} ({platform.machine()}, {os.cpu_count()} CPUs) at {when}: "
               f"all-reduce over {net} ({measured}), fitted to the simulator's ring model "

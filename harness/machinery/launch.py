@@ -226,9 +226,12 @@ def _watch(group: _Group, folder: Path, timeout_s: float, log: Path, ranks: int,
 
 def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1, node_rank: int = 0,
              rdzv_endpoint: str | None = None, network=None, fault: FaultSpec | None = None,
-             resume: bool = False, timeout_s: float = 300.0) -> RealResult:
-    """Run every algorithm of ``exp`` for real; merge the tables into ``out``; raise RunFailed on a failure."""
+             resume: bool = False, timeout_s: float = 300.0, time_dilation: float = 1.0) -> RealResult:
+    """Run every algorithm of ``exp`` for real; merge the tables into ``out``; raise RunFailed on a failure.
+    ``time_dilation`` K (``dilation.py``): ``network`` is already dilated, the ranks' emulated compute sleeps
+    K times longer, the hang timeout is K times longer, and the merged tables are divided by K."""
     out = Path(out)
+    timeout_s *= time_dilation
     world = nproc_per_node * nnodes
     if network is not None:
         nproc_per_node, nnodes = network.ranks_per_node, network.nodes
@@ -262,7 +265,7 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
     if lead:
         store.start(out, "run", exp, launcher_pid=os.getpid(), host=platform.node(), world_size=world,
                     nnodes=nnodes, nproc_per_node=nproc_per_node, fault=fault.to_text() if fault else None,
-                    resumed=resume, algorithms=record)
+                    resumed=resume, algorithms=record, time_dilation=time_dilation)
     failure = None
     try:
         for name in names:
@@ -270,7 +273,8 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
                 continue
             failure = _run_one(exp, name, out, exp_path, record, world=world, nproc_per_node=nproc_per_node,
                                nnodes=nnodes, node_rank=node_rank, rdzv_endpoint=rdzv_endpoint,
-                               network=network, fault=fault, resume=resume, timeout_s=timeout_s)
+                               network=network, fault=fault, resume=resume, timeout_s=timeout_s,
+                               time_dilation=time_dilation)
             if lead:
                 io.update_manifest(out, algorithms=record)
             if failure is not None:
@@ -281,11 +285,11 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
         wait_s = min(SHARED_FS_WAIT_S, timeout_s)
         failure = missing_ranks_failure(out, names, world, wait_s) if lead \
             else missing_lead_failure(out, names, wait_s)
-    return _finish(out, names, record, failure, lead, groups.ddp_spans(exp))
+    return _finish(out, names, record, failure, lead, groups.ddp_spans(exp), time_dilation)
 
 
 def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes, node_rank, rdzv_endpoint,
-             network, fault, resume, timeout_s) -> dict | None:
+             network, fault, resume, timeout_s, time_dilation) -> dict | None:
     folder = out / "ranks" / name
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("rank*.progress.json"):
@@ -295,6 +299,8 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
         worker_args += ["--fault", fault.to_text()]
     if resume:
         worker_args += ["--resume"]
+    if time_dilation != 1:
+        worker_args += ["--time-dilation", repr(time_dilation)]
     rdzv_id = f"palsgd-{name}-{uuid.uuid4().hex[:8]}" if rdzv_endpoint is None else f"palsgd-{name}"
     # torchrun would set OMP_NUM_THREADS=1 (with a banner); give each rank its share of the cores instead.
     threads = exp.train.threads_per_rank or max(1, len(os.sched_getaffinity(0)) // nproc_per_node)
@@ -347,8 +353,8 @@ def _run_one(exp, name, out, exp_path, record, *, world, nproc_per_node, nnodes,
 
 
 def _finish(out: Path, names: list[str], record: dict, failure: dict | None, lead: bool,
-            ddp_spans: dict[str, tuple[int, int]]) -> RealResult:
-    steps, metrics = merge(out, names, ddp_spans)
+            ddp_spans: dict[str, tuple[int, int]], time_dilation: float = 1.0) -> RealResult:
+    steps, metrics = merge(out, names, ddp_spans, time_dilation)
     for name, last_step in kept_last_steps(steps, names).items():  # what the tables hold, not the heartbeats
         record[name]["last_step"] = last_step
     runs = schema.summarize_steps(steps) if len(steps) else None

@@ -32,6 +32,7 @@ Every name carries the owner's pid, so ``cleanup_stale`` can remove what a kille
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import re
 import select
@@ -131,6 +132,17 @@ class NetemSpec:
             if key not in ("rate", "delay") and value != getattr(defaults, name):
                 out.append(f"{key}={value:g}" + ("" if units is None else "mbit" if units is _UNITS_RATE else "ms"))
         return ",".join(out)
+
+    def dilated(self, factor: float) -> NetemSpec:
+        """The same links slowed down ``factor`` times (time-dilated emulation, ``dilation.py``): every rate
+        divided by it, every delay and jitter multiplied by it; the layout unchanged. A transfer that takes t
+        on this spec's links takes factor·t on the dilated ones."""
+        if factor == 1:
+            return self
+        rates = ("rate_mbit", "intra_rate_mbit", "wan_rate_mbit")
+        times = ("delay_ms", "jitter_ms", "intra_delay_ms", "wan_delay_ms")
+        return dataclasses.replace(self, **{n: getattr(self, n) / factor for n in rates},
+                                   **{n: getattr(self, n) * factor for n in times})
 
     @property
     def delayed(self) -> bool:

@@ -28,7 +28,7 @@ from ...core.schema import COMPARED_METRICS
 from ...sim import engine
 from . import launch as launcher
 from . import netem, store
-from .compare import compare
+from .compare import PAIRED, compare
 
 PREFLIGHT_BAD_INPUT = 2
 UNSHAPED = "unshaped"
@@ -48,6 +48,9 @@ class Launch:
     fault: FaultSpec | None = None
     resume: bool = False
     timeout_s: float = 300.0
+    time_dilation: float = 1.0
+    """K >= 1: the emulated links and compute run K times slower and every measured time is divided by K
+    (``dilation.py``)."""
 
     @property
     def ranks(self) -> int:
@@ -70,11 +73,13 @@ class Launch:
 def measure(exp: Experiment, folder: Path, launch: Launch) -> launcher.RealResult:
     """Run every algorithm of ``exp`` for real into ``folder`` (on the emulated network, if any)."""
     spec = launch.netem_spec
-    network = netem.EmulatedNetwork(launch.ranks, spec) if spec is not None else contextlib.nullcontext()
+    network = (netem.EmulatedNetwork(launch.ranks, spec.dilated(launch.time_dilation)) if spec is not None
+               else contextlib.nullcontext())
     with network as net:
         return launcher.run_real(exp, folder, nproc_per_node=launch.ranks_per_node, nnodes=launch.nodes,
                                  node_rank=launch.node_rank, rdzv_endpoint=launch.rdzv_endpoint, network=net,
-                                 fault=launch.fault, resume=launch.resume, timeout_s=launch.timeout_s)
+                                 fault=launch.fault, resume=launch.resume, timeout_s=launch.timeout_s,
+                                 time_dilation=launch.time_dilation)
 
 
 def predict(exp: Experiment, folder: Path, *, network: str = "", case: str = "",
@@ -82,7 +87,10 @@ def predict(exp: Experiment, folder: Path, *, network: str = "", case: str = "",
     """Simulate ``exp``; append the sim rows to the folder's runs.csv and write comparison.csv. Returns the
     comparison. ``extra_metrics``: run-table columns compared beyond ``COMPARED_METRICS`` (e.g. ``wait_s``)."""
     measured = store.read_table(folder, io.RUNS)
-    predicted = engine.simulate(exp).runs
+    # paired metrics need the exact engine: its run 0 draws the real run's compute factors
+    # (compare.PAIRED); the fast path's draws only share their distribution
+    paired = any(m in PAIRED for m in extra_metrics)
+    predicted = engine.simulate(exp, engine="exact" if paired else "auto").runs
     real = measured[measured["source"] == "real"]
     store.write_table(folder, io.RUNS, pd.concat([real, predicted], ignore_index=True))
     comparison = compare(predicted, real, case=case or exp.workload.name, workload=exp.workload.name,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...core import io, schema
+from .dilation import undilate
 
 SLOW_SKEW = 1.5
 """A rank whose mean compute time exceeds the median rank's by this factor is reported as slow."""
@@ -32,9 +33,11 @@ def read_heartbeats(folder: Path) -> dict[int, dict]:
     return beats
 
 
-def merge(out: Path, names: list[str], groups: dict[str, tuple[int, int]] | None = None
-          ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Concatenate the per-rank files of ``names`` into one step table and one metrics table.
+def merge(out: Path, names: list[str], groups: dict[str, tuple[int, int]] | None = None,
+          dilation: float = 1.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Concatenate the per-rank files of ``names`` into one step table and one metrics table, on the
+    emulated cluster's clock: times measured under time dilation are divided by it here, the one place
+    where the ranks' files become the run's tables (``dilation.py``).
 
     A DDP step has no barrier of its own: a fast rank's exposed all-reduce also times its wait for the
     slowest rank's gradients. Carved out as ``wait`` here (``schema.split_ddp_wait``), where every rank's
@@ -45,9 +48,9 @@ def merge(out: Path, names: list[str], groups: dict[str, tuple[int, int]] | None
         folder = out / "ranks" / name
         steps += [pd.read_parquet(f) for f in sorted(folder.glob("rank*.steps.parquet"))]
         metrics += [read_rank_csv(f) for f in sorted(folder.glob("rank*.metrics.csv"))]
-    steps = [s for s in steps if len(s)]
+    steps = [undilate(s, dilation) for s in steps if len(s)]
     steps_df = schema.split_ddp_wait(pd.concat(steps, ignore_index=True), groups) if steps else schema.empty_steps()
-    metrics_df = pd.concat(metrics, ignore_index=True) if metrics else \
+    metrics_df = undilate(pd.concat(metrics, ignore_index=True), dilation) if metrics else \
         pd.DataFrame(columns=list(schema.METRIC_COLUMNS))
     return steps_df, metrics_df
 

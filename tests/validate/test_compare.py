@@ -45,3 +45,31 @@ def test_all_algorithms_mismatched_leaves_only_the_messages():
         "ddp: not compared: the simulator predicts 3,000,000,000 bytes sent per worker, the run measured "
         "1,000,000,000 (+200.0 %); its times would measure a different communication",
         "no comparable rows"]
+
+
+def test_a_speedup_error_is_given_in_relative_terms_beside_its_pp():
+    """A 2x speedup predicted as 2.2x is 20 pp but 10 % relative; a 1.25x one predicted as 1.3x is 5 pp and
+    4 % relative: |predicted / measured - 1| beside the pp, in the summary and the printed table."""
+    predicted = runs("sim", {"ddp": (20.0, 1e9), "diloco": (20.0 / 2.2, 1e7), "palsgd": (20.0 / 1.3, 1e7)})
+    measured = runs("real", {"ddp": (20.0, 1e9), "diloco": (10.0, 1e7), "palsgd": (16.0, 1e7)})
+    table = compare(predicted, measured)
+    speedup = summary(table).set_index("metric").loc["speedup_vs_ddp"]
+    assert (speedup["median_abs_error"], speedup["max_abs_error"]) == pytest.approx((12.5, 20.0))
+    assert (speedup["median_rel_error_pct"], speedup["max_rel_error_pct"]) == pytest.approx((7.0, 10.0))
+    wall = summary(table).set_index("metric").loc["wall_clock_s"]  # a time's relative error is its |error|
+    assert wall["max_rel_error_pct"] == pytest.approx(wall["max_abs_error"])
+    text = format_comparison(table)
+    assert "relative |predicted/measured - 1| median 7.0 %, max 10.0 %" in text
+    assert "+20.0 pp   10.0 %" in text
+
+
+def test_waits_are_compared_with_the_simulated_run_of_the_same_seed():
+    """The real run's emulated accelerators drew the simulator's run-0 factors: its waits are compared with
+    run 0's, the other metrics with the Monte-Carlo mean."""
+    sim = pd.concat([runs("sim", {"ddp": (20.0, 1e9), "diloco": (w, 1e7)}).assign(run=r, wait_s=wait)
+                     for r, w, wait in ((0, 10.0, 1.0), (1, 12.0, 3.0))], ignore_index=True)
+    real = runs("real", {"ddp": (20.0, 1e9), "diloco": (11.0, 1e7)}).assign(run=0, wait_s=1.25)
+    table = compare(sim, real, metrics=("wall_clock_s", "wait_s")).set_index(["algorithm", "metric"])
+    assert table.loc[("diloco", "wait_s"), "predicted"] == pytest.approx(1.0)
+    assert table.loc[("diloco", "wait_s"), "error_pct"] == pytest.approx(-20.0)
+    assert table.loc[("diloco", "wall_clock_s"), "predicted"] == pytest.approx(11.0)
