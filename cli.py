@@ -138,13 +138,12 @@ def main():
 
 def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
     """--assume-like ALGO=diloco, repeatable: {ALGO: "diloco"}."""
-    from .core.algorithms import ALGORITHMS
-
     like = {}
     for pair in pairs:
         name, _, other = (p.strip() for p in pair.partition("="))
         if name not in ALGORITHMS or name in ("ddp", "diloco") or other != "diloco":
-            raise ConfigError("must be ALGO=diloco with ALGO one of local_sgd, palsgd, streaming_diloco",
+            others = ", ".join(n for n in ALGORITHMS if n not in ("ddp", "diloco"))
+            raise ConfigError(f"must be ALGO=diloco with ALGO one of {others}",
                               key="--assume-like", value=pair, source="command line")
         like[name] = other
     return like

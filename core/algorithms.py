@@ -38,6 +38,9 @@ class AlgorithmFacts:
     """Some local steps are pseudo-synchronization steps (PALSGD's ``p``, ``eta``)."""
     fragments: bool = False
     """A sync covers one fragment of the model at a time (Streaming DiLoCo's ``fragments``)."""
+    sparse: bool = False
+    """A sync all-gathers each worker's top-k entries of an error-feedback buffer (SparseLoCo's
+    ``topk_density``, ``error_decay``; ``core/sparse.py``)."""
 
 
 _DDP_KEYS = ("payload_dtype", "bucket_mb")
@@ -54,6 +57,10 @@ FACTS = {f.name: f for f in (
     AlgorithmFacts("streaming_diloco", "Streaming DiLoCo", "#cc78bc",
                    (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"), outer_step=True,
                    fragments=True),
+    # Its error feedback replaces the outer momentum, and its one all-gather has no per-tensor calls.
+    AlgorithmFacts("sparseloco", "SparseLoCo", "#ca9161",
+                   (*(k for k in _LOCAL_KEYS if k != "per_tensor_allreduce"), "outer_lr", "topk_density",
+                    "error_decay"), outer_step=True, sparse=True),
 )}
 """Every algorithm, in the order every table and figure uses (DDP, the baseline, first)."""
 ALGORITHMS = tuple(FACTS)
@@ -78,7 +85,7 @@ _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every oth
 # DiLoCo and PALSGD take H local steps before each outer step, as in the DiLoCo paper. (PALSGD's
 # released code also takes H steps between outer steps, but counts them from step 0, warm-up included,
 # so its first round is not aligned to W.)
-_SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1, "streaming_diloco": 1}
+_SYNC_OFFSET = {"local_sgd": 0, "diloco": 1, "palsgd": 1, "streaming_diloco": 1, "sparseloco": 1}
 
 
 def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync_every: int,
@@ -93,6 +100,7 @@ def is_sync_step(algorithm: str, step: int | np.ndarray, warmup_steps: int, sync
     - ``diloco``, ``palsgd``: H local steps between outer steps: after step t when t >= W and
       (t - W + 1) % H == 0, so the first outer step follows step W + H - 1. PALSGD's pseudo-sync steps
       count among the H, as in the released code (its step counter advances on them too).
+    - ``sparseloco``: as DiLoCo (its outer step is SparseLoCo's, ``core/sparse.py``).
     - ``streaming_diloco``: as DiLoCo with ``sync_every`` = H/P, one fragment per sync (``plan``).
     - ``ddp``: never.
     """

@@ -28,6 +28,8 @@ from .buckets import PAYLOAD_ELEM_BYTES
 from .cluster import ClusterSpec, figures
 from .errors import ConfigError, check
 from .groups import REPLICA_GROUP_NAMES, check_replica_group, group_size
+from .sparse import DEFAULT_PAYLOAD as SPARSE_DEFAULT_PAYLOAD
+from .sparse import SPARSE_VALUE_BITS
 from .typed import build, merge, set_path, to_dict
 from .workload import OPTIMIZER_STATE_TENSORS, TrainSpec, WorkloadSpec
 
@@ -45,7 +47,7 @@ SEED_RULE = "must be an integer with 0 <= seed and seed + repeats - 1 < 2**63 (r
 class AlgorithmSpec:
     """One algorithm and its parameters; names as in ``docs/algorithms.md``."""
 
-    name: Literal["ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco"] = "ddp"
+    name: Literal["ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco", "sparseloco"] = "ddp"
     sync_every: int = 100
     """H: local steps between two syncs."""
     warmup_steps: int = 0
@@ -68,9 +70,15 @@ class AlgorithmSpec:
     """Streaming DiLoCo: tau, inner steps a fragment's all-reduce overlaps before it is applied."""
     fragment_update_alpha: float = 0.0
     """Streaming DiLoCo: weight of the local fragment when mixed with the synced one (0: take the synced)."""
-    payload_dtype: Literal["fp32", "bf16", "fp16", "int8", "fp4"] = "fp32"
+    payload_dtype: Literal["fp32", "bf16", "fp16", "int8", "fp4", "int2"] = "fp32"
     """Element type of what a sync sends; int8 and fp4 are quantized with fp32 accumulation, and DDP
-    steps then send fp32 gradients (``core.buckets.QUANTIZED``)."""
+    steps then send fp32 gradients (``core.buckets.QUANTIZED``). SparseLoCo: its values' type, one of
+    ``core.sparse.SPARSE_VALUE_BITS`` (``int2`` unless given; int2 is SparseLoCo's alone)."""
+    topk_density: float = 0.02
+    """SparseLoCo: share of each tensor's entries sent at a sync, in (0, 1] (arXiv 2508.15706: 1-3 %)."""
+    error_decay: float = 0.9
+    """SparseLoCo: beta of the error-feedback buffer e <- beta·e + delta, in [0, 1] (our default: the
+    outer momentum's, which the buffer replaces; not a value taken from the paper)."""
     bucket_mb: float = 25.0
     """DDP gradient bucket size in MiB, as PyTorch's ``bucket_cap_mb`` counts it (bytes = bucket_mb x 2**20)."""
     per_tensor_allreduce: bool = False
@@ -102,6 +110,18 @@ class AlgorithmSpec:
               or (isinstance(self.replica_group, int) and self.replica_group >= 1), "replica_group",
               self.replica_group, 'must be "worker", "node" or a number of workers >= 1')
         self._check_fragments()
+        self._check_sparse()
+
+    def _check_sparse(self) -> None:
+        """SparseLoCo's settings; ``int2`` values exist only in its sparse payload."""
+        if self.name != "sparseloco":
+            check(self.payload_dtype != "int2", "payload_dtype", self.payload_dtype,
+                  f"int2 is SparseLoCo's alone; {self.name} takes one of {', '.join(PAYLOAD_BYTES)}")
+            return
+        check(0 < self.topk_density <= 1, "topk_density", self.topk_density, "must be in (0, 1]")
+        check(0 <= self.error_decay <= 1, "error_decay", self.error_decay, "must be in [0, 1]")
+        check(self.payload_dtype in SPARSE_VALUE_BITS, "payload_dtype", self.payload_dtype,
+              f"sparseloco sends values as one of {', '.join(SPARSE_VALUE_BITS)}")
 
     def _check_fragments(self) -> None:
         """torchft's rules: H/P steps between fragment syncs, a whole number, and each fragment's
@@ -133,7 +153,16 @@ class AlgorithmSpec:
         return FACTS[self.name].local
 
     @property
+    def dense_payload_dtype(self) -> str:
+        """The dtype of the dense collectives (DDP's gradient buckets, all-reduces): SparseLoCo's
+        ``payload_dtype`` types its sparse values only, its dense calls stay fp32."""
+        return "fp32" if self.name == "sparseloco" else self.payload_dtype
+
+    @property
     def payload_bytes_per_param(self) -> float:
+        """Bytes per element of a dense payload (SparseLoCo: of one transmitted value)."""
+        if self.name == "sparseloco":
+            return SPARSE_VALUE_BITS[self.payload_dtype] / 8
         return PAYLOAD_BYTES[self.payload_dtype]
 
     @property
@@ -397,6 +426,8 @@ def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
         if key in ALGORITHMS:
             _check_own_table(key, value)
     own = table.get(name, {})
+    if name == "sparseloco" and "payload_dtype" not in {**shared, **own}:
+        own = {**own, "payload_dtype": SPARSE_DEFAULT_PAYLOAD}  # its own default, not the dense fp32
     try:
         spec = build(AlgorithmSpec, {**shared, **own, "name": name})
     except ConfigError as err:

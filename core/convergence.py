@@ -16,7 +16,7 @@ RUN... --loss L --export FILE``) or stated by the user, in a TOML file (``--conv
     sync_every = 8          # optional axes: sync_every (H), p (palsgd only), fragments (streaming_diloco
                             # only), workers, replica_group (workers per replica, core/groups.py)
     p = 0.2
-    payload_dtype = "fp32"  # optional, default fp32: only points of the same dtype answer
+    payload_dtype = "fp32"  # optional, default fp32 (sparseloco: int2): only points of the same dtype answer
     steps_vs_ddp = 1.49     # steps to the target / DDP's steps to the target (same workers)
     source = "..."
 
@@ -54,6 +54,8 @@ from . import presets
 from .algorithms import FACTS
 from .buckets import PAYLOAD_ELEM_BYTES as PAYLOAD_BYTES
 from .errors import ConfigError
+from .sparse import DEFAULT_PAYLOAD as SPARSE_DEFAULT
+from .sparse import SPARSE_VALUE_BITS
 
 if TYPE_CHECKING:  # annotations only: config imports the workload, which parses this module's tables
     from .config import AlgorithmSpec, Experiment
@@ -357,9 +359,11 @@ def _point(raw: object, key: str) -> Point:
                           value=raw)
     _check_number(raw["steps_vs_ddp"], f"{key}.steps_vs_ddp", "must be a finite number > 0", positive=True)
     _check_string(raw["source"], f"{key}.source")
-    dtype = raw.get("payload_dtype", "fp32")
-    if dtype not in PAYLOAD_BYTES:
-        raise ConfigError(f"must be one of {', '.join(PAYLOAD_BYTES)}", key=f"{key}.payload_dtype", value=dtype)
+    # SparseLoCo's values have dtypes of their own, int2 by default (core/sparse.py).
+    dtypes, default = (SPARSE_VALUE_BITS, SPARSE_DEFAULT) if name == "sparseloco" else (PAYLOAD_BYTES, "fp32")
+    dtype = raw.get("payload_dtype", default)
+    if dtype not in dtypes:
+        raise ConfigError(f"must be one of {', '.join(dtypes)}", key=f"{key}.payload_dtype", value=dtype)
     for axis, owner in OWN_AXES.items():
         if axis in raw and name != owner:
             raise ConfigError(f"applies to {owner} only", key=f"{key}.{axis}", value=raw[axis])

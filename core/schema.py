@@ -38,12 +38,12 @@ TRACE_MAX_ROWS = 200_000
 PHASES = (
     "data",  # waiting for the input batch (not hidden by prefetching)
     "compute",  # forward + backward of one optimizer step (all micro-batches)
-    "allreduce",  # blocking communication: what compute could not hide
+    "allreduce",  # blocking communication: what compute could not hide (SparseLoCo: its all-gather)
     "allreduce_hidden",  # communication overlapped with compute (DDP buckets); costs no wall-clock
     "wait",  # idle at a barrier, waiting for the slowest worker
     "optimizer",  # inner optimizer step
     "pseudo_sync",  # PALSGD pull toward the global model; no gradient, no traffic
-    "outer_step",  # DiLoCo / PALSGD outer Nesterov step
+    "outer_step",  # DiLoCo / PALSGD outer Nesterov step; SparseLoCo's error feedback and outer SGD step
     "failure",  # down after a failure, restarting or rejoining
 )
 
@@ -228,6 +228,7 @@ def spread(runs: pd.DataFrame, columns: Iterable[str] = ("wall_clock_s", "speedu
 
 
 _ORDER = {name: i for i, name in enumerate(ALGORITHMS)}
+"""Every algorithm a rank of its own: two sharing one would leave their runs' order to the sort."""
 
 
 def _algorithm_order(col: pd.Series) -> pd.Series:

@@ -114,7 +114,7 @@ def replica_setup(exp: Experiment, spec: AlgorithmSpec, ctx: DistContext, comm: 
         return None
     pgs = replica_process_groups(groups.layout(spec.replica_group, exp.cluster), ctx.rank,
                                  quantized=spec.payload_dtype in QUANTIZED)
-    return pgs, TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce, groups=pgs,
+    return pgs, TorchComm(ctx, payload=spec.dense_payload_dtype, per_tensor=spec.per_tensor_allreduce, groups=pgs,
                           parent=comm)
 
 
@@ -255,6 +255,16 @@ class TorchComm:
             return sent
 
         return wait
+
+    def allgather(self, message: torch.Tensor) -> list[torch.Tensor]:
+        """Every rank's ``message`` (all of one size), in rank order, over this comm's ranks (all, or the
+        peers across replica groups): one ``all_gather`` (SparseLoCo's sparse messages, ``real/sparse.py``;
+        gloo and NCCL run it as a ring)."""
+        gathered = [torch.empty_like(message) for _ in range(self.world_size)]
+        with self.blocking():
+            dist.all_gather(gathered, message, group=self.group)
+            _synchronize(self.ctx.device)
+        return gathered
 
     def mean_scalar(self, value: float) -> float:
         t = torch.tensor([value], dtype=torch.float64, device=self.ctx.device)

@@ -183,7 +183,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
         loss_fn, data = emulated.loss_fn, NoData()
     else:
         data = build_data(exp.workload, rank=ctx.rank, world_size=ctx.world_size, seed=exp.seed)
-    comm = dist.TorchComm(ctx, payload=spec.payload_dtype, per_tensor=spec.per_tensor_allreduce)
+    comm = dist.TorchComm(ctx, payload=spec.dense_payload_dtype, per_tensor=spec.per_tensor_allreduce)
     ddp = _wrap_in_ddp(model, spec, ctx, bucket_views=emulated is not None)
     grouped = dist.replica_setup(exp, spec, ctx, comm)
     eval_data = data.eval_batches(exp.train.eval_batches)
@@ -191,12 +191,12 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
     restored = _agree_on_checkpoint(out, name, ctx, comm) if resume else None
     timer = StepTimer(algorithm=name, worker=ctx.rank, zero=comm.common_clock(), device=ctx.device,
                       run=attempt, offset_s=0.0 if restored is None else restored["clock_s"])
-    ddp_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[buckets.ddp_payload_dtype(spec.payload_dtype)])
+    ddp_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[buckets.ddp_payload_dtype(spec.dense_payload_dtype)])
     ddp.register_comm_hook(ddp_timer, ddp_timed_hook)
     group_ddp = group_timer = None
     if grouped is not None:
         group_ddp = _wrap_in_ddp(model, spec, ctx, bucket_views=False, process_group=grouped[0].members)
-        group_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[spec.payload_dtype], group=grouped[0].members)
+        group_timer = DDPCommTimer(timer, dist.PAYLOAD_DTYPES[spec.dense_payload_dtype], group=grouped[0].members)
         group_ddp.register_comm_hook(group_timer, ddp_timed_hook)
     setup = Setup(model=model, optimizer=optimizer, spec=spec, train=exp.train,
                   kinds=plan.worker_kinds(ctx.rank), sync_after=plan.sync_after, comm=comm, timer=timer,

@@ -26,8 +26,9 @@ PALETTE = {name: f.colour for name, f in FACTS.items()}
 ALGORITHM_ORDER = ALGORITHMS
 LABELS = {name: f.label for name, f in FACTS.items()}
 # Local SGD and DiLoCo often time alike: DiLoCo, drawn after, is dashed so the line under it still shows.
-MARKERS = {"ddp": "X", "local_sgd": "o", "diloco": "s", "palsgd": "D", "streaming_diloco": "^"}
-DASHES = {"ddp": (1, 1), "local_sgd": "", "diloco": (4, 2), "palsgd": "", "streaming_diloco": (2, 1)}
+MARKERS = {"ddp": "X", "local_sgd": "o", "diloco": "s", "palsgd": "D", "streaming_diloco": "^", "sparseloco": "v"}
+DASHES = {"ddp": (1, 1), "local_sgd": "", "diloco": (4, 2), "palsgd": "", "streaming_diloco": (2, 1),
+          "sparseloco": (3, 1, 1, 1)}
 
 # Where a worker's time goes: (label, run-table column, step-table phases, colour). The run table's
 # compute_s is data + compute + optimizer (core/schema.py); hidden all-reduce costs no wall-clock.

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ..core import sparse
 from ..core.cluster import ClusterSpec, TransportSpec
 
 _US = 1e-6
@@ -118,6 +119,13 @@ def flat_tier(cluster: ClusterSpec) -> Tier:
     """The tier a flat ring or tree over all ranks sees: ranks are placed node by node, every step
     waits for its slowest hop, so bandwidth is the minimum and latency the maximum over the tiers it
     crosses. A node's NICs together carry its ring edges (NCCL spreads channels over all NICs)."""
+    tiers = ring_tiers(cluster)
+    return Tier(min(x.bandwidth_Bps for x in tiers), max(x.latency_s for x in tiers))
+
+
+def ring_tiers(cluster: ClusterSpec) -> list[Tier]:
+    """The tiers a flat ring over all ranks (placed node by node) has hops on: intra-node, inter-node,
+    WAN, each as one flow sees it."""
     t = cluster.transport
     tiers = [_tier(cluster.intra_node.bandwidth_gbps, cluster.intra_node.latency_us, t)]
     if cluster.nodes > 1:
@@ -126,7 +134,7 @@ def flat_tier(cluster: ClusterSpec) -> Tier:
         tiers.append(_tier(cluster.wan.bandwidth_gbps, cluster.wan.latency_us, t))
     if cluster.gpus_per_node == 1 and cluster.nodes > 1:
         tiers = tiers[1:]  # one GPU per node: no intra-node hop on the ring
-    return Tier(min(x.bandwidth_Bps for x in tiers), max(x.latency_s for x in tiers))
+    return tiers
 
 
 def _hierarchical(nbytes: float, cluster: ClusterSpec) -> float:
@@ -227,6 +235,27 @@ def bytes_sent(cluster: ClusterSpec, nbytes: float) -> float:
         total += 2 * (ranks - 1) / ranks * size
         size /= ranks
     return total
+
+
+def allgather_time(cluster: ClusterSpec, message_bytes: float) -> float:
+    """A ring all-gather where every one of the n ranks contributes ``message_bytes`` (SparseLoCo's sparse
+    message; gloo's ``allgather`` and NCCL's are rings): n-1 steps, each forwarding one whole message over
+    every hop of the ring at once, so a step lasts as long as its slowest tier takes for it:
+    T = base + (n-1)·max_tier(α_tier + m/B_tier) (``ring_tiers``; pipelined in segments as ``_step``).
+
+    Unlike a ring all-reduce of S bytes, whose transfer 2(n-1)/n·S/B hardly grows with n, every rank
+    here receives all n-1 other messages: the time grows linearly with the workers."""
+    n = cluster.workers
+    if n <= 1 or message_bytes <= 0:
+        return 0.0
+    t = cluster.transport
+    step = max(_step(message_bytes, tier, _alpha(tier.latency_s, t), t.segment_bytes) for tier in ring_tiers(cluster))
+    return _base(t, True) + (n - 1) * step
+
+
+def allgather_bytes_sent(cluster: ClusterSpec, message_bytes: float) -> float:
+    """Bytes one rank sends in that all-gather (``core.sparse.allgather_bytes_sent``: (n-1)·m)."""
+    return sparse.allgather_bytes_sent(message_bytes, cluster.workers)
 
 
 def broadcast_time(cluster: ClusterSpec, nbytes: float) -> float:

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..core import buckets, compute, groups
+from ..core import buckets, compute, groups, sparse
+from ..core.algorithms import FACTS
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.workload import WorkloadSpec
@@ -77,15 +78,21 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
     data = comp.data_time_s or wl.data_time_s
     elem = algo.payload_bytes_per_param
     params, buffers = tensor_numels(wl)
-    payload = float(elem * sum(params))
-    calls = buckets.sync_call_bytes(flat_numels(wl), buffers, elem, per_tensor=algo.per_tensor_allreduce)
-    sync_s, sync_bytes = _sync(sync_cluster, calls)
-    sync_s += quantize_time(exp, algo, sum(params) + sum(buffers))
-    ddp_elem = buckets.ddp_elem_bytes(algo.payload_dtype)
+    # What a dense all-reduce of the parameters' size sends; SparseLoCo's sync sends its sparse message.
+    dense = float(buckets.PAYLOAD_ELEM_BYTES[algo.dense_payload_dtype] * sum(params))
+    payload = dense
+    if FACTS[algo.name].sparse:
+        payload = float(sparse.sync_bytes(flat_numels(wl), algo.topk_density, algo.payload_dtype))
+        sync_s, sync_bytes = sparse_sync(sync_cluster, payload, buffers)
+    else:
+        calls = buckets.sync_call_bytes(flat_numels(wl), buffers, elem, per_tensor=algo.per_tensor_allreduce)
+        sync_s, sync_bytes = _sync(sync_cluster, calls)
+        sync_s += quantize_time(exp, algo, sum(params) + sum(buffers))
+    ddp_elem = buckets.ddp_elem_bytes(algo.dense_payload_dtype)
     sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
     bucket_s = bucket_times(cluster, sizes)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
-    extra = exp.train.optimizer_state_tensors * payload if algo.warmup_syncs_optimizer_state and algo.is_local else 0
+    extra = exp.train.optimizer_state_tensors * dense if algo.warmup_syncs_optimizer_state and algo.is_local else 0
     broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
@@ -130,6 +137,18 @@ def fragment_syncs(exp: Experiment, algo: AlgorithmSpec) -> list[tuple[float, fl
         sync_s += quantize_time(exp, algo, sum(own) + (sum(buffers) if i == len(bounds) - 1 else 0))
         out.append((sync_s, sync_bytes, sum(own) / sum(params)))
     return out
+
+
+def sparse_sync(cluster: ClusterSpec, message_bytes: float, buffer_numels: Sequence[float]) -> tuple[float, float]:
+    """A SparseLoCo sync: the barrier, one all-gather of every worker's sparse message
+    (``core.sparse.sync_bytes``), then the floating-point buffers all-reduced in fp32 as by the other
+    local algorithms (none for a model without BatchNorm). Seconds and bytes one worker sends."""
+    buffer_calls = buckets.sync_call_bytes([], buffer_numels, buckets.PARAM_BYTES, per_tensor=False)
+    seconds = (collectives.barrier_time(cluster) + collectives.allgather_time(cluster, message_bytes)
+               + sum(collectives.allreduce_time(cluster, b) for b in buffer_calls))
+    sent = (collectives.allgather_bytes_sent(cluster, message_bytes)
+            + sum(collectives.bytes_sent(cluster, b) for b in buffer_calls))
+    return seconds, sent
 
 
 def quantize_time(exp: Experiment, algo: AlgorithmSpec, numel: float) -> float:

@@ -175,8 +175,9 @@ def _name(spec: AlgorithmSpec) -> str:
         return f"ddp {spec.payload_dtype}"
     p = f" p={spec.p:g}" if facts.pseudo_syncs else ""
     fragments = f" P={spec.fragments}" if facts.fragments else ""
+    density = f" density={spec.topk_density:g}" if facts.sparse else ""
     group = "" if spec.replica_group == "worker" else f" replica_group={spec.replica_group}"
-    return f"{spec.name} H={spec.sync_every}{p}{fragments}{group} {spec.payload_dtype}"
+    return f"{spec.name} H={spec.sync_every}{p}{fragments}{density}{group} {spec.payload_dtype}"
 
 
 def why_it_wins(best: Answer, ddp: Answer) -> str:
@@ -241,6 +242,7 @@ def advice_json(advice: Advice) -> dict:
         return {"algorithm": spec.name, "sync_every": spec.sync_every if spec.is_local else None,
                 "p": spec.p if FACTS[spec.name].pseudo_syncs else None,
                 "fragments": spec.fragments if FACTS[spec.name].fragments else None,
+                "topk_density": spec.topk_density if FACTS[spec.name].sparse else None,
                 "replica_group": advice.exp.group_size(spec) if spec.is_local else None,
                 "payload_dtype": spec.payload_dtype,
                 "steps_to_target": answer.candidate.steps, "steps_vs_ddp": answer.candidate.steps_vs_ddp,

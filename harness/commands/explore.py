@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ...core.algorithms import FACTS
 from ...core.config import BudgetSpec, Experiment
 from ..machinery import sweep
 
@@ -22,6 +23,8 @@ LATENCY_FACTORS = (0.1, 1.0, 10.0)
 NODES_FACTORS = (0.5, 1.0, 2.0)
 SYNC_EVERY_FACTORS = (0.5, 1.0, 2.0)
 P_FACTORS = (0.5, 1.0, 1.5)
+DENSITY_FACTORS = (0.5, 1.0, 2.0)
+"""SparseLoCo's top-k density around the user's (at most 1): its message, and so its all-gather, scales with it."""
 JITTER_CV_EXTRA = 0.1
 """Jitter values: the user's and the user's + this (a coefficient of variation of step times)."""
 
@@ -38,7 +41,8 @@ class ExploreGrid:
 
 
 def axes(exp: Experiment) -> list[tuple[str, list]]:
-    """The varied fields and their values around ``exp``'s own. H and p only when an algorithm uses them."""
+    """The varied fields and their values around ``exp``'s own. H, p and the top-k density only when an
+    algorithm uses them."""
     link = exp.cluster.inter_node
     out = [("cluster.inter_node.bandwidth_gbps", _scaled(link.bandwidth_gbps, BANDWIDTH_FACTORS)),
            ("cluster.inter_node.latency_us", _scaled(link.latency_us or 10.0, LATENCY_FACTORS)),
@@ -49,6 +53,10 @@ def axes(exp: Experiment) -> list[tuple[str, list]]:
     if any(a.name == "palsgd" for a in exp.algorithms):
         p = exp.algorithm("palsgd").p
         out.append(("algorithm.p", sorted({round(min(0.9, p * f), 4) for f in P_FACTORS})))
+    sparse = [a for a in exp.algorithms if FACTS[a.name].sparse]
+    if sparse:
+        density = sparse[0].topk_density
+        out.append(("algorithm.topk_density", sorted({round(min(1.0, density * f), 4) for f in DENSITY_FACTORS})))
     if local and exp.group_size(local[0]) > 1:
         # Groups within a node stay valid whatever the nodes axis says; larger ones become a node each.
         own = local[0].replica_group if exp.group_size(local[0]) <= exp.cluster.gpus_per_node else "node"

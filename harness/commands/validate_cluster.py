@@ -52,7 +52,8 @@ class ClusterCase:
     steps: int = 24
     variability: tuple[tuple[str, float], ...] = ()
     """``cluster.variability`` fields of the case."""
-    algorithms: tuple[str, ...] = ALGORITHMS
+    algorithms: tuple[str, ...] = tuple(a for a in ALGORITHMS if a != "sparseloco")
+    """Every algorithm but SparseLoCo, which has a case of its own (``sparseloco-2x4-100mbit``)."""
     replica_group: str = "worker"
     """``algorithm.replica_group`` of the local algorithms (``core/groups.py``)."""
 
@@ -103,6 +104,9 @@ def cases(*, quick: bool, emulate: bool = True) -> list[ClusterCase]:
         r(BASE, label="stragglers-0.05x3", variability=(("straggler_prob", 0.05), ("straggler_factor", 3.0))),
         r(BASE, label="sync-every-16", sync_every=16, steps=32),
         r(BASE, label="groups-node", replica_group="node"),
+        # Its sync is one all-gather of sparse messages: on the slow link where DiLoCo's all-reduce shows.
+        r(BASE, label="sparseloco-2x4-100mbit", link="rate=100mbit,delay=10ms", steps=12,
+          algorithms=("ddp", "diloco", "sparseloco")),
     ]
 
 

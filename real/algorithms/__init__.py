@@ -5,11 +5,12 @@ from .ddp import DDP
 from .diloco import DiLoCo
 from .local_sgd import LocalSGD
 from .palsgd import PALSGD
+from .sparseloco import SparseLoCo
 from .streaming_diloco import StreamingDiLoCo
 
 ALGORITHM_CLASSES: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD, StreamingDiLoCo)
+    cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD, StreamingDiLoCo, SparseLoCo)
 }
 
 __all__ = ["ALGORITHM_CLASSES", "DDP", "PALSGD", "Algorithm", "DiLoCo", "LocalSGD", "Setup",
-           "StreamingDiLoCo"]
+           "SparseLoCo", "StreamingDiLoCo"]

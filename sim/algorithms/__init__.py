@@ -8,10 +8,11 @@ from .ddp import DDP
 from .diloco import DiLoCo
 from .local_sgd import LocalSGD
 from .palsgd import PALSGD
+from .sparseloco import SparseLoCo
 from .streaming_diloco import StreamingDiLoCo
 
 REGISTRY: dict[str, type[SimAlgorithm]] = {
-    cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD, StreamingDiLoCo)
+    cls.name: cls for cls in (DDP, LocalSGD, DiLoCo, PALSGD, StreamingDiLoCo, SparseLoCo)
 }
 
 
@@ -19,5 +20,5 @@ def build(spec: AlgorithmSpec, exp: Experiment) -> SimAlgorithm:
     return REGISTRY[spec.name](spec, exp)
 
 
-__all__ = ["DDP", "PALSGD", "REGISTRY", "DiLoCo", "LocalSGD", "SimAlgorithm", "StreamingDiLoCo", "SyncCost",
-           "build"]
+__all__ = ["DDP", "PALSGD", "REGISTRY", "DiLoCo", "LocalSGD", "SimAlgorithm", "SparseLoCo", "StreamingDiLoCo",
+           "SyncCost", "build"]

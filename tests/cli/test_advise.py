@@ -110,3 +110,26 @@ source = "hand-made"
     assert exp.group_size(best.spec) == 8 and best.steps == 200
     row = json.loads(json.dumps(advice_json(advice)))
     assert row["best"]["replica_group"] == 8 and row["ddp"]["replica_group"] is None
+
+
+def test_advise_ranks_sparseloco_from_its_int2_points(tmp_path):
+    path = tmp_path / "convergence.toml"
+    path.write_text("""
+[workload.convergence]
+target_loss = 3.0
+ddp_steps = 400
+source = "hand-made"
+""" + "".join(f"""
+[[workload.convergence.points]]
+algorithm = "sparseloco"
+sync_every = {h}
+steps_vs_ddp = {ratio}
+source = "hand-made"
+""" for h, ratio in ((8, 1.1), (32, 1.5))))
+    conv = convergence.load(path)
+    assert conv.payload_dtypes("sparseloco") == ["int2"]  # its default dtype when a point names none
+    exp = config.load(workload="gpt-neo-8m", cluster="a100-8x1-eth10", algorithms=["ddp", "sparseloco"])
+    advice = advise(exp, conv)
+    best = advice.ranked[0].candidate
+    assert best.spec.name == "sparseloco" and best.spec.payload_dtype == "int2"
+    assert 8 <= best.spec.sync_every <= 32

@@ -87,3 +87,21 @@ def test_an_output_under_a_file_is_refused_before_the_work(tmp_path, command):
     blocker.write_text("")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in command] + [str(blocker / "page.html")]
     _refused(argv, f"{blocker / 'page.html'}': cannot be made: {blocker} is a file", tmp_path / "run")
+
+
+SPARSE = ["--algorithms", "ddp,sparseloco"]
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--set", "algorithm.sparseloco.topk_density=0"], "algorithm.sparseloco.topk_density = 0.0: must be in (0, 1]"),
+    (["--set", "algorithm.sparseloco.topk_density=1.5"], "topk_density = 1.5: must be in (0, 1]"),
+    (["--set", "algorithm.sparseloco.error_decay=-0.1"], "error_decay = -0.1: must be in [0, 1]"),
+    (["--set", "algorithm.sparseloco.payload_dtype=int3"], "payload_dtype = 'int3'"),
+    (["--set", "algorithm.sparseloco.payload_dtype=fp4"], "sparseloco sends values as one of fp32, bf16, int2"),
+    (["--set", "algorithm.payload_dtype=int2"], "int2 is SparseLoCo's alone"),
+    (["--set", "algorithm.ddp.topk_density=0.1"], "does not apply to ddp"),
+    (["--set", "algorithm.sparseloco.per_tensor_allreduce=true"], "does not apply to sparseloco"),
+])
+@pytest.mark.parametrize("command", [SIM, RUN])
+def test_bad_sparseloco_settings_are_refused_before_any_launch(tmp_path, command, args, needle):
+    _refused([*command, *SPARSE, *args, "--out", str(tmp_path / "o")], needle, tmp_path / "o")

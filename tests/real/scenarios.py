@@ -58,7 +58,7 @@ def ours(rank, world, name, train, **algo):
     flatten_(model)  # the worker's layout: syncs all-reduce the parameters in place
     opt = build_optimizer(model.parameters(), train)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
-    comm = TorchComm(ctx, payload=spec.payload_dtype)
+    comm = TorchComm(ctx, payload=spec.dense_payload_dtype)
     timer = StepTimer(algorithm=name, worker=rank, zero=comm.common_clock(), device=ctx.device)
     ddp = nn.parallel.DistributedDataParallel(model)
     hook = DDPCommTimer(timer, torch.float32)

@@ -17,6 +17,7 @@ from palsgd.harness.commands.targets import time_to_target
 from palsgd.harness.machinery import store
 from palsgd.harness.machinery.launch import RunFailed, run_real
 from palsgd.harness.machinery.rank_files import read_heartbeats
+from palsgd.sim.engine import simulate
 
 
 def _alive(pid: int) -> bool:
@@ -97,12 +98,24 @@ def test_slow_rank_is_reported(tiny, tmp_path):
 
 
 @pytest.mark.slow
-def test_resumed_run_takes_the_same_steps_as_an_uninterrupted_one(tiny, tmp_path):
-    exp = tiny(["palsgd"], steps=16, train={"checkpoint_every": 4, "eval_every": 8}, p=0.3)
+def test_sparseloco_sends_through_torchrun_the_bytes_the_simulator_predicts(tiny, tmp_path):
+    # DDP warm-up buckets, DiLoCo's dense all-reduces, SparseLoCo's all-gathered messages: same bytes.
+    exp = tiny(["diloco", "sparseloco"], steps=12)
+    measured = run_real(exp, tmp_path, nproc_per_node=2).runs.set_index("algorithm")
+    predicted = simulate(exp.replace(repeats=1)).runs.set_index("algorithm")
+    columns = ["bytes_sent_per_worker", "syncs"]
+    pd.testing.assert_frame_equal(measured[columns], predicted.loc[measured.index, columns])
+    assert measured.loc["sparseloco", "bytes_sent_per_worker"] < measured.loc["diloco", "bytes_sent_per_worker"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["palsgd", "sparseloco"])  # sparseloco: its error buffer is saved too
+def test_resumed_run_takes_the_same_steps_as_an_uninterrupted_one(tiny, tmp_path, name):
+    exp = tiny([name], steps=16, train={"checkpoint_every": 4, "eval_every": 8}, p=0.3)
     run_real(exp, tmp_path / "whole", nproc_per_node=2)
     with pytest.raises(RunFailed):
         run_real(exp, tmp_path / "cut", nproc_per_node=2, fault=FaultSpec.parse("rank=0,step=10,kind=crash"))
-    assert store.read_manifest(tmp_path / "cut")["algorithms"]["palsgd"]["status"] == "failed"
+    assert store.read_manifest(tmp_path / "cut")["algorithms"][name]["status"] == "failed"
     run_real(exp, tmp_path / "cut", nproc_per_node=2, resume=True)
     whole = pd.read_csv(tmp_path / "whole" / "metrics.csv").sort_values(["worker", "step"])
     cut = pd.read_csv(tmp_path / "cut" / "metrics.csv").sort_values(["worker", "step"])

@@ -24,10 +24,17 @@ def test_axes_surround_the_users_point():
     assert explore.window_steps(exp, list(axes.items())) == 100 + 2 * 128  # warm-up + two sync intervals of H_max
 
 
+def test_sparseloco_varies_its_top_k_density_up_to_1():
+    exp = load(workload="gpt-neo-8m", algorithms=["ddp", "sparseloco"],
+               overrides=["algorithm.sparseloco.topk_density=0.6"])
+    assert dict(explore.axes(exp))["algorithm.topk_density"] == [0.3, 0.6, 1.0]
+
+
 def test_fields_no_algorithm_uses_are_not_varied():
     exp = load(workload="gpt-neo-8m", algorithms=["ddp", "local_sgd"], overrides=["cluster.nodes=1"])
     keys = [k for k, _ in explore.axes(exp)]
     assert "algorithm.p" not in keys and "algorithm.sync_every" in keys
+    assert "algorithm.topk_density" not in keys
     assert dict(explore.axes(exp))["cluster.nodes"] == [1, 2]
     ddp = load(workload="gpt-neo-8m", algorithms=["ddp"])
     assert "algorithm.sync_every" not in [k for k, _ in explore.axes(ddp)]

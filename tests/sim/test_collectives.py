@@ -133,3 +133,27 @@ def test_gloo_barrier_chain_in_closed_form_equals_the_hop_by_hop_chain():
         assert collectives.barrier_time(cluster) == pytest.approx(hops + overhead, rel=1e-12)
     huge = load(workload="gpt-tiny", cluster="cpu-2core-gloo", overrides=["cluster.nodes=30000000"]).cluster
     assert collectives.barrier_time(huge) > 0  # instant: no per-rank loop
+
+
+@pytest.mark.parametrize("n", [8, 64, 256])
+def test_an_allgather_grows_with_the_workers_unlike_an_allreduce(n):
+    m = 1e6  # each rank's message; everyone receives the other n - 1
+    c = cluster(gpus=n, intra=(100.0, 0.0))
+    b = 100e9 / 8
+    assert co.allgather_time(c, m) == pytest.approx((n - 1) * m / b, rel=1e-12)
+    assert co.allgather_bytes_sent(c, m) == (n - 1) * m
+    # The all-reduce of everyone's messages summed densely stays under 2·(n·m)/B whatever n.
+    assert co.allreduce_time(c, n * m) < 2 * n * m / b
+    assert co.allgather_time(cluster(gpus=64, intra=(100.0, 0.0)), m) == pytest.approx(
+        9 * co.allgather_time(cluster(gpus=8, intra=(100.0, 0.0)), m))
+
+
+def test_an_allgather_step_waits_for_its_slowest_tier():
+    m = 4e6
+    # 8 nodes x 8: NVLink at 800 Gbit/s, 1 us; InfiniBand at 100 Gbit/s, 5 us. NCCL (one-way latency).
+    c = cluster(nodes=8, gpus=8, intra=(800.0, 1.0), inter=(100.0, 5.0))
+    assert co.allgather_time(c, m) == pytest.approx(63 * (5e-6 + m / (100e9 / 8)))
+    # A WAN tier at 10 Gbit/s, 20 ms: its hop sets the pace of every step.
+    w = cluster(nodes=8, gpus=8, intra=(800.0, 1.0), inter=(100.0, 5.0), wan=WanSpec(groups=2, bandwidth_gbps=10.0,
+                                                                                      latency_us=20_000.0))
+    assert co.allgather_time(w, m) == pytest.approx(63 * (20e-3 + m / (10e9 / 8)))

@@ -113,3 +113,32 @@ def test_syncs_and_fragments_follow_the_flat_buffer():
     shares = [share for _s, _b, share in fragment_syncs(exp, exp.algorithm("streaming_diloco"))]
     (_, cut), _ = buckets.fragment_bounds(flat, 2)
     assert shares[0] == pytest.approx(sum(flat[:cut]) / sum(flat))
+
+
+def test_sparseloco_all_gather_overtakes_dilocos_all_reduce_at_many_workers():
+    """gpt-neo-125m over 10 Gbit/s Ethernet, one GPU a node: SparseLoCo's sparse message (~2 % of 4N bytes)
+    is received from every other worker, so its sync grows with the workers and passes DiLoCo's dense
+    all-reduce between 64 and 128 workers."""
+    def sync(nodes, name):
+        exp = load(workload="gpt-neo-125m", cluster="a100-8x1-eth10", algorithms=[name],
+                   overrides=[f"cluster.nodes={nodes}"])
+        return step_costs(exp, exp.algorithm(name))
+
+    s8, s64, s128 = (sync(n, "sparseloco") for n in (8, 64, 128))
+    assert s8.payload_bytes == s64.payload_bytes < 0.03 * sync(8, "diloco").payload_bytes
+    assert s64.sync_bytes == pytest.approx(63 / 7 * s8.sync_bytes)
+    assert s8.sync_s < 0.1 * sync(8, "diloco").sync_s
+    assert s64.sync_s < sync(64, "diloco").sync_s < s128.sync_s
+
+
+def test_sparseloco_step_table_at_64_workers():
+    exp = load(workload="gpt-neo-125m", cluster="a100-8x1-eth10", algorithms=["sparseloco"], steps=24,
+               overrides=["cluster.nodes=64", "algorithm.sync_every=8", "algorithm.warmup_steps=0"])
+    steps = simulate(exp, record_steps=True).steps
+    sync = steps[steps["step"] == 7]
+    assert set(sync["phase"]) >= {"compute", "optimizer", "wait", "allreduce", "outer_step"}
+    comm = sync[sync["phase"] == "allreduce"]
+    costs = step_costs(exp, exp.algorithm("sparseloco"))
+    assert len(comm) == 64 and (comm["bytes"] == costs.sync_bytes).all()
+    assert (comm["end_s"] - comm["start_s"]).to_numpy() == pytest.approx(costs.sync_s - costs.barrier_s)
+    assert set(steps[steps["phase"] == "allreduce"]["step"]) == {7, 15, 23}

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from palsgd.core import schema
+from palsgd.core.algorithms import ALGORITHMS
 from palsgd.core.cluster import VariabilitySpec
 from palsgd.core.config import load
 from palsgd.core.errors import ConfigError
@@ -16,7 +17,7 @@ from palsgd.sim import bounds
 from palsgd.sim.draws import Factors
 from palsgd.sim.engine import simulate
 
-ALL = ["ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco"]
+ALL = list(ALGORITHMS)
 COLUMNS = ["steps", "wall_clock_s", "compute_s", "comm_exposed_s", "comm_hidden_s", "wait_s", "pseudo_sync_s",
            "outer_step_s", "bytes_sent_per_worker", "syncs", "pseudo_sync_steps", "speedup_vs_ddp"]
 

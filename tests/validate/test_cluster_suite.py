@@ -83,3 +83,11 @@ def test_quick_cluster_case_end_to_end(tmp_path):
     profile = (out / "cases" / "quick-2x2-1gbit" / "profile" / "cluster.toml").read_text()
     assert "[cluster.intra_node]" in profile and "[cluster.inter_node]" in profile
     assert "target step_time_mean_s" in proc.stdout
+
+
+def test_sparseloco_runs_in_a_case_of_its_own():
+    with_it = [c.name for c in validate_cluster.cases(quick=False) if "sparseloco" in c.algorithms]
+    assert with_it == ["sparseloco-2x4-100mbit"]
+    case = next(c for c in validate_cluster.cases(quick=False) if c.name == with_it[0])
+    spec = validate_cluster.case_experiment(case).algorithm("sparseloco")
+    assert (spec.payload_dtype, spec.topk_density) == ("int2", 0.02)

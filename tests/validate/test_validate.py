@@ -11,13 +11,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from palsgd.core import algorithms as core_algorithms
 from palsgd.core.errors import ConfigError
 from palsgd.harness.commands import validate, validate_cpu
 from palsgd.harness.machinery import netem
 from palsgd.harness.machinery.compare import COMPARISON_COLUMNS
 from palsgd.harness.machinery.netem import preflight
 
-ALGORITHMS = {"ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco"}
+ALGORITHMS = set(core_algorithms.ALGORITHMS)
 
 
 def test_full_matrix_is_workloads_by_ranks_by_networks():
