@@ -77,11 +77,13 @@ class RankFiles:
     def load_until(self, step: int) -> list[tuple]:
         """Rows of an earlier attempt before ``step`` (resume); returns the step rows."""
         rows: list[tuple] = []
-        if self.steps_path.exists():
-            df = pd.read_parquet(self.steps_path)
+        if self.steps_path.exists():  # our own files: regular, bounded, no link followed
+            with io.open_input(self.steps_path, max_bytes=io.MAX_TABLE_BYTES, follow=False) as f:
+                df = pd.read_parquet(f)
             rows = [tuple(r) for r in df[df["step"] < step][list(STEP_COLUMNS)].itertuples(index=False)]
         if self.metrics_path.exists():
-            df = pd.read_csv(self.metrics_path)
+            with io.open_input(self.metrics_path, max_bytes=io.MAX_TABLE_BYTES, follow=False) as f:
+                df = pd.read_csv(f)
             self.metrics = [tuple(r) for r in df[df["step"] < step][list(METRIC_COLUMNS)]
                             .itertuples(index=False)]
         return rows
@@ -100,8 +102,11 @@ class RankFiles:
         with self._lock:
             self._state.update(fields, time=time.time())
             # No fsync: a heartbeat only needs to be visible to the launcher on this host, and often.
+            # Never through a link planted in --out (O_NOFOLLOW); the rename replaces the entry itself.
             tmp = self.progress_path.with_suffix(".json.tmp")
-            tmp.write_text(json.dumps(self._state))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            with os.fdopen(fd, "w") as f:
+                f.write(json.dumps(self._state))
             os.replace(tmp, self.progress_path)
 
 

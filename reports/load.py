@@ -111,8 +111,9 @@ def _recover_from_ranks(folder: ResultFolder) -> None:
     found: dict[str, list[pd.DataFrame]] = {io.STEPS: [], io.METRICS: []}
     for path in sorted(p for p in ranks.rglob("*") if p.suffix in (".parquet", ".csv") and p.is_file()):
         try:
-            df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, on_bad_lines="skip")
-        except Exception:  # a rank file cut off mid-write: skip it, say so
+            with io.open_input(path, max_bytes=io.MAX_TABLE_BYTES, follow=False, what="rank file") as f:
+                df = pd.read_parquet(f) if path.suffix == ".parquet" else pd.read_csv(f, on_bad_lines="skip")
+        except Exception:  # a rank file cut off mid-write, or not a regular file of ours: skip it, say so
             folder.notes.append(f"{path.relative_to(folder.path)} could not be read and is left out")
             continue
         if set(schema.STEP_COLUMNS) <= set(df.columns):

@@ -121,7 +121,12 @@ class _Group:
 
     def __init__(self, commands: list[tuple[list[str], dict]], log: Path):
         log.parent.mkdir(parents=True, exist_ok=True)
-        self.log = open(log, "a", encoding="utf-8")  # noqa: SIM115 (closed in close(), after the agents)
+        # never through a link planted in --out: what it points at is not ours to write (docs/limits.md)
+        try:
+            fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as err:  # ELOOP: a link
+            raise ConfigError(f"cannot write the run's log: {err.strerror}", source=str(log)) from None
+        self.log = os.fdopen(fd, "a", encoding="utf-8")  # closed in close(), after the agents
         self.procs, self.threads = [], []
         for argv, env in commands:
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from ...core import io, schema
+from ...core.errors import ConfigError
 from .dilation import undilate
 
 SLOW_SKEW = 1.5
@@ -26,10 +27,10 @@ def read_heartbeats(folder: Path) -> dict[int, dict]:
     beats = {}
     for f in folder.glob("rank*.progress.json"):
         try:
-            beat = json.loads(f.read_text())
+            beat = json.loads(io.read_input(f, follow=False, what="heartbeat"))
             beats[int(beat["rank"])] = beat
-        except (OSError, ValueError, KeyError):
-            continue  # being replaced right now
+        except (OSError, ValueError, KeyError, ConfigError):
+            continue  # being replaced right now, or not a file of ours
     return beats
 
 
@@ -46,7 +47,7 @@ def merge(out: Path, names: list[str], groups: dict[str, tuple[int, int]] | None
     steps, metrics = [], []
     for name in names:
         folder = out / "ranks" / name
-        steps += [pd.read_parquet(f) for f in sorted(folder.glob("rank*.steps.parquet"))]
+        steps += [_read_rank_parquet(f) for f in sorted(folder.glob("rank*.steps.parquet"))]
         metrics += [read_rank_csv(f) for f in sorted(folder.glob("rank*.metrics.csv"))]
     steps = [undilate(s, dilation) for s in steps if len(s)]
     steps_df = schema.split_ddp_wait(pd.concat(steps, ignore_index=True), groups) if steps else schema.empty_steps()
@@ -55,10 +56,17 @@ def merge(out: Path, names: list[str], groups: dict[str, tuple[int, int]] | None
     return steps_df, metrics_df
 
 
+def _read_rank_parquet(path: Path) -> pd.DataFrame:
+    """A rank's step table: a regular file of ours (no link followed), of at most a table's size."""
+    with io.open_input(path, max_bytes=io.MAX_TABLE_BYTES, follow=False, what="rank's step table") as f:
+        return pd.read_parquet(f)
+
+
 def read_rank_csv(path: Path) -> pd.DataFrame:
     """A rank's CSV without the row it was writing when it died (a row ends with its newline): a partial
-    row would read as a step with missing values."""
-    text = path.read_text(errors="replace")
+    row would read as a step with missing values. A regular file of ours only (no link followed)."""
+    text = io.read_input(path, max_bytes=io.MAX_TABLE_BYTES, follow=False, what="rank's metrics").decode(
+        errors="replace")
     complete = text[:text.rfind("\n") + 1]
     if "\n" not in complete:  # not even the header made it
         return pd.DataFrame(columns=list(schema.METRIC_COLUMNS))
