@@ -59,14 +59,21 @@ def activation_bytes(model: torch.nn.Module, batch: tuple[torch.Tensor, torch.Te
     return total
 
 
-def rank_bytes(exp: Experiment, batch: tuple[torch.Tensor, torch.Tensor] | None) -> int:
-    """Rough memory of one rank: parameters, gradients, optimizer and algorithm state, activations (none
-    without a batch: emulated accelerators keep none)."""
+def rank_bytes(exp: Experiment, sample: tuple[torch.Tensor, torch.Tensor] | None, batch: int = 1) -> int:
+    """Rough memory of one rank: parameters, gradients, optimizer and algorithm state, activations of a
+    micro-batch of ``batch`` samples like ``sample`` (none without one: emulated accelerators keep none)."""
     with torch.device("meta"):
         model = build_model(exp.workload.model)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     copies = 2 + exp.train.optimizer_state_tensors + max(map(algorithm_buffers, exp.algorithms))
-    return copies * param_bytes + (0 if batch is None else activation_bytes(model, batch))
+    return copies * param_bytes + (0 if sample is None else batch * activation_bytes(model, sample))
+
+
+def one_sample(exp: Experiment) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    """One training sample and the micro-batch size: activations grow with the samples, and a micro-batch
+    built whole to be measured could itself be what does not fit (10^12 samples asked 8 TB here)."""
+    data = build_data(exp.workload, rank=0, world_size=exp.workers, seed=exp.seed)
+    return data.train.get(torch.arange(1)), data.batch
 
 
 def algorithm_buffers(algo: AlgorithmSpec) -> int:
@@ -91,10 +98,8 @@ def check(exp: Experiment, local_ranks: int) -> str:
     if local_ranks > limit:
         raise ConfigError(f"this machine holds at most {limit} local ranks ({why})", key="--nproc-per-node",
                           value=local_ranks, source="command line")
-    if exp.train.compute == "emulated":  # reads no data
-        need = rank_bytes(exp, None)
-    else:
-        need = rank_bytes(exp, build_data(exp.workload, rank=0, world_size=exp.workers, seed=exp.seed).train_batch(0))
+    # emulated accelerators read no data and keep no activations
+    need = rank_bytes(exp, None) if exp.train.compute == "emulated" else rank_bytes(exp, *one_sample(exp))
     have, where = available_bytes()
     per_device = need if torch.cuda.is_available() else need * local_ranks
     if per_device > have:

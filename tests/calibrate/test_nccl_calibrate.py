@@ -91,7 +91,7 @@ def test_one_node_and_multi_node_files_together(tmp_path):
 
 @pytest.mark.parametrize("files, what", [
     (["junk"], "not nccl-tests output"),
-    (["missing"], "cannot read"),
+    (["missing"], "file not found"),
     ([str(DATA / "a3mega-2x8-h100-tcpxo.txt")], "give --cluster BASE or a one-node"),
     ([str(DATA / "rtx5090-1x8-pcie.txt")], "fewer than two rows"),
     ([str(DATA / "issue-232-no-device-lines.txt")], "its header is missing"),

@@ -57,6 +57,9 @@ def test_estimate_counts_parameters_optimizer_state_and_activations(workload):
     small = preflight.rank_bytes(exp, _batch(exp, 1))
     large = preflight.rank_bytes(exp, _batch(exp, 8))
     assert large > small  # activations grow with the micro-batch
+    # ... in proportion to its samples, which is how a micro-batch is estimated without being built (a few
+    # outputs do not grow with it, such as GPT's position embeddings: the estimate errs high, by 1.4 % here)
+    assert large <= preflight.rank_bytes(exp, _batch(exp, 1), 8) <= 1.05 * large
     with __import__("torch").device("meta"):
         params = sum(p.numel() * 4 for p in preflight.build_model(exp.workload.model).parameters())
     assert small > 6 * params  # weights, gradients, AdamW's two states, global model and outer momentum
@@ -75,3 +78,15 @@ def test_module_prints_one_line_and_exits_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "palsgd.real.preflight", "--experiment", str(bad),
                            "--local-ranks", "1"], capture_output=True, text=True)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_micro_batch_too_large_to_build_is_refused_by_its_estimate():
+    """10^12 samples a rank: the estimate refuses it; building the batch to measure it asked for 8 TB."""
+    from palsgd.core import config
+    from palsgd.core.errors import ConfigError
+
+    huge = "workload.batch_per_worker=1000000000000"
+    exp = config.load(workload="gpt-tiny", cluster="cpu-2core-gloo", steps=100,
+                      overrides=["cluster.nodes=1", "cluster.gpus_per_node=2", huge])
+    with pytest.raises(ConfigError, match=r"lower workload\.batch_per_worker"):
+        preflight.check(exp, 2)
