@@ -20,7 +20,7 @@ from ...core.errors import ConfigError
 from ...core.faults import FaultSpec
 from ..machinery import calibrate, calibrate_ddp, dilation, netem, pipeline, store
 from ..machinery.compare import format_comparison
-from ..machinery.launch import RunFailed, check_world, job_id
+from ..machinery.launch import RunFailed, check_layout, job_id
 from ..machinery.pipeline import Launch
 
 
@@ -49,9 +49,7 @@ def run_to_folder(exp: Experiment, out: Path, launch: Launch, *, overwrite: bool
     dilation.check(launch.time_dilation, emulated_compute=exp.train.compute == "emulated",
                    emulated_network=spec is not None)
     pipeline.check_nodes(launch.nodes, launch.node_rank, launch.rdzv_endpoint)
-    loose = spec is not None and not spec.nodes  # as run_real checks it, but before --out is made
-    check_world(exp, exp.cluster.gpus_per_node if loose else launch.ranks_per_node,
-                exp.cluster.nodes if loose else launch.nodes, launch.node_rank)
+    check_layout(exp, launch.ranks_per_node, launch.nodes, launch.node_rank, spec)  # as run_real, before --out
     pipeline.check_before_launch(exp, launch.ranks_per_node)
     if launch.lead:  # after every check of the command line: a refused run leaves --out as it was
         store.prepare(out, overwrite=overwrite, resume=launch.resume, kind="run", exp=exp,

@@ -35,6 +35,7 @@ from ...core.errors import ConfigError
 from ...core.faults import FaultSpec
 from ...core.procs import die_with_parent, pid_alive
 from . import store
+from .netem import NetemSpec
 from .progress import Progress
 from .rank_files import (
     SHARED_FS_WAIT_S,
@@ -86,6 +87,22 @@ def check_world(exp: Experiment, nproc_per_node: int, nnodes: int, node_rank: in
                           f"workers but the run has {nnodes} x {nproc_per_node}: set cluster.nodes and "
                           "cluster.gpus_per_node to the real world size", key="cluster",
                           source="command line")
+
+
+def check_layout(exp: Experiment, nproc_per_node: int, nnodes: int, node_rank: int,
+                 spec: NetemSpec | None) -> None:
+    """The world a run starts (``nproc_per_node`` x ``nnodes``, split into ``spec``'s emulated nodes if it
+    names some) against the experiment's cluster: what ``run_real`` refuses, callable before --out is made."""
+    world = nproc_per_node * nnodes
+    if spec is not None and spec.nodes and world % spec.nodes == 0:
+        nproc_per_node, nnodes = world // spec.nodes, spec.nodes  # as EmulatedNetwork lays them out
+    # One rank per namespace (no ``nodes=``) stands for any layout of its ranks; emulated nodes are exact.
+    loose = spec is not None and not spec.nodes
+    check_world(exp, exp.cluster.gpus_per_node if loose else nproc_per_node,
+                exp.cluster.nodes if loose else nnodes, node_rank)
+    if spec is not None and exp.workers != world:
+        raise ConfigError(f"the network has {world} ranks but the experiment {exp.workers} workers",
+                          key="cluster", source="command line")
 
 
 def job_id(rdzv_endpoint: str | None) -> str:
@@ -246,13 +263,7 @@ def run_real(exp: Experiment, out: Path, *, nproc_per_node: int, nnodes: int = 1
             # rank its share, or they oversubscribe the cores several times over.
             cores = len(os.sched_getaffinity(0))
             exp = exp.replace(train=dataclasses.replace(exp.train, threads_per_rank=max(1, cores // world)))
-    # One rank per namespace (no ``nodes=``) stands for any layout of its ranks; emulated nodes are exact.
-    loose = network is not None and not network.spec.nodes
-    check_world(exp, exp.cluster.gpus_per_node if loose else nproc_per_node,
-                exp.cluster.nodes if loose else nnodes, node_rank)
-    if network is not None and exp.workers != world:
-        raise ConfigError(f"the network has {world} ranks but the experiment {exp.workers} workers",
-                          key="cluster", source="command line")
+    check_layout(exp, nproc_per_node, nnodes, node_rank, network.spec if network is not None else None)
     if fault is not None and fault.rank >= world:
         raise ConfigError(f"rank must be < {world}", key="--inject-fault", value=fault.to_text(),
                           source="command line")

@@ -156,6 +156,8 @@ networks = st.sampled_from([None, "rate=1e99gbit", "rate=10000gbit", "rate=1gbit
 @FAST
 @given(items=sets, network=networks)
 @example(items=[], network="rate=1e99gbit")  # failed inside tc after the launch began (issue 26)
+@example(items=["cluster.nodes=2"], network="rate=1gbit")  # refused only after --out was made
+@example(items=["workload.batch_per_worker=1000000000000"], network=None)  # preflight built an 8 TB batch
 def test_run_prelaunch_hostile_values(templates, items, network):
     _run(templates, items, network)
 
