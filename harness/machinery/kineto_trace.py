@@ -93,7 +93,8 @@ def trace_files(paths: list[Path]) -> list[Path]:
                 raise ConfigError("holds no *.json or *.json.gz trace", source=str(p))
             out.extend(found)
         elif not p.is_file():
-            raise ConfigError("no such file", source=str(p))
+            raise ConfigError("no such file" if not p.exists() else "is not a regular file or a folder of traces",
+                              source=str(p))
         else:
             out.append(p)
     return out
