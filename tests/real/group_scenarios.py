@@ -14,7 +14,7 @@ import sys
 import torch
 import torch.distributed as dist
 from gloo_ranks import spawn
-from scenarios import batch, gathered, loss_fn, model_fn
+from scenarios import batch, loss_fn, model_fn, trajectory
 from torch import nn
 
 from palsgd.core.algorithms import GRADIENT_STEP, PSEUDO_SYNC_STEP, plan
@@ -56,17 +56,7 @@ def ours(rank, world, name):
     algorithm = ALGORITHM_CLASSES[name](Setup(
         model=model, optimizer=opt, spec=spec, train=TRAIN, kinds=p.worker_kinds(rank), sync_after=p.sync_after,
         comm=comm, timer=timer, loss_fn=loss_fn, group_ddp=group_ddp, group_ddp_timer=hook, sync_comm=sync_comm))
-    position = [0]
-
-    def next_batch():
-        position[0] += 1
-        return batch(rank, position[0] - 1)
-
-    trajectory = []
-    for step in range(STEPS):
-        algorithm.step(step, next_batch)
-        trajectory.append(gathered(model))
-    return trajectory, timer.rows
+    return trajectory(algorithm, model, rank, STEPS), timer.rows
 
 
 def reference(world, name):

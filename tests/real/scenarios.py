@@ -44,6 +44,21 @@ def loss_fn(model, b):
     return nn.functional.mse_loss(model(b[0]), b[1])
 
 
+def trajectory(algorithm, model, rank: int, steps: int) -> list[list[torch.Tensor]]:
+    """The model's tensors after each of ``steps`` steps, every batch drawn once, in order."""
+    position = [0]
+
+    def next_batch():
+        position[0] += 1
+        return batch(rank, position[0] - 1)
+
+    out = []
+    for step in range(steps):
+        algorithm.step(step, next_batch)
+        out.append(gathered(model))
+    return out
+
+
 def gathered(model) -> list[torch.Tensor]:
     """Flat parameters of every rank (rank order)."""
     flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
@@ -68,17 +83,7 @@ def ours(rank, world, name, train, **algo):
     algorithm = ALGORITHM_CLASSES[name](Setup(
         model=model, optimizer=opt, spec=spec, train=train, kinds=p.worker_kinds(rank), sync_after=p.sync_after,
         comm=comm, timer=timer, loss_fn=loss_fn, ddp=ddp, ddp_timer=hook))
-    position = [0]
-
-    def next_batch():
-        position[0] += 1
-        return batch(rank, position[0] - 1)
-
-    trajectory = []
-    for step in range(STEPS):
-        algorithm.step(step, next_batch)
-        trajectory.append(gathered(model))
-    return trajectory, p.kinds, timer.rows
+    return trajectory(algorithm, model, rank, STEPS), p.kinds, timer.rows
 
 
 def reference_local_sgd(rank, world, train, first_average=W):

@@ -64,6 +64,15 @@ def loss_fn(model, b):
     return nn.functional.mse_loss(model(b[0]), b[1])
 
 
+def trajectory(algorithm, model, rank: int) -> list[torch.Tensor]:
+    """The flat parameters after each of ``STEPS`` steps of ``algorithm`` (step i takes batch i)."""
+    out = []
+    for step in range(STEPS):
+        algorithm.step(step, lambda step=step: batch(rank, step))
+        out.append(flat(model))
+    return out
+
+
 def flat(model) -> torch.Tensor:
     return torch.cat([p.detach().reshape(-1) for p in model.parameters()]).clone()
 
@@ -179,11 +188,7 @@ def our_run(rank, world, name, fragments, tau, alpha, dtype) -> list[torch.Tenso
         kinds=p.worker_kinds(rank), sync_after=p.sync_after, comm=comm,
         timer=StepTimer(algorithm=name, worker=rank, zero=0.0, device=ctx.device), loss_fn=loss_fn,
         fragment=p.fragment, start_after=p.start_after))
-    trajectory = []
-    for step in range(STEPS):
-        algorithm.step(step, lambda step=step: batch(rank, step))
-        trajectory.append(flat(model))
-    return trajectory
+    return trajectory(algorithm, model, rank)
 
 
 def run(rank, world, out):

@@ -16,7 +16,20 @@ import torch.distributed as dist
 from gloo_ranks import save_from_all_ranks, spawn
 from torch import nn
 from torchft.local_sgd import DiLoCo as TorchftDiLoCo
-from torchft_diff import OUTER_LR, OUTER_MOMENTUM, STEPS, TRAIN, H, Manager, _Fragment, batch, flat, loss_fn, model_fn
+from torchft_diff import (
+    OUTER_LR,
+    OUTER_MOMENTUM,
+    STEPS,
+    TRAIN,
+    H,
+    Manager,
+    _Fragment,
+    batch,
+    flat,
+    loss_fn,
+    model_fn,
+    trajectory,
+)
 
 from palsgd.core.algorithms import plan
 from palsgd.core.buckets import fragment_bounds
@@ -110,11 +123,7 @@ def our_run(rank, world, pgs, name, fragments, tau, alpha, dtype) -> list[torch.
         kinds=p.worker_kinds(rank), sync_after=p.sync_after, comm=comm, timer=timer, loss_fn=loss_fn,
         fragment=p.fragment, start_after=p.start_after, group_ddp=group_ddp, group_ddp_timer=hook,
         sync_comm=TorchComm(ctx, payload=dtype, per_tensor=spec.per_tensor_allreduce, groups=pgs, parent=comm)))
-    trajectory = []
-    for step in range(STEPS):
-        algorithm.step(step, lambda step=step: batch(rank, step))
-        trajectory.append(flat(model))
-    return trajectory
+    return trajectory(algorithm, model, rank)
 
 
 def run(rank, world, out):
