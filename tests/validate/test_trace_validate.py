@@ -74,3 +74,9 @@ def test_a_trace_without_what_the_replay_needs_is_one_line_and_exit_2(tmp_path, 
     result = _run(tmp_path / "out", "--trace", str(TRACES / name), "--cluster", "a100-1x8-nvlink")
     assert result.exit_code == 2 and says in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "out" / "comparison.csv").exists()
+
+
+def test_a_trace_that_is_not_a_regular_file_is_named_so(tmp_path):
+    result = CliRunner().invoke(main, ["validate", "--trace", "/dev/null", "--out", str(tmp_path / "v")])
+    assert result.exit_code == 2 and "/dev/null: is not a regular file or a folder of traces" in result.output
+    assert not (tmp_path / "v").exists()
