@@ -248,10 +248,7 @@ class _Batch:
         barrier = arrival.max(axis=2)
         self._local_phases(grads, pseudo, m, pseudo_data)
         synced = np.array([s for *_, s in block])
-        costs = [self.algo.sync(c, int(fragment[last])) if s else None for _, last, s in block]
-        comm_s = np.array([x.comm_s if x else 0.0 for x in costs])
-        outer_s = np.array([x.outer_s if x else 0.0 for x in costs])
-        nbytes = np.array([x.bytes if x else 0.0 for x in costs])
+        comm_s, outer_s, nbytes = self._sync_costs(np.where(synced, fragment[[last for _, last, _ in block]], -1))
         # a worker waits at a sync from its arrival until the barrier's own latency has passed
         idle = np.subtract((barrier + c.barrier_s)[:, synced, None], arrival[:, synced])
         np.maximum(idle, 0.0, out=idle)
@@ -261,6 +258,15 @@ class _Batch:
         if (outer_s > 0).any():
             self.tally.add("outer_step", float(outer_s.sum()), int((outer_s > 0).sum()))
         self.wall_s += barrier.sum(axis=1) + float((comm_s + outer_s).sum())
+
+    def _sync_costs(self, fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(comm_s, outer_s, bytes) of each interval's sync (zero where ``fragments`` is -1: no sync):
+        a sync's cost depends only on its fragment, so each fragment's is asked once."""
+        out = np.zeros((3, len(fragments)))
+        for f in np.unique(fragments[fragments >= 0]):
+            x = self.algo.sync(self.c, int(f))
+            out[:, fragments == f] = np.array([[x.comm_s], [x.outer_s], [x.bytes]])
+        return out[0], out[1], out[2]
 
     def _local_phases(self, grads: np.ndarray, pseudo: np.ndarray, m: float, pseudo_data: float) -> None:
         """Data, optimizer and pseudo-sync time of local steps: fixed costs per step of each kind."""
