@@ -89,7 +89,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
         sync_s, sync_bytes = _sync(sync_cluster, calls)
         sync_s += quantize_time(exp, algo, sum(params) + sum(buffers))
     ddp_elem = buckets.ddp_elem_bytes(algo.dense_payload_dtype)
-    sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
+    sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mib, algo.first_bucket_mib, ddp_elem))
     bucket_s = bucket_times(cluster, sizes)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
     extra = exp.train.optimizer_state_tensors * dense if algo.warmup_syncs_optimizer_state and algo.is_local else 0
