@@ -114,7 +114,7 @@ class AlgorithmSpec:
 
     def _check_sparse(self) -> None:
         """SparseLoCo's settings; ``int2`` values exist only in its sparse payload."""
-        if self.name != "sparseloco":
+        if not FACTS[self.name].sparse:
             check(self.payload_dtype != "int2", "payload_dtype", self.payload_dtype,
                   f"int2 is SparseLoCo's alone; {self.name} takes one of {', '.join(PAYLOAD_BYTES)}")
             return
@@ -156,12 +156,12 @@ class AlgorithmSpec:
     def dense_payload_dtype(self) -> str:
         """The dtype of the dense collectives (DDP's gradient buckets, all-reduces): SparseLoCo's
         ``payload_dtype`` types its sparse values only, its dense calls stay fp32."""
-        return "fp32" if self.name == "sparseloco" else self.payload_dtype
+        return "fp32" if FACTS[self.name].sparse else self.payload_dtype
 
     @property
     def payload_bytes_per_param(self) -> float:
         """Bytes per element of a dense payload (SparseLoCo: of one transmitted value)."""
-        if self.name == "sparseloco":
+        if FACTS[self.name].sparse:
             return SPARSE_VALUE_BITS[self.payload_dtype] / 8
         return PAYLOAD_BYTES[self.payload_dtype]
 
@@ -454,7 +454,7 @@ def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
         if key in ALGORITHMS:
             _check_own_table(key, value)
     own = table.get(name, {})
-    if name == "sparseloco" and "payload_dtype" not in {**shared, **own}:
+    if FACTS[name].sparse and "payload_dtype" not in {**shared, **own}:
         own = {**own, "payload_dtype": SPARSE_DEFAULT_PAYLOAD}  # its own default, not the dense fp32
     try:
         spec = build(AlgorithmSpec, {**shared, **own, "name": name})

@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from ..core.algorithms import FACTS
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from ..core.schema import PHASES
@@ -138,7 +139,7 @@ def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
     cells, drawn = 0.0, 1  # drawn: the widest block of steps drawn one by one, per worker
     for a in exp.algorithms:
         warm = steps if not a.is_local else min(a.warmup_steps, steps)
-        interval = a.sync_every // (a.fragments if a.name == "streaming_diloco" else 1)
+        interval = a.sync_every // (a.fragments if FACTS[a.name].fragments else 1)
         per_cell = interval < fast.MIN_SUM_STEPS or exp.cluster.variability.jitter_cv > fast.MAX_SUM_CV
         ddp_cells = warm * (workers if workers < fast.MIN_MAX_WORKERS else 2)
         cells += exp.repeats * (ddp_cells + (steps - warm) * workers / (1 if per_cell else interval))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.algorithms import plan, pseudo_sync_mask
+from ..core.algorithms import FACTS, plan, pseudo_sync_mask
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.schema import PHASES
 from ..core.variability import ComputeFactors
@@ -51,9 +51,9 @@ def why_not(exp: Experiment, record_steps: bool) -> str | None:
     if exp.workers < 2:
         return "a single worker"
     for a in exp.algorithms:
-        if a.name == "streaming_diloco" and a.fragment_sync_delay > 0:
+        if FACTS[a.name].fragments and a.fragment_sync_delay > 0:
             return "Streaming DiLoCo overlaps its all-reduce (fragment_sync_delay > 0)"
-        if a.name == "palsgd" and a.skipped_batches == "kept" and a.effective_p > 0:
+        if a.effective_p > 0 and a.skipped_batches == "kept":
             return "PALSGD keeps skipped batches (skipped_batches = kept)"
         if exp.group_size(a) > 1:
             return f"{a.name} trains in replica groups (algorithm.replica_group = {a.replica_group!r})"
