@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .variability import slow_factors
+
 if TYPE_CHECKING:  # core.config imports this module; the plan only reads the specs' fields
     from .config import AlgorithmSpec, Experiment
 
@@ -45,8 +47,8 @@ class AlgorithmFacts:
 
 _DDP_KEYS = ("payload_dtype", "bucket_mb")
 # Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
-_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state",
-               "replica_group")
+_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "sync_balanced", "warmup_steps", "per_tensor_allreduce",
+               "warmup_syncs_optimizer_state", "replica_group")
 _OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
 FACTS = {f.name: f for f in (
     AlgorithmFacts("ddp", "DDP", "#555555", _DDP_KEYS, local=False),
@@ -75,8 +77,9 @@ AVERAGERS = ("pytorch", "torchft")
 torchft's ``local_sgd.LocalSGD`` (H local steps before every average, the first after step W + H - 1)."""
 SKIPPED_BATCHES = ("consumed", "kept")
 
-# Step kinds in a plan.
-DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP = 0, 1, 2
+# Step kinds in a plan. IDLE_STEP: a slower replica's slot under ``sync_every = "balanced"`` (``balance``):
+# no batch, no compute, no optimizer step; the replica is waiting for the next barrier.
+DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP, IDLE_STEP = 0, 1, 2, 3
 
 _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every other use of the seed
 
@@ -143,7 +146,7 @@ class Plan:
     """What every worker does at every step of one run of one algorithm."""
 
     algorithm: str
-    kinds: np.ndarray  # int8 [workers, steps]: DDP_STEP, GRADIENT_STEP or PSEUDO_SYNC_STEP
+    kinds: np.ndarray  # int8 [workers, steps]: DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP or IDLE_STEP
     sync_after: np.ndarray  # bool [steps]: a sync follows this step (always False for ddp)
     fragment: np.ndarray  # int [steps]: the fragment a sync after this step applies; -1 without a sync
     sync_delay: int = 0  # tau: a sync's all-reduce starts after the step tau steps before it
@@ -168,10 +171,20 @@ class Plan:
     def worker_kinds(self, worker: int) -> np.ndarray:
         return self.kinds[worker]
 
+    @property
+    def local_steps_per_sync(self) -> np.ndarray:
+        """int [workers, syncs]: the local steps (gradient and pseudo-sync, not idle) each worker takes
+        before each sync; with ``sync_every = "balanced"`` they differ between replicas."""
+        syncs = np.flatnonzero(self.sync_after)
+        taken = np.cumsum((self.kinds == GRADIENT_STEP) | (self.kinds == PSEUDO_SYNC_STEP), axis=1)
+        at = taken[:, syncs] if len(syncs) else np.zeros((self.workers, 0), dtype=taken.dtype)
+        return np.diff(at, axis=1, prepend=0)
+
 
 def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: int = 0,
          sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared", fragments: int = 1,
-         sync_delay: int = 0, group_size: int = 1, averager: str = "pytorch") -> Plan:
+         sync_delay: int = 0, group_size: int = 1, averager: str = "pytorch",
+         slow: np.ndarray | None = None) -> Plan:
     """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone, ``fragments`` (P)
     and ``sync_delay`` (tau) by ``streaming_diloco`` alone.
 
@@ -183,7 +196,10 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
 
     Replica groups (``group_size`` > 1, ``core/groups.py``) change no step's kind: a worker's gradient
     step is then a DDP step over its group (the warm-up's DDP steps still span every worker), its sync is
-    made with the same rank of the other groups, and PALSGD's draws are one per group."""
+    made with the same rank of the other groups, and PALSGD's draws are one per group.
+
+    ``slow`` (per-worker compute multipliers slow_k, ``sync_every = "balanced"``): each replica's local
+    steps between two syncs are scaled by its speed (``balance``); None: every replica takes them all."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     kinds = np.full((workers, steps), GRADIENT_STEP, dtype=np.int8)
@@ -200,6 +216,8 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
     kinds[:, index < warmup_steps] = DDP_STEP
     if FACTS[algorithm].pseudo_syncs:
         kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws, group_size)] = PSEUDO_SYNC_STEP
+    if slow is not None:
+        balance(kinds, sync_after, warmup_steps, np.asarray(slow, dtype=float), group_size)
     return Plan(algorithm, kinds, sync_after, fragment, delay, group_size)
 
 
@@ -220,7 +238,42 @@ def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
     return plan(spec.name, workers=exp.workers, steps=steps, seed=seed, warmup_steps=spec.warmup_steps,
                 sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws,
                 fragments=spec.fragments, sync_delay=spec.fragment_sync_delay, group_size=group,
-                averager=spec.averager)
+                averager=spec.averager,
+                slow=slow_factors(exp.cluster.variability, exp.workers) if spec.sync_balanced else None)
+
+
+def balanced_steps(slots: int, slow: np.ndarray) -> np.ndarray:
+    """Local steps each replica takes in an interval of ``slots`` plan steps between two syncs under
+    ``sync_every = "balanced"``: H_k = max(1, floor(H · speed_k / speed_fastest)), speed_k = 1 / slow_k.
+
+    The fastest replicas keep the fixed H and the slower ones take fewer steps, so every replica's
+    known compute, H_k · slow_k · c, is at most the fastest one's H · c: a fast replica no longer
+    waits for a slow one's persistent slowness at the barrier (only for the random jitter, which no
+    plan made before the run can know). Rounding down, not to the nearest, is what keeps that bound;
+    a slow replica then waits less than one of its steps. torchft PR 233 (pytorch/torchft, "simplify
+    streaming diloco") allows the same thing by giving each replica its own ``sync_every``, "slower /
+    faster machines perform less / more local steps before they sync"; which side moves is our choice
+    (``docs/algorithms.md``)."""
+    fastest = float(np.min(slow))
+    return np.maximum(1, np.floor(slots * fastest / slow + 1e-9)).astype(np.int64)
+
+
+def balance(kinds: np.ndarray, sync_after: np.ndarray, warmup_steps: int, slow: np.ndarray,
+            group_size: int = 1) -> None:
+    """In place: in each interval of local steps (up to a sync, and the tail after the last one), a
+    replica takes its first H_k steps (``balanced_steps``) and idles the rest (IDLE_STEP). A replica
+    group runs at the pace of its slowest worker, so all its workers take the same H_k."""
+    per_group = slow.reshape(-1, group_size).max(axis=1)
+    replica_slow = np.repeat(per_group, group_size)
+    steps = kinds.shape[1]
+    first = warmup_steps
+    for end in [*(np.flatnonzero(sync_after[warmup_steps:]) + warmup_steps + 1), steps]:
+        if end <= first:  # the last sync ends the run: no tail
+            continue
+        keep = balanced_steps(end - first, replica_slow)
+        block = kinds[:, first:end]  # a view: the assignment below writes into ``kinds``
+        block[np.arange(end - first)[None, :] >= keep[:, None]] = IDLE_STEP
+        first = end
 
 
 def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int,

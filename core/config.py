@@ -38,6 +38,9 @@ TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
 
+BALANCED = "balanced"
+"""The value of ``algorithm.sync_every`` that asks for a sync period per replica (``sync_balanced``)."""
+
 SEED_MAX = 2**63 - 1
 """Run r of a Monte-Carlo experiment uses seed + r; each one fits a signed 64-bit integer (tables, torch)."""
 SEED_RULE = "must be an integer with 0 <= seed and seed + repeats - 1 < 2**63 (run r uses seed + r)"
@@ -49,7 +52,11 @@ class AlgorithmSpec:
 
     name: Literal["ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco", "sparseloco"] = "ddp"
     sync_every: int = 100
-    """H: local steps between two syncs."""
+    """H: local steps between two syncs. Given as ``"balanced"`` it sets ``sync_balanced`` and keeps the H
+    of the layer below (preset, experiment file, default)."""
+    sync_balanced: bool = False
+    """Each replica's H scaled by its known speed (``cluster.variability.slow_workers``): the fastest take
+    H local steps between syncs, a slower one fewer (``core.algorithms.balanced_steps``)."""
     warmup_steps: int = 0
     """W: DDP steps before local training starts (Post-local SGD)."""
     outer_lr: float = 0.7
@@ -352,6 +359,10 @@ def from_layers(layers: list[tuple[str, dict]]) -> Experiment:
     for source, data in layers:
         if not isinstance(data, dict):
             raise ConfigError("expected a table", source=source)
+        try:
+            data = _balanced_sugar(data)
+        except ConfigError as err:
+            raise err.located(source) from None
         merge(merged, data, origin, source)
     _stamp_given(merged, origin)
     return from_dict(merged, origin)
@@ -386,7 +397,10 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
                 return origin[".".join(parts[:i])]
         return "experiment"
 
-    data = _without_derived_optimizer_state(dict(data))
+    try:
+        data = _balanced_sugar(_without_derived_optimizer_state(dict(data)))
+    except ConfigError as err:
+        raise err.located(where(err.key)) from None
     algo_table = data.pop("algorithm", {}) or {}
     names = data.pop("algorithms", list(DEFAULT_ALGORITHMS))
     try:
@@ -396,6 +410,28 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
         return build(Experiment, {**data, "algorithms": specs}, skip=("algorithms",))
     except ConfigError as err:
         raise err.located(where(err.key)) from None
+
+
+def _balanced_sugar(data: dict) -> dict:
+    """``sync_every = "balanced"`` (shared or in an algorithm's own table) read as ``sync_balanced = true``,
+    leaving H to the layers below; a copy, the layer itself is left as it is."""
+    table = data.get("algorithm")
+    if not isinstance(table, dict):
+        return data
+
+    def unsugared(own: dict, prefix: str) -> dict:
+        value = own.get("sync_every")
+        if not isinstance(value, str):
+            return own
+        if value != BALANCED:
+            raise ConfigError(f'must be an integer >= 1 (H) or "{BALANCED}"', key=f"{prefix}.sync_every",
+                              value=value)
+        return {**{k: v for k, v in own.items() if k != "sync_every"}, "sync_balanced": True}
+
+    out = unsugared(table, "algorithm")
+    out = {k: unsugared(v, f"algorithm.{k}") if k in ALGORITHMS and isinstance(v, dict) else v
+           for k, v in out.items()}
+    return {**data, "algorithm": out}
 
 
 def _without_derived_optimizer_state(data: dict) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import simpy
 
-from ..core.algorithms import FACTS, GRADIENT_STEP, Plan
+from ..core.algorithms import FACTS, GRADIENT_STEP, IDLE_STEP, Plan
 from ..core.errors import ConfigError
 from .algorithms import SimAlgorithm
 from .cluster import Network, Workers
@@ -180,10 +180,13 @@ class Run:
         """Each worker's local steps from ``start_s``; returns (arrival at the barrier, present, the end
         of the step ``delay`` steps before the last)."""
         c, k = self.costs, self.workers
-        grad = self.plan.kinds[:, first:last + 1] == GRADIENT_STEP
+        kinds = self.plan.kinds[:, first:last + 1]
+        grad, idle = kinds == GRADIENT_STEP, kinds == IDLE_STEP
         m, pseudo_data = self.algo.pseudo_sync(c)
+        # An idle slot (``sync_every = "balanced"``) takes no time: its worker is on to the barrier.
+        m = np.where(idle, 0.0, m)
         comp = np.where(grad, k.compute(c.compute_s, grad.shape[1]), 0.0)
-        data = np.where(grad, c.data_s, pseudo_data)
+        data = np.where(grad, c.data_s, np.where(idle, 0.0, pseudo_data))
         main = np.where(grad, comp, m)
         opt = np.where(grad, c.optimizer_s, 0.0)
         fail = np.zeros_like(comp)
