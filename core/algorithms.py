@@ -258,13 +258,27 @@ def balanced_steps(slots: int, slow: np.ndarray) -> np.ndarray:
     return np.maximum(1, np.floor(slots * fastest / slow + 1e-9)).astype(np.int64)
 
 
+def _replica_slow(slow: np.ndarray, group_size: int) -> np.ndarray:
+    """slow_k of each worker's replica: a group runs at the pace of its slowest worker."""
+    return np.repeat(slow.reshape(-1, group_size).max(axis=1), group_size)
+
+
+def balanced_work_share(exp: Experiment, spec: AlgorithmSpec) -> float:
+    """The share of the fixed H's local steps that the workers take under ``sync_every = "balanced"``,
+    over one sync period (H, or H/P for Streaming DiLoCo): 1 on a uniform cluster."""
+    if not (spec.is_local and spec.sync_balanced):
+        return 1.0
+    period = spec.sync_every // spec.fragments if FACTS[spec.name].fragments else spec.sync_every
+    slow = _replica_slow(slow_factors(exp.cluster.variability, exp.workers), exp.group_size(spec))
+    return float(balanced_steps(period, slow).mean() / period)
+
+
 def balance(kinds: np.ndarray, sync_after: np.ndarray, warmup_steps: int, slow: np.ndarray,
             group_size: int = 1) -> None:
     """In place: in each interval of local steps (up to a sync, and the tail after the last one), a
     replica takes its first H_k steps (``balanced_steps``) and idles the rest (IDLE_STEP). A replica
     group runs at the pace of its slowest worker, so all its workers take the same H_k."""
-    per_group = slow.reshape(-1, group_size).max(axis=1)
-    replica_slow = np.repeat(per_group, group_size)
+    replica_slow = _replica_slow(slow, group_size)
     steps = kinds.shape[1]
     first = warmup_steps
     for end in [*(np.flatnonzero(sync_after[warmup_steps:]) + warmup_steps + 1), steps]:

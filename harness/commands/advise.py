@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...core.algorithms import FACTS
+from ...core.algorithms import FACTS, balanced_work_share
 from ...core.config import AlgorithmSpec, BudgetSpec, Experiment
 from ...core.convergence import Convergence
 from ...core.errors import ConfigError
@@ -129,9 +129,22 @@ def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], li
                     continue
                 steps = conv.steps_to_target(spec, exp.workers, int(s)).steps_vs_ddp
                 out.append(Candidate(spec, found.steps_vs_ddp, _whole_steps(steps), found.why))
+                if exp.cluster.variability.slow_workers and exp.cluster.variability.slow_factor > 1:
+                    out.append(_balanced(exp, out[-1]))  # a cluster of mixed speeds: each H balanced too
         if not conv.payload_dtypes(base.name):
             refused.append(f"{base.name}: the convergence description has no point for it")
     return out, refused
+
+
+def _balanced(exp: Experiment, fixed: Candidate) -> Candidate:
+    """The candidate with ``sync_every = "balanced"``. The convergence description holds no balanced run,
+    so its steps to the target are assumed to need the fixed H's local steps in all: its slow replicas
+    take only ``balanced_work_share`` of them per plan step, so the plan is that much longer."""
+    spec = dataclasses.replace(fixed.spec, sync_balanced=True)
+    share = balanced_work_share(exp, spec)
+    why = (f"{fixed.assumption}; balanced H: as many local steps to the target as the fixed H, so "
+           f"{1 / share:.3f}x its steps (its slow replicas take {share:.1%} of them; assumed, not measured)")
+    return Candidate(spec, fixed.steps_vs_ddp / share, _whole_steps(fixed.steps / share), why)
 
 
 def _grid(measured: list[float] | None, own: float, between) -> list[float]:
@@ -177,7 +190,8 @@ def _name(spec: AlgorithmSpec) -> str:
     fragments = f" P={spec.fragments}" if facts.fragments else ""
     density = f" density={spec.topk_density:g}" if facts.sparse else ""
     group = "" if spec.replica_group == "worker" else f" replica_group={spec.replica_group}"
-    return f"{spec.name} H={spec.sync_every}{p}{fragments}{density}{group} {spec.payload_dtype}"
+    balanced = " balanced" if spec.sync_balanced else ""
+    return f"{spec.name} H={spec.sync_every}{balanced}{p}{fragments}{density}{group} {spec.payload_dtype}"
 
 
 def why_it_wins(best: Answer, ddp: Answer) -> str:
@@ -240,6 +254,7 @@ def advice_json(advice: Advice) -> dict:
         spec = answer.candidate.spec
         lo, hi = answer.band_s
         return {"algorithm": spec.name, "sync_every": spec.sync_every if spec.is_local else None,
+                "sync_balanced": spec.sync_balanced if spec.is_local else None,
                 "p": spec.p if FACTS[spec.name].pseudo_syncs else None,
                 "fragments": spec.fragments if FACTS[spec.name].fragments else None,
                 "topk_density": spec.topk_density if FACTS[spec.name].sparse else None,

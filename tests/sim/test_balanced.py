@@ -5,6 +5,7 @@ import pytest
 
 from palsgd.core.algorithms import LOCAL_ALGORITHMS
 from palsgd.core.config import from_dict
+from palsgd.harness.machinery.sweep import sweep
 from palsgd.sim import fast
 from palsgd.sim.engine import simulate
 
@@ -53,3 +54,11 @@ def test_balanced_on_a_uniform_cluster_simulates_the_fixed_h():
 def test_the_fast_path_hands_a_balanced_run_to_the_exact_engine():
     assert "balanced" in fast.why_not(experiment("diloco", True), record_steps=False)
     assert fast.why_not(experiment("diloco", True, slow_workers=0), record_steps=False) is None
+
+
+def test_a_sweep_takes_balanced_as_a_value_of_sync_every():
+    res = sweep(experiment("diloco", False), [("algorithm.sync_every", [10, 20, "balanced"])], jobs=1)
+    wall = res.table.groupby("algorithm.sync_every", sort=False)["wall_clock_s"].mean()
+    assert list(wall.index) == [10, 20, "balanced"]
+    assert wall["balanced"] < wall[20]  # H = 20, the base's, with the slow worker's steps cut
+    assert res.crossovers.value.between(10, 20).all()  # crossings along the numbers only
