@@ -56,6 +56,8 @@ class ClusterCase:
     """Every algorithm but SparseLoCo, which has a case of its own (``sparseloco-2x4-100mbit``)."""
     replica_group: str = "worker"
     """``algorithm.replica_group`` of the local algorithms (``core/groups.py``)."""
+    balanced: bool = False
+    """``algorithm.sync_every = "balanced"``: each replica's H scaled by its known speed."""
 
     @property
     def name(self) -> str:
@@ -81,7 +83,7 @@ class ClusterCase:
     def describe(self) -> dict:
         return {"workload": self.workload, "ranks": self.ranks, "network": self.network, "steps": self.steps,
                 "sync_every": self.sync_every, "variability": dict(self.variability),
-                "replica_group": self.replica_group}
+                "replica_group": self.replica_group, "balanced": self.balanced}
 
 
 BASE = ClusterCase("base-2x4-1gbit")
@@ -107,6 +109,8 @@ def cases(*, quick: bool, emulate: bool = True) -> list[ClusterCase]:
         # Its sync is one all-gather of sparse messages: on the slow link where DiLoCo's all-reduce shows.
         r(BASE, label="sparseloco-2x4-100mbit", link="rate=100mbit,delay=10ms", steps=12,
           algorithms=("ddp", "diloco", "sparseloco")),
+        # slow-worker-1.5x with the slow worker's H scaled down (4 -> 2): the others stop waiting for it.
+        r(BASE, label="balanced-slow-1.5x", variability=(("slow_workers", 1), ("slow_factor", 1.5)), balanced=True),
     ]
 
 
@@ -115,6 +119,7 @@ def case_experiment(case: ClusterCase, cluster: str | None = None) -> Experiment
     overrides = [f"cluster.nodes={case.nodes}", f"cluster.gpus_per_node={case.ranks_per_node}",
                  'train.compute="emulated"', f"train.threads_per_rank={THREADS_PER_RANK}",
                  f"algorithm.sync_every={case.sync_every}", "algorithm.warmup_steps=0",
+                 *(['algorithm.sync_every="balanced"'] if case.balanced else []),  # keeps the H above
                  f'algorithm.replica_group="{case.replica_group}"',
                  f"cluster.compute.step_time_s={COMPUTE_S}", f"cluster.compute.optimizer_time_s={OPTIMIZER_S}",
                  # u and m from memory passes at the cluster's memory bandwidth (core/compute.py)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -91,3 +92,12 @@ def test_sparseloco_runs_in_a_case_of_its_own():
     case = next(c for c in validate_cluster.cases(quick=False) if c.name == with_it[0])
     spec = validate_cluster.case_experiment(case).algorithm("sparseloco")
     assert (spec.payload_dtype, spec.topk_density) == ("int2", 0.02)
+
+
+def test_the_balanced_case_is_the_slow_worker_case_with_a_balanced_h():
+    cases = {c.name: c for c in validate_cluster.cases(quick=False)}
+    balanced, fixed = cases["balanced-slow-1.5x"], cases["slow-worker-1.5x"]
+    assert dataclasses.replace(balanced, label=fixed.label, balanced=False) == fixed
+    exp = validate_cluster.case_experiment(balanced)
+    local = [a for a in exp.algorithms if a.is_local]
+    assert {(a.sync_every, a.sync_balanced) for a in local} == {(4, True)} and balanced.describe()["balanced"]
