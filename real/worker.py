@@ -322,7 +322,8 @@ class Training:
         if self.ctx.rank != 0 or not (self.is_last(step) or time.perf_counter() - self.last_print > PROGRESS_EVERY_S):
             return
         self.last_print = time.perf_counter()
-        took = ("pseudo-sync" if self.is_pseudo_sync(step) else "emulated compute, no loss"
+        took = ("idle" if self.setup.kinds[step] == IDLE_STEP else "pseudo-sync" if self.is_pseudo_sync(step)
+                else "emulated compute, no loss"
                 if self.emulated is not None else f"loss {loss:.4f}")
         evaluated = "" if math.isnan(eval_loss) else f"  eval {eval_loss:.4f}"
         print(f"[{self.name}] step {step + 1}/{self.plan.steps}  {took}  t {self.timer.last_end_s:.1f}s{evaluated}",
