@@ -36,6 +36,10 @@ def export(folders: list[Path], target_loss: float) -> tuple[Convergence, list[s
         for spec in exp.algorithms:
             if not spec.is_local or spec.name not in curves:
                 continue
+            if spec.sync_balanced and exp.cluster.variability.slow_workers:
+                notes.append(f"{folder}: {spec.name} balances its H per replica (sync_every = \"balanced\"), "
+                             "not an axis of a convergence description; left out")
+                continue
             steps = step_at_target(curves[spec.name], target_loss)
             if not math.isfinite(steps):
                 notes.append(f"{folder}: {spec.name} does not reach {target_loss:g}; left out")
