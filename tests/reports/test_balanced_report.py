@@ -8,6 +8,9 @@ import sys
 import pandas as pd
 
 from palsgd.core import io
+from palsgd.core.config import load
+from palsgd.harness.commands import explore
+from palsgd.reports import explore as explore_page
 from palsgd.reports.render import render_report
 
 
@@ -25,3 +28,24 @@ def test_the_report_shows_the_slow_worker_s_fewer_steps_and_the_waits(tmp_path):
     assert list(computed) == [24, 24, 24, 12]  # H = 8, the last worker 2x slower: 4 of each 8 steps
     for n in computed:
         assert f'data-value="{float(n)}"' in html
+
+
+def test_the_explore_grid_ends_the_h_axis_with_balanced_on_a_cluster_of_mixed_speeds():
+    exp = load(workload="gpt-neo-8m", algorithms=["ddp", "diloco"],
+               overrides=["algorithm.sync_every=16", "cluster.variability.slow_workers=1",
+                          "cluster.variability.slow_factor=1.5"])
+    grid_axes = explore.axes(exp)
+    assert dict(grid_axes)["algorithm.sync_every"] == [8, 16, 32, "balanced"]
+    assert explore.window_steps(exp, grid_axes) == 2 * 32 + exp.algorithm("diloco").warmup_steps
+    uniform = load(workload="gpt-neo-8m", algorithms=["ddp", "diloco"], overrides=["algorithm.sync_every=16"])
+    assert "balanced" not in dict(explore.axes(uniform))["algorithm.sync_every"]
+
+
+def test_the_explore_page_orders_numbers_then_words():
+    table = pd.DataFrame({"algorithm.sync_every": ["balanced", 16, 8, "balanced", 16, 8],
+                          "cluster.nodes": [1, 1, 1, 2, 2, 2], "algorithm": "diloco", "run": 0,
+                          **{c: 1.0 for c in ("speedup_vs_ddp", "wall_clock_s", "steps")}})
+    for _, column, _, _ in explore_page.CATEGORIES:
+        table[column] = 0.0
+    axes = explore_page.payload(table, ["algorithm.sync_every", "cluster.nodes"], {"algorithm.sync_every": 8})["axes"]
+    assert axes[0]["values"] == [8, 16, "balanced"] and axes[0]["start"] == 0  # the user's own H
