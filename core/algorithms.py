@@ -255,7 +255,7 @@ def balanced_steps(slots: int, slow: np.ndarray) -> np.ndarray:
     faster machines perform less / more local steps before they sync"; which side moves is our choice
     (``docs/algorithms.md``)."""
     fastest = float(np.min(slow))
-    return np.maximum(1, np.floor(slots * fastest / slow + 1e-9)).astype(np.int64)
+    return np.maximum(1, np.floor(np.asarray(slots) * fastest / slow + 1e-9)).astype(np.int64)
 
 
 def _replica_slow(slow: np.ndarray, group_size: int) -> np.ndarray:
@@ -280,14 +280,24 @@ def balance(kinds: np.ndarray, sync_after: np.ndarray, warmup_steps: int, slow: 
     group runs at the pace of its slowest worker, so all its workers take the same H_k."""
     replica_slow = _replica_slow(slow, group_size)
     steps = kinds.shape[1]
-    first = warmup_steps
-    for end in [*(np.flatnonzero(sync_after[warmup_steps:]) + warmup_steps + 1), steps]:
-        if end <= first:  # the last sync ends the run: no tail
-            continue
-        keep = balanced_steps(end - first, replica_slow)
-        block = kinds[:, first:end]  # a view: the assignment below writes into ``kinds``
-        block[np.arange(end - first)[None, :] >= keep[:, None]] = IDLE_STEP
-        first = end
+    if steps <= warmup_steps:
+        return
+    # Vectorized over the intervals (a run of H = 1 has one per step): each local step's interval and
+    # its position in it; a replica idles from position H_k of its interval on. One pass per distinct
+    # speed (one or two), so that nothing larger than a row of the plan is made.
+    ends = np.flatnonzero(sync_after[warmup_steps:]) + warmup_steps + 1
+    if not len(ends) or ends[-1] < steps:  # the tail after the last sync is an interval too
+        ends = np.append(ends, steps)
+    starts = np.concatenate(([warmup_steps], ends[:-1]))
+    local = np.arange(warmup_steps, steps)
+    interval = np.searchsorted(ends, local, side="right")
+    position = local - starts[interval]
+    speeds = np.unique(replica_slow)
+    keep = balanced_steps(ends - starts, speeds[:, None])  # [distinct speeds, intervals]
+    for value, kept in zip(speeds, keep, strict=True):
+        idle = np.flatnonzero(position >= kept[interval]) + warmup_steps
+        if len(idle):
+            kinds[np.ix_(np.flatnonzero(replica_slow == value), idle)] = IDLE_STEP
 
 
 def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int,

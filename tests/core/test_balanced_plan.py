@@ -101,3 +101,11 @@ def test_another_word_for_sync_every_is_one_line_naming_the_key():
     with pytest.raises(ConfigError, match=r'algorithm\.diloco\.sync_every = .fast.: must be an integer >= 1 '
                                           r'\(H\) or "balanced"'):
         from_dict({"algorithms": ["diloco"], "algorithm": {"diloco": {"sync_every": "fast"}}})
+
+
+def test_the_tail_after_the_last_sync_is_balanced_too():
+    # Local SGD (PyTorch's averager): syncs after steps 2, 8, 14; the tail 15..18 holds 4 steps.
+    p = A.plan("local_sgd", workers=2, steps=19, seed=0, warmup_steps=2, sync_every=6, slow=np.array([1.0, 2.0]))
+    assert list(np.flatnonzero(p.sync_after)) == [2, 8, 14]
+    np.testing.assert_array_equal(p.kinds[1], [0, 0, 1, 1, 1, 1, 3, 3, 3, 1, 1, 1, 3, 3, 3, 1, 1, 3, 3])
+    assert (p.kinds[0][2:] == A.GRADIENT_STEP).all()
