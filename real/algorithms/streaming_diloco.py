@@ -50,6 +50,26 @@ class StreamingDiLoCo(DiLoCo):
         self._pending = None  # (fragment, its outer gradient being averaged, the all-reduce's wait, own share)
         self._next = None  # tau = H/P: (fragment, outer gradient, own share) to send after this step's sync
 
+    def begin_local(self) -> None:
+        super().begin_local()
+        self._make_buffers()
+
+    def _make_buffers(self) -> None:
+        """The outer gradients' buffers, allocated (and touched) once: with tau = H/P a second one, since the
+        next fragment's outer gradient is taken while the last one is in flight (with P = 1, the same slice);
+        with eager updates, each one's own share as sent."""
+        spec = self.setup.spec
+        count = 2 if spec.fragment_sync_delay == spec.sync_every // spec.fragments > 0 else 1
+        self._deltas = [self.delta, *(torch.zeros_like(self.delta) for _ in range(count - 1))]
+        self._owns = [torch.zeros_like(self.delta) for _ in range(count)] if spec.eager_outer else None
+        self._turn = 0
+
+    def _buffers(self, part: slice, take: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The next free (outer gradient, own share) pair, taken in turn (``take``) or only lent."""
+        i = self._turn
+        self._turn = (i + 1) % len(self._deltas) if take else i
+        return self._deltas[i][part], self._owns[i][part] if self._owns else None
+
     def start_sync(self, step: int) -> None:
         fragment = int(self.setup.start_after[step])
         if fragment < 0:
@@ -57,14 +77,17 @@ class StreamingDiLoCo(DiLoCo):
         if self.setup.spec.fragment_sync_delay == 0:
             self.wait_for_all()  # a blocking sync, timed as DiLoCo's
         part = self.parts[fragment]
-        # tau = H/P: this step's sync applies the fragment in flight (with P = 1, in self.delta); the next
-        # one's outer gradient is taken now, from z before that outer step, and sent after it.
-        later = bool(self.setup.sync_after[step]) and self.setup.spec.fragment_sync_delay > 0
-        delta = torch.empty_like(self.delta[part]) if later else self.delta[part]
-        self.on_device("outer_step", lambda: torch.sub(self.z[part], self.flat[part], out=delta),
-                       DELTA_SHARE * self.shares[fragment])
-        own = delta.clone() if self.setup.spec.eager_outer else None  # the all-reduce overwrites delta
-        if later:
+        delta, own = self._buffers(part)
+
+        def take() -> None:
+            torch.sub(self.z[part], self.flat[part], out=delta)
+            if own is not None:
+                own.copy_(delta)  # the all-reduce overwrites delta
+
+        self.on_device("outer_step", take, DELTA_SHARE * self.shares[fragment])
+        # tau = H/P: this step's sync applies the fragment in flight; the next one's outer gradient was
+        # taken just now, from z before that outer step, and is sent after it.
+        if self.setup.sync_after[step] and self.setup.spec.fragment_sync_delay > 0:
             self._next = (fragment, delta, own)
         else:
             self._launch(fragment, delta, own)
@@ -77,9 +100,9 @@ class StreamingDiLoCo(DiLoCo):
     def sync(self, step: int) -> None:
         fragment = int(self.setup.fragment[step])
         part = self.parts[fragment]
-        if self._pending is None:  # tau = H/P, first sync: nothing was sent, the average is zero
-            delta = torch.zeros_like(self.delta[part])
-            own = delta.clone() if self.setup.spec.eager_outer else None
+        first = self._pending is None  # tau = H/P, first sync: nothing was sent, the average is zero
+        if first:
+            delta, own = self._buffers(part, take=False)  # the pair the deferred start did not take
         else:
             started, delta, wait, own = self._pending
             if started != fragment:
@@ -87,14 +110,19 @@ class StreamingDiLoCo(DiLoCo):
             with self.setup.timer.phase("allreduce") as box:
                 box[0] = ring_bytes(wait(), self.sync_comm.world_size)
         self._pending = None
-        self.on_device("outer_step", lambda: self.apply_fragment(step, part, delta, own),
+        self.on_device("outer_step", lambda: self.apply_fragment(step, part, delta, own, zero=first),
                        (1 - DELTA_SHARE) * self.shares[fragment])
         if self._next is not None:
             next_fragment, next_delta, next_own = self._next
             self._next = None
             self._launch(next_fragment, next_delta, next_own)
 
-    def apply_fragment(self, step: int, part: slice, delta: torch.Tensor, own: torch.Tensor | None = None) -> None:
+    def apply_fragment(self, step: int, part: slice, delta: torch.Tensor, own: torch.Tensor | None = None, *,
+                       zero: bool = False) -> None:
+        if zero:  # nothing was averaged, nor sent
+            delta.zero_()
+            if own is not None:
+                own.zero_()
         local = self.flat[part].clone()
         z, buf, mu = self.z[part], self.buf[part], self.setup.spec.outer_momentum
         if own is not None:
@@ -121,6 +149,8 @@ class StreamingDiLoCo(DiLoCo):
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
+        if state["z"] is not None:
+            self._make_buffers()
         if state.get("pending") is not None:
             fragment, delta, *own = state["pending"]
             own = own[0].clone() if own and own[0] is not None else None
