@@ -87,6 +87,8 @@ def run(rank, world, out):
         results["reference"] = {case: reference(world, p, eager) for case, (p, _, eager) in CASES.items()}
     results["p2_tau0_eager"] = our_run(rank, world, "streaming_diloco", 2, 0, 0.0, "fp32", True)
     results["p2_tau0"] = our_run(rank, world, "streaming_diloco", 2, 0, 0.0, "fp32")
+    # The quantized mean runs on a background thread: with tau = H/P it too has one fragment in flight.
+    results["p1_eager_int8"] = our_run(rank, world, "streaming_diloco", 1, H, 0.0, "int8", True)
     save_from_all_ranks(results, world, rank, out)
 
 
