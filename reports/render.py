@@ -113,8 +113,9 @@ def _sensitivity_panels(s: Section, folder: ResultFolder) -> None:
     s.panels.append(Panel(
         "Sensitivity around this point", f"Speedup vs DDP from {io.SENSITIVITY}: one field varied at a time "
         "around the experiment (star and grey line), the others held; each point the whole run with that change "
-        "(the experiment's steps and seeds), as `palsgd simulate` prints it. Diamonds and dotted lines = crossovers of DDP; the second "
-        "row, when present, is the speedup to the target loss of the convergence description.",
+        "(the experiment's steps and seeds), as `palsgd simulate` prints it. Diamonds and dotted lines = "
+        "crossovers of DDP; the second row, when present, is the speedup to the target loss of the convergence "
+        "description.",
         _svg(figures.sensitivity(table, crossovers)),
         tables=[tables.crossover_table(crossovers)] if crossovers is not None and len(crossovers) else []))
 
@@ -143,6 +144,9 @@ def _timeline_panels(s: Section, folder: ResultFolder) -> None:
         steps, origin = folder.table(io.TIMELINE), f"{io.TIMELINE} (the first steps, simulated with every row kept)"
     if steps is None:
         return
+    balanced = tables.balanced_workers_table(steps, s.folder.experiment)
+    if balanced is not None:
+        s.panels.append(Panel("Balanced H per worker", f"From {origin}.", tables=[balanced]))
     for source in sorted(steps["source"].unique()):
         svg = timeline.timeline(steps, source)
         if svg:

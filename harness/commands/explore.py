@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ...core.algorithms import FACTS
-from ...core.config import Experiment
+from ...core.config import BALANCED, Experiment
 from ..machinery import sweep
 
 BANDWIDTH_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -64,6 +64,12 @@ def _capped(value: float, factors: tuple[float, ...], most: float) -> list[float
     return sorted({round(min(most, value * f), 4) for f in factors})
 
 
+def _sync_every(exp: Experiment, h: int, factors: tuple[float, ...]) -> list:
+    """H around the user's; with workers of mixed speeds also the user's H balanced per replica
+    (``sync_every = "balanced"``, docs/algorithms.md), last."""
+    return _ints(h, factors) + [BALANCED] * (exp.cluster.variability.slow_workers > 0)
+
+
 def _group_size(exp: Experiment) -> int | None:
     """Workers per replica, when the experiment trains in replica groups."""
     spec = next((a for a in exp.algorithms if a.is_local), None)
@@ -82,7 +88,7 @@ AXES = (
     Axis("cluster.inter_node.latency_us", lambda e: e.cluster.inter_node.latency_us,
          lambda e, v, f: _scaled(v or 10.0, f), LATENCY_FACTORS),
     Axis("cluster.nodes", lambda e: e.cluster.nodes, lambda e, v, f: _ints(v, f), AROUND_FACTORS, SLICE_FACTORS),
-    Axis("algorithm.sync_every", _own("local", "sync_every"), lambda e, v, f: _ints(v, f),
+    Axis("algorithm.sync_every", _own("local", "sync_every"), lambda e, v, f: _sync_every(e, v, f),
          AROUND_FACTORS, SLICE_FACTORS),
     Axis("algorithm.p", _own("pseudo_syncs", "p"), lambda e, v, f: _capped(v, f, 0.9), P_FACTORS),
     Axis("algorithm.topk_density", _own("sparse", "topk_density"), lambda e, v, f: _capped(v, f, 1.0),
@@ -106,9 +112,11 @@ class ExploreGrid:
 
 def axes(exp: Experiment, *, sliced: bool = False) -> list[tuple[str, list]]:
     """The varied fields and their values around ``exp``'s own: explore's grid, or with ``sliced`` the
-    sensitivity's. A field only when an algorithm uses it."""
-    return [(a.key, a.values(exp, own, a.slice_factors if sliced else a.factors)) for a in AXES
-            if (own := a.own(exp)) is not None and (a.slice_factors or not sliced)]
+    sensitivity's (numbers only). A field only when an algorithm uses it."""
+    out = [(a.key, a.values(exp, own, a.slice_factors if sliced else a.factors)) for a in AXES
+           if (own := a.own(exp)) is not None and (a.slice_factors or not sliced)]
+    # the sensitivity's curves are along numbers (its value column): a word ("balanced") is explore's alone
+    return [(key, [v for v in values if not isinstance(v, str)]) for key, values in out] if sliced else out
 
 
 def own_values(exp: Experiment, grid_axes: list[tuple[str, list]]) -> dict:

@@ -27,6 +27,8 @@ def _both(overrides, algorithms=tuple(a for a in ALGORITHMS if a != "palsgd")):
 @pytest.mark.parametrize("overrides", [
     ["cluster.variability.jitter_cv=0"],
     ["cluster.variability.jitter_cv=0", 'algorithm.replica_group="node"'],  # 8 workers per replica
+    ["cluster.variability.jitter_cv=0", "cluster.variability.slow_workers=3", "cluster.variability.slow_factor=1.5",
+     'algorithm.sync_every="balanced"'],  # slower workers idle part of each period of H = 40
 ])
 def test_without_randomness_the_extrapolation_is_the_whole_run(overrides):
     whole, extrapolated, (first, measured, rest) = _both(overrides)
