@@ -519,6 +519,38 @@ def _check_own_table(name: str, own: object) -> None:
                               key=f"algorithm.{name}.{key}", value=own[key])
 
 
+def calibrated(exp: Experiment, profile: str | Path) -> Experiment:
+    """``exp`` on a calibrated cluster profile (``palsgd calibrate``), as loading it with ``--cluster
+    profile`` gives: the profile in place of the cluster file, and the figures that the layers above that
+    file set (``given_figures``) set again on top of it."""
+    data = exp.to_dict()
+    data["workload"] = exp.workload.inputs()  # as with_changes: the model's facts are derived again
+    data["cluster"] = presets.read_toml(profile).get("cluster")
+    layers: list[tuple[str, dict]] = [(str(profile), data)]
+    for where, keys in given_figures(exp).items():
+        layer: dict = {}
+        for key in keys:
+            value = exp.cluster
+            for part in key.split("."):
+                value = getattr(value, part)
+            set_path(layer, ["cluster", *key.split(".")], value)
+        layers.append((where, layer))
+    return from_layers(layers)
+
+
+def given_figures(exp: Experiment) -> dict[str, list[str]]:
+    """The cluster figures set above the cluster file, by the layer that set them: those stamped ``given:
+    <layer>`` (``_stamp_given``), less what a cluster preset states as given itself."""
+    stated = {}
+    if exp.cluster.name in presets.names("cluster"):
+        stated = presets.read("cluster", exp.cluster.name).get("cluster", {}).get("provenance", {})
+    out: dict[str, list[str]] = {}
+    for key, where in exp.cluster.provenance.items():
+        if where.startswith("given: ") and stated.get(key) != where:
+            out.setdefault(where.removeprefix("given: "), []).append(key)
+    return out
+
+
 def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment:
     """``exp`` with override layers ``(source, nested dict)`` applied, validated again.
 
