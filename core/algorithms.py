@@ -57,7 +57,8 @@ FACTS = {f.name: f for f in (
     AlgorithmFacts("palsgd", "PALSGD", "#029e73", (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
                    outer_step=True, pseudo_syncs=True),
     AlgorithmFacts("streaming_diloco", "Streaming DiLoCo", "#cc78bc",
-                   (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"), outer_step=True,
+                   (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha", "eager_outer"),
+                   outer_step=True,
                    fragments=True),
     # Its error feedback replaces the outer momentum, and its one all-gather has no per-tensor calls.
     AlgorithmFacts("sparseloco", "SparseLoCo", "#ca9161",
@@ -158,7 +159,14 @@ class Plan:
         it is the step of the sync itself."""
         out = np.full(self.steps, -1, dtype=self.fragment.dtype)
         out[:self.steps - self.sync_delay] = self.fragment[self.sync_delay:]
+        out[self.kinds[0] == DDP_STEP] = -1  # tau = H/P: the first round's start has nothing trained to send
         return out
+
+    def sync_started(self, step: int) -> bool:
+        """Whether the sync after ``step`` applies an all-reduce started earlier: with tau = H/P the first
+        sync has none (its start would fall before the first local step), and applies a zero average."""
+        start = step - self.sync_delay
+        return start >= 0 and self.start_after[start] == self.fragment[step] >= 0
 
     @property
     def workers(self) -> int:
@@ -191,8 +199,9 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
     Streaming DiLoCo (torchft ``local_sgd.DiLoCo``): a fragment sync every H/P local steps, fragments in
     turn (0, 1, ..., P-1, 0, ...), so fragment i is synced every H steps, H/P steps after fragment i-1.
     Its all-reduce starts after the step tau steps before the sync (torchft's ``prepare_sync`` at inner
-    step H/P - tau) and is applied after the sync step (``perform_sync``); tau < H/P, so one fragment is
-    in flight at a time and never before the warm-up ends.
+    step H/P - tau) and is applied after the sync step (``perform_sync``); tau <= H/P, so one fragment is
+    in flight at a time (with tau = H/P the next one starts once the sync step has applied the last) and
+    never before the warm-up ends.
 
     Replica groups (``group_size`` > 1, ``core/groups.py``) change no step's kind: a worker's gradient
     step is then a DDP step over its group (the warm-up's DDP steps still span every worker), its sync is

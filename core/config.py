@@ -77,6 +77,9 @@ class AlgorithmSpec:
     """Streaming DiLoCo: tau, inner steps a fragment's all-reduce overlaps before it is applied."""
     fragment_update_alpha: float = 0.0
     """Streaming DiLoCo: weight of the local fragment when mixed with the synced one (0: take the synced)."""
+    eager_outer: bool = False
+    """Streaming DiLoCo: a fragment's outer step takes the worker's own fresh pseudo-gradient share at once
+    and the others' from the all-reduce (Kale et al., arXiv 2502.12996; ``docs/algorithms.md``)."""
     payload_dtype: Literal["fp32", "bf16", "fp16", "int8", "fp4", "int2"] = "fp32"
     """Element type of what a sync sends; int8 and fp4 are quantized with fp32 accumulation, and DDP
     steps then send fp32 gradients (``core.buckets.QUANTIZED``). SparseLoCo: its values' type, one of
@@ -138,8 +141,9 @@ class AlgorithmSpec:
         check(self.fragments >= 1, "fragments", self.fragments, "must be >= 1 (P)")
         check(self.sync_every % self.fragments == 0, "fragments", self.fragments,
               f"must divide sync_every ({self.sync_every})")
-        check(0 <= self.fragment_sync_delay < self.sync_every // self.fragments, "fragment_sync_delay",
-              self.fragment_sync_delay, f"must be in [0, sync_every / fragments = {self.sync_every // self.fragments})")
+        # tau = H/P: the all-reduce overlaps a whole round (DiLoCoX's one-step delay when P = 1).
+        check(0 <= self.fragment_sync_delay <= self.sync_every // self.fragments, "fragment_sync_delay",
+              self.fragment_sync_delay, f"must be in [0, sync_every / fragments = {self.sync_every // self.fragments}]")
         check(0 <= self.fragment_update_alpha <= 1, "fragment_update_alpha", self.fragment_update_alpha,
               "must be in [0, 1]")
 

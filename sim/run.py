@@ -8,6 +8,8 @@ DDP steps, a sync's barrier (the last arrival), the collective on the network st
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import simpy
 
@@ -143,6 +145,8 @@ class Run:
             return
         who = np.flatnonzero(present)
         sync_cost = self.algo.sync(self.costs, int(self.plan.fragment[last]))
+        if delay and not self.plan.sync_started(last):  # tau = H/P, first sync: nothing was sent
+            sync_cost = replace(sync_cost, comm_s=0.0, bytes=0.0)
         # A blocking sync enters through a barrier; the real side times it as waiting (it cannot tell the
         # barrier's own latency from the wait for the slowest worker), so the record does too.
         entered = barrier + (self.costs.barrier_s if self.talk and not delay else 0.0)
@@ -162,8 +166,10 @@ class Run:
 
     def _overlapped(self, who: np.ndarray, last: int, start_s: float, sync_cost):
         """SimPy process part: a Streaming DiLoCo all-reduce started at ``start_s`` (the last worker
-        ends the step tau before the sync) and overlapped with the steps since; the workers, at the
-        barrier now, wait for what those steps did not hide. The link is free (one fragment in flight)."""
+        ends the step tau before the sync; with tau = H/P, the end of the last sync's outer step) and
+        overlapped with the steps since; the workers, at the barrier now, wait for what those steps did
+        not hide, and the delayed (or eager) outer step is applied after it. The link is free (one
+        fragment in flight)."""
         env, rec = self.env, self.rec
         comm_s = sync_cost.comm_s if self.talk else 0.0
         end_s = start_s + comm_s
@@ -216,7 +222,9 @@ class Run:
             self.groups.record(self.rec, first, starts, done, grad, data, fail, comp, m, opt)
         else:
             self._record_local(first, starts, done, grad, data, fail, comp, m, opt)
-        return np.where(present, arrival, np.inf), present, ends[:, -1 - delay]
+        # tau = H/P: the all-reduce started when the last sync's outer step ended, when these steps began.
+        started_s = ends[:, -1 - delay] if delay < grad.shape[1] else np.full(k.count, start_s)
+        return np.where(present, arrival, np.inf), present, started_s
 
     def _record_local(self, first, starts, done, grad, data, fail, comp, m, opt) -> None:
         rec = self.rec

@@ -2,11 +2,12 @@
 
 Time to the target = the simulated wall-clock of the steps the configuration needs to reach the
 target: DDP's steps (``Convergence.ddp_steps_on``) times the configuration's steps relative to DDP
-(``Convergence.steps_to_target``). The search covers algorithm x H x p x fragments x replica group size
-x payload dtype, but only where the description was measured: an axis it measured is searched over its
-measured values and the powers of two (H, fragments, workers per replica group) or multiples of 0.05 (p)
-between them, group sizes only where they tile the cluster (``core/groups.py``); an axis it assumes
-not to matter keeps the experiment's value (searching it would trust an assumption outside any
+(``Convergence.steps_to_target``). The search covers algorithm x H x p x fragments x sync delay x eager
+outer steps x replica group size x payload dtype, but only where the description was measured: an axis it
+measured is searched over its measured values and the powers of two (H, fragments, workers per replica
+group) or multiples of 0.05 (p) between them (the sync delay and eager outer steps: the measured values
+only), group sizes only where they tile the cluster (``core/groups.py``); an axis it assumes not to matter
+keeps the experiment's value (searching it would trust an assumption outside any
 measurement). Each candidate is simulated with one seed; the best two and DDP again with
 ``exp.repeats`` seeds for the 5-95 % band.
 """
@@ -113,15 +114,18 @@ def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], li
             ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if FACTS[base.name].pseudo_syncs \
                 else [base.p]
             fs = _grid(measured.get("fragments"), base.fragments, _powers_of_two)
+            taus = _grid(measured.get("fragment_sync_delay"), base.fragment_sync_delay, _none_between)
+            eager = _grid(measured.get("eager_outer"), base.eager_outer, _none_between)
             own = exp.group_size(base)
             gs = [s for s in _grid(measured.get("replica_group"), own, _powers_of_two) if _tiles(exp, int(s))]
-            for h, p, f, s in itertools.product(hs, ps, fs, gs):
+            for h, p, f, tau, e, s in itertools.product(hs, ps, fs, taus, eager, gs):
                 try:
                     spec = dataclasses.replace(base, sync_every=int(h), p=float(p), fragments=int(f),
+                                               fragment_sync_delay=int(tau), eager_outer=bool(e),
                                                payload_dtype=dtype,
                                                replica_group=base.replica_group if s == own else int(s))
-                except ConfigError as err:  # P fragments must divide H
-                    refused.append(f"{base.name} H={h:g} fragments={f:g}: {err}")
+                except ConfigError as err:  # P fragments must divide H, tau at most H/P
+                    refused.append(f"{base.name} H={h:g} fragments={f:g} tau={tau:g}: {err}")
                     continue
                 found = conv.lookup(spec, exp.workers, int(s))
                 if found.steps_vs_ddp is None:
@@ -165,6 +169,10 @@ def _tiles(exp: Experiment, size: int) -> bool:
     return True
 
 
+def _none_between(lo: float, hi: float) -> list[float]:
+    return []
+
+
 def _powers_of_two(lo: float, hi: float) -> list[int]:
     return [2 ** k for k in range(0, int(math.log2(hi)) + 1) if lo <= 2 ** k]
 
@@ -188,6 +196,8 @@ def _name(spec: AlgorithmSpec) -> str:
         return f"ddp {spec.payload_dtype}"
     p = f" p={spec.p:g}" if facts.pseudo_syncs else ""
     fragments = f" P={spec.fragments}" if facts.fragments else ""
+    if facts.fragments and (spec.fragment_sync_delay or spec.eager_outer):
+        fragments += f" tau={spec.fragment_sync_delay}" + (" eager" if spec.eager_outer else "")
     density = f" density={spec.topk_density:g}" if facts.sparse else ""
     group = "" if spec.replica_group == "worker" else f" replica_group={spec.replica_group}"
     balanced = " balanced" if spec.sync_balanced else ""
@@ -257,6 +267,8 @@ def advice_json(advice: Advice) -> dict:
                 "sync_balanced": spec.sync_balanced if spec.is_local else None,
                 "p": spec.p if FACTS[spec.name].pseudo_syncs else None,
                 "fragments": spec.fragments if FACTS[spec.name].fragments else None,
+                "fragment_sync_delay": spec.fragment_sync_delay if FACTS[spec.name].fragments else None,
+                "eager_outer": spec.eager_outer if FACTS[spec.name].fragments else None,
                 "topk_density": spec.topk_density if FACTS[spec.name].sparse else None,
                 "replica_group": advice.exp.group_size(spec) if spec.is_local else None,
                 "payload_dtype": spec.payload_dtype,

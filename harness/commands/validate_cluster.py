@@ -37,6 +37,9 @@ compared in the cases with variability only."""
 NO_VARIABILITY = {"jitter_cv": 0.0, "slow_workers": 0, "slow_factor": 1.0, "straggler_prob": 0.0,
                   "straggler_factor": 1.0}
 """Only the case's variability: the spread the calibration measured on emulated compute is the sleep's."""
+EAGER_DELAY = ("algorithm.streaming_diloco.fragments=1", "algorithm.streaming_diloco.fragment_sync_delay=8",
+               "algorithm.streaming_diloco.eager_outer=true")
+"""The eager-delay case's Streaming DiLoCo: DiLoCo whose outer all-reduce overlaps the next round (H = 8)."""
 THREADS_PER_RANK = 1  # emulated compute leaves the cores to communication and the host's own work
 
 
@@ -58,6 +61,8 @@ class ClusterCase:
     """``algorithm.replica_group`` of the local algorithms (``core/groups.py``)."""
     balanced: bool = False
     """``algorithm.sync_every = "balanced"``: each replica's H scaled by its known speed."""
+    streaming: tuple[str, ...] = STREAMING
+    """Streaming DiLoCo's overrides (P, tau, eager_outer)."""
 
     @property
     def name(self) -> str:
@@ -111,6 +116,10 @@ def cases(*, quick: bool, emulate: bool = True) -> list[ClusterCase]:
           algorithms=("ddp", "diloco", "sparseloco")),
         # slow-worker-1.5x with the slow worker's H scaled down (4 -> 2): the others stop waiting for it.
         r(BASE, label="balanced-slow-1.5x", variability=(("slow_workers", 1), ("slow_factor", 1.5)), balanced=True),
+        # A whole round of delay with eager outer steps (P = 1, tau = H) beside DiLoCo (tau = 0): H = 8
+        # so that the all-reduce fits inside a round on the 1 Gbit/s link.
+        r(BASE, label="eager-delay-2x4-1gbit", sync_every=8, steps=32, algorithms=("ddp", "diloco", "streaming_diloco"),
+          streaming=EAGER_DELAY),
     ]
 
 
@@ -126,7 +135,7 @@ def case_experiment(case: ClusterCase, cluster: str | None = None) -> Experiment
                  "cluster.compute.outer_step_time_s=0", "cluster.compute.pseudo_sync_time_s=0",
                  "cluster.compute.data_time_s=0", "workload.data_time_s=0", "train.eval_batches=1",
                  *(f"cluster.variability.{k}={v}" for k, v in {**NO_VARIABILITY, **dict(case.variability)}.items()),
-                 *(STREAMING if "streaming_diloco" in case.algorithms else ())]
+                 *(case.streaming if "streaming_diloco" in case.algorithms else ())]
     exp = load(workload=case.workload, cluster=cluster, steps=case.steps, algorithms=list(case.algorithms),
                overrides=overrides)
     return exp.replace(repeats=SEEDS)

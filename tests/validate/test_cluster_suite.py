@@ -26,7 +26,7 @@ def test_full_suite_changes_one_thing_at_a_time_from_the_base():
         assert case.ranks >= 8
     assert {c.nodes for c in cases} == {2, 4}
     assert {c.link for c in cases} == {"rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms"}
-    assert {c.sync_every for c in cases} == {4, 16}
+    assert {c.sync_every for c in cases} == {4, 8, 16}
     assert {dict(c.variability).get("jitter_cv") for c in cases} >= {0.1, 0.3}
 
 
@@ -84,6 +84,16 @@ def test_quick_cluster_case_end_to_end(tmp_path):
     profile = (out / "cases" / "quick-2x2-1gbit" / "profile" / "cluster.toml").read_text()
     assert "[cluster.intra_node]" in profile and "[cluster.inter_node]" in profile
     assert "target step_time_mean_s" in proc.stdout
+
+
+def test_eager_delay_case_runs_diloco_beside_a_whole_round_of_delay():
+    case = next(c for c in validate_cluster.cases(quick=False) if c.name == "eager-delay-2x4-1gbit")
+    exp = validate_cluster.case_experiment(case)
+    spec = exp.algorithm("streaming_diloco")
+    assert (spec.fragments, spec.fragment_sync_delay, spec.eager_outer) == (1, spec.sync_every, True)
+    assert exp.algorithm("diloco").sync_every == spec.sync_every == 8
+    # The other cases keep Streaming DiLoCo's P = 2, tau = 1.
+    assert validate_cluster.case_experiment(validate_cluster.BASE).algorithm("streaming_diloco").fragments == 2
 
 
 def test_sparseloco_runs_in_a_case_of_its_own():
