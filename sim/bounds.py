@@ -147,7 +147,9 @@ def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
     block = max(fast.CELLS_PER_BLOCK, batch * workers)
     draws = max(fast.CELLS_PER_BLOCK, batch * workers * drawn)
     totals = batch * len(PHASES) * workers
-    run_bytes = 8 * (FAST_BLOCK_ARRAYS * block + FAST_DRAW_ARRAYS * draws) + totals * FAST_CELL_BYTES
+    # the exact engine's factors of a batch's seeds (float64) and PALSGD's gradient steps (bool), where drawn
+    exact = batch * workers * steps * 9 if any(fast.draws_exactly(exp, a) for a in exp.algorithms) else 0
+    run_bytes = 8 * (FAST_BLOCK_ARRAYS * block + FAST_DRAW_ARRAYS * draws) + totals * FAST_CELL_BYTES + exact
     total_rows = runs * workers * len(PHASES) if keep_totals else 0
     kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
     work_s = runs / batch * FAST_RUN_OVERHEAD_S + cells / FAST_CELLS_PER_S

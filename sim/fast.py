@@ -10,9 +10,14 @@ cheap (few workers, short intervals) and from their distributions where it is no
 The costs are the exact engine's (``sim/costs.py``, ``SimAlgorithm.sync``), so both follow any
 change to them.
 
-The draws come from a stream of their own: a fast run is distributed as the exact engine's run of
-the same seed (``tests/sim/test_fast.py`` compares them), not equal to it draw for draw. Without
-variability both compute the same numbers up to rounding. ``why_not`` names what the fast path
+Where every step of every worker of a run is drawn cell by cell (``draws_exactly``), the cells are
+the exact engine's own factors (``core/variability.ComputeFactors`` of the run's seed, step-major,
+shared by the algorithms as there) and PALSGD's pseudo-sync steps are where the seed's plan puts them,
+so a fast run equals the exact engine's run of the same seed up to rounding. Where sums and maxima are
+drawn from their distributions, the draws come from a stream of their own: a fast run is then
+distributed as the exact engine's run of the same seed, not equal to it draw for draw
+(``tests/sim/test_fast.py`` checks both; ``benchmarks/bench_fast_agreement.py`` measures them).
+Without variability both compute the same numbers up to rounding. ``why_not`` names what the fast path
 does not model (the exact engine then runs): failures, a kept step table, Streaming DiLoCo's
 overlapped all-reduce (tau > 0), PALSGD's ``skipped_batches = kept``, a single worker.
 """
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.algorithms import plan, pseudo_sync_mask
+from ..core.algorithms import Plan, plan, pseudo_sync_mask
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.schema import PHASES
 from ..core.variability import ComputeFactors
@@ -38,6 +43,9 @@ MAX_SUM_CV = 0.3
 """Largest jitter cv for which sums are drawn from their distribution (the log-normal fit's range)."""
 MIN_MAX_WORKERS = 64
 """Workers from which a DDP step's maximum is drawn from its distribution, not cell by cell."""
+EXACT_TABLE_CELLS = 1 << 23
+"""Most (repeats x workers x steps) factors of the exact engine drawn at once (64 MB of float64): a run
+of more workers x steps draws its cells from the fast path's own stream (``draws_exactly``)."""
 _FAST_STREAM = 0xFA57
 _P = {name: i for i, name in enumerate(PHASES)}
 
@@ -76,18 +84,58 @@ class Tally:
 
 
 def simulate_batch(exp: Experiment, algo: SimAlgorithm, costs: StepCosts,
-                   seeds: list[int]) -> tuple[Tally, np.ndarray, int]:
-    """Runs of ``algo`` with plan seeds ``seeds``: (their totals, their wall-clocks, their steps)."""
+                   seeds: list[int], exact: ExactFactors | None = None) -> tuple[Tally, np.ndarray, int]:
+    """Runs of ``algo`` with plan seeds ``seeds``: (their totals, their wall-clocks, their steps).
+    ``exact``: the exact engine's factors of these seeds, used where ``draws_exactly``."""
     spec, var = algo.spec, exp.cluster.variability
     rng = np.random.default_rng([seeds[0], _FAST_STREAM])
     groups = _Groups(exp)
-    run = _Batch(exp, algo, costs, groups, Factors(var, rng), len(seeds))
-    shape = plan(spec.name, workers=1, steps=exp.nominal_steps, seed=0, warmup_steps=spec.warmup_steps,
-                 sync_every=spec.sync_every, fragments=spec.fragments)
+    shape = _shape(exp, spec)
     ddp_steps = int((shape.kinds[0] == 0).sum())
+    table = None
+    if draws_exactly(exp, spec):
+        table = (exact or ExactFactors(exp, seeds)).table()
+    run = _Batch(exp, algo, costs, groups, Factors(var, rng), len(seeds), table)
+    run.mask = _gradient_mask(exp, spec, seeds, table is not None)
     run.ddp(ddp_steps)
-    run.local(_intervals(shape.sync_after, ddp_steps), shape.fragment, _gradient_rows(exp, spec, seeds))
+    run.local(_intervals(shape.sync_after, ddp_steps), shape.fragment)
     return groups.expand(run.tally), run.wall_s, exp.nominal_steps
+
+
+def _shape(exp: Experiment, spec: AlgorithmSpec) -> Plan:
+    """The plan's step kinds, syncs and fragments, for one worker (the pseudo-syncs apart)."""
+    return plan(spec.name, workers=1, steps=exp.nominal_steps, seed=0, warmup_steps=spec.warmup_steps,
+                sync_every=spec.sync_every, fragments=spec.fragments, averager=spec.averager)
+
+
+def draws_exactly(exp: Experiment, spec: AlgorithmSpec) -> bool:
+    """True where the runs of ``spec`` draw every step of every worker cell by cell (few workers, short
+    intervals) and the cells fit in EXACT_TABLE_CELLS: the fast path then draws the exact engine's own
+    factors, so its runs equal the exact engine's of the same seed up to rounding."""
+    var = exp.cluster.variability
+    if not (var.jitter_cv > 0 or var.straggler_prob > 0) or exp.workers * exp.nominal_steps > EXACT_TABLE_CELLS:
+        return False
+    shape = _shape(exp, spec)
+    ddp_steps = int((shape.kinds[0] == 0).sum())
+    if exp.workers >= MIN_MAX_WORKERS and ddp_steps >= MIN_SUM_STEPS:
+        return False
+    lengths = {last - first + 1 for first, last, _ in _intervals(shape.sync_after, ddp_steps)}
+    return var.jitter_cv > MAX_SUM_CV or all(n < MIN_SUM_STEPS for n in lengths)
+
+
+class ExactFactors:
+    """The exact engine's factors slow_k · J_kt · S_kt of a batch of seeds, [repeats, workers, steps]:
+    ``ComputeFactors(var, workers, seed).draw(steps)``, the sequence the exact engine's run of that seed
+    draws block by block (every algorithm of a run draws the same, so they are drawn once per batch)."""
+
+    def __init__(self, exp: Experiment, seeds: list[int]):
+        self.exp, self.seeds, self._table = exp, seeds, None
+
+    def table(self) -> np.ndarray:
+        if self._table is None:
+            var, w, n = self.exp.cluster.variability, self.exp.workers, self.exp.nominal_steps
+            self._table = np.stack([ComputeFactors(var, w, s).draw(n) for s in self.seeds])
+        return self._table
 
 
 def _intervals(sync_after: np.ndarray, first: int) -> list[tuple[int, int, bool]]:
@@ -101,13 +149,16 @@ def _intervals(sync_after: np.ndarray, first: int) -> list[tuple[int, int, bool]
     return out
 
 
-def _gradient_rows(exp: Experiment, spec: AlgorithmSpec, seeds: list[int]) -> np.ndarray | None:
-    """PALSGD with shared draws: bool [repeats, steps], True at a gradient step, from each seed's plan
-    (``core.algorithms.pseudo_sync_mask``, one row: every worker's is the same). None otherwise."""
-    if spec.effective_p <= 0 or spec.skip_draws != "shared":
+def _gradient_mask(exp: Experiment, spec: AlgorithmSpec, seeds: list[int], exact: bool) -> np.ndarray | None:
+    """PALSGD: bool [repeats, 1 or workers, steps], True at a gradient step, from each seed's plan
+    (``core.algorithms.pseudo_sync_mask``): one row with shared draws (every worker's is the same), one
+    per worker with independent draws where the runs draw exactly. None otherwise (independent draws
+    are then binomial counts of the fast path's own stream)."""
+    if spec.effective_p <= 0 or (spec.skip_draws != "shared" and not exact):
         return None
-    return np.stack([~pseudo_sync_mask(s, 1, exp.nominal_steps, spec.effective_p, spec.warmup_steps,
-                                       "shared")[0] for s in seeds])
+    rows = 1 if spec.skip_draws == "shared" else exp.workers
+    return np.stack([~pseudo_sync_mask(s, rows, exp.nominal_steps, spec.effective_p, spec.warmup_steps,
+                                       spec.skip_draws) for s in seeds])
 
 
 class _Groups:
@@ -135,9 +186,12 @@ class _Groups:
 class _Batch:
     """The totals and wall-clocks of a batch of runs, built block by block."""
 
-    def __init__(self, exp, algo, costs: StepCosts, groups: _Groups, factors: Factors, repeats: int):
+    def __init__(self, exp, algo, costs: StepCosts, groups: _Groups, factors: Factors, repeats: int,
+                 table: np.ndarray | None):
         self.exp, self.algo, self.c, self.g, self.x = exp, algo, costs, groups, factors
         self.repeats, self.n = repeats, len(groups.slow)
+        self.table = table  # the exact engine's factors [repeats, workers, steps], or None
+        self.mask: np.ndarray | None = None  # PALSGD's gradient steps [repeats, 1 or workers, steps]
         self.tally = Tally(repeats, self.n)
         self.wall_s = np.zeros(repeats)
 
@@ -152,11 +206,14 @@ class _Batch:
             if statistical:
                 self._ddp_drawn(n)
             else:
-                self._ddp_cells(n)
+                self._ddp_cells(first, n)
 
-    def _ddp_cells(self, n: int) -> None:
-        """n steps from per-cell compute times [repeats, workers, n]."""
-        comp = self.c.compute_s * self.g.slow[None, :, None] * self._cells((self.repeats, self.n, n))
+    def _ddp_cells(self, first: int, n: int) -> None:
+        """Steps first.. first + n - 1 from per-cell compute times [repeats, workers, n]."""
+        if self.table is not None:
+            comp = self.c.compute_s * self.table[:, :, first:first + n]
+        else:
+            comp = self.c.compute_s * (self.g.slow[None, :, None] * self._cells((self.repeats, self.n, n)))
         cmax = comp.max(axis=1)
         idle = cmax[:, None, :] - comp
         self.tally.add("compute", comp.sum(axis=2), n)
@@ -220,7 +277,7 @@ class _Batch:
 
     # -- Local steps: a barrier at each sync -------------------------------------------------------
 
-    def local(self, intervals, fragment: np.ndarray, gradient: np.ndarray | None) -> None:
+    def local(self, intervals, fragment: np.ndarray) -> None:
         """Intervals of equal length in blocks of [repeats, intervals, workers]."""
         i = 0
         while i < len(intervals):
@@ -230,19 +287,19 @@ class _Batch:
             j = i
             while j < len(intervals) and j - i < limit and intervals[j][1] - intervals[j][0] + 1 == n:
                 j += 1
-            self._block(intervals[i:j], n, fragment, gradient)
+            self._block(intervals[i:j], n, fragment)
             i = j
 
     def _cell_drawn(self, n: int) -> bool:
         return self.g.random and (n < MIN_SUM_STEPS or self.x.cv > MAX_SUM_CV)
 
-    def _block(self, block, n: int, fragment: np.ndarray, gradient: np.ndarray | None) -> None:
+    def _block(self, block, n: int, fragment: np.ndarray) -> None:
         c, shape = self.c, (self.repeats, len(block), self.n)
-        grads = self._gradient_steps(np.array([a for a, _, _ in block]), n, gradient, shape)
+        grads = self._gradient_steps(np.array([a for a, _, _ in block]), n, shape)
         pseudo = n - grads
         m, pseudo_data = self.algo.pseudo_sync(c)
-        arrival = self._sums(grads, n, shape)  # [repeats, intervals, workers], compute first
-        arrival *= c.compute_s * self.g.slow
+        arrival = self._sums(grads, block[0][0], n, shape)  # [repeats, intervals, workers], compute first
+        arrival *= c.compute_s
         self.tally.add("compute", arrival.sum(axis=1), grads.sum(axis=1))
         arrival += grads * (c.data_s + c.optimizer_s) + pseudo * (pseudo_data + m)
         barrier = arrival.max(axis=2)
@@ -272,24 +329,34 @@ class _Batch:
         if m > 0:
             self.tally.add("pseudo_sync", s * m, s)
 
-    def _gradient_steps(self, firsts: np.ndarray, n: int, gradient: np.ndarray | None, shape) -> np.ndarray:
+    def _gradient_steps(self, firsts: np.ndarray, n: int, shape) -> np.ndarray:
         """[repeats, intervals, workers] gradient steps of each interval (the others are pseudo-syncs)."""
         p = self.algo.spec.effective_p
-        if gradient is not None:  # shared draws: the plan's own row
-            done = np.concatenate([np.zeros((len(gradient), 1), np.int64), np.cumsum(gradient, axis=1)], axis=1)
-            counts = done[:, firsts + n] - done[:, firsts]
-            return counts[:, :, None]
+        if self.mask is not None:  # the plan's own rows
+            cells = self._interval_cells(self.mask, firsts[0], len(firsts), n)
+            return cells.sum(axis=-1, dtype=np.int64)
         if p > 0:  # independent draws: each worker's own Binomial(n, 1 - p)
             return self.x.rng.binomial(n, 1 - p, shape)
         return np.full((1, len(firsts), 1), n)
 
-    def _sums(self, grads: np.ndarray, n: int, shape) -> np.ndarray:
-        """Σ of each worker's ``grads`` compute factors (J · S; 1 without variability), [shape]."""
+    def _sums(self, grads: np.ndarray, first: int, n: int, shape) -> np.ndarray:
+        """Σ of each worker's ``grads`` compute factors slow_k · J · S over the intervals of ``shape``
+        from step ``first`` on, [shape]."""
         if not self.g.random:
-            return np.broadcast_to(grads, shape).astype(float)
+            return np.broadcast_to(grads * self.g.slow, shape).astype(float)
         if not self._cell_drawn(n):
             same = grads.size and grads.min() == grads.max()  # one draw per cell without a mask
-            return self.x.sums(grads.ravel()[0] if same else grads, shape)
-        cells = self.x.cells((*shape, n))
+            return self.g.slow * self.x.sums(grads.ravel()[0] if same else grads, shape)
+        if self.table is not None:  # the exact engine's cells, at the plan's gradient steps
+            cells = self._interval_cells(self.table, first, shape[1], n)
+            return (cells if self.mask is None else
+                    np.where(self._interval_cells(self.mask, first, shape[1], n), cells, 0.0)).sum(axis=-1)
+        cells = self.g.slow[:, None] * self.x.cells((*shape, n))
         return np.where(np.arange(n) < grads[..., None], cells, 0.0).sum(axis=-1)
+
+    @staticmethod
+    def _interval_cells(a: np.ndarray, first: int, intervals: int, n: int) -> np.ndarray:
+        """[repeats, workers, steps] ``a`` from step ``first`` as [repeats, intervals, workers, n]."""
+        block = a[:, :, first:first + intervals * n]
+        return block.reshape(block.shape[0], block.shape[1], intervals, n).transpose(0, 2, 1, 3)
 

@@ -12,7 +12,7 @@ from ..core.config import Experiment
 from ..core.schema import PHASES
 from . import algorithms
 from .costs import step_costs
-from .fast import CELLS_PER_BLOCK, Tally, simulate_batch
+from .fast import CELLS_PER_BLOCK, EXACT_TABLE_CELLS, ExactFactors, Tally, draws_exactly, simulate_batch
 
 SOURCE = "sim"
 _P = {name: i for i, name in enumerate(PHASES)}
@@ -22,8 +22,12 @@ _PHASE_RANK = np.argsort(np.argsort(PHASES))  # alphabetical rank of each phase,
 
 def repeats_per_batch(exp: Experiment) -> int:
     """Repeats simulated together: their [repeats x workers] and [repeats x steps] arrays (PALSGD's
-    pseudo-sync rows) stay within one block."""
-    return max(1, min(exp.repeats, CELLS_PER_BLOCK // (8 * exp.workers), CELLS_PER_BLOCK // exp.nominal_steps))
+    pseudo-sync rows) stay within one block, and the exact engine's factors of their seeds, where drawn
+    (``fast.draws_exactly``), within EXACT_TABLE_CELLS."""
+    batch = min(exp.repeats, CELLS_PER_BLOCK // (8 * exp.workers), CELLS_PER_BLOCK // exp.nominal_steps)
+    if any(draws_exactly(exp, spec) for spec in exp.algorithms):
+        batch = min(batch, EXACT_TABLE_CELLS // (exp.workers * exp.nominal_steps))
+    return max(1, batch)
 
 
 def simulate_fast(exp: Experiment, *, keep_totals: bool, on_repeat=None):
@@ -35,8 +39,9 @@ def simulate_fast(exp: Experiment, *, keep_totals: bool, on_repeat=None):
     for first in range(0, exp.repeats, batch):
         runs = np.arange(first, min(first + batch, exp.repeats))
         seeds = [exp.seed + int(r) for r in runs]
+        exact = ExactFactors(exp, seeds)  # drawn once, if an algorithm uses them, for all of them
         for algo, costs in built:
-            tally, wall_s, steps = simulate_batch(exp, algo, costs, seeds)
+            tally, wall_s, steps = simulate_batch(exp, algo, costs, seeds, exact)
             rows.append(_run_rows(algo.name, runs, tally, wall_s, steps))
             if keep_totals:
                 totals.append(_totals(algo.name, runs, tally))

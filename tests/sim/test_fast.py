@@ -1,5 +1,6 @@
 """The fast path (``sim/fast.py``) against the exact event-by-event engine on small cases: equal up to
-rounding without variability, equal in distribution with jitter, stragglers and slow workers."""
+rounding without variability and, with jitter, stragglers and slow workers, where every step is drawn
+(the exact engine's own draws); equal in distribution where sums and maxima are drawn."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from palsgd.core.cluster import VariabilitySpec
 from palsgd.core.config import load
 from palsgd.core.errors import ConfigError
 from palsgd.core.variability import ComputeFactors
-from palsgd.sim import bounds
+from palsgd.sim import bounds, fast
 from palsgd.sim.draws import Factors
 from palsgd.sim.engine import simulate
 
@@ -58,8 +59,27 @@ NOISE = ["cluster.variability.jitter_cv=0.05", "cluster.variability.straggler_pr
          "cluster.variability.slow_factor=1.1"]
 
 
+@pytest.mark.parametrize("extra", [
+    ["algorithm.skip_draws=shared", "algorithm.fragments=2"],
+    ["algorithm.skip_draws=independent", "algorithm.p=0.3", "algorithm.averager=torchft"],
+])
+def test_where_every_step_is_drawn_a_fast_run_is_the_exact_engines_run_of_its_seed(extra):
+    """8 workers, H = 8 and 4 DDP warm-up steps: the fast path draws the exact engine's factors of each
+    seed, and PALSGD's pseudo-sync steps where each seed's plan puts them, so every run (not only their
+    distribution) and every worker's phase totals are the same up to rounding."""
+    exp = load(workload="gpt-neo-125m", cluster="a100-4x8-ib100", algorithms=ALL, steps=101,
+               overrides=["cluster.nodes=1", *NOISE, "cluster.variability.straggler_prob=0.02",
+                          "algorithm.sync_every=8", "algorithm.warmup_steps=4", "repeats=3", "seed=11", *extra])
+    assert all(fast.draws_exactly(exp, spec) for spec in exp.algorithms)
+    exact, quick = both(exp, keep_totals=True)
+    assert (exact.runs.groupby("algorithm")["wall_clock_s"].nunique() == 3).all()  # each seed's noise differs
+    pd.testing.assert_frame_equal(quick.runs[COLUMNS], exact.runs[COLUMNS], rtol=1e-9, atol=1e-12)
+    keys = ["algorithm", "run", "worker", "phase"]
+    pd.testing.assert_frame_equal(quick.totals.sort_values(keys).reset_index(drop=True),
+                                  exact.totals.sort_values(keys).reset_index(drop=True), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("nodes, sync_every, skip_draws", [
-    (1, 8, "shared"),  # few workers, short intervals: every step drawn
     (8, 50, "shared"),  # 64 workers, H = 50: sums and maxima drawn from their distributions
     (8, 50, "independent"),
 ])
