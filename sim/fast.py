@@ -24,12 +24,14 @@ overlapped all-reduce (tau > 0), PALSGD's ``skipped_batches = kept``, a single w
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..core.algorithms import Plan, plan, pseudo_sync_mask
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.schema import PHASES
-from ..core.variability import ComputeFactors
+from ..core.variability import ComputeFactors, slow_factors
 from .algorithms import SimAlgorithm
 from .costs import StepCosts, ddp_comm_end
 from .draws import Factors
@@ -104,8 +106,19 @@ def simulate_batch(exp: Experiment, algo: SimAlgorithm, costs: StepCosts,
 
 def _shape(exp: Experiment, spec: AlgorithmSpec) -> Plan:
     """The plan's step kinds, syncs and fragments, for one worker (the pseudo-syncs apart)."""
-    return plan(spec.name, workers=1, steps=exp.nominal_steps, seed=0, warmup_steps=spec.warmup_steps,
-                sync_every=spec.sync_every, fragments=spec.fragments, averager=spec.averager)
+    return _one_worker_plan(spec.name, exp.nominal_steps, spec.warmup_steps, spec.sync_every, spec.fragments,
+                            spec.averager)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_worker_plan(name: str, steps: int, warmup_steps: int, sync_every: int, fragments: int,
+                     averager: str) -> Plan:
+    """Cached: a sweep asks for the same few shapes at every point (the plan's arrays are not written)."""
+    shape = plan(name, workers=1, steps=steps, seed=0, warmup_steps=warmup_steps, sync_every=sync_every,
+                 fragments=fragments, averager=averager)
+    for a in (shape.kinds, shape.sync_after, shape.fragment):
+        a.setflags(write=False)
+    return shape
 
 
 def draws_exactly(exp: Experiment, spec: AlgorithmSpec) -> bool:
@@ -121,6 +134,15 @@ def draws_exactly(exp: Experiment, spec: AlgorithmSpec) -> bool:
         return False
     lengths = {last - first + 1 for first, last, _ in _intervals(shape.sync_after, ddp_steps)}
     return var.jitter_cv > MAX_SUM_CV or all(n < MIN_SUM_STEPS for n in lengths)
+
+
+def equals_exact(exp: Experiment) -> bool:
+    """True where the fast path gives the exact engine's runs up to rounding: it models ``exp``
+    (``why_not``) and either nothing is random or every run draws the exact engine's own factors."""
+    var = exp.cluster.variability
+    if why_not(exp, record_steps=False) is not None:
+        return False
+    return not (var.jitter_cv > 0 or var.straggler_prob > 0) or all(draws_exactly(exp, a) for a in exp.algorithms)
 
 
 class ExactFactors:
@@ -167,7 +189,7 @@ class _Groups:
 
     def __init__(self, exp: Experiment):
         var, w = exp.cluster.variability, exp.workers
-        slow = ComputeFactors(var, w, 0).slow  # slow_k: the sampler's own (its draws are not used)
+        slow = slow_factors(var, w)
         self.random = var.jitter_cv > 0 or var.straggler_prob > 0
         if self.random:
             self.slow, self.index = slow, None

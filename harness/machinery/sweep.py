@@ -27,9 +27,9 @@ from ...core.errors import ConfigError
 from ...core.groups import group_size
 from ...core.results import read_table_file
 from ...core.typed import set_path
-from ...sim import bounds
+from ...sim import bounds, fast
 from ...sim.engine import simulate_tables
-from ...sim.fast_runs import simulate_fast
+from ...sim.fast_runs import run_columns, run_table
 from .ray_executor import RayExecutor
 
 MAX_POINTS = 100_000
@@ -169,27 +169,27 @@ def _check_points(key: str, value, count: int) -> None:
             source="--vary")
 
 
-def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:
-    """Simulate some points and summarize them in one ``schema.summarize`` call (pandas costs more
-    than a small simulation): point i's runs are numbered i·R + r there, then numbered back. A point
-    that the fast path takes (``bounds.engine_for``: many repeats, large runs) gives its run rows
-    directly."""
-    totals, extents, fast, offsets = [], [], [], []
+def _simulate_chunk(items: Sequence[tuple[dict, Experiment]]) -> pd.DataFrame:
+    """Simulate some points and build their run table at once (pandas costs more than a small
+    simulation): point i's runs are numbered i·R + r there, then numbered back. A point the fast path
+    simulates as the exact engine would (``fast.equals_exact``: nothing random, or every step drawn from
+    the exact engine's own factors) or that only it can (``bounds.engine_for``: many repeats, large runs)
+    gives its run columns directly; the others are summarized in one ``schema.summarize`` call."""
+    totals, extents, columns, offsets = [], [], [], []
     offset = 0
     for _, exp in items:
-        if bounds.engine_for(exp, record_steps=False) == "fast":
-            runs, _ = simulate_fast(exp, keep_totals=False)
-            fast.append(runs.assign(run=runs["run"] + offset))
+        if fast.equals_exact(exp) or bounds.engine_for(exp, record_steps=False) == "fast":
+            columns.append(run_columns(exp, run_offset=offset))
         else:
             t, e, _ = simulate_tables(exp, record_steps=False, run_offset=offset)
             totals.append(t)
             extents.append(e)
         offsets.append(offset)
         offset += exp.repeats
-    parts = fast
+    parts = [run_table(columns)] if columns else []
     if totals:
-        parts = [schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True)), *fast]
-    runs = schema.finish_runs(pd.concat(parts, ignore_index=True)) if fast else parts[0]
+        parts.append(schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True)))
+    runs = schema.finish_runs(pd.concat(parts, ignore_index=True)) if len(parts) > 1 else parts[0]
     point = np.searchsorted(np.array(offsets), runs["run"].to_numpy(), side="right") - 1
     runs["run"] -= np.array(offsets)[point]
     keys = list(items[0][0])
@@ -197,6 +197,27 @@ def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:
         runs.insert(j, key, [items[i][0][key] for i in point])
     runs.insert(0, "_point", point)
     return runs
+
+
+class _Points(Sequence):
+    """Some points of a ``Grid``, built where they are read: in the process or Ray task that simulates
+    them, not one by one in the sweep's own process (building a point costs about as much as simulating
+    a small one)."""
+
+    def __init__(self, grid: Grid, indices: list[int]):
+        self.grid, self.indices = grid, indices
+        self._built: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if self._built is None:
+            self._built = [self.grid[j] for j in self.indices]
+        return self._built[i]
+
+    def __getstate__(self) -> dict:
+        return {"grid": self.grid, "indices": self.indices, "_built": None}
 
 
 def sweep(base: Experiment, vary: list[tuple[str, list]], jobs: int | None = None, *, executor: str = "local",
@@ -227,7 +248,8 @@ def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, 
             raise ConfigError("must be local or ray", key="--executor", value=executor, source="command line")
         size = max(1, min(32, math.ceil(len(todo) / (run.slots(len(todo)) * 4))))
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        for indices, part in run.map(_simulate_chunk, ([grid[i] for i in chunk] for chunk in chunks), chunks):
+        work = (_Points(grid, chunk) if isinstance(grid, Grid) else [grid[i] for i in chunk] for chunk in chunks)
+        for indices, part in run.map(_simulate_chunk, work, chunks):
             part["_point"] = np.asarray(indices)[part["_point"].to_numpy()]
             if done is not None:
                 _store_part(done, indices, part)
