@@ -35,6 +35,7 @@ from ..core.variability import ComputeFactors, slow_factors
 from .algorithms import SimAlgorithm
 from .costs import StepCosts, ddp_comm_end
 from .draws import Factors
+from .fast_failures import Failures, comm_end_with
 
 CELLS_PER_BLOCK = 1 << 21
 """Array elements (repeats x steps or intervals x workers, x steps for cell draws) per block: bounds
@@ -56,8 +57,12 @@ def why_not(exp: Experiment, record_steps: bool) -> str | None:
     """What of ``exp`` the fast path does not model, or None when it simulates it."""
     if record_steps:
         return "the step table is kept"
-    if exp.cluster.failures.mtbf_s > 0:
-        return "workers fail (cluster.failures.mtbf_s > 0)"
+    failures = exp.cluster.failures
+    if failures.mtbf_s > 0 and failures.policy != "wait":
+        return f"failed workers rejoin at the next sync (cluster.failures.policy = {failures.policy!r})"
+    if failures.mtbf_s > 0 and exp.workers * exp.nominal_steps > EXACT_TABLE_CELLS:
+        return (f"workers fail in a run of over {EXACT_TABLE_CELLS:,} worker-steps (failures are followed "
+                "step by step, as the exact engine does)")
     if exp.workers < 2:
         return "a single worker"
     for a in exp.algorithms:
@@ -99,6 +104,8 @@ def simulate_batch(exp: Experiment, algo: SimAlgorithm, costs: StepCosts,
         table = (exact or ExactFactors(exp, seeds)).table()
     run = _Batch(exp, algo, costs, groups, Factors(var, rng), len(seeds), table)
     run.mask = _gradient_mask(exp, spec, seeds, table is not None)
+    if exp.cluster.failures.mtbf_s > 0:
+        run.failures = Failures(exp, seeds)
     run.ddp(ddp_steps)
     run.local(_intervals(shape.sync_after, ddp_steps), shape.fragment)
     return groups.expand(run.tally), run.wall_s, exp.nominal_steps
@@ -126,7 +133,11 @@ def draws_exactly(exp: Experiment, spec: AlgorithmSpec) -> bool:
     intervals) and the cells fit in EXACT_TABLE_CELLS: the fast path then draws the exact engine's own
     factors, so its runs equal the exact engine's of the same seed up to rounding."""
     var = exp.cluster.variability
-    if not (var.jitter_cv > 0 or var.straggler_prob > 0) or exp.workers * exp.nominal_steps > EXACT_TABLE_CELLS:
+    if exp.workers * exp.nominal_steps > EXACT_TABLE_CELLS:
+        return False
+    if exp.cluster.failures.mtbf_s > 0:  # failure times depend on every step's end: drawn step by step
+        return True
+    if not (var.jitter_cv > 0 or var.straggler_prob > 0):
         return False
     shape = _shape(exp, spec)
     ddp_steps = int((shape.kinds[0] == 0).sum())
@@ -190,7 +201,8 @@ class _Groups:
     def __init__(self, exp: Experiment):
         var, w = exp.cluster.variability, exp.workers
         slow = slow_factors(var, w)
-        self.random = var.jitter_cv > 0 or var.straggler_prob > 0
+        # every worker apart where steps vary or workers fail, else one per slow factor
+        self.random = var.jitter_cv > 0 or var.straggler_prob > 0 or exp.cluster.failures.mtbf_s > 0
         if self.random:
             self.slow, self.index = slow, None
         else:
@@ -213,6 +225,7 @@ class _Batch:
         self.exp, self.algo, self.c, self.g, self.x = exp, algo, costs, groups, factors
         self.repeats, self.n = repeats, len(groups.slow)
         self.table = table  # the exact engine's factors [repeats, workers, steps], or None
+        self.failures: Failures | None = None  # the workers' failures (cell by cell only)
         self.mask: np.ndarray | None = None  # PALSGD's gradient steps [repeats, 1 or workers, steps]
         self.tally = Tally(repeats, self.n)
         self.wall_s = np.zeros(repeats)
@@ -220,7 +233,7 @@ class _Batch:
     # -- DDP steps: every step waits for the slowest worker ----------------------------------------
 
     def ddp(self, steps: int) -> None:
-        statistical = self.g.random and self.n >= MIN_MAX_WORKERS and steps >= MIN_SUM_STEPS
+        statistical = self.table is None and self.g.random and self.n >= MIN_MAX_WORKERS and steps >= MIN_SUM_STEPS
         per_block = CELLS_PER_BLOCK // self.repeats if statistical else CELLS_PER_BLOCK // (self.repeats * self.n)
         block = max(1, per_block)
         for first in range(0, steps, block):
@@ -236,11 +249,17 @@ class _Batch:
             comp = self.c.compute_s * self.table[:, :, first:first + n]
         else:
             comp = self.c.compute_s * (self.g.slow[None, :, None] * self._cells((self.repeats, self.n, n)))
-        cmax = comp.max(axis=1)
-        idle = cmax[:, None, :] - comp
+        if self.failures is None:
+            cmax, comm_end = comp.max(axis=1), None
+            idle = cmax[:, None, :] - comp
+        else:  # a worker restarting after a failure starts its compute later (``Run._ddp``)
+            fail = self.failures.ddp(comp, self.wall_s, self.c)
+            cmax, comm_end = (fail + comp).max(axis=1), comm_end_with(fail, comp, self.c)
+            idle = cmax[:, None, :] - fail - comp
+            self.tally.add("failure", fail.sum(axis=2), np.count_nonzero(fail, axis=2))
         self.tally.add("compute", comp.sum(axis=2), n)
         self.tally.add("wait", np.where(idle > 0, idle, 0.0).sum(axis=2), (idle > 0).sum(axis=2))
-        self._ddp_common(cmax)
+        self._ddp_common(cmax, comm_end)
 
     def _cells(self, shape):
         return self.x.cells(shape) if self.g.random else np.ones(shape)
@@ -272,11 +291,13 @@ class _Batch:
             out[:, members] = rng.multinomial(wins, np.full(len(members), 1 / len(members)))
         return out
 
-    def _ddp_common(self, cmax: np.ndarray) -> None:
+    def _ddp_common(self, cmax: np.ndarray, comm_end: np.ndarray | None = None) -> None:
         """What every worker shares at a DDP step given its slowest compute ``cmax`` [repeats, n]:
-        the buckets' all-reduce (``costs.ddp_comm_end``), data, broadcast, optimizer (``Run._ddp``)."""
+        the buckets' all-reduce (``costs.ddp_comm_end`` unless given), data, broadcast, optimizer
+        (``Run._ddp``)."""
         c, n = self.c, cmax.shape[1]
-        comm_end = ddp_comm_end(cmax.ravel(), c.bucket_ready, c.bucket_s).reshape(cmax.shape)
+        if comm_end is None:
+            comm_end = ddp_comm_end(cmax.ravel(), c.bucket_ready, c.bucket_s).reshape(cmax.shape)
         dur = c.data_s + c.buffer_broadcast_s + comm_end + c.warmup_extra_s + c.optimizer_s
         self.wall_s += dur.sum(axis=1)
         total = float(c.bucket_s.sum())
@@ -313,7 +334,7 @@ class _Batch:
             i = j
 
     def _cell_drawn(self, n: int) -> bool:
-        return self.g.random and (n < MIN_SUM_STEPS or self.x.cv > MAX_SUM_CV)
+        return self.table is not None or (self.g.random and (n < MIN_SUM_STEPS or self.x.cv > MAX_SUM_CV))
 
     def _block(self, block, n: int, fragment: np.ndarray) -> None:
         c, shape = self.c, (self.repeats, len(block), self.n)
@@ -324,13 +345,17 @@ class _Batch:
         arrival *= c.compute_s
         self.tally.add("compute", arrival.sum(axis=1), grads.sum(axis=1))
         arrival += grads * (c.data_s + c.optimizer_s) + pseudo * (pseudo_data + m)
-        barrier = arrival.max(axis=2)
         self._local_phases(grads, pseudo, m, pseudo_data)
         synced = np.array([s for *_, s in block])
         costs = [self.algo.sync(c, int(fragment[last])) if s else None for _, last, s in block]
         comm_s = np.array([x.comm_s if x else 0.0 for x in costs])
         outer_s = np.array([x.outer_s if x else 0.0 for x in costs])
         nbytes = np.array([x.bytes if x else 0.0 for x in costs])
+        if self.failures is not None:
+            fail_s, fail_n = self.failures.local(self.wall_s, arrival, comm_s + outer_s, self._steps_of(block[0][0], n))
+            arrival += fail_s
+            self.tally.add("failure", fail_s.sum(axis=1), fail_n.sum(axis=1))
+        barrier = arrival.max(axis=2)
         # a worker waits at a sync from its arrival until the barrier's own latency has passed
         idle = np.subtract((barrier + c.barrier_s)[:, synced, None], arrival[:, synced])
         np.maximum(idle, 0.0, out=idle)
@@ -340,6 +365,20 @@ class _Batch:
         if (outer_s > 0).any():
             self.tally.add("outer_step", float(outer_s.sum()), int((outer_s > 0).sum()))
         self.wall_s += barrier.sum(axis=1) + float((comm_s + outer_s).sum())
+
+    def _steps_of(self, first: int, n: int):
+        """(r, i) -> (data, main, opt) [workers, n] of the block's interval i in repeat r, built as
+        ``Run._local_steps`` builds them (for the failure loop, ``sim/fast_failures.py``)."""
+        c = self.c
+        m, pseudo_data = self.algo.pseudo_sync(c)
+
+        def steps(r: int, i: int):
+            a = first + i * n
+            comp = c.compute_s * self.table[r, :, a:a + n]
+            grad = np.broadcast_to(True if self.mask is None else self.mask[r, :, a:a + n], comp.shape)
+            comp = np.where(grad, comp, 0.0)
+            return np.where(grad, c.data_s, pseudo_data), np.where(grad, comp, m), np.where(grad, c.optimizer_s, 0.0)
+        return steps
 
     def _local_phases(self, grads: np.ndarray, pseudo: np.ndarray, m: float, pseudo_data: float) -> None:
         """Data, optimizer and pseudo-sync time of local steps: fixed costs per step of each kind."""
