@@ -13,13 +13,16 @@ change to them.
 Where every step of every worker of a run is drawn cell by cell (``draws_exactly``), the cells are
 the exact engine's own factors (``core/variability.ComputeFactors`` of the run's seed, step-major,
 shared by the algorithms as there) and PALSGD's pseudo-sync steps are where the seed's plan puts them,
-so a fast run equals the exact engine's run of the same seed up to rounding. Where sums and maxima are
+so a fast run equals the exact engine's run of the same seed up to rounding; worker failures (policy
+``wait``) are simulated there only, with the exact engine's failure stream (``sim/fast_failures.py``).
+Where sums and maxima are
 drawn from their distributions, the draws come from a stream of their own: a fast run is then
 distributed as the exact engine's run of the same seed, not equal to it draw for draw
 (``tests/sim/test_fast.py`` checks both; ``benchmarks/bench_fast_agreement.py`` measures them).
 Without variability both compute the same numbers up to rounding. ``why_not`` names what the fast path
-does not model (the exact engine then runs): failures, a kept step table, Streaming DiLoCo's
-overlapped all-reduce (tau > 0), PALSGD's ``skipped_batches = kept``, a single worker.
+does not model (the exact engine then runs): failures with policy ``rejoin`` or in runs too large to
+draw step by step, a kept step table, Streaming DiLoCo's overlapped all-reduce (tau > 0), PALSGD's
+``skipped_batches = kept``, replica groups, a single worker.
 """
 
 from __future__ import annotations
