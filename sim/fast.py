@@ -14,7 +14,7 @@ Where every step of every worker of a run is drawn cell by cell (``draws_exactly
 the exact engine's own factors (``core/variability.ComputeFactors`` of the run's seed, step-major,
 shared by the algorithms as there) and PALSGD's pseudo-sync steps are where the seed's plan puts them,
 so a fast run equals the exact engine's run of the same seed up to rounding; worker failures (policy
-``wait``) are simulated there only, with the exact engine's failure stream (``sim/fast_failures.py``).
+``wait``) are simulated there only, with the exact engine's failure stream (``sim/fast_exact.py``).
 Where sums and maxima are
 drawn from their distributions, the draws come from a stream of their own: a fast run is then
 distributed as the exact engine's run of the same seed, not equal to it draw for draw
@@ -31,14 +31,14 @@ import functools
 
 import numpy as np
 
-from ..core.algorithms import Plan, plan, pseudo_sync_mask
+from ..core.algorithms import Plan, plan
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.schema import PHASES
-from ..core.variability import ComputeFactors, slow_factors
+from ..core.variability import slow_factors
 from .algorithms import SimAlgorithm
 from .costs import StepCosts, ddp_comm_end
 from .draws import Factors
-from .fast_failures import Failures, comm_end_with
+from .fast_exact import ExactFactors, Failures, comm_end_with, gradient_mask
 
 CELLS_PER_BLOCK = 1 << 21
 """Array elements (repeats x steps or intervals x workers, x steps for cell draws) per block: bounds
@@ -106,7 +106,7 @@ def simulate_batch(exp: Experiment, algo: SimAlgorithm, costs: StepCosts,
     if draws_exactly(exp, spec):
         table = (exact or ExactFactors(exp, seeds)).table()
     run = _Batch(exp, algo, costs, groups, Factors(var, rng), len(seeds), table)
-    run.mask = _gradient_mask(exp, spec, seeds, table is not None)
+    run.mask = gradient_mask(exp, spec, seeds, table is not None)
     if exp.cluster.failures.mtbf_s > 0:
         run.failures = Failures(exp, seeds)
     run.ddp(ddp_steps)
@@ -159,21 +159,6 @@ def equals_exact(exp: Experiment) -> bool:
     return not (var.jitter_cv > 0 or var.straggler_prob > 0) or all(draws_exactly(exp, a) for a in exp.algorithms)
 
 
-class ExactFactors:
-    """The exact engine's factors slow_k · J_kt · S_kt of a batch of seeds, [repeats, workers, steps]:
-    ``ComputeFactors(var, workers, seed).draw(steps)``, the sequence the exact engine's run of that seed
-    draws block by block (every algorithm of a run draws the same, so they are drawn once per batch)."""
-
-    def __init__(self, exp: Experiment, seeds: list[int]):
-        self.exp, self.seeds, self._table = exp, seeds, None
-
-    def table(self) -> np.ndarray:
-        if self._table is None:
-            var, w, n = self.exp.cluster.variability, self.exp.workers, self.exp.nominal_steps
-            self._table = np.stack([ComputeFactors(var, w, s).draw(n) for s in self.seeds])
-        return self._table
-
-
 def _intervals(sync_after: np.ndarray, first: int) -> list[tuple[int, int, bool]]:
     """(first, last, sync after last) of each run of local steps."""
     out = []
@@ -183,18 +168,6 @@ def _intervals(sync_after: np.ndarray, first: int) -> list[tuple[int, int, bool]
     if first < len(sync_after):
         out.append((first, len(sync_after) - 1, False))
     return out
-
-
-def _gradient_mask(exp: Experiment, spec: AlgorithmSpec, seeds: list[int], exact: bool) -> np.ndarray | None:
-    """PALSGD: bool [repeats, 1 or workers, steps], True at a gradient step, from each seed's plan
-    (``core.algorithms.pseudo_sync_mask``): one row with shared draws (every worker's is the same), one
-    per worker with independent draws where the runs draw exactly. None otherwise (independent draws
-    are then binomial counts of the fast path's own stream)."""
-    if spec.effective_p <= 0 or (spec.skip_draws != "shared" and not exact):
-        return None
-    rows = 1 if spec.skip_draws == "shared" else exp.workers
-    return np.stack([~pseudo_sync_mask(s, rows, exp.nominal_steps, spec.effective_p, spec.warmup_steps,
-                                       spec.skip_draws) for s in seeds])
 
 
 class _Groups:

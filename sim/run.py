@@ -29,7 +29,7 @@ DDP_CHUNK = 256
 
 def redos(exp: Experiment, steps: int):
     """The passes of the failure loop of a block of ``steps`` steps: MAX_REDOS_PER_STEP each at most
-    (this engine's and the fast path's, ``sim/fast_failures.py``)."""
+    (this engine's and the fast path's, ``sim/fast_exact.py``)."""
     yield from range(MAX_REDOS_PER_STEP * steps)
     f = exp.cluster.failures
     raise ConfigError(

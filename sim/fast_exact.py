@@ -1,5 +1,7 @@
-"""Worker failures on the fast path (``sim/fast.py``), as the exact engine has them (``sim/run.py``,
-``sim/cluster.Workers``), for runs whose every step is drawn cell by cell.
+"""The exact engine's own draws on the fast path (``sim/fast.py``), for runs whose every step is drawn
+cell by cell: each seed's compute factors (``ExactFactors``), PALSGD's pseudo-sync steps where each
+seed's plan puts them (``gradient_mask``), and worker failures as the exact engine has them
+(``Failures``; ``sim/run.py``, ``sim/cluster.Workers``).
 
 Each worker fails after an exponential time of mean ``mtbf_s``, drawn from the run's failure stream
 (seed, FAILURE_STREAM) in the exact engine's order; a failure is charged at the start of the step it
@@ -15,10 +17,39 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.config import Experiment
+from ..core.algorithms import pseudo_sync_mask
+from ..core.config import AlgorithmSpec, Experiment
+from ..core.variability import ComputeFactors
 from .cluster import FAILURE_STREAM
 from .costs import StepCosts, ddp_comm_end, ddp_comm_end_one
 from .run import redos
+
+
+class ExactFactors:
+    """The exact engine's factors slow_k · J_kt · S_kt of a batch of seeds, [repeats, workers, steps]:
+    ``ComputeFactors(var, workers, seed).draw(steps)``, the sequence the exact engine's run of that seed
+    draws block by block (every algorithm of a run draws the same, so they are drawn once per batch)."""
+
+    def __init__(self, exp: Experiment, seeds: list[int]):
+        self.exp, self.seeds, self._table = exp, seeds, None
+
+    def table(self) -> np.ndarray:
+        if self._table is None:
+            var, w, n = self.exp.cluster.variability, self.exp.workers, self.exp.nominal_steps
+            self._table = np.stack([ComputeFactors(var, w, s).draw(n) for s in self.seeds])
+        return self._table
+
+
+def gradient_mask(exp: Experiment, spec: AlgorithmSpec, seeds: list[int], exact: bool) -> np.ndarray | None:
+    """PALSGD: bool [repeats, 1 or workers, steps], True at a gradient step, from each seed's plan
+    (``core.algorithms.pseudo_sync_mask``): one row with shared draws (every worker's is the same), one
+    per worker with independent draws where the runs draw exactly. None otherwise (independent draws
+    are then binomial counts of the fast path's own stream)."""
+    if spec.effective_p <= 0 or (spec.skip_draws != "shared" and not exact):
+        return None
+    rows = 1 if spec.skip_draws == "shared" else exp.workers
+    return np.stack([~pseudo_sync_mask(s, rows, exp.nominal_steps, spec.effective_p, spec.warmup_steps,
+                                       spec.skip_draws) for s in seeds])
 
 
 class Failures:
