@@ -344,7 +344,7 @@ class _Batch:
 
     def _steps_of(self, first: int, n: int):
         """(r, i) -> (data, main, opt) [workers, n] of the block's interval i in repeat r, built as
-        ``Run._local_steps`` builds them (for the failure loop, ``sim/fast_failures.py``)."""
+        ``Run._local_steps`` builds them (for the failure loop, ``sim/fast_exact.py``)."""
         c = self.c
         m, pseudo_data = self.algo.pseudo_sync(c)
 
