@@ -36,6 +36,8 @@ SMALL = [  # (label, workers, steps, extra overrides): every step drawn, so the 
      ["algorithm.sync_every=8", "cluster.variability.slow_workers=2", "cluster.variability.slow_factor=1.2"]),
     ("32 workers x 300 steps, H = 10, PALSGD independent draws", 32, 300,
      ["algorithm.sync_every=10", "algorithm.skip_draws=independent"]),
+    ("64 workers x 2,000 steps, H = 50, failures (mtbf 2,000 s, restart 30 s)", 64, 2000,
+     ["algorithm.sync_every=50", "cluster.failures.mtbf_s=2000", "cluster.failures.restart_s=30"]),
 ]
 
 
@@ -49,6 +51,7 @@ def compare(label: str, workers: int, steps: int, seeds: int, extra: list[str]) 
         took[engine] = time.perf_counter() - t0
     print(f"== {label}: {seeds} seeds; engine time exact {took['exact']:.1f} s, fast {took['fast']:.1f} s "
           f"(load average {os.getloadavg()[0]:.1f}) ==")
+    lost = runs["exact"]
     for algo in ALGOS:
         e, f = (runs[k].loc[runs[k]["algorithm"] == algo].sort_values("run")["wall_clock_s"].to_numpy()
                 for k in ("exact", "fast"))
@@ -56,7 +59,9 @@ def compare(label: str, workers: int, steps: int, seeds: int, extra: list[str]) 
         se = rel.std(ddof=1) / np.sqrt(len(rel)) if len(rel) > 1 else float("nan")
         print(f"{algo:10s} per run |fast/exact - 1|: mean {100 * np.abs(rel).mean():.2e} %, "
               f"largest {100 * np.abs(rel).max():.2e} %; mean signed {100 * rel.mean():+.3f} % "
-              f"(standard error {100 * se:.3f} %); exact seed-to-seed sd {100 * e.std(ddof=1) / e.mean():.3f} %")
+              f"(standard error {100 * se:.3f} %); exact seed-to-seed sd {100 * e.std(ddof=1) / e.mean():.3f} %"
+              + (f"; mean time lost to failures {lost.loc[lost['algorithm'] == algo, 'failure_s'].mean():.1f} s"
+                 if exp.cluster.failures.mtbf_s > 0 else ""))
 
 
 def main() -> None:
