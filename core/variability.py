@@ -24,7 +24,9 @@ _SPIKE_STREAM = 0x5B1C
 
 
 def slow_factors(var: VariabilitySpec, workers: int) -> np.ndarray:
-    """slow_k of every worker: ``slow_factor`` for the last ``slow_workers`` ranks, else 1."""
+    """slow_k of every worker: ``slow_factor`` for the last ``slow_workers`` ranks, else 1. The known,
+    persistent part of each worker's speed: what the jitter and spikes average around, and what
+    ``sync_every = "balanced"`` scales each replica's local steps by (``core.algorithms.balance``)."""
     slow = np.ones(workers)
     if var.slow_workers:
         slow[workers - min(var.slow_workers, workers):] = var.slow_factor
