@@ -49,9 +49,13 @@ MAX_SUM_CV = 0.3
 """Largest jitter cv for which sums are drawn from their distribution (the log-normal fit's range)."""
 MIN_MAX_WORKERS = 64
 """Workers from which a DDP step's maximum is drawn from its distribution, not cell by cell."""
-EXACT_TABLE_CELLS = 1 << 23
-"""Most (repeats x workers x steps) factors of the exact engine drawn at once (64 MB of float64): a run
-of more workers x steps draws its cells from the fast path's own stream (``draws_exactly``)."""
+EXACT_TABLE_CELLS = 1 << 24
+"""Most (repeats x workers x steps) factors of the exact engine drawn at once (128 MB of float64): a run
+of more workers x steps draws from the fast path's own stream (``draws_exactly``)."""
+EXACT_JOB_CELLS = 1 << 26
+"""Worker-steps of a whole job (repeats x workers x steps, per algorithm) up to which every step is drawn
+from the exact engine's own factors even where sums and maxima could be drawn instead: about 3 s of
+draws on one loaded core, for runs equal to the exact engine's."""
 _FAST_STREAM = 0xFA57
 _P = {name: i for i, name in enumerate(PHASES)}
 
@@ -134,16 +138,20 @@ def _one_worker_plan(name: str, steps: int, warmup_steps: int, sync_every: int, 
 
 
 def draws_exactly(exp: Experiment, spec: AlgorithmSpec) -> bool:
-    """True where the runs of ``spec`` draw every step of every worker cell by cell (few workers, short
-    intervals) and the cells fit in EXACT_TABLE_CELLS: the fast path then draws the exact engine's own
-    factors, so its runs equal the exact engine's of the same seed up to rounding."""
+    """True where the runs of ``spec`` draw every step of every worker cell by cell, from the exact
+    engine's own factors, so that they equal the exact engine's runs of the same seed up to rounding: a
+    run's cells fit in EXACT_TABLE_CELLS, and workers fail, or the whole job's cells are affordable
+    (EXACT_JOB_CELLS), or the run would be drawn cell by cell anyway (few workers, short intervals)."""
     var = exp.cluster.variability
-    if exp.workers * exp.nominal_steps > EXACT_TABLE_CELLS:
+    cells = exp.workers * exp.nominal_steps
+    if cells > EXACT_TABLE_CELLS:
         return False
     if exp.cluster.failures.mtbf_s > 0:  # failure times depend on every step's end: drawn step by step
         return True
     if not (var.jitter_cv > 0 or var.straggler_prob > 0):
         return False
+    if exp.repeats * cells <= EXACT_JOB_CELLS:
+        return True
     shape = _shape(exp, spec)
     ddp_steps = int((shape.kinds[0] == 0).sum())
     if exp.workers >= MIN_MAX_WORKERS and ddp_steps >= MIN_SUM_STEPS:
