@@ -28,10 +28,10 @@ from ...core.errors import ConfigError
 from ...core.groups import group_size
 from ...core.results import read_table_file
 from ...core.typed import set_path
-from ...sim import bounds
+from ...sim import bounds, fast
 from ...sim import steady as sim_steady
 from ...sim.engine import simulate_tables
-from ...sim.fast_runs import simulate_fast
+from ...sim.fast_runs import run_columns, run_table
 from .ray_executor import RayExecutor
 
 MAX_POINTS = 100_000
@@ -171,20 +171,20 @@ def _check_points(key: str, value, count: int) -> None:
             source="--vary")
 
 
-def _simulate_chunk(items: list[tuple[dict, Experiment]], steady: bool = False) -> pd.DataFrame:
-    """Simulate some points and summarize them in one ``schema.summarize`` call (pandas costs more
-    than a small simulation): point i's runs are numbered i·R + r there, then numbered back. A point
-    that the fast path takes (``bounds.engine_for``: many repeats, large runs) gives its run rows
-    directly. With ``steady``, each point is answered as ``sim.steady.answer_parts`` says, and a column
-    ``engine`` says how each algorithm's runs were simulated."""
-    totals, extents, fast, offsets, engines = [], [], [], [], {}
+def _simulate_chunk(items: Sequence[tuple[dict, Experiment]], steady: bool = False) -> pd.DataFrame:
+    """Simulate some points and build their run table at once (pandas costs more than a small
+    simulation): point i's runs are numbered i·R + r there, then numbered back. A point the fast path
+    simulates as the exact engine would (``fast.equals_exact``: nothing random, or every step drawn from
+    the exact engine's own factors) or that only it can (``bounds.engine_for``: many repeats, large runs)
+    gives its run columns directly; the others are summarized in one ``schema.summarize`` call. With
+    ``steady``, each point is answered as ``sim.steady.answer_parts`` says, and a column ``engine`` says
+    how each algorithm's runs were simulated."""
+    totals, extents, columns, offsets, engines = [], [], [], [], {}
     offset = 0
     for i, (_, exp) in enumerate(items):
-        parts = sim_steady.answer_parts(exp) if steady else [(bounds.engine_for(exp, record_steps=False), exp)]
-        for how, part in parts:
+        for how, part in sim_steady.answer_parts(exp) if steady else [(_engine(exp), exp)]:
             if how == "fast":
-                runs, _ = simulate_fast(part, keep_totals=False)
-                fast.append(runs.assign(run=runs["run"] + offset))
+                columns.append(run_columns(part, run_offset=offset))
             else:
                 t, e = (sim_steady.simulate_tables_steady(part, run_offset=offset) if how == "steady" else
                         simulate_tables(part, record_steps=False, run_offset=offset)[:2])
@@ -193,10 +193,10 @@ def _simulate_chunk(items: list[tuple[dict, Experiment]], steady: bool = False) 
             engines.update({(i, a.name): sim_steady.describe(how, part) for a in part.algorithms})
         offsets.append(offset)
         offset += exp.repeats
-    parts = fast
+    parts = [run_table(columns)] if columns else []
     if totals:
-        parts = [schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True)), *fast]
-    runs = schema.finish_runs(pd.concat(parts, ignore_index=True)) if fast else parts[0]
+        parts.append(schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True)))
+    runs = schema.finish_runs(pd.concat(parts, ignore_index=True)) if len(parts) > 1 else parts[0]
     point = np.searchsorted(np.array(offsets), runs["run"].to_numpy(), side="right") - 1
     runs["run"] -= np.array(offsets)[point]
     if steady:
@@ -206,6 +206,32 @@ def _simulate_chunk(items: list[tuple[dict, Experiment]], steady: bool = False) 
         runs.insert(j, key, [items[i][0][key] for i in point])
     runs.insert(0, "_point", point)
     return runs
+
+
+def _engine(exp: Experiment) -> str:
+    """The fast path where it gives the exact engine's runs or where only it can simulate the point."""
+    return "fast" if fast.equals_exact(exp) or bounds.engine_for(exp, record_steps=False) == "fast" else "exact"
+
+
+class _Points(Sequence):
+    """Some points of a ``Grid``, built where they are read: in the process or Ray task that simulates
+    them, not one by one in the sweep's own process (building a point costs about as much as simulating
+    a small one)."""
+
+    def __init__(self, grid: Grid, indices: list[int]):
+        self.grid, self.indices = grid, indices
+        self._built: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if self._built is None:
+            self._built = [self.grid[j] for j in self.indices]
+        return self._built[i]
+
+    def __getstate__(self) -> dict:
+        return {"grid": self.grid, "indices": self.indices, "_built": None}
 
 
 def sweep(base: Experiment, vary: list[tuple[str, list]], jobs: int | None = None, *, executor: str = "local",
@@ -239,7 +265,8 @@ def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, 
         size = max(1, min(32, math.ceil(len(todo) / (run.slots(len(todo)) * 4))))
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
         simulate = functools.partial(_simulate_chunk, steady=True) if steady else _simulate_chunk
-        for indices, part in run.map(simulate, ([grid[i] for i in chunk] for chunk in chunks), chunks):
+        work = (_Points(grid, chunk) if isinstance(grid, Grid) else [grid[i] for i in chunk] for chunk in chunks)
+        for indices, part in run.map(simulate, work, chunks):
             part["_point"] = np.asarray(indices)[part["_point"].to_numpy()]
             if done is not None:
                 _store_part(done, indices, part)
