@@ -433,7 +433,8 @@ def _balanced_sugar(data: dict) -> dict:
         return {**{k: v for k, v in own.items() if k != "sync_every"}, "sync_balanced": True}
 
     out = unsugared(table, "algorithm")
-    out = {k: unsugared(v, f"algorithm.{k}") if k in ALGORITHMS and isinstance(v, dict) else v
+    # A table of an algorithm without H (DDP) keeps the key, so that its error names what was written.
+    out = {k: unsugared(v, f"algorithm.{k}") if k in ALGORITHMS and FACTS[k].local and isinstance(v, dict) else v
            for k, v in out.items()}
     return {**data, "algorithm": out}
 

@@ -92,7 +92,7 @@ class Algorithm:
         kind = int(self.setup.kinds[step])
         self.setup.timer.begin_step(step)
         lr = lr_at(self.setup.train, step, self.setup.total_steps)
-        if kind == IDLE_STEP:  # a faster replica's step (sync_every = "balanced"): no batch, no compute
+        if kind == IDLE_STEP:  # a slower replica waits for the barrier (sync_every = "balanced"): no batch
             loss = math.nan
         elif kind == DDP_STEP:
             loss = self.ddp_step(next_batch, lr)

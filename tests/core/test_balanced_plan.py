@@ -109,3 +109,8 @@ def test_the_tail_after_the_last_sync_is_balanced_too():
     assert list(np.flatnonzero(p.sync_after)) == [2, 8, 14]
     np.testing.assert_array_equal(p.kinds[1], [0, 0, 1, 1, 1, 1, 3, 3, 3, 1, 1, 1, 3, 3, 3, 1, 1, 3, 3])
     assert (p.kinds[0][2:] == A.GRADIENT_STEP).all()
+
+
+def test_balanced_in_ddp_s_own_table_names_the_key_written():
+    with pytest.raises(ConfigError, match=r"algorithm\.ddp\.sync_every = 'balanced': does not apply to ddp"):
+        from_dict({"algorithms": ["ddp"], "algorithm": {"ddp": {"sync_every": "balanced"}}})

@@ -1,5 +1,7 @@
 """The simulator with ``sync_every = "balanced"``: the slow replica idles, the fast ones stop waiting."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -62,3 +64,14 @@ def test_a_sweep_takes_balanced_as_a_value_of_sync_every():
     assert list(wall.index) == [10, 20, "balanced"]
     assert wall["balanced"] < wall[20]  # H = 20, the base's, with the slow worker's steps cut
     assert res.crossovers.value.between(10, 20).all()  # crossings along the numbers only
+
+
+def test_balanced_composes_with_a_whole_round_of_delay_and_eager_outer_steps():
+    def streaming(balanced):
+        exp = experiment("streaming_diloco", balanced)
+        return exp.replace(algorithms=(replace(exp.algorithms[0], fragments=1, fragment_sync_delay=20,
+                                               eager_outer=True),))
+
+    fixed = simulate(streaming(False), record_steps=True)
+    balanced = simulate(streaming(True), record_steps=True)
+    assert barrier_waits_s(balanced.steps, [0, 1, 2]) <= 0.2 * barrier_waits_s(fixed.steps, [0, 1, 2])
