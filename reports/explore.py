@@ -28,6 +28,7 @@ AXIS_LABELS = {
     "cluster.nodes": ("nodes", ""),
     "algorithm.sync_every": ("H (sync every)", "steps"),
     "algorithm.p": ("p (PALSGD pseudo-sync)", ""),
+    "algorithm.streaming_diloco.fragment_sync_delay": ("sync delay τ (Streaming DiLoCo)", "steps"),
     "cluster.variability.jitter_cv": ("jitter (CV of step time)", ""),
     "algorithm.replica_group": ("workers per replica (replica_group)", "workers"),
 }

@@ -2,7 +2,8 @@
 and the fields both it and ``simulate --sensitivity`` vary (``AXES``).
 
 Each field of ``AXES`` that the experiment uses varies over a few values around the user's own:
-inter-node bandwidth and latency, nodes, H, p, the top-k density, replica groups and jitter. Explore
+inter-node bandwidth and latency, nodes, H, p, Streaming DiLoCo's sync delay, the top-k density,
+replica groups and jitter. Explore
 simulates every combination (``sweep.run_points``); the sensitivity (``sensitivity.py``) varies one
 field at a time over more values. Either way each point is the user's whole run with those changes
 (its steps, warm-up and seed) and its wall-clock and speedup are what ``palsgd simulate`` prints for
@@ -65,9 +66,21 @@ def _capped(value: float, factors: tuple[float, ...], most: float) -> list[float
 
 
 def _sync_every(exp: Experiment, h: int, factors: tuple[float, ...]) -> list:
-    """H around the user's; with workers of mixed speeds also the user's H balanced per replica
-    (``sync_every = "balanced"``, docs/algorithms.md), last."""
-    return _ints(h, factors) + [BALANCED] * (exp.cluster.variability.slow_workers > 0)
+    """H around the user's, those Streaming DiLoCo accepts (P divides H, tau <= H/P); with workers of
+    mixed speeds also the user's H balanced per replica (``sync_every = "balanced"``, docs/algorithms.md),
+    last."""
+    fragmented = [a for a in exp.algorithms if FACTS[a.name].fragments]
+    hs = [v for v in _ints(h, factors)
+          if all(v % a.fragments == 0 and a.fragment_sync_delay <= v // a.fragments for a in fragmented)]
+    return hs + [BALANCED] * (exp.cluster.variability.slow_workers > 0)
+
+
+def _sync_delays(exp: Experiment, tau: int, factors: tuple[float, ...]) -> list[int]:
+    """Streaming DiLoCo's tau: none, the user's, and a whole round (H/P) at the smallest H that ``factors``
+    give the H axis, so that every value is valid at every H (``_sync_every``)."""
+    spec = next(a for a in exp.algorithms if FACTS[a.name].fragments)
+    hs = [v for v in _sync_every(exp, spec.sync_every, factors) if not isinstance(v, str)]
+    return sorted({0, tau, min(hs) // spec.fragments})
 
 
 def _group_size(exp: Experiment) -> int | None:
@@ -91,6 +104,11 @@ AXES = (
     Axis("algorithm.sync_every", _own("local", "sync_every"), lambda e, v, f: _sync_every(e, v, f),
          AROUND_FACTORS, SLICE_FACTORS),
     Axis("algorithm.p", _own("pseudo_syncs", "p"), lambda e, v, f: _capped(v, f, 0.9), P_FACTORS),
+    # Explore: the H axis's factors, the delays valid at each of its values; the sensitivity varies one
+    # field at a time, so at the user's H. Eager outer steps are no axis: they change the update, not the
+    # time (docs/algorithms.md).
+    Axis("algorithm.streaming_diloco.fragment_sync_delay", _own("fragments", "fragment_sync_delay"),
+         lambda e, v, f: _sync_delays(e, v, f), AROUND_FACTORS, (1.0,)),
     Axis("algorithm.topk_density", _own("sparse", "topk_density"), lambda e, v, f: _capped(v, f, 1.0),
          AROUND_FACTORS),
     Axis("algorithm.replica_group", _group_size, lambda e, v, f: _groups(e, v)),

@@ -30,6 +30,27 @@ def test_sparseloco_varies_its_top_k_density_up_to_1():
     assert dict(explore.axes(exp))["algorithm.topk_density"] == [0.3, 0.6, 1.0]
 
 
+def test_streaming_diloco_varies_its_sync_delay_up_to_a_whole_round_at_every_h():
+    def axes(tau, **kw):
+        exp = load(workload="gpt-neo-8m", algorithms=["ddp", "streaming_diloco"],
+                   overrides=["algorithm.sync_every=8", "algorithm.warmup_steps=0",
+                              f"algorithm.streaming_diloco.fragment_sync_delay={tau}"])
+        return dict(explore.axes(exp, **kw))
+    # No delay: H 4, 8, 16 and the delays none and a whole round at H = 4; a whole round at H = 8 leaves H
+    # 8 and 16 (a smaller H would refuse the user's own delay, as it refused the whole page before).
+    assert (axes(0)["algorithm.sync_every"], axes(0)["algorithm.streaming_diloco.fragment_sync_delay"]) == \
+        ([4, 8, 16], [0, 4])
+    assert (axes(8)["algorithm.sync_every"], axes(8)["algorithm.streaming_diloco.fragment_sync_delay"]) == \
+        ([8, 16], [0, 8])
+    # The sensitivity varies one field at a time: the delay up to a whole round at the user's H.
+    assert axes(0, sliced=True)["algorithm.streaming_diloco.fragment_sync_delay"] == [0, 8]
+    assert "algorithm.streaming_diloco.fragment_sync_delay" not in axes_of(["ddp", "diloco"])
+
+
+def axes_of(algorithms):
+    return [k for k, _ in explore.axes(load(workload="gpt-neo-8m", algorithms=algorithms))]
+
+
 def test_fields_no_algorithm_uses_are_not_varied():
     exp = load(workload="gpt-neo-8m", algorithms=["ddp", "local_sgd"], overrides=["cluster.nodes=1"])
     keys = [k for k, _ in explore.axes(exp)]

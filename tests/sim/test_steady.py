@@ -29,6 +29,8 @@ def _both(overrides, algorithms=tuple(a for a in ALGORITHMS if a != "palsgd")):
     ["cluster.variability.jitter_cv=0", 'algorithm.replica_group="node"'],  # 8 workers per replica
     ["cluster.variability.jitter_cv=0", "cluster.variability.slow_workers=3", "cluster.variability.slow_factor=1.5",
      'algorithm.sync_every="balanced"'],  # slower workers idle part of each period of H = 40
+    # Streaming DiLoCo with a whole round of delay (tau = H/P = 10): the first sync sends nothing
+    ["cluster.variability.jitter_cv=0", "algorithm.fragment_sync_delay=10", "algorithm.eager_outer=true"],
 ])
 def test_without_randomness_the_extrapolation_is_the_whole_run(overrides):
     whole, extrapolated, (first, measured, rest) = _both(overrides)
