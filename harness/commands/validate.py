@@ -68,6 +68,7 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
                 rows, replay = run_case(suite, case, out, cache, echo, time_dilation)
                 parts.append(rows)
                 replays.append(replay)
+                save_rows(out, parts, replays)  # what finished survives a suite stopped later
                 status[case.name] = {"status": "complete", **case.describe()}
             except Exception as err:  # a failed case is recorded and reported; the matrix goes on
                 echo(f"palsgd: case {case.name} failed: {err}")
@@ -112,6 +113,12 @@ def with_replay(exp: Experiment, run: Path, rows: pd.DataFrame, *, network: str,
     """The comparison rows explained (``explain``) and the replayed comparison (``replay_prediction``)."""
     replay = replay_prediction(exp, run, network=network, case=case)
     return explain(rows, replay, compute_drift(exp, run)), replay
+
+
+def save_rows(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFrame]) -> None:
+    """comparison.csv and comparison_replay.csv of the cases finished so far (summaries come at the end)."""
+    for name, frames in (("comparison", parts), ("comparison_replay", replays)):
+        store.write_table(out, f"{name}.csv", pd.concat(frames, ignore_index=True))
 
 
 def write_tables(out: Path, parts: list[pd.DataFrame], replays: list[pd.DataFrame], echo,

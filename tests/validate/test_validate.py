@@ -113,3 +113,22 @@ def test_quick_end_to_end(tmp_path):
         pytest.skip(str(err))
     out = tmp_path / "v"
     _check_folder(out, _run_cli(out), cases=2)
+
+
+def test_finished_cases_rows_are_written_before_the_suite_ends(tmp_path, monkeypatch):
+    rows = pd.DataFrame([("c", "w", "n", 2, "ddp", "step_time_mean_s", 1.1, 1.0, 10.0)],
+                        columns=list(COMPARISON_COLUMNS))
+    calls = []
+
+    def run_case(suite, case, out, cache, echo, time_dilation=1.0):
+        calls.append(case.name)
+        if len(calls) > 1:
+            raise KeyboardInterrupt  # the suite stopped during its second case
+        return rows.assign(case=case.name), rows.assign(case=case.name)
+
+    monkeypatch.setattr(validate, "run_case", run_case)
+    with pytest.raises(KeyboardInterrupt):
+        validate.validate_to_folder(tmp_path / "v", quick=False, overwrite=False, emulate=False,
+                                    echo=lambda _: None)
+    for name in ("comparison.csv", "comparison_replay.csv"):
+        assert pd.read_csv(tmp_path / "v" / name)["case"].tolist() == [calls[0]]
