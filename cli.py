@@ -399,12 +399,17 @@ def calibrate(experiment, workload, cluster, algorithms, steps, epochs, seed, ov
 @click.option("--time-dilation", type=float, default=1.0, show_default=True, metavar="K",
               help="With --suite cluster: run the emulated clusters K times slower and divide what is measured "
                    "by K (see docs/network-emulation.md).")
+@click.option("--case", "case_names", multiple=True, metavar="NAME",
+              help="Run only this case of the suite (repeatable; the case names are those the suite prints).")
 @_handle_errors
-def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster, network_traces, time_dilation):
+def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster, network_traces, time_dilation,
+             case_names):
     """Run real runs and predictions of the same experiments; print the error of every prediction."""
     if traces and time_dilation != 1:
         raise ConfigError("applies to --suite cluster, not to replayed traces", key="--time-dilation",
                           value=time_dilation, source="command line")
+    if traces and case_names:
+        raise ConfigError("picks cases of a suite, not replayed traces", key="--case", source="command line")
     if traces:
         from .core.config import load
         from .harness.commands.trace_validate import validate_traces
@@ -422,7 +427,7 @@ def validate(quick, out, overwrite, no_emulation, suite, report, traces, cluster
                           source="command line")
     _check_output(report, "--report")
     code = job.validate_to_folder(out, quick=quick, overwrite=overwrite, emulate=not no_emulation, suite=suite,
-                                  echo=click.echo, time_dilation=time_dilation)
+                                  echo=click.echo, time_dilation=time_dilation, only=case_names)
     if report is not None:
         click.echo(_render_report([out], report))
     sys.exit(code)

@@ -33,6 +33,7 @@ import pandas as pd
 
 from ...core import io, schema
 from ...core.config import Experiment, from_dict
+from ...core.errors import ConfigError
 from ...sim import engine
 from ..machinery import dilation, netem, pipeline, store
 from ..machinery.compare import COMPARISON_COLUMNS, compare, format_comparison, summary
@@ -44,14 +45,15 @@ SUITES = {"cpu": validate_cpu, "cluster": validate_cluster}
 
 
 def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool, suite: str = "cpu",
-                       echo: Callable[[str], None] = print, time_dilation: float = 1.0) -> int:
+                       echo: Callable[[str], None] = print, time_dilation: float = 1.0,
+                       only: tuple[str, ...] = ()) -> int:
     """Run the suite's cases into ``out``; print the comparison and its summary. Exit status 0 when every
     case ran, 1 when one failed (its error is in the manifest; the other cases still run). The cluster
     suite's emulated cluster can run ``time_dilation`` times slower (``dilation.py``); the cpu suite's
-    compute is real and cannot be dilated."""
+    compute is real and cannot be dilated. ``only``: run just the cases of these names."""
     time_dilation = dilation.check(time_dilation, emulated_compute=suite == "cluster",
                                    emulated_network=suite == "cluster")
-    cases = SUITES[suite].cases(quick=quick, emulate=emulate)
+    cases = select(SUITES[suite].cases(quick=quick, emulate=emulate), only)
     for case in cases:  # fail before any work, with the preflight's one-line reason
         if case.network != pipeline.UNSHAPED:
             netem.preflight(netem.NetemSpec.parse(case.network).dilated(time_dilation))
@@ -89,6 +91,16 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
         echo(f"palsgd: {len(failed)} case(s) failed: {', '.join(failed)} (see {out}/manifest.json)")
     echo(f"wrote {out}/")
     return 1 if failed else 0
+
+
+def select(cases: list, names: tuple[str, ...]) -> list:
+    """The cases named in ``names`` (all when empty), in the suite's order; an unknown name is refused."""
+    known = [c.name for c in cases]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"no such case in this suite; valid: {', '.join(known)}", key="--case",
+                          value=unknown[0], source="command line")
+    return [c for c in cases if not names or c.name in names]
 
 
 def run_case(suite: str, case, out: Path, cache: dict, echo, time_dilation: float = 1.0

@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from palsgd.cli import main
 from palsgd.core import algorithms as core_algorithms
 from palsgd.core.errors import ConfigError
-from palsgd.harness.commands import validate, validate_cpu
+from palsgd.harness.commands import validate, validate_cluster, validate_cpu
 from palsgd.harness.machinery import netem
 from palsgd.harness.machinery.compare import COMPARISON_COLUMNS
 from palsgd.harness.machinery.netem import preflight
@@ -132,3 +134,17 @@ def test_finished_cases_rows_are_written_before_the_suite_ends(tmp_path, monkeyp
                                     echo=lambda _: None)
     for name in ("comparison.csv", "comparison_replay.csv"):
         assert pd.read_csv(tmp_path / "v" / name)["case"].tolist() == [calls[0]]
+
+
+def test_case_selects_cases_in_the_suites_order_and_refuses_unknown_names(tmp_path):
+    cases = validate_cluster.cases(quick=False)
+    picked = validate.select(cases, ("jitter-0.1", "base-2x4-1gbit"))
+    assert [c.name for c in picked] == ["base-2x4-1gbit", "jitter-0.1"]
+    assert validate.select(cases, ()) == cases
+    out = tmp_path / "v"
+    result = CliRunner().invoke(main, ["validate", "--suite", "cluster", "--case", "base-2x4-1gbit",
+                                       "--case", "nope", "--out", str(out)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert len(result.output.strip().splitlines()) == 1
+    assert "--case = 'nope'" in result.output and "sparseloco-2x4-100mbit" in result.output
+    assert not out.exists()  # refused before any work
