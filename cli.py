@@ -164,7 +164,7 @@ def _parse_like(pairs: tuple[str, ...]) -> dict[str, str]:
                    "DiLoCo only). Repeatable.")
 @click.option("--sensitivity", is_flag=True,
               help="Also simulate the speedups vs inter-node bandwidth, H and nodes around this point (a few "
-                   "seconds; always done with --json and --report).")
+                   "seconds; always done with --report; with --json, in each row).")
 @_output_options("the summary rows")
 @_handle_errors
 def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides, repeats, convergence_ref,
@@ -179,7 +179,7 @@ def simulate(experiment, workload, cluster, algorithms, steps, epochs, seed, ove
                             convergence_ref)
     described_by = convergence_ref or (str(experiment) if experiment is not None else None)
     result = job.simulate_to_folder(exp, out=out, overwrite=overwrite, report=report,
-                                    sensitivity=sensitivity or as_json, use_prior=use_prior, like=like,
+                                    sensitivity=sensitivity, use_prior=use_prior, like=like,
                                     described_by=described_by, engine=engine)
     if report is not None:
         result.notes.append(_render_report(result.folders, report))

@@ -70,7 +70,10 @@ def sensitivity(exp: Experiment) -> Sensitivity:
         conv = convergence.of_experiment(exp)
         runs["speedup_to_target_vs_ddp"] = pd.concat(
             [convergence.speedup_to_target(rows, points[i][1], conv) for i, rows in runs.groupby("_point")])
-        table = runs[list(SENSITIVITY_COLUMNS)]
+        # one row per point and algorithm, the mean over seeds as simulate prints it: a row per run
+        # made the table (and --json, which repeats it in every row) grow with the repeats squared
+        table = runs.groupby(["_point", *SENSITIVITY_COLUMNS[:4]], sort=False)[list(MEASURES.values())].mean()
+        table = table.reset_index()[list(SENSITIVITY_COLUMNS)]
     return Sensitivity(table, _crossovers(table), exp.nominal_steps, notes)
 
 

@@ -63,7 +63,8 @@ def test_plain_simulate_stays_fast_and_report_and_json_carry_the_sensitivity(exp
     svg = figures.sensitivity(pd.read_csv(out / "sensitivity.csv"), pd.read_csv(out / "sensitivity_crossovers.csv"))
     assert svg is not None and "<svg" in svg and "panel could not be drawn" not in html
     result = CliRunner().invoke(main, ["simulate", "--workload", "gpt-neo-8m", "--cluster", "a100-8x1-eth10",
-                                       "--steps", "400", "--algorithms", "ddp,palsgd", "--json"])
+                                       "--steps", "400", "--algorithms", "ddp,palsgd", "--json",
+                                       "--sensitivity"])
     assert result.exit_code == 0, result.output
     rows = {row["algorithm"]: row for row in json.loads(result.output)}
     points = rows["palsgd"]["sensitivity"]["points"]
@@ -86,3 +87,27 @@ def test_each_point_is_what_simulate_answers_for_it():
         printed = simulate_to_folder(point).runs.set_index("algorithm")
         rows = table[(table["key"] == key) & (table["value"] == value)].set_index("algorithm")
         assert rows["speedup_vs_ddp"].to_dict() == pytest.approx(printed["speedup_vs_ddp"].to_dict(), rel=1e-12)
+
+
+def test_a_point_is_one_row_per_algorithm_the_mean_over_seeds():
+    """With repeats, a point's row is the mean of simulate's runs of that point (what its summary prints),
+    not a row per run: with a row per run, --json repeated points x repeats entries in every one of its
+    repeats x algorithms rows (100,000 repeats grew past 19 GB)."""
+    exp = config.load(workload="gpt-neo-8m", cluster="a100-8x1-eth10", algorithms=["ddp", "local_sgd"],
+                      steps=300, overrides=["algorithm.sync_every=20", "cluster.variability.jitter_cv=0.1",
+                                            "repeats=3"])
+    table = sensitivity.sensitivity(exp).table
+    assert not table.duplicated(["key", "value", "algorithm"]).any()
+    change: dict = {}
+    config.set_path(change, ["algorithm", "sync_every"], 40)
+    printed = simulate_to_folder(config.with_changes(exp, [("test", change)])).runs
+    assert printed.groupby("algorithm").size().eq(3).all()
+    rows = table[(table["key"] == "algorithm.sync_every") & (table["value"] == 40)].set_index("algorithm")
+    mean = printed.groupby("algorithm")["speedup_vs_ddp"].mean()
+    assert rows["speedup_vs_ddp"].to_dict() == pytest.approx(mean.to_dict(), rel=1e-12)
+
+
+def test_json_carries_the_sensitivity_only_when_asked():
+    args = ["simulate", "--workload", "gpt-tiny", "--cluster", "cpu-2core-gloo", "--steps", "40", "--json"]
+    rows = json.loads(CliRunner().invoke(main, args).output)
+    assert rows and not any("sensitivity" in row for row in rows)
