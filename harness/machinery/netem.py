@@ -189,6 +189,17 @@ class NetemSpec:
         return max(self.delay_ms, self.intra_delay_ms, self.wan_delay_ms) > 0
 
 
+def tcp_transport(spec: NetemSpec) -> dict:
+    """The simulator's TCP fields (``core.cluster.TransportSpec``, ``sim/tcp.py``) that the emulated links
+    set: slow start after idle where the namespaces run a loss-based congestion control with the sysctl on
+    (BBR is not restarted), the segment of the jumbo MTU, the minimum RTO of the routes, and the node's
+    receive queue (tbf's limit) that such a window fills above the bandwidth-delay product."""
+    congestion = spec.tcp_cc or _proc_sys("net/ipv4/tcp_congestion_control")
+    restarts = spec.slow_start_after_idle and not congestion.startswith("bbr")
+    return {"slow_start_after_idle": bool(restarts), "mss_bytes": MTU - 52, "rto_min_ms": spec.rto_min_ms or RTO_MIN_MS,
+            "queue_bytes": int(tbf_args(spec.rate_mbit, spec.delay_ms)[6]), "congestion_control": congestion}
+
+
 def _number(raw: str, units) -> float | int | str | bool | None:
     """``raw`` as a count >= 1 (``units`` None), a name (``str``: letters, digits, ``_``), 0 or 1 (``bool``) or
     a number with one of ``units``, in its base unit; None if bad."""

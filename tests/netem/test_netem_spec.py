@@ -135,3 +135,14 @@ def test_congestion_control_the_machine_does_not_allow_is_one_line(monkeypatch):
         netem.check_congestion_control("cubic")
     with pytest.raises(ConfigError, match="this kernel has reno bbr cubic"):
         netem.check_congestion_control("vegas")
+
+
+def test_the_simulator_gets_the_tcp_state_the_emulation_sets():
+    """calibrate writes these into the profile's transport (sim/tcp.py prices them)."""
+    reno = netem.tcp_transport(NetemSpec.parse("rate=1gbit,delay=5ms,tcp_cc=reno"))
+    # tbf's queue at 1 Gbit/s and 5 ms: 125e6 B/s x (2 x 5 + 10) ms; MSS of the 9000 B MTU
+    assert reno == {"slow_start_after_idle": True, "mss_bytes": 8948, "rto_min_ms": 200.0, "queue_bytes": 2_500_000,
+                    "congestion_control": "reno"}
+    assert not netem.tcp_transport(NetemSpec.parse("rate=1gbit,tcp_cc=bbr"))["slow_start_after_idle"]
+    off = netem.tcp_transport(NetemSpec.parse("rate=1gbit,tcp_cc=reno,slow_start_after_idle=0,rto_min=50ms"))
+    assert (off["slow_start_after_idle"], off["rto_min_ms"]) == (False, 50.0)
