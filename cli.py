@@ -338,7 +338,7 @@ def run(experiment, workload, cluster, algorithms, steps, epochs, seed, override
               metavar="FILE", help="Fit the profile to nccl-tests output instead of measuring here (repeatable: a "
                                    "one-node file fits the intra-node tier, a multi-node file the inter-node tier; "
                                    "--cluster is the base for the rest).")
-@click.option("--fit-min-bytes", type=int, default=0, show_default=True, metavar="BYTES",
+@click.option("--fit-min-bytes", type=click.IntRange(min=0), default=0, show_default=True, metavar="BYTES",
               help="With --from-nccl-tests: fit only the sizes of at least BYTES (those a job sends).")
 @click.option("--time-dilation", type=float, default=1.0, show_default=True, metavar="K",
               help="With --emulate-compute and --emulate-network: run the emulated cluster K times slower (sleeps "

@@ -36,6 +36,8 @@ MAX_INPUT_BYTES = 16 << 20
 """The largest experiment, preset, convergence or manifest file read (TOML, JSON): such a file is a few kB."""
 MAX_TABLE_BYTES = 2 << 30
 """The largest table read from a results folder or given as curves (parquet, CSV)."""
+MAX_TEXT_BYTES = 8 << 30
+"""The most training text read in all (``workload.data.path``): it is held in memory, a byte a token."""
 
 
 @contextlib.contextmanager

@@ -22,6 +22,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from ..core import io
 from ..core.errors import ConfigError
 from ..core.io import expand_user
 from ..core.workload import WorkloadSpec
@@ -248,8 +249,19 @@ def text_files(path: str, suffix: str = ".txt") -> list[Path]:
 
 def read_bytes(files: list[Path]) -> torch.Tensor:
     """The files' bytes, one after another with a newline between: a uint8 token stream."""
-    raw = b"\n".join(f.read_bytes() for f in files)
+    raw = b"\n".join(read_texts(files))
     return torch.frombuffer(bytearray(raw), dtype=torch.uint8)
+
+
+def read_texts(files: list[Path]) -> list[bytes]:
+    """Each file's bytes, only from regular files (a FIFO named ``*.txt`` would block the launch) and
+    at most ``io.MAX_TEXT_BYTES`` in all."""
+    out, left = [], io.MAX_TEXT_BYTES
+    what = f"training text ({io.MAX_TEXT_BYTES:,} bytes for all files together)"
+    for f in files:
+        out.append(io.read_input(f, max_bytes=left, what=what))
+        left -= len(out[-1])
+    return out
 
 
 def _tinystories(path: str, seq_len: int, eval_fraction: float) -> tuple[Samples, Samples]:
@@ -264,14 +276,22 @@ def _tinystories(path: str, seq_len: int, eval_fraction: float) -> tuple[Samples
         train_files = [f for f in files if f not in valid_files]
         if not train_files:
             raise ConfigError("holds only validation files", key="workload.data.path", value=path)
-        train = [s for f in train_files for s in _split_stories(f.read_text(encoding="utf-8"))]
-        valid = [s for f in valid_files for s in _split_stories(f.read_text(encoding="utf-8"))]
+        texts = dict(zip(files, read_texts(files), strict=True))
+        train = [s for f in train_files for s in _split_stories(_utf8(texts[f], f))]
+        valid = [s for f in valid_files for s in _split_stories(_utf8(texts[f], f))]
         if not valid:  # no validation file: hold out the last stories
             cut = len(train) - max(1, round(len(train) * eval_fraction))
             train, valid = train[:cut], train[cut:]
     if not train:
         raise ConfigError("holds no stories", key="workload.data.path", value=path or "roneneldan/TinyStories")
     return _stories(train, seq_len), _stories(valid, seq_len)
+
+
+def _utf8(raw: bytes, file: Path) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"is not UTF-8 text (byte {err.start})", source=str(file)) from None
 
 
 def _split_stories(text: str) -> list[str]:

@@ -149,6 +149,7 @@ def test_an_emulated_profile_carries_the_tcp_state_the_emulation_set(tmp_path):
      "does not apply with --from-trace or --from-nccl-tests"),
     (["--from-nccl-tests", str(DATA / "alps-2x1-gh200-ofi.txt"), "--from-trace", str(DATA)],
      "one kind of evidence at a time"),
+    (["--from-nccl-tests", str(DATA / "alps-2x1-gh200-ofi.txt"), "--fit-min-bytes", "-1"], "-1 is not in the range"),
 ])
 def test_options_that_do_not_go_together(tmp_path, args, what):
     result, out = _calibrate(tmp_path, *args)

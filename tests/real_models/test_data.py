@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import os
 import pickle
 
 import numpy as np
@@ -94,6 +95,28 @@ def test_text_folder_and_missing_paths(tmp_path, text_file):
     with pytest.raises(ConfigError, match=r"workload\.data\.path.*no \.txt"):
         build_data(workload(GPT, "text", empty), rank=0, world_size=1, seed=0)
 
+
+
+@pytest.mark.parametrize("source", ["text", "tinystories"])
+def test_a_fifo_named_txt_in_a_data_folder_is_refused_unread(tmp_path, source):
+    (tmp_path / "a.txt").write_text("hello world " * 50)
+    os.mkfifo(tmp_path / "b.txt")  # opening it for reading would block the launch forever
+    with pytest.raises(ConfigError, match=r"b\.txt.*not a regular file \(a FIFO\)"):
+        build_data(workload(GPT, source, tmp_path), rank=0, world_size=1, seed=0)
+
+
+def test_training_text_is_bounded_in_all(tmp_path, monkeypatch):
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("x" * 600)
+    monkeypatch.setattr(data_mod.io, "MAX_TEXT_BYTES", 1000)  # each file fits, both together do not
+    with pytest.raises(ConfigError, match=r"b\.txt.*is 600 bytes, over the limit of 400 .*1,000 bytes for all files"):
+        build_data(workload(GPT, "text", tmp_path), rank=0, world_size=1, seed=0)
+
+
+def test_stories_that_are_not_utf8_are_named(tmp_path):
+    (tmp_path / "train.txt").write_bytes(b"Once upon a time\xff there was a cat.")
+    with pytest.raises(ConfigError, match=r"train\.txt.*not UTF-8 text \(byte 16\)"):
+        build_data(workload(GPT, "tinystories", tmp_path), rank=0, world_size=1, seed=0)
 
 STORIES = ["Once upon a time there was a cat.", "Tom had a red ball. He liked it a lot and played all day long.",
            "The sun was hot.", "A dog ran.", "Lily saw a bird.", "Ben ate cake.", "It rained.", "The end came."]
