@@ -8,7 +8,8 @@ ranks and per-link rate, with and without the link delay (which the user-space d
 packet: with ``delay=0`` no packet leaves the kernel), and the CPU seconds the delay programs used, and
 prints the simulator's ring time for the same spec beside each.
 
-    sudo .venv/bin/python benchmarks/bench_ring_nodes.py [--rate 1gbit] [--sizes-mb 8,32] [--reps 3]
+    sudo .venv/bin/python benchmarks/bench_ring_nodes.py [--rate 1gbit] [--sizes-mb 8,32] [--reps 3] \\
+        [--time-dilation K] [--csv rows.csv]
 """
 
 from __future__ import annotations
@@ -41,10 +42,13 @@ def cpu_s(pids: list[int]) -> float:
     return total
 
 
-def measure(ranks: int, nodes: int, spec: NetemSpec, sizes_mb: list[float], reps: int) -> pd.DataFrame:
+def measure(ranks: int, nodes: int, spec: NetemSpec, sizes_mb: list[float], reps: int, dilation: float
+            ) -> pd.DataFrame:
+    """All ranks' all-reduce on ``spec`` slowed down ``dilation`` times, its times divided by it."""
     per_node = ranks // nodes
     sizes = [int(s * 2**20) for s in sizes_mb]
-    with tempfile.TemporaryDirectory(prefix="palsgd-ring-") as tmp, EmulatedNetwork(ranks, spec) as net:
+    network = EmulatedNetwork(ranks, spec.dilated(dilation))
+    with tempfile.TemporaryDirectory(prefix="palsgd-ring-") as tmp, network as net:
         out = Path(tmp) / "collectives.csv"
         tables = []
         for size in sizes:
@@ -54,10 +58,10 @@ def measure(ranks: int, nodes: int, spec: NetemSpec, sizes_mb: list[float], reps
             envs = [_rank_env(r, ranks, net.addresses[0], 29510, net.ifname) for r in range(ranks)]
             pids = [p.pid for p in net._procs]
             cpu0, t0 = cpu_s(pids), time.monotonic()
-            run_ranks(argvs, envs, 600, f"all-reduce on {nodes} nodes")
+            run_ranks(argvs, envs, 600 * dilation, f"all-reduce on {nodes} nodes")
             wall = time.monotonic() - t0
             table = pd.read_csv(out).assign(delay_cpu_s_per_s=(cpu_s(pids) - cpu0) / wall, delay_programs=len(pids))
-            tables.append(table)
+            tables.append(table.assign(**{c: table[c] / dilation for c in ("time_s", "p10_s", "p90_s")}))
     return pd.concat(tables, ignore_index=True)
 
 
@@ -76,6 +80,7 @@ def main() -> None:
     p.add_argument("--delays", default="5ms,0ms")
     p.add_argument("--sizes-mb", default="8,32")
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--time-dilation", type=float, default=1.0, help="links rate/K, K x delay; times / K")
     p.add_argument("--csv", type=Path, default=None)
     args = p.parse_args()
     sizes = [float(s) for s in args.sizes_mb.split(",")]
@@ -84,9 +89,10 @@ def main() -> None:
         for ranks, nodes in LAYOUTS:
             spec = NetemSpec.parse(f"nodes={nodes},rate={args.rate},delay={delay}")
             load = float(Path("/proc/loadavg").read_text().split()[0])
-            table = measure(ranks, nodes, spec, sizes, args.reps)
+            table = measure(ranks, nodes, spec, sizes, args.reps, args.time_dilation)
             for r in table.itertuples():
-                rows.append({"ranks": ranks, "nodes": nodes, "delay": delay, "size_bytes": r.size_bytes,
+                rows.append({"time_dilation": args.time_dilation, "ranks": ranks, "nodes": nodes, "delay": delay,
+                             "size_bytes": r.size_bytes,
                              "measured_s": r.time_s, "p10_s": r.p10_s, "p90_s": r.p90_s,
                              "model_s": model_s(ranks, nodes, spec, r.size_bytes),
                              "delay_programs": r.delay_programs, "delay_cpu_s_per_s": r.delay_cpu_s_per_s,
@@ -95,7 +101,7 @@ def main() -> None:
                   flush=True)
     frame = pd.DataFrame(rows)
     if args.csv:
-        frame.to_csv(args.csv, index=False)
+        frame.to_csv(args.csv, mode="a", header=not args.csv.exists(), index=False)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
 
 
