@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .variability import slow_factors
+
 if TYPE_CHECKING:  # core.config imports this module; the plan only reads the specs' fields
     from .config import AlgorithmSpec, Experiment
 
@@ -45,8 +47,8 @@ class AlgorithmFacts:
 
 _DDP_KEYS = ("payload_dtype", "bucket_mb")
 # Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
-_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "warmup_steps", "per_tensor_allreduce", "warmup_syncs_optimizer_state",
-               "replica_group")
+_LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "sync_balanced", "warmup_steps", "per_tensor_allreduce",
+               "warmup_syncs_optimizer_state", "replica_group")
 _OUTER_KEYS = (*_LOCAL_KEYS, "outer_lr", "outer_momentum")
 FACTS = {f.name: f for f in (
     AlgorithmFacts("ddp", "DDP", "#555555", _DDP_KEYS, local=False),
@@ -55,7 +57,8 @@ FACTS = {f.name: f for f in (
     AlgorithmFacts("palsgd", "PALSGD", "#029e73", (*_OUTER_KEYS, "p", "eta", "skip_draws", "skipped_batches"),
                    outer_step=True, pseudo_syncs=True),
     AlgorithmFacts("streaming_diloco", "Streaming DiLoCo", "#cc78bc",
-                   (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha"), outer_step=True,
+                   (*_OUTER_KEYS, "fragments", "fragment_sync_delay", "fragment_update_alpha", "eager_outer"),
+                   outer_step=True,
                    fragments=True),
     # Its error feedback replaces the outer momentum, and its one all-gather has no per-tensor calls.
     AlgorithmFacts("sparseloco", "SparseLoCo", "#ca9161",
@@ -75,8 +78,9 @@ AVERAGERS = ("pytorch", "torchft")
 torchft's ``local_sgd.LocalSGD`` (H local steps before every average, the first after step W + H - 1)."""
 SKIPPED_BATCHES = ("consumed", "kept")
 
-# Step kinds in a plan.
-DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP = 0, 1, 2
+# Step kinds in a plan. IDLE_STEP: a slower replica's slot under ``sync_every = "balanced"`` (``balance``):
+# no batch, no compute, no optimizer step; the replica is waiting for the next barrier.
+DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP, IDLE_STEP = 0, 1, 2, 3
 
 _PSEUDO_SYNC_STREAM = 0x5EED  # keeps the pseudo-sync draws apart from every other use of the seed
 
@@ -143,7 +147,7 @@ class Plan:
     """What every worker does at every step of one run of one algorithm."""
 
     algorithm: str
-    kinds: np.ndarray  # int8 [workers, steps]: DDP_STEP, GRADIENT_STEP or PSEUDO_SYNC_STEP
+    kinds: np.ndarray  # int8 [workers, steps]: DDP_STEP, GRADIENT_STEP, PSEUDO_SYNC_STEP or IDLE_STEP
     sync_after: np.ndarray  # bool [steps]: a sync follows this step (always False for ddp)
     fragment: np.ndarray  # int [steps]: the fragment a sync after this step applies; -1 without a sync
     sync_delay: int = 0  # tau: a sync's all-reduce starts after the step tau steps before it
@@ -155,7 +159,14 @@ class Plan:
         it is the step of the sync itself."""
         out = np.full(self.steps, -1, dtype=self.fragment.dtype)
         out[:self.steps - self.sync_delay] = self.fragment[self.sync_delay:]
+        out[self.kinds[0] == DDP_STEP] = -1  # tau = H/P: the first round's start has nothing trained to send
         return out
+
+    def sync_started(self, step: int) -> bool:
+        """Whether the sync after ``step`` applies an all-reduce started earlier: with tau = H/P the first
+        sync has none (its start would fall before the first local step), and applies a zero average."""
+        start = step - self.sync_delay
+        return start >= 0 and self.start_after[start] == self.fragment[step] >= 0
 
     @property
     def workers(self) -> int:
@@ -168,22 +179,36 @@ class Plan:
     def worker_kinds(self, worker: int) -> np.ndarray:
         return self.kinds[worker]
 
+    @property
+    def local_steps_per_sync(self) -> np.ndarray:
+        """int [workers, syncs]: the local steps (gradient and pseudo-sync, not idle) each worker takes
+        before each sync; with ``sync_every = "balanced"`` they differ between replicas."""
+        syncs = np.flatnonzero(self.sync_after)
+        taken = np.cumsum((self.kinds == GRADIENT_STEP) | (self.kinds == PSEUDO_SYNC_STEP), axis=1)
+        at = taken[:, syncs] if len(syncs) else np.zeros((self.workers, 0), dtype=taken.dtype)
+        return np.diff(at, axis=1, prepend=0)
+
 
 def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: int = 0,
          sync_every: int = 1, p: float = 0.0, skip_draws: str = "shared", fragments: int = 1,
-         sync_delay: int = 0, group_size: int = 1, averager: str = "pytorch") -> Plan:
+         sync_delay: int = 0, group_size: int = 1, averager: str = "pytorch",
+         slow: np.ndarray | None = None) -> Plan:
     """The step plan of a run of ``steps`` steps. ``p`` is used by ``palsgd`` alone, ``fragments`` (P)
     and ``sync_delay`` (tau) by ``streaming_diloco`` alone.
 
     Streaming DiLoCo (torchft ``local_sgd.DiLoCo``): a fragment sync every H/P local steps, fragments in
     turn (0, 1, ..., P-1, 0, ...), so fragment i is synced every H steps, H/P steps after fragment i-1.
     Its all-reduce starts after the step tau steps before the sync (torchft's ``prepare_sync`` at inner
-    step H/P - tau) and is applied after the sync step (``perform_sync``); tau < H/P, so one fragment is
-    in flight at a time and never before the warm-up ends.
+    step H/P - tau) and is applied after the sync step (``perform_sync``); tau <= H/P, so one fragment is
+    in flight at a time (with tau = H/P the next one starts once the sync step has applied the last) and
+    never before the warm-up ends.
 
     Replica groups (``group_size`` > 1, ``core/groups.py``) change no step's kind: a worker's gradient
     step is then a DDP step over its group (the warm-up's DDP steps still span every worker), its sync is
-    made with the same rank of the other groups, and PALSGD's draws are one per group."""
+    made with the same rank of the other groups, and PALSGD's draws are one per group.
+
+    ``slow`` (per-worker compute multipliers slow_k, ``sync_every = "balanced"``): each replica's local
+    steps between two syncs are scaled by its speed (``balance``); None: every replica takes them all."""
     if algorithm not in ALGORITHMS:
         raise ValueError(f"unknown algorithm {algorithm!r}; expected one of {ALGORITHMS}")
     kinds = np.full((workers, steps), GRADIENT_STEP, dtype=np.int8)
@@ -200,6 +225,8 @@ def plan(algorithm: str, *, workers: int, steps: int, seed: int, warmup_steps: i
     kinds[:, index < warmup_steps] = DDP_STEP
     if FACTS[algorithm].pseudo_syncs:
         kinds[pseudo_sync_mask(seed, workers, steps, p, warmup_steps, skip_draws, group_size)] = PSEUDO_SYNC_STEP
+    if slow is not None:
+        balance(kinds, sync_after, warmup_steps, np.asarray(slow, dtype=float), group_size)
     return Plan(algorithm, kinds, sync_after, fragment, delay, group_size)
 
 
@@ -220,7 +247,66 @@ def plan_for(exp: Experiment, spec: AlgorithmSpec, seed: int) -> Plan:
     return plan(spec.name, workers=exp.workers, steps=steps, seed=seed, warmup_steps=spec.warmup_steps,
                 sync_every=spec.sync_every, p=spec.effective_p, skip_draws=spec.skip_draws,
                 fragments=spec.fragments, sync_delay=spec.fragment_sync_delay, group_size=group,
-                averager=spec.averager)
+                averager=spec.averager,
+                slow=slow_factors(exp.cluster.variability, exp.workers) if spec.sync_balanced else None)
+
+
+def balanced_steps(slots: int, slow: np.ndarray) -> np.ndarray:
+    """Local steps each replica takes in an interval of ``slots`` plan steps between two syncs under
+    ``sync_every = "balanced"``: H_k = max(1, floor(H · speed_k / speed_fastest)), speed_k = 1 / slow_k.
+
+    The fastest replicas keep the fixed H and the slower ones take fewer steps, so every replica's
+    known compute, H_k · slow_k · c, is at most the fastest one's H · c: a fast replica no longer
+    waits for a slow one's persistent slowness at the barrier (only for the random jitter, which no
+    plan made before the run can know). Rounding down, not to the nearest, is what keeps that bound;
+    a slow replica then waits less than one of its steps. torchft PR 233 (pytorch/torchft, "simplify
+    streaming diloco") allows the same thing by giving each replica its own ``sync_every``, "slower /
+    faster machines perform less / more local steps before they sync"; which side moves is our choice
+    (``docs/algorithms.md``)."""
+    fastest = float(np.min(slow))
+    return np.maximum(1, np.floor(np.asarray(slots) * fastest / slow + 1e-9)).astype(np.int64)
+
+
+def _replica_slow(slow: np.ndarray, group_size: int) -> np.ndarray:
+    """slow_k of each worker's replica: a group runs at the pace of its slowest worker."""
+    return np.repeat(slow.reshape(-1, group_size).max(axis=1), group_size)
+
+
+def balanced_work_share(exp: Experiment, spec: AlgorithmSpec) -> float:
+    """The share of the fixed H's local steps that the workers take under ``sync_every = "balanced"``,
+    over one sync period (H, or H/P for Streaming DiLoCo): 1 on a uniform cluster."""
+    if not (spec.is_local and spec.sync_balanced):
+        return 1.0
+    period = spec.sync_every // spec.fragments if FACTS[spec.name].fragments else spec.sync_every
+    slow = _replica_slow(slow_factors(exp.cluster.variability, exp.workers), exp.group_size(spec))
+    return float(balanced_steps(period, slow).mean() / period)
+
+
+def balance(kinds: np.ndarray, sync_after: np.ndarray, warmup_steps: int, slow: np.ndarray,
+            group_size: int = 1) -> None:
+    """In place: in each interval of local steps (up to a sync, and the tail after the last one), a
+    replica takes its first H_k steps (``balanced_steps``) and idles the rest (IDLE_STEP). A replica
+    group runs at the pace of its slowest worker, so all its workers take the same H_k."""
+    replica_slow = _replica_slow(slow, group_size)
+    steps = kinds.shape[1]
+    if steps <= warmup_steps:
+        return
+    # Vectorized over the intervals (a run of H = 1 has one per step): each local step's interval and
+    # its position in it; a replica idles from position H_k of its interval on. One pass per distinct
+    # speed (one or two), so that nothing larger than a row of the plan is made.
+    ends = np.flatnonzero(sync_after[warmup_steps:]) + warmup_steps + 1
+    if not len(ends) or ends[-1] < steps:  # the tail after the last sync is an interval too
+        ends = np.append(ends, steps)
+    starts = np.concatenate(([warmup_steps], ends[:-1]))
+    local = np.arange(warmup_steps, steps)
+    interval = np.searchsorted(ends, local, side="right")
+    position = local - starts[interval]
+    speeds = np.unique(replica_slow)
+    keep = balanced_steps(ends - starts, speeds[:, None])  # [distinct speeds, intervals]
+    for value, kept in zip(speeds, keep, strict=True):
+        idle = np.flatnonzero(position >= kept[interval]) + warmup_steps
+        if len(idle):
+            kinds[np.ix_(np.flatnonzero(replica_slow == value), idle)] = IDLE_STEP
 
 
 def _steps_with_gradient_budget(spec: AlgorithmSpec, workers: int, seed: int, gradient_steps: int,

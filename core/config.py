@@ -38,6 +38,9 @@ TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_
 TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
 
+BALANCED = "balanced"
+"""The value of ``algorithm.sync_every`` that asks for a sync period per replica (``sync_balanced``)."""
+
 SEED_MAX = 2**63 - 1
 """Run r of a Monte-Carlo experiment uses seed + r; each one fits a signed 64-bit integer (tables, torch)."""
 SEED_RULE = "must be an integer with 0 <= seed and seed + repeats - 1 < 2**63 (run r uses seed + r)"
@@ -49,7 +52,11 @@ class AlgorithmSpec:
 
     name: Literal["ddp", "local_sgd", "diloco", "palsgd", "streaming_diloco", "sparseloco"] = "ddp"
     sync_every: int = 100
-    """H: local steps between two syncs."""
+    """H: local steps between two syncs. Given as ``"balanced"`` it sets ``sync_balanced`` and keeps the H
+    of the layer below (preset, experiment file, default)."""
+    sync_balanced: bool = False
+    """Each replica's H scaled by its known speed (``cluster.variability.slow_workers``): the fastest take
+    H local steps between syncs, a slower one fewer (``core.algorithms.balanced_steps``)."""
     warmup_steps: int = 0
     """W: DDP steps before local training starts (Post-local SGD)."""
     outer_lr: float = 0.7
@@ -70,6 +77,9 @@ class AlgorithmSpec:
     """Streaming DiLoCo: tau, inner steps a fragment's all-reduce overlaps before it is applied."""
     fragment_update_alpha: float = 0.0
     """Streaming DiLoCo: weight of the local fragment when mixed with the synced one (0: take the synced)."""
+    eager_outer: bool = False
+    """Streaming DiLoCo: a fragment's outer step takes the worker's own fresh pseudo-gradient share at once
+    and the others' from the all-reduce (Kale et al., arXiv 2502.12996; ``docs/algorithms.md``)."""
     payload_dtype: Literal["fp32", "bf16", "fp16", "int8", "fp4", "int2"] = "fp32"
     """Element type of what a sync sends; int8 and fp4 are quantized with fp32 accumulation, and DDP
     steps then send fp32 gradients (``core.buckets.QUANTIZED``). SparseLoCo: its values' type, one of
@@ -131,8 +141,9 @@ class AlgorithmSpec:
         check(self.fragments >= 1, "fragments", self.fragments, "must be >= 1 (P)")
         check(self.sync_every % self.fragments == 0, "fragments", self.fragments,
               f"must divide sync_every ({self.sync_every})")
-        check(0 <= self.fragment_sync_delay < self.sync_every // self.fragments, "fragment_sync_delay",
-              self.fragment_sync_delay, f"must be in [0, sync_every / fragments = {self.sync_every // self.fragments})")
+        # tau = H/P: the all-reduce overlaps a whole round (DiLoCoX's one-step delay when P = 1).
+        check(0 <= self.fragment_sync_delay <= self.sync_every // self.fragments, "fragment_sync_delay",
+              self.fragment_sync_delay, f"must be in [0, sync_every / fragments = {self.sync_every // self.fragments}]")
         check(0 <= self.fragment_update_alpha <= 1, "fragment_update_alpha", self.fragment_update_alpha,
               "must be in [0, 1]")
 
@@ -352,6 +363,10 @@ def from_layers(layers: list[tuple[str, dict]]) -> Experiment:
     for source, data in layers:
         if not isinstance(data, dict):
             raise ConfigError("expected a table", source=source)
+        try:
+            data = _balanced_sugar(data)
+        except ConfigError as err:
+            raise err.located(source) from None
         merge(merged, data, origin, source)
     _stamp_given(merged, origin)
     return from_dict(merged, origin)
@@ -386,7 +401,10 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
                 return origin[".".join(parts[:i])]
         return "experiment"
 
-    data = _without_derived_optimizer_state(dict(data))
+    try:
+        data = _balanced_sugar(_without_derived_optimizer_state(dict(data)))
+    except ConfigError as err:
+        raise err.located(where(err.key)) from None
     algo_table = data.pop("algorithm", {}) or {}
     names = data.pop("algorithms", list(DEFAULT_ALGORITHMS))
     try:
@@ -396,6 +414,29 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
         return build(Experiment, {**data, "algorithms": specs}, skip=("algorithms",))
     except ConfigError as err:
         raise err.located(where(err.key)) from None
+
+
+def _balanced_sugar(data: dict) -> dict:
+    """``sync_every = "balanced"`` (shared or in an algorithm's own table) read as ``sync_balanced = true``,
+    leaving H to the layers below; a copy, the layer itself is left as it is."""
+    table = data.get("algorithm")
+    if not isinstance(table, dict):
+        return data
+
+    def unsugared(own: dict, prefix: str) -> dict:
+        value = own.get("sync_every")
+        if not isinstance(value, str):
+            return own
+        if value != BALANCED:
+            raise ConfigError(f'must be an integer >= 1 (H) or "{BALANCED}"', key=f"{prefix}.sync_every",
+                              value=value)
+        return {**{k: v for k, v in own.items() if k != "sync_every"}, "sync_balanced": True}
+
+    out = unsugared(table, "algorithm")
+    # A table of an algorithm without H (DDP) keeps the key, so that its error names what was written.
+    out = {k: unsugared(v, f"algorithm.{k}") if k in ALGORITHMS and FACTS[k].local and isinstance(v, dict) else v
+           for k, v in out.items()}
+    return {**data, "algorithm": out}
 
 
 def _without_derived_optimizer_state(data: dict) -> dict:

@@ -13,8 +13,9 @@ RUN... --loss L --export FILE``) or stated by the user, in a TOML file (``--conv
 
     [[workload.convergence.points]]
     algorithm = "palsgd"
-    sync_every = 8          # optional axes: sync_every (H), p (palsgd only), fragments (streaming_diloco
-                            # only), workers, replica_group (workers per replica, core/groups.py)
+    sync_every = 8          # optional axes: sync_every (H), p (palsgd only), fragments, fragment_sync_delay,
+                            # eager_outer (streaming_diloco only), workers, replica_group (workers per
+                            # replica, core/groups.py)
     p = 0.2
     payload_dtype = "fp32"  # optional, default fp32 (sparseloco: int2): only points of the same dtype answer
     steps_vs_ddp = 1.49     # steps to the target / DDP's steps to the target (same workers)
@@ -61,22 +62,27 @@ if TYPE_CHECKING:  # annotations only: config imports the workload, which parses
     from .config import AlgorithmSpec, Experiment
 
 TABLE = "workload.convergence"
-AXES = ("sync_every", "p", "fragments", "workers", "replica_group")
+AXES = ("sync_every", "p", "fragments", "workers", "replica_group", "fragment_sync_delay", "eager_outer")
 AXES_OF = {name: tuple(axis for axis, has in (("sync_every", f.local), ("p", f.pseudo_syncs),
                                               ("fragments", f.fragments), ("workers", True),
-                                              ("replica_group", f.local)) if has)
+                                              ("replica_group", f.local), ("fragment_sync_delay", f.fragments),
+                                              ("eager_outer", f.fragments)) if has)
            for name, f in FACTS.items()}
 """The axes each local algorithm's steps to the target may depend on: p is PALSGD's alone; Streaming
 DiLoCo's fragments change how stale each synced piece is, so they may cost steps as H does; the workers
 per replica (``replica_group`` as a number, ``core/groups.py``) set how many replicas the local method
-averages and how large each one's batch is."""
-OWN_AXES = {axis: name for name, f in FACTS.items() for axis, has in (("p", f.pseudo_syncs), ("fragments", f.fragments))
-            if has}
+averages and how large each one's batch is; the delay tau and eager outer steps change how stale the
+applied outer gradient is (docs/algorithms.md). ``eager_outer`` is never interpolated: it is 0 or 1."""
+OWN_AXES = {axis: name for name, f in FACTS.items()
+            for axis, has in (("p", f.pseudo_syncs), ("fragments", f.fragments),
+                              ("fragment_sync_delay", f.fragments), ("eager_outer", f.fragments)) if has}
 """Axes that only one algorithm has."""
 LOG_AXES = ("sync_every", "fragments", "workers", "replica_group")
 """Interpolated in log space: they are usually measured on geometric grids (H = 4, 8, 16, ...)."""
 AXIS_NAMES = {"sync_every": "H (sync_every)", "p": "p", "fragments": "the number of fragments",
-              "workers": "the number of workers", "replica_group": "the workers per replica (replica_group)"}
+              "workers": "the number of workers", "replica_group": "the workers per replica (replica_group)",
+              "fragment_sync_delay": "the sync delay tau (fragment_sync_delay)",
+              "eager_outer": "eager outer steps (eager_outer)"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +98,8 @@ class Point:
     fragments: int | None = None
     workers: int | None = None
     replica_group: int | None = None
+    fragment_sync_delay: int | None = None
+    eager_outer: bool | None = None
 
     def given_axes(self) -> tuple[str, ...]:
         return tuple(a for a in AXES if getattr(self, a) is not None)
@@ -141,7 +149,8 @@ class Convergence:
             return Lookup(None, f"the convergence description has no {spec.name} point with payload "
                                 f"{spec.payload_dtype}")
         query = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": workers,
-                 "replica_group": group_size}
+                 "replica_group": group_size, "fragment_sync_delay": spec.fragment_sync_delay,
+                 "eager_outer": spec.eager_outer}
         return grid.lookup(spec.name, query)
 
     def ddp_steps_on(self, workers: int) -> Lookup:
@@ -370,6 +379,14 @@ def _point(raw: object, key: str) -> Point:
     for axis in ("sync_every", "fragments", "workers", "replica_group"):
         if axis in raw:
             _check_count(raw[axis], f"{key}.{axis}")
+    if "fragment_sync_delay" in raw and (isinstance(raw["fragment_sync_delay"], bool)
+                                         or not isinstance(raw["fragment_sync_delay"], int)
+                                         or raw["fragment_sync_delay"] < 0):
+        raise ConfigError("must be an integer >= 0", key=f"{key}.fragment_sync_delay",
+                          value=raw["fragment_sync_delay"], has_value=True)
+    if "eager_outer" in raw and not isinstance(raw["eager_outer"], bool):
+        raise ConfigError("must be true or false", key=f"{key}.eager_outer", value=raw["eager_outer"],
+                          has_value=True)
     if "p" in raw:
         _check_number(raw["p"], f"{key}.p", "must be in [0, 1)")
         if not 0 <= raw["p"] < 1:
@@ -377,7 +394,8 @@ def _point(raw: object, key: str) -> Point:
     return Point(algorithm=name, steps_vs_ddp=float(raw["steps_vs_ddp"]), source=raw["source"],
                  payload_dtype=dtype, sync_every=raw.get("sync_every"),
                  p=float(raw["p"]) if "p" in raw else None, fragments=raw.get("fragments"),
-                 workers=raw.get("workers"), replica_group=raw.get("replica_group"))
+                 workers=raw.get("workers"), replica_group=raw.get("replica_group"),
+                 fragment_sync_delay=raw.get("fragment_sync_delay"), eager_outer=raw.get("eager_outer"))
 
 
 def _check_keys(raw: dict, allowed: tuple[str, ...], prefix: str, required: tuple[str, ...]) -> None:

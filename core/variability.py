@@ -23,14 +23,22 @@ _JITTER_STREAM = 0x717E
 _SPIKE_STREAM = 0x5B1C
 
 
+def slow_factors(var: VariabilitySpec, workers: int) -> np.ndarray:
+    """slow_k of every worker: ``slow_factor`` for the last ``slow_workers`` ranks, else 1. The known,
+    persistent part of each worker's speed: what the jitter and spikes average around, and what
+    ``sync_every = "balanced"`` scales each replica's local steps by (``core.algorithms.balance``)."""
+    slow = np.ones(workers)
+    if var.slow_workers:
+        slow[workers - min(var.slow_workers, workers):] = var.slow_factor
+    return slow
+
+
 class ComputeFactors:
     """Draws the factors slow_k · J_kt · S_kt, [workers, steps] at a time, from one seeded stream."""
 
     def __init__(self, var: VariabilitySpec, workers: int, seed: int):
         self.var, self.workers = var, workers
-        self.slow = np.ones(workers)
-        if var.slow_workers:
-            self.slow[workers - min(var.slow_workers, workers):] = var.slow_factor
+        self.slow = slow_factors(var, workers)
         sigma2 = np.log1p(var.jitter_cv ** 2)
         self._sigma, self._mu = np.sqrt(sigma2), -sigma2 / 2
         self._jitter = np.random.default_rng([seed, _JITTER_STREAM])

@@ -32,7 +32,7 @@ import pandas as pd
 import torch
 
 from ..core import buckets, io
-from ..core.algorithms import PSEUDO_SYNC_STEP, Plan, plan_for
+from ..core.algorithms import IDLE_STEP, PSEUDO_SYNC_STEP, Plan, plan_for
 from ..core.config import AlgorithmSpec, Experiment, from_dict
 from ..core.faults import CRASH_EXIT_CODE, DIVERGED_EXIT_CODE, FaultSpec
 from ..core.schema import METRIC_COLUMNS, STEP_COLUMNS
@@ -278,7 +278,8 @@ class Training:
         return step == self.plan.steps - 1
 
     def is_pseudo_sync(self, step: int) -> bool:
-        return self.setup.kinds[step] == PSEUDO_SYNC_STEP
+        """A step without a loss of its own: a pseudo-sync step, or an idle one (``sync_every = "balanced"``)."""
+        return self.setup.kinds[step] in (PSEUDO_SYNC_STEP, IDLE_STEP)
 
     def stop_if_diverged(self, step: int, loss: float) -> None:
         """Every gradient step checks its own loss (a pseudo-sync step has none). A sync checks the
@@ -321,7 +322,8 @@ class Training:
         if self.ctx.rank != 0 or not (self.is_last(step) or time.perf_counter() - self.last_print > PROGRESS_EVERY_S):
             return
         self.last_print = time.perf_counter()
-        took = ("pseudo-sync" if self.is_pseudo_sync(step) else "emulated compute, no loss"
+        took = ("idle" if self.setup.kinds[step] == IDLE_STEP else "pseudo-sync" if self.is_pseudo_sync(step)
+                else "emulated compute, no loss"
                 if self.emulated is not None else f"loss {loss:.4f}")
         evaluated = "" if math.isnan(eval_loss) else f"  eval {eval_loss:.4f}"
         print(f"[{self.name}] step {step + 1}/{self.plan.steps}  {took}  t {self.timer.last_end_s:.1f}s{evaluated}",

@@ -61,7 +61,23 @@ def algorithm_table(experiment: dict) -> Table | None:
 
     rows = [[Cell(k)] + [cell(a, k) for a in algos] for k in keys]
     return Table(["parameter", *[label(a) for a in algos]], rows, caption="algorithm parameters",
-                 css="kv wide")
+                 css="kv wide", notes=_overlap_notes(params, algos))
+
+
+def _overlap_notes(params: dict, algos: list[str]) -> list[str]:
+    """What a whole round of delay or eager outer steps assume (docs/algorithms.md, docs/model.md)."""
+    spec = params.get("streaming_diloco", {}) if "streaming_diloco" in algos else {}
+    notes = []
+    period = spec.get("sync_every", 0) // max(1, spec.get("fragments", 1))
+    if period and spec.get("fragment_sync_delay") == period:
+        notes.append("Streaming DiLoCo, fragment_sync_delay = sync_every / fragments: each all-reduce runs "
+                     "under the whole next round and is applied a round late; the first sync sends nothing "
+                     "and the last round's outer gradient is never sent.")
+    if spec.get("eager_outer"):
+        notes.append("Streaming DiLoCo, eager_outer: each worker's own share is applied fresh and the others' "
+                     "from the all-reduce, so the global model differs by worker; its extra pass is timed "
+                     "within the outer step u.")
+    return notes
 
 
 # ModelSpec holds the fields of both families; show only those of the family in use.

@@ -43,7 +43,7 @@ def payload(table: pd.DataFrame, keys: list[str], base: dict | None = None) -> d
     mean = table.groupby([*keys, "algorithm"])[columns].mean()
     axes = []
     for key in keys:
-        values = sorted(table[key].dropna().unique())
+        values = sorted(table[key].dropna().unique(), key=_numbers_first)
         start = _nearest(values, (base or {}).get(key))
         name, unit = AXIS_LABELS.get(key, (key, ""))
         axes.append({"key": key, "label": name, "unit": unit, "values": [_plain(v) for v in values], "start": start})
@@ -56,6 +56,11 @@ def payload(table: pd.DataFrame, keys: list[str], base: dict | None = None) -> d
             "categories": [{"label": name, "color": colour} for name, _, _, colour in CATEGORIES]}
 
 
+def _numbers_first(value) -> tuple:
+    """An axis's order: its numbers ascending, then its words (sync_every's "balanced") in alphabetical order."""
+    return (1, 0.0, value) if isinstance(value, str) else (0, float(value), "")
+
+
 def _row(mean: pd.DataFrame, index: tuple) -> list[float] | None:
     try:
         row = mean.loc[index]
@@ -66,9 +71,10 @@ def _row(mean: pd.DataFrame, index: tuple) -> list[float] | None:
 
 def _nearest(values: list, own) -> int:
     """The slider's start: the user's own value, or the grid's middle when there is none."""
-    if own is None or not all(isinstance(v, int | float) for v in values):
-        return len(values) // 2
-    return min(range(len(values)), key=lambda i: abs(values[i] - own))
+    numbers = [i for i, v in enumerate(values) if isinstance(v, int | float)]
+    if own is None or isinstance(own, str) or len(numbers) < len(values) - 1 or not numbers:
+        return len(values) // 2  # an axis of words (replica_group) starts in its middle
+    return min(numbers, key=lambda i: abs(values[i] - own))
 
 
 def _plain(v):

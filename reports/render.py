@@ -143,6 +143,9 @@ def _timeline_panels(s: Section, folder: ResultFolder) -> None:
         steps, origin = folder.table(io.TIMELINE), f"{io.TIMELINE} (the first steps, simulated with every row kept)"
     if steps is None:
         return
+    balanced = tables.balanced_workers_table(steps, s.folder.experiment)
+    if balanced is not None:
+        s.panels.append(Panel("Balanced H per worker", f"From {origin}.", tables=[balanced]))
     for source in sorted(steps["source"].unique()):
         svg = timeline.timeline(steps, source)
         if svg:

@@ -347,3 +347,28 @@ def time_to_target(curves: pd.DataFrame, target: float) -> pd.DataFrame:
                 loss[i - 1] - loss[i])
         rows.append({"source": source, "algorithm": algo, "target_loss": target, "time_to_target_s": t})
     return pd.DataFrame(rows)
+
+
+def balanced_workers_table(steps: pd.DataFrame, experiment: dict) -> Table | None:
+    """Per source, algorithm with ``sync_balanced`` and worker (mean over runs): the local steps it took
+    (gradient and pseudo-sync steps after the warm-up) and its seconds waiting at the syncs' barriers,
+    from the step table. None when no algorithm of the experiment balances its H."""
+    params = experiment.get("algorithm", {})
+    balanced = [a for a in ordered(steps["algorithm"].unique()) if (params.get(a) or {}).get("sync_balanced")]
+    rows = []
+    for (source, algo), s in steps[steps["algorithm"].isin(balanced)].groupby(["source", "algorithm"], sort=False):
+        local = s[s["step"] >= int(params[algo].get("warmup_steps", 0))]
+        runs = max(1, s["run"].nunique())
+        taken = local[local["phase"].isin(["compute", "pseudo_sync"])].groupby("worker").size() / runs
+        wait = local[local["phase"] == "wait"]
+        wait_s = (wait["end_s"] - wait["start_s"]).groupby(wait["worker"]).sum() / runs
+        for worker in sorted(s["worker"].unique()):
+            n, w = float(taken.get(worker, 0.0)), float(wait_s.get(worker, 0.0))
+            rows.append([Cell(source), Cell(label(algo), css=f"algo {algo}"), Cell(str(worker), float(worker), "num"),
+                         num(n, f"{n:,.0f}"), num(w, fmt_s(w))])
+    if not rows:
+        return None
+    return Table(["source", "algorithm", "worker", "local steps", "waiting at syncs"], rows,
+                 caption="balanced H: local steps and barrier waits per worker",
+                 notes=['sync_every = "balanced": a slower replica takes fewer local steps between two syncs '
+                        "(docs/algorithms.md); mean over runs, from the step table."])

@@ -55,6 +55,8 @@ def why_not(exp: Experiment, record_steps: bool) -> str | None:
             return "Streaming DiLoCo overlaps its all-reduce (fragment_sync_delay > 0)"
         if a.name == "palsgd" and a.skipped_batches == "kept" and a.effective_p > 0:
             return "PALSGD keeps skipped batches (skipped_batches = kept)"
+        if a.sync_balanced and exp.cluster.variability.slow_workers:
+            return f"{a.name} balances its sync period per replica (algorithm.sync_every = \"balanced\")"
         if exp.group_size(a) > 1:
             return f"{a.name} trains in replica groups (algorithm.replica_group = {a.replica_group!r})"
     return None

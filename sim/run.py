@@ -8,10 +8,12 @@ DDP steps, a sync's barrier (the last arrival), the collective on the network st
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import simpy
 
-from ..core.algorithms import FACTS, GRADIENT_STEP, Plan
+from ..core.algorithms import FACTS, GRADIENT_STEP, IDLE_STEP, Plan
 from ..core.errors import ConfigError
 from .algorithms import SimAlgorithm
 from .cluster import Network, Workers
@@ -143,6 +145,8 @@ class Run:
             return
         who = np.flatnonzero(present)
         sync_cost = self.algo.sync(self.costs, int(self.plan.fragment[last]))
+        if delay and not self.plan.sync_started(last):  # tau = H/P, first sync: nothing was sent
+            sync_cost = replace(sync_cost, comm_s=0.0, bytes=0.0)
         # A blocking sync enters through a barrier; the real side times it as waiting (it cannot tell the
         # barrier's own latency from the wait for the slowest worker), so the record does too.
         entered = barrier + (self.costs.barrier_s if self.talk and not delay else 0.0)
@@ -162,8 +166,10 @@ class Run:
 
     def _overlapped(self, who: np.ndarray, last: int, start_s: float, sync_cost):
         """SimPy process part: a Streaming DiLoCo all-reduce started at ``start_s`` (the last worker
-        ends the step tau before the sync) and overlapped with the steps since; the workers, at the
-        barrier now, wait for what those steps did not hide. The link is free (one fragment in flight)."""
+        ends the step tau before the sync; with tau = H/P, the end of the last sync's outer step) and
+        overlapped with the steps since; the workers, at the barrier now, wait for what those steps did
+        not hide, and the delayed (or eager) outer step is applied after it. The link is free (one
+        fragment in flight)."""
         env, rec = self.env, self.rec
         comm_s = sync_cost.comm_s if self.talk else 0.0
         end_s = start_s + comm_s
@@ -180,10 +186,13 @@ class Run:
         """Each worker's local steps from ``start_s``; returns (arrival at the barrier, present, the end
         of the step ``delay`` steps before the last)."""
         c, k = self.costs, self.workers
-        grad = self.plan.kinds[:, first:last + 1] == GRADIENT_STEP
+        kinds = self.plan.kinds[:, first:last + 1]
+        grad, idle = kinds == GRADIENT_STEP, kinds == IDLE_STEP
         m, pseudo_data = self.algo.pseudo_sync(c)
+        # An idle slot (``sync_every = "balanced"``) takes no time: its worker is on to the barrier.
+        m = np.where(idle, 0.0, m)
         comp = np.where(grad, k.compute(c.compute_s, grad.shape[1]), 0.0)
-        data = np.where(grad, c.data_s, pseudo_data)
+        data = np.where(grad, c.data_s, np.where(idle, 0.0, pseudo_data))
         main = np.where(grad, comp, m)
         opt = np.where(grad, c.optimizer_s, 0.0)
         fail = np.zeros_like(comp)
@@ -213,7 +222,9 @@ class Run:
             self.groups.record(self.rec, first, starts, done, grad, data, fail, comp, m, opt)
         else:
             self._record_local(first, starts, done, grad, data, fail, comp, m, opt)
-        return np.where(present, arrival, np.inf), present, ends[:, -1 - delay]
+        # tau = H/P: the all-reduce started when the last sync's outer step ended, when these steps began.
+        started_s = ends[:, -1 - delay] if delay < grad.shape[1] else np.full(k.count, start_s)
+        return np.where(present, arrival, np.inf), present, started_s
 
     def _record_local(self, first, starts, done, grad, data, fail, comp, m, opt) -> None:
         rec = self.rec

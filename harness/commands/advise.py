@@ -2,11 +2,12 @@
 
 Time to the target = the simulated wall-clock of the steps the configuration needs to reach the
 target: DDP's steps (``Convergence.ddp_steps_on``) times the configuration's steps relative to DDP
-(``Convergence.steps_to_target``). The search covers algorithm x H x p x fragments x replica group size
-x payload dtype, but only where the description was measured: an axis it measured is searched over its
-measured values and the powers of two (H, fragments, workers per replica group) or multiples of 0.05 (p)
-between them, group sizes only where they tile the cluster (``core/groups.py``); an axis it assumes
-not to matter keeps the experiment's value (searching it would trust an assumption outside any
+(``Convergence.steps_to_target``). The search covers algorithm x H x p x fragments x sync delay x eager
+outer steps x replica group size x payload dtype, but only where the description was measured: an axis it
+measured is searched over its measured values and the powers of two (H, fragments, workers per replica
+group) or multiples of 0.05 (p) between them (the sync delay and eager outer steps: the measured values
+only), group sizes only where they tile the cluster (``core/groups.py``); an axis it assumes not to matter
+keeps the experiment's value (searching it would trust an assumption outside any
 measurement). Each candidate is simulated with one seed; the best two and DDP again with
 ``exp.repeats`` seeds for the 5-95 % band.
 """
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ...core.algorithms import FACTS
+from ...core.algorithms import FACTS, balanced_work_share
 from ...core.config import AlgorithmSpec, BudgetSpec, Experiment
 from ...core.convergence import Convergence
 from ...core.errors import ConfigError
@@ -113,15 +114,18 @@ def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], li
             ps = _grid(measured.get("p"), base.p, _multiples_of_p_step) if FACTS[base.name].pseudo_syncs \
                 else [base.p]
             fs = _grid(measured.get("fragments"), base.fragments, _powers_of_two)
+            taus = _grid(measured.get("fragment_sync_delay"), base.fragment_sync_delay, _none_between)
+            eager = _grid(measured.get("eager_outer"), base.eager_outer, _none_between)
             own = exp.group_size(base)
             gs = [s for s in _grid(measured.get("replica_group"), own, _powers_of_two) if _tiles(exp, int(s))]
-            for h, p, f, s in itertools.product(hs, ps, fs, gs):
+            for h, p, f, tau, e, s in itertools.product(hs, ps, fs, taus, eager, gs):
                 try:
                     spec = dataclasses.replace(base, sync_every=int(h), p=float(p), fragments=int(f),
+                                               fragment_sync_delay=int(tau), eager_outer=bool(e),
                                                payload_dtype=dtype,
                                                replica_group=base.replica_group if s == own else int(s))
-                except ConfigError as err:  # P fragments must divide H
-                    refused.append(f"{base.name} H={h:g} fragments={f:g}: {err}")
+                except ConfigError as err:  # P fragments must divide H, tau at most H/P
+                    refused.append(f"{base.name} H={h:g} fragments={f:g} tau={tau:g}: {err}")
                     continue
                 found = conv.lookup(spec, exp.workers, int(s))
                 if found.steps_vs_ddp is None:
@@ -129,9 +133,22 @@ def _candidates(exp: Experiment, conv: Convergence) -> tuple[list[Candidate], li
                     continue
                 steps = conv.steps_to_target(spec, exp.workers, int(s)).steps_vs_ddp
                 out.append(Candidate(spec, found.steps_vs_ddp, _whole_steps(steps), found.why))
+                if exp.cluster.variability.slow_workers and exp.cluster.variability.slow_factor > 1:
+                    out.append(_balanced(exp, out[-1]))  # a cluster of mixed speeds: each H balanced too
         if not conv.payload_dtypes(base.name):
             refused.append(f"{base.name}: the convergence description has no point for it")
     return out, refused
+
+
+def _balanced(exp: Experiment, fixed: Candidate) -> Candidate:
+    """The candidate with ``sync_every = "balanced"``. The convergence description holds no balanced run,
+    so its steps to the target are assumed to need the fixed H's local steps in all: its slow replicas
+    take only ``balanced_work_share`` of them per plan step, so the plan is that much longer."""
+    spec = dataclasses.replace(fixed.spec, sync_balanced=True)
+    share = balanced_work_share(exp, spec)
+    why = (f"{fixed.assumption}; balanced H: as many local steps to the target as the fixed H, so "
+           f"{1 / share:.3f}x its steps (its slow replicas take {share:.1%} of them; assumed, not measured)")
+    return Candidate(spec, fixed.steps_vs_ddp / share, _whole_steps(fixed.steps / share), why)
 
 
 def _grid(measured: list[float] | None, own: float, between) -> list[float]:
@@ -150,6 +167,10 @@ def _tiles(exp: Experiment, size: int) -> bool:
     except ConfigError:
         return False
     return True
+
+
+def _none_between(lo: float, hi: float) -> list[float]:
+    return []
 
 
 def _powers_of_two(lo: float, hi: float) -> list[int]:
@@ -175,9 +196,12 @@ def _name(spec: AlgorithmSpec) -> str:
         return f"ddp {spec.payload_dtype}"
     p = f" p={spec.p:g}" if facts.pseudo_syncs else ""
     fragments = f" P={spec.fragments}" if facts.fragments else ""
+    if facts.fragments and (spec.fragment_sync_delay or spec.eager_outer):
+        fragments += f" tau={spec.fragment_sync_delay}" + (" eager" if spec.eager_outer else "")
     density = f" density={spec.topk_density:g}" if facts.sparse else ""
     group = "" if spec.replica_group == "worker" else f" replica_group={spec.replica_group}"
-    return f"{spec.name} H={spec.sync_every}{p}{fragments}{density}{group} {spec.payload_dtype}"
+    balanced = " balanced" if spec.sync_balanced else ""
+    return f"{spec.name} H={spec.sync_every}{balanced}{p}{fragments}{density}{group} {spec.payload_dtype}"
 
 
 def why_it_wins(best: Answer, ddp: Answer) -> str:
@@ -240,8 +264,11 @@ def advice_json(advice: Advice) -> dict:
         spec = answer.candidate.spec
         lo, hi = answer.band_s
         return {"algorithm": spec.name, "sync_every": spec.sync_every if spec.is_local else None,
+                "sync_balanced": spec.sync_balanced if spec.is_local else None,
                 "p": spec.p if FACTS[spec.name].pseudo_syncs else None,
                 "fragments": spec.fragments if FACTS[spec.name].fragments else None,
+                "fragment_sync_delay": spec.fragment_sync_delay if FACTS[spec.name].fragments else None,
+                "eager_outer": spec.eager_outer if FACTS[spec.name].fragments else None,
                 "topk_density": spec.topk_density if FACTS[spec.name].sparse else None,
                 "replica_group": advice.exp.group_size(spec) if spec.is_local else None,
                 "payload_dtype": spec.payload_dtype,

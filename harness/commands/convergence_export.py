@@ -36,12 +36,17 @@ def export(folders: list[Path], target_loss: float) -> tuple[Convergence, list[s
         for spec in exp.algorithms:
             if not spec.is_local or spec.name not in curves:
                 continue
+            if spec.sync_balanced and exp.cluster.variability.slow_workers:
+                notes.append(f"{folder}: {spec.name} balances its H per replica (sync_every = \"balanced\"), "
+                             "not an axis of a convergence description; left out")
+                continue
             steps = step_at_target(curves[spec.name], target_loss)
             if not math.isfinite(steps):
                 notes.append(f"{folder}: {spec.name} does not reach {target_loss:g}; left out")
                 continue
             coords = {"sync_every": spec.sync_every, "p": spec.p, "fragments": spec.fragments, "workers": exp.workers,
-                      "replica_group": exp.group_size(spec)}
+                      "replica_group": exp.group_size(spec), "fragment_sync_delay": spec.fragment_sync_delay,
+                      "eager_outer": spec.eager_outer}
             source = (f"{folder}: {spec.name} reached {target_loss:g} at step {steps:.1f}, DDP at {ddp:.1f} "
                       f"({exp.workload.name}, {exp.workers} workers x {exp.workload.batch_per_worker} samples "
                       f"on {exp.cluster.name})")

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ...core.algorithms import FACTS
-from ...core.config import BudgetSpec, Experiment
+from ...core.config import BALANCED, BudgetSpec, Experiment
 from ..machinery import sweep
 
 BANDWIDTH_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
@@ -49,7 +49,9 @@ def axes(exp: Experiment) -> list[tuple[str, list]]:
            ("cluster.nodes", _ints(exp.cluster.nodes, NODES_FACTORS))]
     local = [a for a in exp.algorithms if a.is_local]
     if local:
-        out.append(("algorithm.sync_every", _ints(local[0].sync_every, SYNC_EVERY_FACTORS)))
+        hs: list = _ints(local[0].sync_every, SYNC_EVERY_FACTORS)
+        # Workers of mixed speeds: also the user's H balanced per replica (docs/algorithms.md), last.
+        out.append(("algorithm.sync_every", hs + [BALANCED] * (exp.cluster.variability.slow_workers > 0)))
     if any(a.name == "palsgd" for a in exp.algorithms):
         p = exp.algorithm("palsgd").p
         out.append(("algorithm.p", sorted({round(min(0.9, p * f), 4) for f in P_FACTORS})))
@@ -79,7 +81,7 @@ def window_steps(exp: Experiment, grid_axes: list[tuple[str, list]]) -> int:
     local = [a for a in exp.algorithms if a.is_local]
     if not local:
         return min(exp.nominal_steps, 200)
-    h_max = max(dict(grid_axes).get("algorithm.sync_every", [local[0].sync_every]))
+    h_max = max(h for h in dict(grid_axes).get("algorithm.sync_every", [local[0].sync_every]) if h != BALANCED)
     return min(exp.nominal_steps, max(a.warmup_steps for a in local) + 2 * h_max)
 
 

@@ -37,6 +37,9 @@ compared in the cases with variability only."""
 NO_VARIABILITY = {"jitter_cv": 0.0, "slow_workers": 0, "slow_factor": 1.0, "straggler_prob": 0.0,
                   "straggler_factor": 1.0}
 """Only the case's variability: the spread the calibration measured on emulated compute is the sleep's."""
+EAGER_DELAY = ("algorithm.streaming_diloco.fragments=1", "algorithm.streaming_diloco.fragment_sync_delay=8",
+               "algorithm.streaming_diloco.eager_outer=true")
+"""The eager-delay case's Streaming DiLoCo: DiLoCo whose outer all-reduce overlaps the next round (H = 8)."""
 THREADS_PER_RANK = 1  # emulated compute leaves the cores to communication and the host's own work
 
 
@@ -56,6 +59,10 @@ class ClusterCase:
     """Every algorithm but SparseLoCo, which has a case of its own (``sparseloco-2x4-100mbit``)."""
     replica_group: str = "worker"
     """``algorithm.replica_group`` of the local algorithms (``core/groups.py``)."""
+    balanced: bool = False
+    """``algorithm.sync_every = "balanced"``: each replica's H scaled by its known speed."""
+    streaming: tuple[str, ...] = STREAMING
+    """Streaming DiLoCo's overrides (P, tau, eager_outer)."""
 
     @property
     def name(self) -> str:
@@ -81,7 +88,7 @@ class ClusterCase:
     def describe(self) -> dict:
         return {"workload": self.workload, "ranks": self.ranks, "network": self.network, "steps": self.steps,
                 "sync_every": self.sync_every, "variability": dict(self.variability),
-                "replica_group": self.replica_group}
+                "replica_group": self.replica_group, "balanced": self.balanced}
 
 
 BASE = ClusterCase("base-2x4-1gbit")
@@ -107,6 +114,12 @@ def cases(*, quick: bool, emulate: bool = True) -> list[ClusterCase]:
         # Its sync is one all-gather of sparse messages: on the slow link where DiLoCo's all-reduce shows.
         r(BASE, label="sparseloco-2x4-100mbit", link="rate=100mbit,delay=10ms", steps=12,
           algorithms=("ddp", "diloco", "sparseloco")),
+        # slow-worker-1.5x with the slow worker's H scaled down (4 -> 2): the others stop waiting for it.
+        r(BASE, label="balanced-slow-1.5x", variability=(("slow_workers", 1), ("slow_factor", 1.5)), balanced=True),
+        # A whole round of delay with eager outer steps (P = 1, tau = H) beside DiLoCo (tau = 0): H = 8
+        # so that the all-reduce fits inside a round on the 1 Gbit/s link.
+        r(BASE, label="eager-delay-2x4-1gbit", sync_every=8, steps=32, algorithms=("ddp", "diloco", "streaming_diloco"),
+          streaming=EAGER_DELAY),
     ]
 
 
@@ -115,13 +128,14 @@ def case_experiment(case: ClusterCase, cluster: str | None = None) -> Experiment
     overrides = [f"cluster.nodes={case.nodes}", f"cluster.gpus_per_node={case.ranks_per_node}",
                  'train.compute="emulated"', f"train.threads_per_rank={THREADS_PER_RANK}",
                  f"algorithm.sync_every={case.sync_every}", "algorithm.warmup_steps=0",
+                 *(['algorithm.sync_every="balanced"'] if case.balanced else []),  # keeps the H above
                  f'algorithm.replica_group="{case.replica_group}"',
                  f"cluster.compute.step_time_s={COMPUTE_S}", f"cluster.compute.optimizer_time_s={OPTIMIZER_S}",
                  # u and m from memory passes at the cluster's memory bandwidth (core/compute.py)
                  "cluster.compute.outer_step_time_s=0", "cluster.compute.pseudo_sync_time_s=0",
                  "cluster.compute.data_time_s=0", "workload.data_time_s=0", "train.eval_batches=1",
                  *(f"cluster.variability.{k}={v}" for k, v in {**NO_VARIABILITY, **dict(case.variability)}.items()),
-                 *(STREAMING if "streaming_diloco" in case.algorithms else ())]
+                 *(case.streaming if "streaming_diloco" in case.algorithms else ())]
     exp = load(workload=case.workload, cluster=cluster, steps=case.steps, algorithms=list(case.algorithms),
                overrides=overrides)
     return exp.replace(repeats=SEEDS)

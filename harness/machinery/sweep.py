@@ -298,7 +298,7 @@ def stored_parts(done: Path, n_points: int) -> list[pd.DataFrame]:
 
 
 def crossovers(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Where the mean speedup_vs_ddp over runs crosses 1 along each numeric varied key, the other key
+    """Where the mean speedup_vs_ddp over runs crosses 1 along the numbers of each varied key, the other key
     (if any) held fixed. Linear interpolation between neighbouring points, in log space when the
     values span more than 10x."""
     rows = []
@@ -307,7 +307,9 @@ def crossovers(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         group_keys = ["algorithm", *others]
         for gk, g in table[table["algorithm"] != "ddp"].groupby(group_keys, sort=False):
             gk = gk if isinstance(gk, tuple) else (gk,)
-            curve = g.groupby(key)["speedup_vs_ddp"].mean().sort_index()
+            # Along its numbers only: an axis may also hold a word (sync_every = "balanced").
+            numeric = g[g[key].map(lambda v: isinstance(v, int | float) and not isinstance(v, bool))]
+            curve = numeric.groupby(key)["speedup_vs_ddp"].mean().sort_index()
             fixed_key, fixed_value = (others[0], gk[1]) if others else ("", None)
             for value, direction in _crossings(curve):
                 rows.append((gk[0], key, value, direction, fixed_key, fixed_value))

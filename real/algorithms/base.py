@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.algorithms import DDP_STEP, FACTS, GRADIENT_STEP
+from ...core.algorithms import DDP_STEP, FACTS, GRADIENT_STEP, IDLE_STEP
 from ...core.config import AlgorithmSpec
 from ...core.workload import TrainSpec
 from ..dist import flat_view, ring_bytes
@@ -88,11 +88,13 @@ class Algorithm:
     # -- the loop -------------------------------------------------------------------------------
 
     def step(self, step: int, next_batch: Callable[[], Batch]) -> float:
-        """Take step ``step`` of the plan; return its training loss (NaN for a pseudo-sync step)."""
+        """Take step ``step`` of the plan; return its training loss (NaN for a pseudo-sync or idle step)."""
         kind = int(self.setup.kinds[step])
         self.setup.timer.begin_step(step)
         lr = lr_at(self.setup.train, step, self.setup.total_steps)
-        if kind == DDP_STEP:
+        if kind == IDLE_STEP:  # a slower replica waits for the barrier (sync_every = "balanced"): no batch
+            loss = math.nan
+        elif kind == DDP_STEP:
             loss = self.ddp_step(next_batch, lr)
         elif kind == GRADIENT_STEP:
             loss = self.local_step(next_batch, lr * self.lr_scale)

@@ -133,3 +133,30 @@ source = "hand-made"
     best = advice.ranked[0].candidate
     assert best.spec.name == "sparseloco" and best.spec.payload_dtype == "int2"
     assert 8 <= best.spec.sync_every <= 32
+
+
+def test_advise_searches_the_sync_delay_and_eager_outer_steps_where_measured(tmp_path):
+    # Streaming DiLoCo with P = 1, H = 8 measured at tau = 0 and tau = H, plain and eager (a made-up table:
+    # the delay costs steps, eager updates win most of them back). Only the measured values are searched.
+    path = tmp_path / "convergence.toml"
+    path.write_text("""
+[workload.convergence]
+target_loss = 3.0
+ddp_steps = 400
+source = "hand-made"
+""" + "".join(f"""
+[[workload.convergence.points]]
+algorithm = "streaming_diloco"
+fragment_sync_delay = {tau}
+eager_outer = {eager}
+steps_vs_ddp = {ratio}
+source = "hand-made"
+""" for tau, eager, ratio in ((0, "false", 1.0), (0, "true", 1.0), (8, "false", 1.5), (8, "true", 1.02))))
+    exp = config.load(workload="gpt-neo-8m", cluster="a100-8x1-eth10", algorithms=["ddp", "streaming_diloco"],
+                      overrides=["algorithm.sync_every=8", "algorithm.warmup_steps=0",
+                                 "cluster.inter_node.bandwidth_gbps=1"])
+    advice = advise(exp, convergence.load(path))
+    assert advice.searched == 5  # DDP and the four measured (tau, eager) pairs
+    best = advice.ranked[0].candidate
+    assert (best.spec.fragment_sync_delay, best.spec.eager_outer, best.steps) == (8, True, 408)
+    assert advice_json(advice)["best"]["eager_outer"] is True

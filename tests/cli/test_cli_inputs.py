@@ -105,3 +105,16 @@ SPARSE = ["--algorithms", "ddp,sparseloco"]
 @pytest.mark.parametrize("command", [SIM, RUN])
 def test_bad_sparseloco_settings_are_refused_before_any_launch(tmp_path, command, args, needle):
     _refused([*command, *SPARSE, *args, "--out", str(tmp_path / "o")], needle, tmp_path / "o")
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--set", "algorithm.streaming_diloco.fragment_sync_delay=6"],
+     "fragment_sync_delay = 6: must be in [0, sync_every / fragments = 5]"),
+    (["--set", "algorithm.streaming_diloco.eager_outer=1"], "eager_outer"),
+    (["--set", "algorithm.diloco.eager_outer=true"], "does not apply to diloco"),
+])
+@pytest.mark.parametrize("command", [SIM, RUN])
+def test_a_delay_beyond_a_round_is_refused_before_any_launch(tmp_path, command, args, needle):
+    streaming = ["--algorithms", "ddp,diloco,streaming_diloco", "--set", "algorithm.sync_every=10",
+                 "--set", "algorithm.warmup_steps=0", "--set", "algorithm.streaming_diloco.fragments=2"]
+    _refused([*command, *streaming, *args, "--out", str(tmp_path / "o")], needle, tmp_path / "o")

@@ -22,7 +22,8 @@ SYNC_AFTER = {"local_sgd": (2, 5, 8), "diloco": (4, 7), "palsgd": (4, 7)}
 def results(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenarios") / "results.pt"
     script = Path(__file__).with_name("scenarios.py")
-    subprocess.run([sys.executable, str(script), str(out)], check=True, timeout=240)
+    # The bound catches a hang, not a slow machine: under load the scenarios took over 240 s.
+    subprocess.run([sys.executable, str(script), str(out)], check=True, timeout=540)
     return torch.load(out, weights_only=False)
 
 

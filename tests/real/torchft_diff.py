@@ -171,8 +171,8 @@ def torchft_run(rank, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
     return trajectory
 
 
-def our_run(rank, world, name, fragments, tau, alpha, dtype) -> list[torch.Tensor]:
-    extra = {"fragments": fragments, "fragment_sync_delay": tau, "fragment_update_alpha": alpha}
+def our_run(rank, world, name, fragments, tau, alpha, dtype, eager=False) -> list[torch.Tensor]:
+    extra = {"fragments": fragments, "fragment_sync_delay": tau, "fragment_update_alpha": alpha, "eager_outer": eager}
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=0, outer_lr=OUTER_LR,
                          outer_momentum=OUTER_MOMENTUM, payload_dtype=dtype, per_tensor_allreduce=dtype != "fp32",
                          averager="torchft" if name == "local_sgd" else "pytorch",

@@ -19,3 +19,13 @@ def test_the_registry_is_what_the_reports_and_the_specs_read():
         assert (label(name), color(name)) == (facts.label, facts.colour)
         spec = config.AlgorithmSpec(name=name)
         assert spec.is_local == facts.local and (spec.effective_p > 0) == facts.pseudo_syncs
+
+
+def test_a_whole_round_of_delay_and_eager_outer_steps_state_their_assumptions():
+    plain = algorithm_table(config.load(algorithms=["streaming_diloco"]).to_dict())
+    assert plain.notes == []
+    exp = config.load(algorithms=["streaming_diloco"], overrides=[
+        "algorithm.sync_every=100", "algorithm.streaming_diloco.fragments=4",
+        "algorithm.streaming_diloco.fragment_sync_delay=25", "algorithm.streaming_diloco.eager_outer=true"])
+    notes = algorithm_table(exp.to_dict()).notes
+    assert len(notes) == 2 and "a round late" in notes[0] and "differs by worker" in notes[1]

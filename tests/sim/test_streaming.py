@@ -86,3 +86,45 @@ def test_ddp_sends_fp32_gradients_when_the_syncs_are_quantized(tiny):
     runs = {d: tiny({"algorithm": {"payload_dtype": d}}, algorithms=["ddp"]) for d in ("fp32", "int8", "fp4")}
     sent = {d: step_costs(exp, exp.algorithms[0]).bucket_bytes_sent for d, exp in runs.items()}
     assert sent["int8"] == sent["fp4"] == sent["fp32"] > 0
+
+
+def test_a_whole_round_of_delay_overlaps_the_all_reduce_with_the_next_round(tiny):
+    # P = 1, H = 2, tau = H (DiLoCoX's one-step delay). The first sync has nothing in flight: u only,
+    # 2.2..2.4. Round 2's all-reduce of round 1's outer gradient starts when that outer step ends
+    # (2.4), runs 2.4..2.9 under steps 2 and 3 (2.4..4.6) and is applied after step 3: u 4.6..4.8.
+    # Round 3 likewise: 4.8..5.3 hidden, u 7.0..7.2. DiLoCo (tau = 0) pays T_AR at every sync instead.
+    algo = {"sync_every": 2, "streaming_diloco": {"fragment_sync_delay": 2}}
+    exp = tiny({"algorithm": algo}, algorithms=["streaming_diloco"], steps=6)
+    # (The log lists a worker's rows by start time; compared here step by step.)
+    assert sorted(log(exp, "streaming_diloco")) == sorted(both([
+        (0, "compute", 0.0, 1.0), (0, "optimizer", 1.0, 1.1),
+        (1, "compute", 1.1, 2.1), (1, "optimizer", 2.1, 2.2), (1, "outer_step", 2.2, 2.4),
+        (2, "compute", 2.4, 3.4), (2, "optimizer", 3.4, 3.5),
+        (3, "compute", 3.5, 4.5), (3, "allreduce_hidden", 2.4, 2.9), (3, "optimizer", 4.5, 4.6),
+        (3, "outer_step", 4.6, 4.8),
+        (4, "compute", 4.8, 5.8), (4, "optimizer", 5.8, 5.9),
+        (5, "compute", 5.9, 6.9), (5, "allreduce_hidden", 4.8, 5.3), (5, "optimizer", 6.9, 7.0),
+        (5, "outer_step", 7.0, 7.2),
+    ]))
+    # Eager updates change what the outer step computes, not its cost here (docs/algorithms.md).
+    eager = tiny({"algorithm": {**algo, "streaming_diloco": {**algo["streaming_diloco"], "eager_outer": True}}},
+                 algorithms=["streaming_diloco"], steps=6)
+    assert log(eager, "streaming_diloco") == log(exp, "streaming_diloco")
+
+
+def test_a_whole_round_of_delay_exposes_only_what_a_round_cannot_hide_under_a_straggler(tiny):
+    # A 6x slower link (T_AR = 3 s) and worker 1 twice as slow (c = 2 s): round 2 starts at 4.4 (after
+    # the first sync's barrier at worker 1's 4.2 and u), its all-reduce runs 4.4..7.4; worker 1 arrives
+    # at 4.4 + 2 * 2.1 = 8.6, worker 0 at 6.6 and waits 6.6..8.6; the all-reduce is all hidden.
+    # Worker 0's own steps (4.4..6.6) hide 2.2 s of it; the barrier hides the rest.
+    slow = {"cluster": {"intra_node": {"bandwidth_gbps": 2 * 2 * (1 << 20) * 8 / 1e9 / 6},
+                        "variability": {"slow_workers": 1, "slow_factor": 2.0}},
+            "algorithm": {"sync_every": 2, "streaming_diloco": {"fragment_sync_delay": 2}}}
+    rows = [r for r in log(tiny(slow, algorithms=["streaming_diloco"], steps=4), "streaming_diloco")
+            if r[1] == 3]
+    assert sorted(rows) == sorted([
+        (0, 3, "compute", 5.5, 6.5), (0, 3, "allreduce_hidden", 4.4, 7.4), (0, 3, "optimizer", 6.5, 6.6),
+        (0, 3, "wait", 6.6, 8.6), (0, 3, "outer_step", 8.6, 8.8),
+        (1, 3, "compute", 6.5, 8.5), (1, 3, "allreduce_hidden", 4.4, 7.4), (1, 3, "optimizer", 8.5, 8.6),
+        (1, 3, "outer_step", 8.6, 8.8),
+    ])

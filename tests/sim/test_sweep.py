@@ -78,3 +78,19 @@ def test_replica_group_is_a_numeric_sweep_axis():
     assert diloco.nunique() == 3
     with pytest.raises(ConfigError, match="replica_group"):
         sweep(base, [parse_vary("algorithm.replica_group=worker,3")], jobs=1)
+
+
+def test_a_whole_round_of_delay_and_eager_outer_are_sweep_axes():
+    base = load(workload="gpt-neo-8m", algorithms=["ddp", "streaming_diloco"], steps=40,
+                overrides=["algorithm.warmup_steps=0", "algorithm.sync_every=8",
+                           "cluster.inter_node.bandwidth_gbps=10"])
+    result = sweep(base, [parse_vary("algorithm.streaming_diloco.fragment_sync_delay=0,8"),
+                          parse_vary("algorithm.streaming_diloco.eager_outer=false,true")], jobs=1)
+    rows = result.table[result.table["algorithm"] == "streaming_diloco"]
+    exposed = rows.groupby(["algorithm.streaming_diloco.fragment_sync_delay",
+                            "algorithm.streaming_diloco.eager_outer"])["comm_exposed_s"].mean()
+    assert len(exposed) == 4
+    # tau = H hides the all-reduce under the next round (it fits at 10 Gbit/s); eager updates change the
+    # rule, not the timing.
+    assert exposed[(8, False)] < 0.1 * exposed[(0, False)]
+    assert exposed[(8, True)] == exposed[(8, False)] and exposed[(0, True)] == exposed[(0, False)]

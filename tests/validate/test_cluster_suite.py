@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -25,7 +26,7 @@ def test_full_suite_changes_one_thing_at_a_time_from_the_base():
         assert case.ranks >= 8
     assert {c.nodes for c in cases} == {2, 4}
     assert {c.link for c in cases} == {"rate=1gbit,delay=5ms", "rate=100mbit,delay=10ms"}
-    assert {c.sync_every for c in cases} == {4, 16}
+    assert {c.sync_every for c in cases} == {4, 8, 16}
     assert {dict(c.variability).get("jitter_cv") for c in cases} >= {0.1, 0.3}
 
 
@@ -85,9 +86,28 @@ def test_quick_cluster_case_end_to_end(tmp_path):
     assert "target step_time_mean_s" in proc.stdout
 
 
+def test_eager_delay_case_runs_diloco_beside_a_whole_round_of_delay():
+    case = next(c for c in validate_cluster.cases(quick=False) if c.name == "eager-delay-2x4-1gbit")
+    exp = validate_cluster.case_experiment(case)
+    spec = exp.algorithm("streaming_diloco")
+    assert (spec.fragments, spec.fragment_sync_delay, spec.eager_outer) == (1, spec.sync_every, True)
+    assert exp.algorithm("diloco").sync_every == spec.sync_every == 8
+    # The other cases keep Streaming DiLoCo's P = 2, tau = 1.
+    assert validate_cluster.case_experiment(validate_cluster.BASE).algorithm("streaming_diloco").fragments == 2
+
+
 def test_sparseloco_runs_in_a_case_of_its_own():
     with_it = [c.name for c in validate_cluster.cases(quick=False) if "sparseloco" in c.algorithms]
     assert with_it == ["sparseloco-2x4-100mbit"]
     case = next(c for c in validate_cluster.cases(quick=False) if c.name == with_it[0])
     spec = validate_cluster.case_experiment(case).algorithm("sparseloco")
     assert (spec.payload_dtype, spec.topk_density) == ("int2", 0.02)
+
+
+def test_the_balanced_case_is_the_slow_worker_case_with_a_balanced_h():
+    cases = {c.name: c for c in validate_cluster.cases(quick=False)}
+    balanced, fixed = cases["balanced-slow-1.5x"], cases["slow-worker-1.5x"]
+    assert dataclasses.replace(balanced, label=fixed.label, balanced=False) == fixed
+    exp = validate_cluster.case_experiment(balanced)
+    local = [a for a in exp.algorithms if a.is_local]
+    assert {(a.sync_every, a.sync_balanced) for a in local} == {(4, True)} and balanced.describe()["balanced"]
