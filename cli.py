@@ -254,9 +254,8 @@ def explore(experiment, workload, cluster, algorithms, steps, epochs, seed, over
     exp = _load(experiment, workload, cluster, algorithms, steps, epochs, seed, overrides)
     with Progress(job.grid_size(exp), "explore") as progress:
         grid = job.explore(exp, jobs=jobs, progress=progress)
-    note = (f"Each point simulates the first {grid.window_steps} steps (warm-up and two sync intervals of the "
-            f"largest H) with one seed; speedups and times are over those steps.")
-    path = render_explore(grid.table, [k for k, _ in grid.axes], output, base=grid.base, notes=[note],
+    path = render_explore(grid.table, [k for k, _ in grid.axes], output, base=grid.base,
+                          notes=[job.engine_note(grid.table)],
                           title=f"{exp.workload.name} on {exp.cluster.name}")
     click.echo(f"wrote {path} ({len(grid.table) // len(exp.algorithms)} simulated points)")
 

@@ -8,6 +8,8 @@ Run: ``.venv/bin/python benchmarks/bench_sweep_executors.py [--points N] [--jobs
 ``pip install 'palsgd[ray]'``; a local Ray instance with J CPUs is started and stopped). With ``--repeats``
 every point runs R seeds with jitter (cv 0.05), so a point is R runs, and the fast path simulates
 points of many repeats (``sim.bounds.engine_for``): ``--points 100 --repeats 1000`` is a 100,000-run sweep.
+``--cli-ray --points 100000``: only ``palsgd sweep --executor ray`` in a fresh process, as a user runs it,
+on a 100,000-point grid of one seed each with jitter and stragglers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import argparse
 import math
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -23,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from palsgd.core.config import load
+from palsgd.core.results import read_table_file
 from palsgd.harness.machinery.sweep import sweep
 
 
@@ -80,12 +86,44 @@ def timed(label: str, points: int, run) -> pd.DataFrame:
     return table
 
 
+def cli_ray(points: int, noise: bool) -> None:
+    """``palsgd sweep --executor ray`` as a user runs it (a fresh process, a local Ray instance it starts,
+    each finished chunk stored under ``--out``): wall-clock and peak resident memory of it and every
+    process it started (Ray's daemons and workers)."""
+    vary = grid(points)
+    n = len(vary[0][1]) * len(vary[1][1])
+    sets = ["cluster.nodes=2", "algorithm.warmup_steps=0", "algorithm.sync_every=10"]
+    if noise:
+        sets += ["cluster.variability.jitter_cv=0.05", "cluster.variability.straggler_prob=0.001",
+                 "cluster.variability.straggler_factor=3.0"]
+    with tempfile.TemporaryDirectory() as tmp:
+        argv = [sys.executable, "-m", "palsgd.cli", "sweep", "--workload", "gpt-neo-8m", "--cluster", "a100-4x8-ib100",
+                "--steps", "100", "--algorithms", "ddp,local_sgd", *[a for s in sets for a in ("--set", s)],
+                *[a for key, values in vary for a in ("--vary", f"{key}={','.join(map(str, values))}")],
+                "--executor", "ray", "--out", str(Path(tmp) / "sweep")]
+        print(f"== palsgd sweep --executor ray: {n:,} points x 2 algorithms (gpt-neo-8m, 16 workers, 100 steps"
+              f"{', jitter and stragglers' if noise else ''}); {platform.machine()}, {os.cpu_count()} cores, "
+              f"load average {os.getloadavg()[0]:.1f} ==", flush=True)
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            done = subprocess.run(argv, stdout=subprocess.DEVNULL, check=False)
+            dt = time.perf_counter() - t0
+        rows = len(read_table_file(Path(tmp) / "sweep" / "sweep.csv")) if done.returncode == 0 else 0
+    print(f"exit {done.returncode}: {dt:.1f} s, {n / dt:.1f} points/s, {rows:,} rows, peak resident memory (all "
+          f"processes) {mem.peak_bytes / 2**20:.0f} MiB; load average {os.getloadavg()[0]:.1f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=10_000, help="grid points (a square number is exact)")
     ap.add_argument("--jobs", type=int, default=os.cpu_count(), help="processes / Ray CPUs")
     ap.add_argument("--repeats", type=int, default=1, help="seeds per point (with jitter cv 0.05 when > 1)")
+    ap.add_argument("--cli-ray", action="store_true",
+                    help="only `palsgd sweep --executor ray` through the CLI (with jitter and stragglers)")
     args = ap.parse_args()
+    if args.cli_ray:
+        cli_ray(args.points, noise=True)
+        return
     jitter = 0.05 if args.repeats > 1 else 0.0
     base = load(workload="gpt-neo-8m", cluster="a100-4x8-ib100", steps=100, algorithms=["ddp", "local_sgd"],
                 overrides=["cluster.nodes=2", "algorithm.warmup_steps=0", "algorithm.sync_every=10",

@@ -45,7 +45,7 @@ class AlgorithmFacts:
     ``topk_density``, ``error_decay``; ``core/sparse.py``)."""
 
 
-_DDP_KEYS = ("payload_dtype", "bucket_mb")
+_DDP_KEYS = ("payload_dtype", "bucket_mib")
 # Local algorithms start with DDP warm-up steps, so DDP's keys apply to them too.
 _LOCAL_KEYS = (*_DDP_KEYS, "sync_every", "sync_balanced", "warmup_steps", "per_tensor_allreduce",
                "warmup_syncs_optimizer_state", "replica_group")

@@ -87,12 +87,12 @@ def ddp_bucket_numels(param_numels: Sequence[float], cap_bytes: float, first_cap
     return buckets
 
 
-def ddp_bucket_bytes(param_numels: Sequence[float], bucket_mb: float, first_bucket_mb: float,
+def ddp_bucket_bytes(param_numels: Sequence[float], bucket_mib: float, first_bucket_mib: float,
                      payload_elem_bytes: int) -> list[float]:
-    """Bytes each DDP bucket all-reduces: buckets laid out on the fp32 gradients (``bucket_mb`` and
-    ``first_bucket_mb`` in MiB, as PyTorch's ``bucket_cap_mb``), sent as ``payload_elem_bytes`` per element
+    """Bytes each DDP bucket all-reduces: buckets laid out on the fp32 gradients (``bucket_mib`` and
+    ``first_bucket_mib`` in MiB, as PyTorch's ``bucket_cap_mb``), sent as ``payload_elem_bytes`` per element
     (a bf16 payload halves what is sent, not the layout)."""
-    numels = ddp_bucket_numels(param_numels, int(bucket_mb * MIB), int(first_bucket_mb * MIB))
+    numels = ddp_bucket_numels(param_numels, int(bucket_mib * MIB), int(first_bucket_mib * MIB))
     return [n * payload_elem_bytes for n in numels]
 
 

@@ -34,8 +34,8 @@ from .typed import build, merge, set_path, to_dict
 from .workload import OPTIMIZER_STATE_TENSORS, TrainSpec, WorkloadSpec
 
 PAYLOAD_BYTES = PAYLOAD_ELEM_BYTES  # bytes per element of each payload dtype (core/buckets.py)
-TORCH_DEFAULT_BUCKET_MB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
-TORCH_FIRST_BUCKET_MB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
+TORCH_DEFAULT_BUCKET_MIB = 25.0  # torch.nn.parallel.distributed._DEFAULT_BUCKET_CAP_MB
+TORCH_FIRST_BUCKET_MIB = 1.0  # torch.distributed._DEFAULT_FIRST_BUCKET_BYTES, in MiB
 
 
 BALANCED = "balanced"
@@ -89,8 +89,8 @@ class AlgorithmSpec:
     error_decay: float = 0.9
     """SparseLoCo: beta of the error-feedback buffer e <- beta·e + delta, in [0, 1] (our default: the
     outer momentum's, which the buffer replaces; not a value taken from the paper)."""
-    bucket_mb: float = 25.0
-    """DDP gradient bucket size in MiB, as PyTorch's ``bucket_cap_mb`` counts it (bytes = bucket_mb x 2**20)."""
+    bucket_mib: float = 25.0
+    """DDP gradient bucket size in MiB, as PyTorch's ``bucket_cap_mb`` counts it (bytes = bucket_mib x 2**20)."""
     per_tensor_allreduce: bool = False
     """Sync one tensor at a time, as the paper's released GPT code does, instead of a few flat buffers."""
     warmup_syncs_optimizer_state: bool = False
@@ -115,7 +115,7 @@ class AlgorithmSpec:
         check(self.skip_draws in SKIP_DRAWS, "skip_draws", self.skip_draws, f"must be one of {SKIP_DRAWS}")
         check(self.skipped_batches in SKIPPED_BATCHES, "skipped_batches", self.skipped_batches,
               f"must be one of {SKIPPED_BATCHES}")
-        check(self.bucket_mb > 0, "bucket_mb", self.bucket_mb, "must be > 0")
+        check(self.bucket_mib > 0, "bucket_mib", self.bucket_mib, "must be > 0")
         check(self.replica_group in REPLICA_GROUP_NAMES
               or (isinstance(self.replica_group, int) and self.replica_group >= 1), "replica_group",
               self.replica_group, 'must be "worker", "node" or a number of workers >= 1')
@@ -124,7 +124,7 @@ class AlgorithmSpec:
 
     def _check_sparse(self) -> None:
         """SparseLoCo's settings; ``int2`` values exist only in its sparse payload."""
-        if self.name != "sparseloco":
+        if not FACTS[self.name].sparse:
             check(self.payload_dtype != "int2", "payload_dtype", self.payload_dtype,
                   f"int2 is SparseLoCo's alone; {self.name} takes one of {', '.join(PAYLOAD_BYTES)}")
             return
@@ -150,14 +150,14 @@ class AlgorithmSpec:
     @property
     def torch_bucket_cap_mb(self) -> float | None:
         """What the real harness passes as DDP's ``bucket_cap_mb``: nothing when it is PyTorch's default."""
-        return None if self.bucket_mb == TORCH_DEFAULT_BUCKET_MB else self.bucket_mb
+        return None if self.bucket_mib == TORCH_DEFAULT_BUCKET_MIB else self.bucket_mib
 
     @property
-    def first_bucket_mb(self) -> float:
+    def first_bucket_mib(self) -> float:
         """DDP's first bucket (the last layers' gradients, ready first), MiB. PyTorch caps it at 1 MiB so
         communication starts early, but (torch 2.13) only when ``bucket_cap_mb`` is left at its default;
         given explicitly, the first bucket is capped like the others. Both sides follow that rule."""
-        return TORCH_FIRST_BUCKET_MB if self.torch_bucket_cap_mb is None else self.bucket_mb
+        return TORCH_FIRST_BUCKET_MIB if self.torch_bucket_cap_mb is None else self.bucket_mib
 
     @property
     def is_local(self) -> bool:
@@ -167,12 +167,12 @@ class AlgorithmSpec:
     def dense_payload_dtype(self) -> str:
         """The dtype of the dense collectives (DDP's gradient buckets, all-reduces): SparseLoCo's
         ``payload_dtype`` types its sparse values only, its dense calls stay fp32."""
-        return "fp32" if self.name == "sparseloco" else self.payload_dtype
+        return "fp32" if FACTS[self.name].sparse else self.payload_dtype
 
     @property
     def payload_bytes_per_param(self) -> float:
         """Bytes per element of a dense payload (SparseLoCo: of one transmitted value)."""
-        if self.name == "sparseloco":
+        if FACTS[self.name].sparse:
             return SPARSE_VALUE_BITS[self.payload_dtype] / 8
         return PAYLOAD_BYTES[self.payload_dtype]
 
@@ -356,6 +356,34 @@ def parse_override(item: str) -> dict:
     return out
 
 
+FORMER_KEYS = {"bucket_mb": "bucket_mib"}
+"""Algorithm keys by their former names, read as the current ones: experiment files and results folders
+of earlier versions keep loading. ``bucket_mb`` always held MiB (PyTorch's ``bucket_cap_mb`` counts
+MiB); the name now says so. Giving both names is refused."""
+
+
+def current_keys(data: dict, source: str = "experiment") -> dict:
+    """``data`` with the former algorithm keys (``FORMER_KEYS``), shared or in an algorithm's own table,
+    under their current names."""
+    table = data.get("algorithm")
+    if not isinstance(table, dict):
+        return data
+    return {**data, "algorithm": _renamed(table, "algorithm", source)}
+
+
+def _renamed(table: dict, where: str, source: str) -> dict:
+    out = {}
+    for key, value in table.items():
+        if key in ALGORITHMS and isinstance(value, dict):
+            value = _renamed(value, f"{where}.{key}", source)
+        new = FORMER_KEYS.get(key, key)
+        if new != key and new in table:
+            raise ConfigError(f"is the former name of {new}; give {new} only", key=f"{where}.{key}", value=value,
+                              source=source)
+        out[new] = value
+    return out
+
+
 def from_layers(layers: list[tuple[str, dict]]) -> Experiment:
     """Merge the layers (later wins), remembering which source set each key, then build."""
     merged: dict = {}
@@ -364,7 +392,7 @@ def from_layers(layers: list[tuple[str, dict]]) -> Experiment:
         if not isinstance(data, dict):
             raise ConfigError("expected a table", source=source)
         try:
-            data = _balanced_sugar(data)
+            data = _balanced_sugar(current_keys(data, source))
         except ConfigError as err:
             raise err.located(source) from None
         merge(merged, data, origin, source)
@@ -402,7 +430,7 @@ def from_dict(data: dict, origin: dict[str, str] | None = None) -> Experiment:
         return "experiment"
 
     try:
-        data = _balanced_sugar(_without_derived_optimizer_state(dict(data)))
+        data = _balanced_sugar(_without_derived_optimizer_state(current_keys(dict(data))))
     except ConfigError as err:
         raise err.located(where(err.key)) from None
     algo_table = data.pop("algorithm", {}) or {}
@@ -467,7 +495,7 @@ def _algorithm_spec(name: str, table: dict) -> AlgorithmSpec:
         if key in ALGORITHMS:
             _check_own_table(key, value)
     own = table.get(name, {})
-    if name == "sparseloco" and "payload_dtype" not in {**shared, **own}:
+    if FACTS[name].sparse and "payload_dtype" not in {**shared, **own}:
         own = {**own, "payload_dtype": SPARSE_DEFAULT_PAYLOAD}  # its own default, not the dense fp32
     try:
         spec = build(AlgorithmSpec, {**shared, **own, "name": name})
@@ -492,6 +520,38 @@ def _check_own_table(name: str, own: object) -> None:
                               key=f"algorithm.{name}.{key}", value=own[key])
 
 
+def calibrated(exp: Experiment, profile: str | Path) -> Experiment:
+    """``exp`` on a calibrated cluster profile (``palsgd calibrate``), as loading it with ``--cluster
+    profile`` gives: the profile in place of the cluster file, and the figures that the layers above that
+    file set (``given_figures``) set again on top of it."""
+    data = exp.to_dict()
+    data["workload"] = exp.workload.inputs()  # as with_changes: the model's facts are derived again
+    data["cluster"] = presets.read_toml(profile).get("cluster")
+    layers: list[tuple[str, dict]] = [(str(profile), data)]
+    for where, keys in given_figures(exp).items():
+        layer: dict = {}
+        for key in keys:
+            value = exp.cluster
+            for part in key.split("."):
+                value = getattr(value, part)
+            set_path(layer, ["cluster", *key.split(".")], value)
+        layers.append((where, layer))
+    return from_layers(layers)
+
+
+def given_figures(exp: Experiment) -> dict[str, list[str]]:
+    """The cluster figures set above the cluster file, by the layer that set them: those stamped ``given:
+    <layer>`` (``_stamp_given``), less what a cluster preset states as given itself."""
+    stated = {}
+    if exp.cluster.name in presets.names("cluster"):
+        stated = presets.read("cluster", exp.cluster.name).get("cluster", {}).get("provenance", {})
+    out: dict[str, list[str]] = {}
+    for key, where in exp.cluster.provenance.items():
+        if where.startswith("given: ") and stated.get(key) != where:
+            out.setdefault(where.removeprefix("given: "), []).append(key)
+    return out
+
+
 def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment:
     """``exp`` with override layers ``(source, nested dict)`` applied, validated again.
 
@@ -504,6 +564,7 @@ def with_changes(exp: Experiment, changes: list[tuple[str, dict]]) -> Experiment
     names = list(data["algorithm"])
     layers: list[tuple[str, dict]] = [("experiment", data)]
     for source, change in changes:
+        change = current_keys(change, source)
         table = change.get("algorithm")
         if isinstance(table, dict):
             shared = {k: v for k, v in table.items() if k not in ALGORITHMS}

@@ -369,7 +369,7 @@ def _point(raw: object, key: str) -> Point:
     _check_number(raw["steps_vs_ddp"], f"{key}.steps_vs_ddp", "must be a finite number > 0", positive=True)
     _check_string(raw["source"], f"{key}.source")
     # SparseLoCo's values have dtypes of their own, int2 by default (core/sparse.py).
-    dtypes, default = (SPARSE_VALUE_BITS, SPARSE_DEFAULT) if name == "sparseloco" else (PAYLOAD_BYTES, "fp32")
+    dtypes, default = (SPARSE_VALUE_BITS, SPARSE_DEFAULT) if FACTS[name].sparse else (PAYLOAD_BYTES, "fp32")
     dtype = raw.get("payload_dtype", default)
     if dtype not in dtypes:
         raise ConfigError(f"must be one of {', '.join(dtypes)}", key=f"{key}.payload_dtype", value=dtype)

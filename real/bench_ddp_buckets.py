@@ -3,7 +3,7 @@ describes: what ``harness/machinery/calibrate_ddp.py`` sets beside the flat all-
 
 Run one process per rank with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set:
 
-    python -m palsgd.real.bench_ddp_buckets --out ddp_buckets.json [--width 512 --layers 8 --bucket-mb 1]
+    python -m palsgd.real.bench_ddp_buckets --out ddp_buckets.json [--width 512 --layers 8 --bucket-mib 1]
 
 A stack of ``--layers`` square Linear layers is wrapped in PyTorch's DDP with ``bucket_cap_mb`` (the first
 bucket too), and a communication hook (``DistributedDataParallel.register_comm_hook``) does what DDP's
@@ -56,14 +56,14 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--bucket-mb", type=float, default=1.0)
+    parser.add_argument("--bucket-mib", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     dist.init(threads=1)
     torch.manual_seed(0)
     model = nn.Sequential(*[nn.Linear(args.width, args.width) for _ in range(args.layers)])
-    ddp = DistributedDataParallel(model, bucket_cap_mb=args.bucket_mb)
+    ddp = DistributedDataParallel(model, bucket_cap_mb=args.bucket_mib)
     records: list = []
     ddp.register_comm_hook(None, timed_hook(records))
     x = torch.randn(args.batch, args.width)
@@ -77,7 +77,7 @@ def main() -> None:
             sizes = {index: nbytes for index, nbytes, _, _ in records}
     if tdist.get_rank() == 0:
         io.write_json(args.out, {
-            "ranks": tdist.get_world_size(), "bucket_mb": args.bucket_mb,
+            "ranks": tdist.get_world_size(), "bucket_mib": args.bucket_mib,
             "param_numels": [p.numel() for p in model.parameters()],
             "bucket_bytes": [sizes[i] for i in sorted(sizes)], "comm_s": statistics.median(unions),
             "comm_s_per_step": unions,

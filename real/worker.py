@@ -222,7 +222,7 @@ def set_up(exp: Experiment, name: str, out: Path, ctx: dist.DistContext, *, resu
 def _wrap_in_ddp(model: torch.nn.Module, spec: AlgorithmSpec, ctx: dist.DistContext, *,
                  bucket_views: bool, process_group=None) -> torch.nn.Module:
     # PyTorch's default bucket layout (1 MiB first bucket) unless a cap is asked for; the simulator
-    # charges the same layout (AlgorithmSpec.first_bucket_mb). On emulated accelerators the gradients
+    # charges the same layout (AlgorithmSpec.first_bucket_mib). On emulated accelerators the gradients
     # are views of DDP's buckets, saving the copy back after each all-reduce: host memory work that a GPU
     # does on the device, and that would otherwise land in the emulated compute.
     cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_cap_mb": spec.torch_bucket_cap_mb}

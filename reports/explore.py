@@ -28,6 +28,7 @@ AXIS_LABELS = {
     "cluster.nodes": ("nodes", ""),
     "algorithm.sync_every": ("H (sync every)", "steps"),
     "algorithm.p": ("p (PALSGD pseudo-sync)", ""),
+    "algorithm.streaming_diloco.fragment_sync_delay": ("sync delay τ (Streaming DiLoCo)", "steps"),
     "cluster.variability.jitter_cv": ("jitter (CV of step time)", ""),
     "algorithm.replica_group": ("workers per replica (replica_group)", "workers"),
 }
@@ -35,7 +36,8 @@ AXIS_LABELS = {
 
 def payload(table: pd.DataFrame, keys: list[str], base: dict | None = None) -> dict:
     """The page's data: the axes and, for every grid point in row-major order (last key fastest), per
-    algorithm [speedup_vs_ddp, wall_clock_s, steps, *time per category] (means over runs), or null."""
+    algorithm [speedup_vs_ddp, wall_clock_s, steps, *time per category] (means over runs), or null; and
+    where the table has an ``engine`` column (``palsgd explore``), what simulated each (point, algorithm)."""
     if len(keys) < 2:
         raise ConfigError("needs two or more varied fields", key="vary", value=keys, source="explore")
     algorithms = ordered(table["algorithm"].unique())
@@ -47,11 +49,13 @@ def payload(table: pd.DataFrame, keys: list[str], base: dict | None = None) -> d
         start = _nearest(values, (base or {}).get(key))
         name, unit = AXIS_LABELS.get(key, (key, ""))
         axes.append({"key": key, "label": name, "unit": unit, "values": [_plain(v) for v in values], "start": start})
-    cells = []
+    engine = table.groupby([*keys, "algorithm"])["engine"].first() if "engine" in table else pd.Series()
+    cells, engines = [], []
     for combo in itertools.product(*(a["values"] for a in axes)):
         cell = [_row(mean, (*combo, algo)) for algo in algorithms]
         cells.append(cell if any(c is not None for c in cell) else None)
-    return {"axes": axes, "cells": cells,
+        engines.append([engine.get((*combo, algo)) for algo in algorithms])
+    return {"axes": axes, "cells": cells, "engines": engines if len(engine) else None,
             "algorithms": [{"name": a, "label": label(a), "color": color(a)} for a in algorithms],
             "categories": [{"label": name, "color": colour} for name, _, _, colour in CATEGORIES]}
 

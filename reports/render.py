@@ -112,9 +112,10 @@ def _sensitivity_panels(s: Section, folder: ResultFolder) -> None:
         return
     s.panels.append(Panel(
         "Sensitivity around this point", f"Speedup vs DDP from {io.SENSITIVITY}: one field varied at a time "
-        "around the experiment (star and grey line), the others held; each point a short simulation (warm-up and "
-        "two sync intervals of the largest H, one seed). Diamonds and dotted lines = crossovers of DDP; the second "
-        "row, when present, is the speedup to the target loss of the convergence description.",
+        "around the experiment (star and grey line), the others held; each point the whole run with that change "
+        "(the experiment's steps and seeds), as `palsgd simulate` prints it. Diamonds and dotted lines = "
+        "crossovers of DDP; the second row, when present, is the speedup to the target loss of the convergence "
+        "description.",
         _svg(figures.sensitivity(table, crossovers)),
         tables=[tables.crossover_table(crossovers)] if crossovers is not None and len(crossovers) else []))
 

@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass
 
+from ..core.algorithms import FACTS
 from ..core.config import Experiment
 from ..core.errors import ConfigError
 from ..core.schema import PHASES
@@ -55,6 +56,7 @@ FAST_BLOCK_ARRAYS = 12  # float64 [repeats, intervals, workers] arrays of one bl
 FAST_DRAW_ARRAYS = 4  # float64 [..., workers, steps] arrays where steps are drawn one by one
 FAST_CELL_BYTES = 8 * 4  # the [repeats, phase, worker] totals (3 arrays) and their summary, per cell
 FAST_RUN_OVERHEAD_S = 2e-3  # Python cost of one (algorithm, batch of repeats)
+FAST_FAILURE_WALK_S = 5e-5  # one block of one run walked step by step after a failure (sim/fast_exact.py)
 FAST_CELLS_PER_S = 2e6  # cells/s: 2-10 M measured through the CLI on the loaded 2-core VM (benchmarks-sim.md)
 MAX_WORK_S = 86_400.0
 """The longest job accepted: one day of one core."""
@@ -138,7 +140,7 @@ def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
     cells, drawn = 0.0, 1  # drawn: the widest block of steps drawn one by one, per worker
     for a in exp.algorithms:
         warm = steps if not a.is_local else min(a.warmup_steps, steps)
-        interval = a.sync_every // (a.fragments if a.name == "streaming_diloco" else 1)
+        interval = a.sync_every // (a.fragments if FACTS[a.name].fragments else 1)
         per_cell = interval < fast.MIN_SUM_STEPS or exp.cluster.variability.jitter_cv > fast.MAX_SUM_CV
         ddp_cells = warm * (workers if workers < fast.MIN_MAX_WORKERS else 2)
         cells += exp.repeats * (ddp_cells + (steps - warm) * workers / (1 if per_cell else interval))
@@ -147,11 +149,29 @@ def _fast(exp: Experiment, keep_totals: bool) -> Estimate:
     block = max(fast.CELLS_PER_BLOCK, batch * workers)
     draws = max(fast.CELLS_PER_BLOCK, batch * workers * drawn)
     totals = batch * len(PHASES) * workers
-    run_bytes = 8 * (FAST_BLOCK_ARRAYS * block + FAST_DRAW_ARRAYS * draws) + totals * FAST_CELL_BYTES
+    # the exact engine's factors of a batch's seeds (float64) and PALSGD's gradient steps (bool), where drawn
+    exact = batch * workers * steps * 9 if any(fast.draws_exactly(exp, a) for a in exp.algorithms) else 0
+    run_bytes = 8 * (FAST_BLOCK_ARRAYS * block + FAST_DRAW_ARRAYS * draws) + totals * FAST_CELL_BYTES + exact
     total_rows = runs * workers * len(PHASES) if keep_totals else 0
     kept_bytes = runs * RUN_ROW_BYTES + total_rows * TOTAL_ROW_BYTES
-    work_s = runs / batch * FAST_RUN_OVERHEAD_S + cells / FAST_CELLS_PER_S
+    work_s = runs / batch * FAST_RUN_OVERHEAD_S + cells / FAST_CELLS_PER_S + _fast_failure_walks_s(exp)
     return Estimate(run_bytes, kept_bytes, work_s, "fast")
+
+
+def _fast_failure_walks_s(exp: Experiment) -> float:
+    """The fast path walks a run step by step, in Python, from the first failure of a block (a sync
+    interval, or up to CELLS_PER_BLOCK DDP cells) on: at most every interval of every run where a
+    failure is expected in most blocks, FAST_FAILURE_WALK_S each."""
+    mtbf_s = exp.cluster.failures.mtbf_s
+    if mtbf_s <= 0:
+        return 0.0
+    out = 0.0
+    for a in exp.algorithms:
+        interval = a.sync_every // (a.fragments if a.name == "streaming_diloco" else 1) if a.is_local else 256
+        blocks = exp.nominal_steps / max(1, min(interval, exp.nominal_steps))
+        failing = min(1.0, exp.workers * _step_s(exp, a) * exp.nominal_steps / mtbf_s)
+        out += exp.repeats * blocks * failing * FAST_FAILURE_WALK_S
+    return out
 
 
 def _exact(exp: Experiment, record_steps: bool, keep_totals: bool) -> Estimate:

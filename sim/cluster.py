@@ -18,7 +18,7 @@ import simpy
 from ..core.cluster import ClusterSpec
 from ..core.variability import ComputeFactors
 
-_FAILURE_STREAM = 0xFA11
+FAILURE_STREAM = 0xFA11
 
 
 class Workers:
@@ -28,7 +28,7 @@ class Workers:
         self.count = cluster.workers
         self.fail = cluster.failures
         self._factors = ComputeFactors(cluster.variability, self.count, seed)
-        self._frng = np.random.default_rng([seed, _FAILURE_STREAM])
+        self._frng = np.random.default_rng([seed, FAILURE_STREAM])
         self.next_failure = self._draw_failures(np.zeros(self.count))
 
     @property

@@ -92,7 +92,7 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
         idle_s = algo.sync_every * (c + o + data) + (u if FACTS[algo.name].outer_step else 0.0)
         sync_s += tcp.idle_restart_s(sync_cluster, sync_bytes, idle_s)
     ddp_elem = buckets.ddp_elem_bytes(algo.dense_payload_dtype)
-    sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mb, algo.first_bucket_mb, ddp_elem))
+    sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mib, algo.first_bucket_mib, ddp_elem))
     ready = bucket_ready(sizes, wl.grad_accum)
     bucket_s = ddp_idle_restart(cluster, bucket_times(cluster, sizes), sizes, c, o + data, ready)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).

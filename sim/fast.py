@@ -10,24 +10,35 @@ cheap (few workers, short intervals) and from their distributions where it is no
 The costs are the exact engine's (``sim/costs.py``, ``SimAlgorithm.sync``), so both follow any
 change to them.
 
-The draws come from a stream of their own: a fast run is distributed as the exact engine's run of
-the same seed (``tests/sim/test_fast.py`` compares them), not equal to it draw for draw. Without
-variability both compute the same numbers up to rounding. ``why_not`` names what the fast path
-does not model (the exact engine then runs): failures, a kept step table, Streaming DiLoCo's
-overlapped all-reduce (tau > 0), PALSGD's ``skipped_batches = kept``, a single worker.
+Where every step of every worker of a run is drawn cell by cell (``draws_exactly``), the cells are
+the exact engine's own factors (``core/variability.ComputeFactors`` of the run's seed, step-major,
+shared by the algorithms as there) and PALSGD's pseudo-sync steps are where the seed's plan puts them,
+so a fast run equals the exact engine's run of the same seed up to rounding; worker failures (policy
+``wait``) are simulated there only, with the exact engine's failure stream (``sim/fast_exact.py``).
+Where sums and maxima are
+drawn from their distributions, the draws come from a stream of their own: a fast run is then
+distributed as the exact engine's run of the same seed, not equal to it draw for draw
+(``tests/sim/test_fast.py`` checks both; ``benchmarks/bench_fast_agreement.py`` measures them).
+Without variability both compute the same numbers up to rounding. ``why_not`` names what the fast path
+does not model (the exact engine then runs): failures with policy ``rejoin`` or in runs too large to
+draw step by step, a kept step table, Streaming DiLoCo's overlapped all-reduce (tau > 0), PALSGD's
+``skipped_batches = kept``, replica groups, a single worker.
 """
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-from ..core.algorithms import plan, pseudo_sync_mask
+from ..core.algorithms import FACTS, Plan, plan
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.schema import PHASES
-from ..core.variability import ComputeFactors
+from ..core.variability import slow_factors
 from .algorithms import SimAlgorithm
 from .costs import StepCosts, ddp_comm_end
 from .draws import Factors
+from .fast_exact import ExactFactors, Failures, comm_end_with, gradient_mask
 
 CELLS_PER_BLOCK = 1 << 21
 """Array elements (repeats x steps or intervals x workers, x steps for cell draws) per block: bounds
@@ -38,6 +49,13 @@ MAX_SUM_CV = 0.3
 """Largest jitter cv for which sums are drawn from their distribution (the log-normal fit's range)."""
 MIN_MAX_WORKERS = 64
 """Workers from which a DDP step's maximum is drawn from its distribution, not cell by cell."""
+EXACT_TABLE_CELLS = 1 << 24
+"""Most (repeats x workers x steps) factors of the exact engine drawn at once (128 MB of float64): a run
+of more workers x steps draws from the fast path's own stream (``draws_exactly``)."""
+EXACT_JOB_CELLS = 1 << 26
+"""Worker-steps of a whole job (repeats x workers x steps, per algorithm) up to which every step is drawn
+from the exact engine's own factors even where sums and maxima could be drawn instead: about 3 s of
+draws on one loaded core, for runs equal to the exact engine's."""
 _FAST_STREAM = 0xFA57
 _P = {name: i for i, name in enumerate(PHASES)}
 
@@ -46,14 +64,18 @@ def why_not(exp: Experiment, record_steps: bool) -> str | None:
     """What of ``exp`` the fast path does not model, or None when it simulates it."""
     if record_steps:
         return "the step table is kept"
-    if exp.cluster.failures.mtbf_s > 0:
-        return "workers fail (cluster.failures.mtbf_s > 0)"
+    failures = exp.cluster.failures
+    if failures.mtbf_s > 0 and failures.policy != "wait":
+        return f"failed workers rejoin at the next sync (cluster.failures.policy = {failures.policy!r})"
+    if failures.mtbf_s > 0 and exp.workers * exp.nominal_steps > EXACT_TABLE_CELLS:
+        return (f"workers fail in a run of over {EXACT_TABLE_CELLS:,} worker-steps (failures are followed "
+                "step by step, as the exact engine does)")
     if exp.workers < 2:
         return "a single worker"
     for a in exp.algorithms:
-        if a.name == "streaming_diloco" and a.fragment_sync_delay > 0:
+        if FACTS[a.name].fragments and a.fragment_sync_delay > 0:
             return "Streaming DiLoCo overlaps its all-reduce (fragment_sync_delay > 0)"
-        if a.name == "palsgd" and a.skipped_batches == "kept" and a.effective_p > 0:
+        if a.effective_p > 0 and a.skipped_batches == "kept":
             return "PALSGD keeps skipped batches (skipped_batches = kept)"
         if a.sync_balanced and exp.cluster.variability.slow_workers:
             return f"{a.name} balances its sync period per replica (algorithm.sync_every = \"balanced\")"
@@ -78,18 +100,73 @@ class Tally:
 
 
 def simulate_batch(exp: Experiment, algo: SimAlgorithm, costs: StepCosts,
-                   seeds: list[int]) -> tuple[Tally, np.ndarray, int]:
-    """Runs of ``algo`` with plan seeds ``seeds``: (their totals, their wall-clocks, their steps)."""
+                   seeds: list[int], exact: ExactFactors | None = None) -> tuple[Tally, np.ndarray, int]:
+    """Runs of ``algo`` with plan seeds ``seeds``: (their totals, their wall-clocks, their steps).
+    ``exact``: the exact engine's factors of these seeds, used where ``draws_exactly``."""
     spec, var = algo.spec, exp.cluster.variability
     rng = np.random.default_rng([seeds[0], _FAST_STREAM])
     groups = _Groups(exp)
-    run = _Batch(exp, algo, costs, groups, Factors(var, rng), len(seeds))
-    shape = plan(spec.name, workers=1, steps=exp.nominal_steps, seed=0, warmup_steps=spec.warmup_steps,
-                 sync_every=spec.sync_every, fragments=spec.fragments)
+    shape = _shape(exp, spec)
     ddp_steps = int((shape.kinds[0] == 0).sum())
+    table = None
+    if draws_exactly(exp, spec):
+        table = (exact or ExactFactors(exp, seeds)).table()
+    run = _Batch(exp, algo, costs, groups, Factors(var, rng), len(seeds), table)
+    run.mask = gradient_mask(exp, spec, seeds, table is not None)
+    if exp.cluster.failures.mtbf_s > 0:
+        run.failures = Failures(exp, seeds)
     run.ddp(ddp_steps)
-    run.local(_intervals(shape.sync_after, ddp_steps), shape.fragment, _gradient_rows(exp, spec, seeds))
+    run.local(_intervals(shape.sync_after, ddp_steps), shape.fragment)
     return groups.expand(run.tally), run.wall_s, exp.nominal_steps
+
+
+def _shape(exp: Experiment, spec: AlgorithmSpec) -> Plan:
+    """The plan's step kinds, syncs and fragments, for one worker (the pseudo-syncs apart)."""
+    return _one_worker_plan(spec.name, exp.nominal_steps, spec.warmup_steps, spec.sync_every, spec.fragments,
+                            spec.averager)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_worker_plan(name: str, steps: int, warmup_steps: int, sync_every: int, fragments: int,
+                     averager: str) -> Plan:
+    """Cached: a sweep asks for the same few shapes at every point (the plan's arrays are not written)."""
+    shape = plan(name, workers=1, steps=steps, seed=0, warmup_steps=warmup_steps, sync_every=sync_every,
+                 fragments=fragments, averager=averager)
+    for a in (shape.kinds, shape.sync_after, shape.fragment):
+        a.setflags(write=False)
+    return shape
+
+
+def draws_exactly(exp: Experiment, spec: AlgorithmSpec) -> bool:
+    """True where the runs of ``spec`` draw every step of every worker cell by cell, from the exact
+    engine's own factors, so that they equal the exact engine's runs of the same seed up to rounding: a
+    run's cells fit in EXACT_TABLE_CELLS, and workers fail, or the whole job's cells are affordable
+    (EXACT_JOB_CELLS), or the run would be drawn cell by cell anyway (few workers, short intervals)."""
+    var = exp.cluster.variability
+    cells = exp.workers * exp.nominal_steps
+    if cells > EXACT_TABLE_CELLS:
+        return False
+    if exp.cluster.failures.mtbf_s > 0:  # failure times depend on every step's end: drawn step by step
+        return True
+    if not (var.jitter_cv > 0 or var.straggler_prob > 0):
+        return False
+    if exp.repeats * cells <= EXACT_JOB_CELLS:
+        return True
+    shape = _shape(exp, spec)
+    ddp_steps = int((shape.kinds[0] == 0).sum())
+    if exp.workers >= MIN_MAX_WORKERS and ddp_steps >= MIN_SUM_STEPS:
+        return False
+    lengths = {last - first + 1 for first, last, _ in _intervals(shape.sync_after, ddp_steps)}
+    return var.jitter_cv > MAX_SUM_CV or all(n < MIN_SUM_STEPS for n in lengths)
+
+
+def equals_exact(exp: Experiment) -> bool:
+    """True where the fast path gives the exact engine's runs up to rounding: it models ``exp``
+    (``why_not``) and either nothing is random or every run draws the exact engine's own factors."""
+    var = exp.cluster.variability
+    if why_not(exp, record_steps=False) is not None:
+        return False
+    return not (var.jitter_cv > 0 or var.straggler_prob > 0) or all(draws_exactly(exp, a) for a in exp.algorithms)
 
 
 def _intervals(sync_after: np.ndarray, first: int) -> list[tuple[int, int, bool]]:
@@ -103,23 +180,15 @@ def _intervals(sync_after: np.ndarray, first: int) -> list[tuple[int, int, bool]
     return out
 
 
-def _gradient_rows(exp: Experiment, spec: AlgorithmSpec, seeds: list[int]) -> np.ndarray | None:
-    """PALSGD with shared draws: bool [repeats, steps], True at a gradient step, from each seed's plan
-    (``core.algorithms.pseudo_sync_mask``, one row: every worker's is the same). None otherwise."""
-    if spec.effective_p <= 0 or spec.skip_draws != "shared":
-        return None
-    return np.stack([~pseudo_sync_mask(s, 1, exp.nominal_steps, spec.effective_p, spec.warmup_steps,
-                                       "shared")[0] for s in seeds])
-
-
 class _Groups:
     """The workers simulated: every worker, or, when compute does not vary, one per distinct slow factor
     (workers that take the same time at every step have the same totals)."""
 
     def __init__(self, exp: Experiment):
         var, w = exp.cluster.variability, exp.workers
-        slow = ComputeFactors(var, w, 0).slow  # slow_k: the sampler's own (its draws are not used)
-        self.random = var.jitter_cv > 0 or var.straggler_prob > 0
+        slow = slow_factors(var, w)
+        # every worker apart where steps vary or workers fail, else one per slow factor
+        self.random = var.jitter_cv > 0 or var.straggler_prob > 0 or exp.cluster.failures.mtbf_s > 0
         if self.random:
             self.slow, self.index = slow, None
         else:
@@ -137,16 +206,20 @@ class _Groups:
 class _Batch:
     """The totals and wall-clocks of a batch of runs, built block by block."""
 
-    def __init__(self, exp, algo, costs: StepCosts, groups: _Groups, factors: Factors, repeats: int):
+    def __init__(self, exp, algo, costs: StepCosts, groups: _Groups, factors: Factors, repeats: int,
+                 table: np.ndarray | None):
         self.exp, self.algo, self.c, self.g, self.x = exp, algo, costs, groups, factors
         self.repeats, self.n = repeats, len(groups.slow)
+        self.table = table  # the exact engine's factors [repeats, workers, steps], or None
+        self.failures: Failures | None = None  # the workers' failures (cell by cell only)
+        self.mask: np.ndarray | None = None  # PALSGD's gradient steps [repeats, 1 or workers, steps]
         self.tally = Tally(repeats, self.n)
         self.wall_s = np.zeros(repeats)
 
     # -- DDP steps: every step waits for the slowest worker ----------------------------------------
 
     def ddp(self, steps: int) -> None:
-        statistical = self.g.random and self.n >= MIN_MAX_WORKERS and steps >= MIN_SUM_STEPS
+        statistical = self.table is None and self.g.random and self.n >= MIN_MAX_WORKERS and steps >= MIN_SUM_STEPS
         per_block = CELLS_PER_BLOCK // self.repeats if statistical else CELLS_PER_BLOCK // (self.repeats * self.n)
         block = max(1, per_block)
         for first in range(0, steps, block):
@@ -154,16 +227,25 @@ class _Batch:
             if statistical:
                 self._ddp_drawn(n)
             else:
-                self._ddp_cells(n)
+                self._ddp_cells(first, n)
 
-    def _ddp_cells(self, n: int) -> None:
-        """n steps from per-cell compute times [repeats, workers, n]."""
-        comp = self.c.compute_s * self.g.slow[None, :, None] * self._cells((self.repeats, self.n, n))
-        cmax = comp.max(axis=1)
-        idle = cmax[:, None, :] - comp
+    def _ddp_cells(self, first: int, n: int) -> None:
+        """Steps first.. first + n - 1 from per-cell compute times [repeats, workers, n]."""
+        if self.table is not None:
+            comp = self.c.compute_s * self.table[:, :, first:first + n]
+        else:
+            comp = self.c.compute_s * (self.g.slow[None, :, None] * self._cells((self.repeats, self.n, n)))
+        if self.failures is None:
+            cmax, comm_end = comp.max(axis=1), None
+            idle = cmax[:, None, :] - comp
+        else:  # a worker restarting after a failure starts its compute later (``Run._ddp``)
+            fail = self.failures.ddp(comp, self.wall_s, self.c)
+            cmax, comm_end = (fail + comp).max(axis=1), comm_end_with(fail, comp, self.c)
+            idle = cmax[:, None, :] - fail - comp
+            self.tally.add("failure", fail.sum(axis=2), np.count_nonzero(fail, axis=2))
         self.tally.add("compute", comp.sum(axis=2), n)
         self.tally.add("wait", np.where(idle > 0, idle, 0.0).sum(axis=2), (idle > 0).sum(axis=2))
-        self._ddp_common(cmax)
+        self._ddp_common(cmax, comm_end)
 
     def _cells(self, shape):
         return self.x.cells(shape) if self.g.random else np.ones(shape)
@@ -195,11 +277,13 @@ class _Batch:
             out[:, members] = rng.multinomial(wins, np.full(len(members), 1 / len(members)))
         return out
 
-    def _ddp_common(self, cmax: np.ndarray) -> None:
+    def _ddp_common(self, cmax: np.ndarray, comm_end: np.ndarray | None = None) -> None:
         """What every worker shares at a DDP step given its slowest compute ``cmax`` [repeats, n]:
-        the buckets' all-reduce (``costs.ddp_comm_end``), data, broadcast, optimizer (``Run._ddp``)."""
+        the buckets' all-reduce (``costs.ddp_comm_end`` unless given), data, broadcast, optimizer
+        (``Run._ddp``)."""
         c, n = self.c, cmax.shape[1]
-        comm_end = ddp_comm_end(cmax.ravel(), c.bucket_ready, c.bucket_s).reshape(cmax.shape)
+        if comm_end is None:
+            comm_end = ddp_comm_end(cmax.ravel(), c.bucket_ready, c.bucket_s).reshape(cmax.shape)
         dur = c.data_s + c.buffer_broadcast_s + comm_end + c.warmup_extra_s + c.optimizer_s
         self.wall_s += dur.sum(axis=1)
         total = float(c.bucket_s.sum())
@@ -222,7 +306,7 @@ class _Batch:
 
     # -- Local steps: a barrier at each sync -------------------------------------------------------
 
-    def local(self, intervals, fragment: np.ndarray, gradient: np.ndarray | None) -> None:
+    def local(self, intervals, fragment: np.ndarray) -> None:
         """Intervals of equal length in blocks of [repeats, intervals, workers]."""
         i = 0
         while i < len(intervals):
@@ -232,28 +316,29 @@ class _Batch:
             j = i
             while j < len(intervals) and j - i < limit and intervals[j][1] - intervals[j][0] + 1 == n:
                 j += 1
-            self._block(intervals[i:j], n, fragment, gradient)
+            self._block(intervals[i:j], n, fragment)
             i = j
 
     def _cell_drawn(self, n: int) -> bool:
-        return self.g.random and (n < MIN_SUM_STEPS or self.x.cv > MAX_SUM_CV)
+        return self.table is not None or (self.g.random and (n < MIN_SUM_STEPS or self.x.cv > MAX_SUM_CV))
 
-    def _block(self, block, n: int, fragment: np.ndarray, gradient: np.ndarray | None) -> None:
+    def _block(self, block, n: int, fragment: np.ndarray) -> None:
         c, shape = self.c, (self.repeats, len(block), self.n)
-        grads = self._gradient_steps(np.array([a for a, _, _ in block]), n, gradient, shape)
+        grads = self._gradient_steps(np.array([a for a, _, _ in block]), n, shape)
         pseudo = n - grads
         m, pseudo_data = self.algo.pseudo_sync(c)
-        arrival = self._sums(grads, n, shape)  # [repeats, intervals, workers], compute first
-        arrival *= c.compute_s * self.g.slow
+        arrival = self._sums(grads, block[0][0], n, shape)  # [repeats, intervals, workers], compute first
+        arrival *= c.compute_s
         self.tally.add("compute", arrival.sum(axis=1), grads.sum(axis=1))
         arrival += grads * (c.data_s + c.optimizer_s) + pseudo * (pseudo_data + m)
-        barrier = arrival.max(axis=2)
         self._local_phases(grads, pseudo, m, pseudo_data)
         synced = np.array([s for *_, s in block])
-        costs = [self.algo.sync(c, int(fragment[last])) if s else None for _, last, s in block]
-        comm_s = np.array([x.comm_s if x else 0.0 for x in costs])
-        outer_s = np.array([x.outer_s if x else 0.0 for x in costs])
-        nbytes = np.array([x.bytes if x else 0.0 for x in costs])
+        comm_s, outer_s, nbytes = self._sync_costs(np.where(synced, fragment[[last for _, last, _ in block]], -1))
+        if self.failures is not None:
+            fail_s, fail_n = self.failures.local(self.wall_s, arrival, comm_s + outer_s, self._steps_of(block[0][0], n))
+            arrival += fail_s
+            self.tally.add("failure", fail_s.sum(axis=1), fail_n.sum(axis=1))
+        barrier = arrival.max(axis=2)
         # a worker waits at a sync from its arrival until the barrier's own latency has passed
         idle = np.subtract((barrier + c.barrier_s)[:, synced, None], arrival[:, synced])
         np.maximum(idle, 0.0, out=idle)
@@ -263,6 +348,29 @@ class _Batch:
         if (outer_s > 0).any():
             self.tally.add("outer_step", float(outer_s.sum()), int((outer_s > 0).sum()))
         self.wall_s += barrier.sum(axis=1) + float((comm_s + outer_s).sum())
+
+    def _sync_costs(self, fragments: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(comm_s, outer_s, bytes) of each interval's sync (zero where ``fragments`` is -1: no sync):
+        a sync's cost depends only on its fragment, so each fragment's is asked once."""
+        out = np.zeros((3, len(fragments)))
+        for f in np.unique(fragments[fragments >= 0]):
+            x = self.algo.sync(self.c, int(f))
+            out[:, fragments == f] = np.array([[x.comm_s], [x.outer_s], [x.bytes]])
+        return out[0], out[1], out[2]
+
+    def _steps_of(self, first: int, n: int):
+        """(r, i) -> (data, main, opt) [workers, n] of the block's interval i in repeat r, built as
+        ``Run._local_steps`` builds them (for the failure loop, ``sim/fast_exact.py``)."""
+        c = self.c
+        m, pseudo_data = self.algo.pseudo_sync(c)
+
+        def steps(r: int, i: int):
+            a = first + i * n
+            comp = c.compute_s * self.table[r, :, a:a + n]
+            grad = np.broadcast_to(True if self.mask is None else self.mask[r, :, a:a + n], comp.shape)
+            comp = np.where(grad, comp, 0.0)
+            return np.where(grad, c.data_s, pseudo_data), np.where(grad, comp, m), np.where(grad, c.optimizer_s, 0.0)
+        return steps
 
     def _local_phases(self, grads: np.ndarray, pseudo: np.ndarray, m: float, pseudo_data: float) -> None:
         """Data, optimizer and pseudo-sync time of local steps: fixed costs per step of each kind."""
@@ -274,24 +382,34 @@ class _Batch:
         if m > 0:
             self.tally.add("pseudo_sync", s * m, s)
 
-    def _gradient_steps(self, firsts: np.ndarray, n: int, gradient: np.ndarray | None, shape) -> np.ndarray:
+    def _gradient_steps(self, firsts: np.ndarray, n: int, shape) -> np.ndarray:
         """[repeats, intervals, workers] gradient steps of each interval (the others are pseudo-syncs)."""
         p = self.algo.spec.effective_p
-        if gradient is not None:  # shared draws: the plan's own row
-            done = np.concatenate([np.zeros((len(gradient), 1), np.int64), np.cumsum(gradient, axis=1)], axis=1)
-            counts = done[:, firsts + n] - done[:, firsts]
-            return counts[:, :, None]
+        if self.mask is not None:  # the plan's own rows
+            cells = self._interval_cells(self.mask, firsts[0], len(firsts), n)
+            return cells.sum(axis=-1, dtype=np.int64)
         if p > 0:  # independent draws: each worker's own Binomial(n, 1 - p)
             return self.x.rng.binomial(n, 1 - p, shape)
         return np.full((1, len(firsts), 1), n)
 
-    def _sums(self, grads: np.ndarray, n: int, shape) -> np.ndarray:
-        """Σ of each worker's ``grads`` compute factors (J · S; 1 without variability), [shape]."""
+    def _sums(self, grads: np.ndarray, first: int, n: int, shape) -> np.ndarray:
+        """Σ of each worker's ``grads`` compute factors slow_k · J · S over the intervals of ``shape``
+        from step ``first`` on, [shape]."""
         if not self.g.random:
-            return np.broadcast_to(grads, shape).astype(float)
+            return np.broadcast_to(grads * self.g.slow, shape).astype(float)
         if not self._cell_drawn(n):
             same = grads.size and grads.min() == grads.max()  # one draw per cell without a mask
-            return self.x.sums(grads.ravel()[0] if same else grads, shape)
-        cells = self.x.cells((*shape, n))
+            return self.g.slow * self.x.sums(grads.ravel()[0] if same else grads, shape)
+        if self.table is not None:  # the exact engine's cells, at the plan's gradient steps
+            cells = self._interval_cells(self.table, first, shape[1], n)
+            return (cells if self.mask is None else
+                    np.where(self._interval_cells(self.mask, first, shape[1], n), cells, 0.0)).sum(axis=-1)
+        cells = self.g.slow[:, None] * self.x.cells((*shape, n))
         return np.where(np.arange(n) < grads[..., None], cells, 0.0).sum(axis=-1)
+
+    @staticmethod
+    def _interval_cells(a: np.ndarray, first: int, intervals: int, n: int) -> np.ndarray:
+        """[repeats, workers, steps] ``a`` from step ``first`` as [repeats, intervals, workers, n]."""
+        block = a[:, :, first:first + intervals * n]
+        return block.reshape(block.shape[0], block.shape[1], intervals, n).transpose(0, 2, 1, 3)
 

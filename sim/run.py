@@ -14,6 +14,7 @@ import numpy as np
 import simpy
 
 from ..core.algorithms import FACTS, GRADIENT_STEP, IDLE_STEP, Plan
+from ..core.config import Experiment
 from ..core.errors import ConfigError
 from .algorithms import SimAlgorithm
 from .cluster import Network, Workers
@@ -26,6 +27,18 @@ MAX_REDOS_PER_STEP = 100
 before the run is given up: failures then come about as fast as steps end (docs/limits.md)."""
 DDP_CHUNK = 256
 """DDP steps evaluated in one numpy block (bounds memory at workers x 256 floats per array)."""
+
+
+def redos(exp: Experiment, steps: int):
+    """The passes of the failure loop of a block of ``steps`` steps: MAX_REDOS_PER_STEP each at most
+    (this engine's and the fast path's, ``sim/fast_exact.py``)."""
+    yield from range(MAX_REDOS_PER_STEP * steps)
+    f = exp.cluster.failures
+    raise ConfigError(
+        f"more than {MAX_REDOS_PER_STEP * steps:,} failures in a block of {steps:,} steps "
+        f"({exp.workers:,} workers, restart_s {f.restart_s:g}): failures come about as fast as "
+        "steps end, so the run almost never ends (docs/limits.md); give a larger mtbf_s",
+        key="cluster.failures.mtbf_s", value=f.mtbf_s, source="simulate")
 
 
 def segments(plan: Plan) -> list[tuple[bool, int, int, bool]]:
@@ -68,14 +81,7 @@ class Run:
     # -- DDP steps: a barrier every step -------------------------------------------------------
 
     def _redos(self, steps: int):
-        """The passes of the failure loop of a block of ``steps`` steps: MAX_REDOS_PER_STEP each at most."""
-        yield from range(MAX_REDOS_PER_STEP * steps)
-        f = self.algo.exp.cluster.failures
-        raise ConfigError(
-            f"more than {MAX_REDOS_PER_STEP * steps:,} failures in a block of {steps:,} steps "
-            f"({self.algo.exp.workers:,} workers, restart_s {f.restart_s:g}): failures come about as fast as "
-            "steps end, so the run almost never ends (docs/limits.md); give a larger mtbf_s",
-            key="cluster.failures.mtbf_s", value=f.mtbf_s, source="simulate")
+        yield from redos(self.algo.exp, steps)
 
     def _ddp(self, first: int, last: int, start_s: float) -> float:
         """Steps first..last, all workers starting together at ``start_s``; returns the end."""

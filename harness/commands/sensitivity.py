@@ -1,11 +1,12 @@
 """How a simulate answer moves around the user's point: speedup vs inter-node bandwidth, H and nodes.
 
-One field varies at a time, over a few values around the user's own (bandwidth 0.1x-10x, H and nodes
-1/4x-4x), the others stay the user's. Each point is the user's whole run with that one change (its
-steps, warm-up and seeds): its wall-clock and speedup are what ``palsgd simulate`` prints for that point
-(a test compares them), not those of a shorter window, whose warm-up would weigh more than in the run.
-A point the experiment's rules refuse (H that P fragments do not divide, a job too large to simulate, or
-more work in all than ``AROUND_MAX_WORK_S``) is left out and named in the notes.
+One field of ``explore.AXES`` varies at a time, over its sensitivity values around the user's own
+(bandwidth 0.1x-10x, H and nodes 1/4x-4x), the others stay the user's. Each point is simulated as an
+explore point is (``sweep.run_points`` with ``steady``): the user's whole run with that one change (its
+steps, warm-up and seeds), whose wall-clock and speedup are what ``palsgd simulate`` prints for that
+point (a test compares them). A point the experiment's rules refuse (H that P fragments do not divide,
+a job too large to simulate, or more work in all than ``AROUND_MAX_WORK_S``) is left out and named in
+the notes.
 """
 
 from __future__ import annotations
@@ -19,15 +20,17 @@ from ...core import convergence
 from ...core.config import Experiment, with_changes
 from ...core.errors import ConfigError
 from ...core.typed import set_path
-from ...sim import bounds, engine
-from ..machinery.sweep import crossovers
+from ...sim import bounds
+from ..machinery.sweep import crossovers, run_points
+from . import explore
 
-BANDWIDTH_FACTORS = (0.1, 0.3, 1.0, 3.0, 10.0)
-AROUND_FACTORS = (0.25, 0.5, 1.0, 2.0, 4.0)
-"""H and nodes: the user's value divided and multiplied by 2 and 4."""
 SENSITIVITY_COLUMNS = ("key", "value", "user_point", "algorithm", "speedup_vs_ddp", "speedup_to_target_vs_ddp")
 MEASURES = {"same steps": "speedup_vs_ddp", "to target": "speedup_to_target_vs_ddp"}
 """The two speedups, by the name crossover tables give them (column ``speedup``)."""
+AROUND_MAX_WORK_S = 60.0
+"""Estimated one-core work of all the points together (``sim.bounds``, whole runs by the engine
+``simulate`` would take): a simulate answer of a huge cluster stays an answer, with its sensitivity cut
+short and saying so, instead of taking hours or all memory."""
 
 
 @dataclass(frozen=True)
@@ -41,42 +44,13 @@ class Sensitivity:
     notes: list[str] = field(default_factory=list)
 
 
-def axes(exp: Experiment) -> list[tuple[str, list]]:
-    """The varied keys with their values around ``exp``'s own; H only when a local algorithm runs."""
-    out = [("cluster.inter_node.bandwidth_gbps",
-            sorted({float(f"{exp.cluster.inter_node.bandwidth_gbps * f:.4g}") for f in BANDWIDTH_FACTORS})),
-           ("cluster.nodes", _ints(exp.cluster.nodes))]
-    local = [a for a in exp.algorithms if a.is_local]
-    if local:
-        out.append(("algorithm.sync_every", _ints(local[0].sync_every)))
-    return out
-
-
-def _ints(value: int) -> list[int]:
-    return sorted({max(1, round(value * f)) for f in AROUND_FACTORS})
-
-
-def user_values(exp: Experiment) -> dict[str, float]:
-    local = [a for a in exp.algorithms if a.is_local]
-    own = {"cluster.inter_node.bandwidth_gbps": exp.cluster.inter_node.bandwidth_gbps,
-           "cluster.nodes": exp.cluster.nodes}
-    if local:
-        own["algorithm.sync_every"] = local[0].sync_every
-    return own
-
-
-AROUND_MAX_WORK_S = 60.0
-"""Estimated one-core work of all the points together (``sim.bounds``): a simulate answer of a huge cluster
-stays an answer, with its sensitivity cut short and saying so, instead of taking hours or all memory."""
-
-
 def sensitivity(exp: Experiment) -> Sensitivity:
-    """Simulate every point of ``axes(exp)`` (the whole run) and find the crossovers. Each point is
-    checked to fit (memory, work) before it runs."""
-    conv = convergence.of_experiment(exp)
-    own = user_values(exp)
-    parts, notes, work_s = [], [], 0.0
-    for key, values in axes(exp):
+    """Simulate every point of ``explore.axes(exp, sliced=True)`` (the whole run) and find the
+    crossovers. Each point is checked to fit (memory, work) before any runs."""
+    grid_axes = explore.axes(exp, sliced=True)
+    own = explore.own_values(exp, grid_axes)
+    points, notes, work_s = [], [], 0.0
+    for key, values in grid_axes:
         for value in values:
             change: dict = {}
             set_path(change, key.split("."), value)
@@ -86,14 +60,17 @@ def sensitivity(exp: Experiment) -> Sensitivity:
                 if work_s > AROUND_MAX_WORK_S:
                     raise ConfigError(f"the points around this one would take over {AROUND_MAX_WORK_S:g} s of work; "
                                       "sweep the field instead (`palsgd sweep --vary`)")
-                runs = engine.simulate(point, record_steps=False, keep_totals=False).runs
             except ConfigError as err:
                 notes.append(f"{key} = {value:g} left out: {err}")
                 continue
-            runs = runs.assign(key=key, value=float(value), user_point=math.isclose(value, own[key]),
-                               speedup_to_target_vs_ddp=convergence.speedup_to_target(runs, point, conv))
-            parts.append(runs[list(SENSITIVITY_COLUMNS)])
-    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(SENSITIVITY_COLUMNS))
+            points.append(({"key": key, "value": float(value), "user_point": math.isclose(value, own[key])}, point))
+    table = pd.DataFrame(columns=list(SENSITIVITY_COLUMNS))
+    if points:
+        runs = run_points(points, 1, steady=True)
+        conv = convergence.of_experiment(exp)
+        runs["speedup_to_target_vs_ddp"] = pd.concat(
+            [convergence.speedup_to_target(rows, points[i][1], conv) for i, rows in runs.groupby("_point")])
+        table = runs[list(SENSITIVITY_COLUMNS)]
     return Sensitivity(table, _crossovers(table), exp.nominal_steps, notes)
 
 

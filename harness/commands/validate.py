@@ -92,13 +92,15 @@ def validate_to_folder(out: Path, *, quick: bool, overwrite: bool, emulate: bool
 
 def run_case(suite: str, case, out: Path, cache: dict, echo, time_dilation: float = 1.0
              ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Prepare (calibrate), run for real, predict; return the case's comparison rows (from the calibration,
-    and replayed with the run's own compute). Waits are compared in cases with variability."""
+    """Prepare (calibrate), run for real on the calibration, predict; return the case's comparison rows
+    (from the calibration, and replayed with the run's own compute). Waits are compared in cases with variability."""
     folder = out / "cases" / case.name
-    exp, launch = SUITES[suite].prepare(case, folder, out, cache, time_dilation)
+    exp, launch, calibration = SUITES[suite].prepare(case, folder, out, cache, time_dilation)
     waits = ("wait_s",) if case.describe().get("variability") else ()
-    _, rows = pipeline.measure_and_predict(exp, folder / "run", launch, case=case.name, extra_metrics=waits)
-    rows, replay = with_replay(exp, folder / "run", rows, network=case.network, case=case.name)
+    _, rows = pipeline.measure_and_predict(exp, folder / "run", launch, calibration, case=case.name,
+                                           extra_metrics=waits)
+    ran = from_dict(store.read_manifest(folder / "run")["experiment"])  # on the calibration
+    rows, replay = with_replay(ran, folder / "run", rows, network=case.network, case=case.name)
     echo(format_comparison(rows))
     echo("compute drift, run vs calibration: " + ", ".join(
         f"{a} {d:+.0f} %" for a, d in rows.groupby("algorithm", sort=False)["compute_drift_pct"].first().items()))

@@ -148,10 +148,11 @@ def calibration_sizes(exp: Experiment) -> dict:
 
 
 def prepare(case: ClusterCase, folder: Path, out: Path, profiles: dict, time_dilation: float = 1.0
-            ) -> tuple[Experiment, Launch]:
-    """Calibrate the case's links (once per calibration key); the case's experiment on that profile and
-    its launch: ``case.nodes`` emulated nodes of ``case.ranks_per_node`` ranks. Calibration and run are
-    both ``time_dilation`` times slower, their times divided by it (``dilation.py``)."""
+            ) -> tuple[Experiment, Launch, Path]:
+    """Calibrate the case's links (once per calibration key); the case's experiment, its launch (``case.nodes``
+    emulated nodes of ``case.ranks_per_node`` ranks) and the profile, which the pipeline moves the experiment
+    onto. Calibration and run are both ``time_dilation`` times slower, their times divided by it
+    (``dilation.py``)."""
     launch = Launch(case.ranks_per_node, case.nodes, network=case.network, time_dilation=time_dilation)
     if case.calibration_key not in profiles:
         base = case_experiment(dataclasses.replace(case, variability=()))
@@ -159,4 +160,4 @@ def prepare(case: ClusterCase, folder: Path, out: Path, profiles: dict, time_dil
             base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=launch.netem_spec,
             command=f"palsgd validate --suite cluster ({case.name})", compute=False, time_dilation=time_dilation,
             **calibration_sizes(base))
-    return case_experiment(case, str(profiles[case.calibration_key])), launch
+    return case_experiment(case), launch, Path(profiles[case.calibration_key])

@@ -79,10 +79,10 @@ def case_experiment(case: Case, cluster: str | None = None) -> Experiment:
 
 
 def prepare(case: Case, folder: Path, out: Path, computed: dict, time_dilation: float = 1.0
-            ) -> tuple[Experiment, Launch]:
+            ) -> tuple[Experiment, Launch, Path]:
     """Calibrate on the case's network (compute once per workload and ranks, kept in ``out/compute``);
-    the case's experiment on that profile and its launch. The compute is real, so ``time_dilation`` is
-    always 1 here (``dilation.check`` refuses another)."""
+    the case's experiment, its launch and the profile, which the pipeline moves the experiment onto. The
+    compute is real, so ``time_dilation`` is always 1 here (``dilation.check`` refuses another)."""
     launch = Launch(case.ranks, network=case.network if case.shaped else None, time_dilation=time_dilation)
     base = case_experiment(case)
     key = (case.workload, case.ranks)
@@ -92,4 +92,4 @@ def prepare(case: Case, folder: Path, out: Path, computed: dict, time_dilation: 
     profile = calibrate.calibrate(base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks,
                                   network=launch.netem_spec, measured_compute=computed[key],
                                   command=f"palsgd validate ({case.name})", **CALIBRATION)
-    return case_experiment(case, str(profile)), launch
+    return base, launch, Path(profile)

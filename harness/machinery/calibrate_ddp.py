@@ -26,7 +26,7 @@ from .calibrate import _free_port, _rank_env, run_ranks
 from .netem import EmulatedNetwork, NetemSpec
 from .trace_calibrate import bucket_efficiency
 
-BENCH = {"width": 512, "layers": 8, "bucket_mb": 1.0, "steps": 12}
+BENCH = {"width": 512, "layers": 8, "bucket_mib": 1.0, "steps": 12}
 """8 Linear(512, 512) layers: 8.4 MB of fp32 gradients in 8 buckets of 1 MiB (one per layer)."""
 
 

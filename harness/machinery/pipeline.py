@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ...core import io
+from ...core import config, io
 from ...core.config import Experiment
 from ...core.errors import ConfigError
 from ...core.faults import FaultSpec
@@ -99,10 +99,15 @@ def predict(exp: Experiment, folder: Path, *, network: str = "", case: str = "",
     return comparison
 
 
-def measure_and_predict(exp: Experiment, folder: Path, launch: Launch, *, case: str = "",
-                        extra_metrics: tuple[str, ...] = ()) -> tuple[launcher.RealResult, pd.DataFrame | None]:
+def measure_and_predict(exp: Experiment, folder: Path, launch: Launch, calibration: Path | None = None, *,
+                        case: str = "", extra_metrics: tuple[str, ...] = ()
+                        ) -> tuple[launcher.RealResult, pd.DataFrame | None]:
     """``measure`` then, on the lead launcher, ``predict``: the run's result and the comparison rows
-    (None on the other nodes). Raises ``launch.RunFailed`` when the run failed."""
+    (None on the other nodes). ``calibration``: a cluster profile (``palsgd calibrate``) that ``exp`` is
+    moved onto first (``config.calibrated``), for the run and its prediction alike; the folder's manifest
+    records the experiment that ran. Raises ``launch.RunFailed`` when the run failed."""
+    if calibration is not None:
+        exp = config.calibrated(exp, calibration)
     result = measure(exp, folder, launch)
     if not launch.lead:
         return result, None

@@ -9,6 +9,7 @@ is validated like a user's file.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import os
@@ -27,9 +28,10 @@ from ...core.errors import ConfigError
 from ...core.groups import group_size
 from ...core.results import read_table_file
 from ...core.typed import set_path
-from ...sim import bounds
+from ...sim import bounds, fast
+from ...sim import steady as sim_steady
 from ...sim.engine import simulate_tables
-from ...sim.fast_runs import simulate_fast
+from ...sim.fast_runs import run_columns, run_table
 from .ray_executor import RayExecutor
 
 MAX_POINTS = 100_000
@@ -169,34 +171,67 @@ def _check_points(key: str, value, count: int) -> None:
             source="--vary")
 
 
-def _simulate_chunk(items: list[tuple[dict, Experiment]]) -> pd.DataFrame:
-    """Simulate some points and summarize them in one ``schema.summarize`` call (pandas costs more
-    than a small simulation): point i's runs are numbered i·R + r there, then numbered back. A point
-    that the fast path takes (``bounds.engine_for``: many repeats, large runs) gives its run rows
-    directly."""
-    totals, extents, fast, offsets = [], [], [], []
+def _simulate_chunk(items: Sequence[tuple[dict, Experiment]], steady: bool = False) -> pd.DataFrame:
+    """Simulate some points and build their run table at once (pandas costs more than a small
+    simulation): point i's runs are numbered i·R + r there, then numbered back. A point the fast path
+    simulates as the exact engine would (``fast.equals_exact``: nothing random, or every step drawn from
+    the exact engine's own factors) or that only it can (``bounds.engine_for``: many repeats, large runs)
+    gives its run columns directly; the others are summarized in one ``schema.summarize`` call. With
+    ``steady``, each point is answered as ``sim.steady.answer_parts`` says, and a column ``engine`` says
+    how each algorithm's runs were simulated."""
+    totals, extents, columns, offsets, engines = [], [], [], [], {}
     offset = 0
-    for _, exp in items:
-        if bounds.engine_for(exp, record_steps=False) == "fast":
-            runs, _ = simulate_fast(exp, keep_totals=False)
-            fast.append(runs.assign(run=runs["run"] + offset))
-        else:
-            t, e, _ = simulate_tables(exp, record_steps=False, run_offset=offset)
-            totals.append(t)
-            extents.append(e)
+    for i, (_, exp) in enumerate(items):
+        for how, part in sim_steady.answer_parts(exp) if steady else [(_engine(exp), exp)]:
+            if how == "fast":
+                columns.append(run_columns(part, run_offset=offset))
+            else:
+                t, e = (sim_steady.simulate_tables_steady(part, run_offset=offset) if how == "steady" else
+                        simulate_tables(part, record_steps=False, run_offset=offset)[:2])
+                totals.append(t)
+                extents.append(e)
+            engines.update({(i, a.name): sim_steady.describe(how, part) for a in part.algorithms})
         offsets.append(offset)
         offset += exp.repeats
-    parts = fast
+    parts = [run_table(columns)] if columns else []
     if totals:
-        parts = [schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True)), *fast]
-    runs = schema.finish_runs(pd.concat(parts, ignore_index=True)) if fast else parts[0]
+        parts.append(schema.summarize(pd.concat(totals, ignore_index=True), pd.concat(extents, ignore_index=True)))
+    runs = schema.finish_runs(pd.concat(parts, ignore_index=True)) if len(parts) > 1 else parts[0]
     point = np.searchsorted(np.array(offsets), runs["run"].to_numpy(), side="right") - 1
     runs["run"] -= np.array(offsets)[point]
+    if steady:
+        runs["engine"] = [engines[(i, a)] for i, a in zip(point, runs["algorithm"], strict=True)]
     keys = list(items[0][0])
     for j, key in enumerate(keys):
         runs.insert(j, key, [items[i][0][key] for i in point])
     runs.insert(0, "_point", point)
     return runs
+
+
+def _engine(exp: Experiment) -> str:
+    """The fast path where it gives the exact engine's runs or where only it can simulate the point."""
+    return "fast" if fast.equals_exact(exp) or bounds.engine_for(exp, record_steps=False) == "fast" else "exact"
+
+
+class _Points(Sequence):
+    """Some points of a ``Grid``, built where they are read: in the process or Ray task that simulates
+    them, not one by one in the sweep's own process (building a point costs about as much as simulating
+    a small one)."""
+
+    def __init__(self, grid: Grid, indices: list[int]):
+        self.grid, self.indices = grid, indices
+        self._built: list | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if self._built is None:
+            self._built = [self.grid[j] for j in self.indices]
+        return self._built[i]
+
+    def __getstate__(self) -> dict:
+        return {"grid": self.grid, "indices": self.indices, "_built": None}
 
 
 def sweep(base: Experiment, vary: list[tuple[str, list]], jobs: int | None = None, *, executor: str = "local",
@@ -207,12 +242,14 @@ def sweep(base: Experiment, vary: list[tuple[str, list]], jobs: int | None = Non
 
 
 def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, executor: str = "local",
-               address: str | None = None, done: Path | None = None, progress=None) -> pd.DataFrame:
+               address: str | None = None, done: Path | None = None, progress=None,
+               steady: bool = False) -> pd.DataFrame:
     """Simulate every point, one row per (point, algorithm, run) in grid order, with the point's index in
     ``_point``. ``executor``: "local" (``jobs`` processes, None: every core) or "ray" (the Ray cluster at
     ``address``). With ``done`` (a folder), each finished chunk is stored there as it arrives and points
     already stored are not simulated again, so an interrupted sweep resumes. ``progress`` is told how many
-    points each finished chunk held."""
+    points each finished chunk held. ``steady``: each point as ``sim.steady.answer_parts`` answers it
+    (what ``simulate`` prints for its whole run, in less time)."""
     parts = stored_parts(done, len(grid)) if done is not None else []
     finished = set().union(*(set(part["_point"]) for part in parts))
     todo = [i for i in range(len(grid)) if i not in finished]
@@ -227,7 +264,9 @@ def run_points(grid: list[tuple[dict, Experiment]], jobs: int | None = None, *, 
             raise ConfigError("must be local or ray", key="--executor", value=executor, source="command line")
         size = max(1, min(32, math.ceil(len(todo) / (run.slots(len(todo)) * 4))))
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)]
-        for indices, part in run.map(_simulate_chunk, ([grid[i] for i in chunk] for chunk in chunks), chunks):
+        simulate = functools.partial(_simulate_chunk, steady=True) if steady else _simulate_chunk
+        work = (_Points(grid, chunk) if isinstance(grid, Grid) else [grid[i] for i in chunk] for chunk in chunks)
+        for indices, part in run.map(simulate, work, chunks):
             part["_point"] = np.asarray(indices)[part["_point"].to_numpy()]
             if done is not None:
                 _store_part(done, indices, part)

@@ -9,7 +9,7 @@ class DDP(Algorithm):
     """Data-parallel SGD (PyTorch ``DistributedDataParallel``; Li et al., VLDB 2020, arXiv 2006.15704).
 
     Every step: forward and backward on the local micro-batches while gradient buckets of
-    ``bucket_mb`` are all-reduced as soon as they are ready (overlapped with backward), then the same
+    ``bucket_mib`` are all-reduced as soon as they are ready (overlapped with backward), then the same
     inner optimizer step on every worker. Payload per step: S = 4N bytes of gradients (fp32).
     """
 

@@ -13,11 +13,11 @@ MIB = 1 << 20
 @pytest.mark.slow  # two torch processes: 40-50 s on the loaded 2-core VM, mostly start-up
 def test_the_benchmark_times_pytorchs_buckets_which_are_ours(tmp_path):
     # Small: 4 Linear(128) layers (66 KB of gradients each) in 0.1 MiB buckets, 3 timed steps.
-    bench = {"width": 128, "layers": 4, "bucket_mb": 0.1, "steps": 3}
+    bench = {"width": 128, "layers": 4, "bucket_mib": 0.1, "steps": 3}
     measured = calibrate_ddp.run_ddp_buckets(2, None, tmp_path, timeout_s=300, bench=bench)
     # The buckets DDP handed to the hook are the layout core/buckets.py computes (one truth for both sides).
-    assert measured["bucket_bytes"] == buckets.ddp_bucket_bytes(measured["param_numels"], bench["bucket_mb"],
-                                                                bench["bucket_mb"], 4)
+    assert measured["bucket_bytes"] == buckets.ddp_bucket_bytes(measured["param_numels"], bench["bucket_mib"],
+                                                                bench["bucket_mib"], 4)
     assert len(measured["comm_s_per_step"]) == bench["steps"] and measured["comm_s"] > 0
 
 

@@ -39,7 +39,7 @@ SET_KEYS = ["cluster.nodes", "cluster.gpus_per_node", "cluster.variability.jitte
             "cluster.transport.segment_bytes", "cluster.wan.groups", "workload.model.layers", "workload.model.hidden",
             "workload.model.heads", "workload.model.seq_len", "workload.model.vocab", "workload.batch_per_worker",
             "workload.grad_accum", "workload.data_time_s", "algorithm.sync_every", "algorithm.p", "algorithm.eta",
-            "algorithm.bucket_mb", "algorithm.warmup_steps", "algorithm.outer_lr", "seed", "repeats", "budget.steps",
+            "algorithm.bucket_mib", "algorithm.warmup_steps", "algorithm.outer_lr", "seed", "repeats", "budget.steps",
             "train.lr", "workload", "cluster"]
 HOSTILE = ["1e200", "-1e200", "1e30", "1e31", "1e-31", "5e-324", "2.2e-308", "1e-320", "nan", "-nan", "inf", "-inf",
            "1e309", str(2**63 - 1), str(2**63), str(2**64), str(10**40), "1000000000000", "100000000", "0", "-1", "1",

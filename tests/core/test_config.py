@@ -137,3 +137,21 @@ def test_every_algorithm_says_which_keys_apply_to_it():
     assert typing.get_args(typing.get_type_hints(config.AlgorithmSpec)["name"]) == ALGORITHMS
     fields = {f for f in config.AlgorithmSpec.__dataclass_fields__ if f != "name"}
     assert set().union(*(set(f.keys) for f in FACTS.values())) == fields  # no parameter applies to none
+
+
+def test_bucket_mb_is_read_as_bucket_mib_and_both_names_are_refused(tmp_path):
+    """``bucket_mib`` (MiB, as PyTorch's ``bucket_cap_mb``) was ``bucket_mb``: experiment files and results
+    folders with the former name keep loading, with the same value."""
+    load = config.load
+    assert load(overrides=["algorithm.bucket_mb=60"]).algorithm("ddp").bucket_mib == 60.0
+    old = load().to_dict()
+    old["algorithm"]["ddp"] = {("bucket_mb" if k == "bucket_mib" else k): v for k, v in old["algorithm"]["ddp"].items()}
+    old["algorithm"]["ddp"]["bucket_mb"] = 4.0
+    assert config.from_dict(old).algorithm("ddp").bucket_mib == 4.0
+    varied = config.with_changes(load(), [("--vary", {"algorithm": {"bucket_mb": 8.0}})])
+    assert varied.algorithm("ddp").bucket_mib == 8.0
+    path = tmp_path / "exp.toml"
+    path.write_text("[algorithm]\nbucket_mb = 10\nbucket_mib = 20\n")
+    with pytest.raises(ConfigError, match=r"algorithm\.bucket_mb.*former name of bucket_mib") as err:
+        load(path)
+    assert str(path) in str(err.value)

@@ -32,7 +32,7 @@ WORKLOADS = ("gpt-tiny", "resnet-tiny")
 LOCAL = "algorithm.warmup_steps=0"  # local steps from the start
 CASES = {  # name: (algorithm, overrides, kind of the recorded step)
     "ddp": ("ddp", [], DDP_STEP),
-    "ddp_capped": ("ddp", ["algorithm.bucket_mb=0.2"], DDP_STEP),
+    "ddp_capped": ("ddp", ["algorithm.bucket_mib=0.2"], DDP_STEP),
     "ddp_accum": ("ddp", ["workload.grad_accum=2"], DDP_STEP),  # one micro-batch under no_sync
     "ddp_int8": ("ddp", ["algorithm.payload_dtype=int8"], DDP_STEP),  # DDP sends fp32 under a quantized payload
     "local_sgd": ("local_sgd", [LOCAL], GRADIENT_STEP),

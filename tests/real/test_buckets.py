@@ -45,7 +45,7 @@ def test_ddp_buckets_are_pytorchs(calls, workload, case):
     exp, spec = experiment(workload, case)
     facts = model_facts(exp.workload.model)
     elem_bytes = buckets.ddp_elem_bytes(spec.payload_dtype)  # 4 for all of these: fp32, and fp32 under int8
-    expected = buckets.ddp_bucket_bytes(facts.param_numels, spec.bucket_mb, spec.first_bucket_mb, elem_bytes)
+    expected = buckets.ddp_bucket_bytes(facts.param_numels, spec.bucket_mib, spec.first_bucket_mib, elem_bytes)
     assert calls[workload, case]["all_reduce"] == expected
     costs = step_costs(exp, spec)
     assert costs.bucket_bytes_sent == pytest.approx(sum(collectives.bytes_sent(exp.cluster, b) for b in expected))

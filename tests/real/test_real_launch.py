@@ -109,9 +109,13 @@ def test_sparseloco_sends_through_torchrun_the_bytes_the_simulator_predicts(tiny
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["palsgd", "sparseloco"])  # sparseloco: its error buffer is saved too
-def test_resumed_run_takes_the_same_steps_as_an_uninterrupted_one(tiny, tmp_path, name):
-    exp = tiny([name], steps=16, train={"checkpoint_every": 4, "eval_every": 8}, p=0.3)
+# sparseloco: its error buffer is saved too; streaming_diloco with tau = H and eager updates: an all-reduce
+# in flight at every checkpoint after the first sync, saved with the worker's own share
+@pytest.mark.parametrize(("name", "extra"), [
+    ("palsgd", {}), ("sparseloco", {}),
+    ("streaming_diloco", {"streaming_diloco": {"fragment_sync_delay": 3, "eager_outer": True}})])
+def test_resumed_run_takes_the_same_steps_as_an_uninterrupted_one(tiny, tmp_path, name, extra):
+    exp = tiny([name], steps=16, train={"checkpoint_every": 4, "eval_every": 8}, p=0.3, **extra)
     run_real(exp, tmp_path / "whole", nproc_per_node=2)
     with pytest.raises(RunFailed):
         run_real(exp, tmp_path / "cut", nproc_per_node=2, fault=FaultSpec.parse("rank=0,step=10,kind=crash"))

@@ -30,7 +30,7 @@ def tiny_dict(algorithms=("ddp", "local_sgd", "diloco", "palsgd"), steps=4) -> d
                         "pseudo_sync_time_s": 0.05},
         },
         "algorithms": list(algorithms),
-        "algorithm": {"sync_every": 2, "warmup_steps": 0, "p": 0.5, "bucket_mb": 1.0},
+        "algorithm": {"sync_every": 2, "warmup_steps": 0, "p": 0.5, "bucket_mib": 1.0},
         "budget": {"steps": steps},
     }
 

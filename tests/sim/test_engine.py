@@ -30,7 +30,7 @@ def test_infinitely_fast_network_gives_speedup_one(tiny):
 
 
 def test_slow_network_ddp_step_is_compute_plus_exposed_allreduce(tiny):
-    slow = {"cluster": {"intra_node": {"bandwidth_gbps": 0.001}}, "algorithm": {"bucket_mb": 0.25}}
+    slow = {"cluster": {"intra_node": {"bandwidth_gbps": 0.001}}, "algorithm": {"bucket_mib": 0.25}}
     exp = tiny(slow, algorithms=["ddp"], steps=3)
     run = simulate(exp).runs.iloc[0]
     step = run["wall_clock_s"] / 3

@@ -1,5 +1,6 @@
 """The fast path (``sim/fast.py``) against the exact event-by-event engine on small cases: equal up to
-rounding without variability, equal in distribution with jitter, stragglers and slow workers."""
+rounding without variability and, with jitter, stragglers and slow workers, where every step is drawn
+(the exact engine's own draws); equal in distribution where sums and maxima are drawn."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from palsgd.core.cluster import VariabilitySpec
 from palsgd.core.config import load
 from palsgd.core.errors import ConfigError
 from palsgd.core.variability import ComputeFactors
-from palsgd.sim import bounds
+from palsgd.sim import bounds, fast
 from palsgd.sim.draws import Factors
 from palsgd.sim.engine import simulate
 
@@ -58,22 +59,52 @@ NOISE = ["cluster.variability.jitter_cv=0.05", "cluster.variability.straggler_pr
          "cluster.variability.slow_factor=1.1"]
 
 
+@pytest.mark.parametrize("extra", [
+    ["algorithm.skip_draws=shared", "algorithm.fragments=2"],
+    ["algorithm.skip_draws=independent", "algorithm.p=0.3", "algorithm.averager=torchft"],
+    # workers fail every ~8 s of a ~12 s run: the same failure times, restarts and waits
+    ["cluster.failures.mtbf_s=8", "cluster.failures.restart_s=0.4", "algorithm.skip_draws=independent"],
+    ["cluster.failures.mtbf_s=8", "cluster.failures.restart_s=0.4", "cluster.variability.jitter_cv=0",
+     "cluster.variability.straggler_prob=0"],
+    # 64 workers and H = 40 could be drawn as sums and maxima, but the job is small enough to draw exactly
+    ["cluster.nodes=8", "algorithm.sync_every=40", "algorithm.warmup_steps=20"],
+])
+def test_where_every_step_is_drawn_a_fast_run_is_the_exact_engines_run_of_its_seed(extra):
+    """8 workers, H = 8 and 4 DDP warm-up steps: the fast path draws the exact engine's factors of each
+    seed, and PALSGD's pseudo-sync steps where each seed's plan puts them, so every run (not only their
+    distribution) and every worker's phase totals are the same up to rounding."""
+    exp = load(workload="gpt-neo-125m", cluster="a100-4x8-ib100", algorithms=ALL, steps=101,
+               overrides=["cluster.nodes=1", *NOISE, "cluster.variability.straggler_prob=0.02",
+                          "algorithm.sync_every=8", "algorithm.warmup_steps=4", "repeats=3", "seed=11", *extra])
+    assert all(fast.draws_exactly(exp, spec) for spec in exp.algorithms)
+    exact, quick = both(exp, keep_totals=True)
+    assert (exact.runs.groupby("algorithm")["wall_clock_s"].nunique() >= 2).all()  # the seeds differ
+    assert (exact.runs["failure_s"] > 0).all() == (exp.cluster.failures.mtbf_s > 0)
+    pd.testing.assert_frame_equal(quick.runs[COLUMNS], exact.runs[COLUMNS], rtol=1e-9, atol=1e-12)
+    keys = ["algorithm", "run", "worker", "phase"]
+    pd.testing.assert_frame_equal(quick.totals.sort_values(keys).reset_index(drop=True),
+                                  exact.totals.sort_values(keys).reset_index(drop=True), rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("nodes, sync_every, skip_draws", [
-    (1, 8, "shared"),  # few workers, short intervals: every step drawn
     (8, 50, "shared"),  # 64 workers, H = 50: sums and maxima drawn from their distributions
     (8, 50, "independent"),
 ])
-def test_with_variability_the_fast_path_has_the_exact_engines_distribution(nodes, sync_every, skip_draws):
-    """Means over 40 seeds agree within 4 standard errors (the seeds are fixed, so the test does not
-    fail by chance). At these sizes a standard error is 0.05-0.3 % of the wall-clock; the 0.1 % agreement
-    of large runs is measured by benchmarks/bench_sim.py."""
+def test_with_variability_the_fast_path_has_the_exact_engines_distribution(nodes, sync_every, skip_draws,
+                                                                           monkeypatch):
+    """Sums and maxima drawn from their distributions (as in a job too large to draw every step):
+    means over 40 seeds agree within 4 standard errors (the seeds are fixed, so the test does not
+    fail by chance). At these sizes a standard error is 0.05-0.3 % of the wall-clock; large runs are
+    compared by benchmarks/bench_fast_agreement.py."""
+    monkeypatch.setattr(fast, "EXACT_JOB_CELLS", 0)
     exp = load(workload="gpt-neo-125m", cluster="a100-4x8-ib100", algorithms=ALL[:4], steps=50 * sync_every // 8 + 100,
                overrides=[f"cluster.nodes={nodes}", *NOISE, f"algorithm.sync_every={sync_every}",
                           "algorithm.warmup_steps=20", f"algorithm.skip_draws={skip_draws}", "repeats=40"])
-    exact, fast = (r.runs.groupby("algorithm") for r in both(exp))
+    assert not any(fast.draws_exactly(exp, spec) for spec in exp.algorithms)
+    exact, quick = (r.runs.groupby("algorithm") for r in both(exp))
     for column in ("wall_clock_s", "compute_s", "wait_s"):
-        diff = fast[column].mean() - exact[column].mean()
-        se = np.sqrt(fast[column].var() / 40 + exact[column].var() / 40)
+        diff = quick[column].mean() - exact[column].mean()
+        se = np.sqrt(quick[column].var() / 40 + exact[column].var() / 40)
         assert (diff.abs() <= 4 * se + 1e-12).all(), (column, diff, se)
 
 
@@ -92,10 +123,15 @@ def test_sums_and_maxima_follow_the_cells():
 
 
 def test_the_fast_path_steps_aside_where_it_does_not_model(tiny):
-    failing = tiny({"cluster": {"failures": {"mtbf_s": 100.0}}})
-    assert bounds.engine_for(failing, record_steps=False, engine="auto") == "exact"
-    with pytest.raises(ConfigError, match="workers fail"):
-        bounds.engine_for(failing, record_steps=False, engine="fast")
+    rejoin = tiny({"repeats": 5000, "cluster": {"failures": {"mtbf_s": 100.0, "policy": "rejoin"}}})
+    assert bounds.engine_for(rejoin, record_steps=False, engine="auto") == "exact"
+    with pytest.raises(ConfigError, match="rejoin"):
+        bounds.engine_for(rejoin, record_steps=False, engine="fast")
+    failing = tiny({"repeats": 5000, "cluster": {"failures": {"mtbf_s": 100.0}}})
+    assert bounds.engine_for(failing, record_steps=False, engine="auto") == "fast"
+    long = tiny({"cluster": {"failures": {"mtbf_s": 100.0}}}, steps=fast.EXACT_TABLE_CELLS // 2 + 1)
+    with pytest.raises(ConfigError, match="workers fail in a run of over"):
+        bounds.engine_for(long, record_steps=False, engine="fast")
     assert bounds.engine_for(tiny(), record_steps=True, engine="auto") == "exact"
     assert bounds.engine_for(tiny(), record_steps=False, engine="auto") == "exact"  # small: draw for draw
     assert bounds.engine_for(tiny({"repeats": 5000}), record_steps=False, engine="auto") == "fast"

@@ -106,6 +106,10 @@ def test_a_whole_round_of_delay_overlaps_the_all_reduce_with_the_next_round(tiny
         (5, "compute", 5.9, 6.9), (5, "allreduce_hidden", 4.8, 5.3), (5, "optimizer", 6.9, 7.0),
         (5, "outer_step", 7.0, 7.2),
     ]))
+    # Bytes: the first sync sends nothing, so 2 all-reduces of S where DiLoCo (tau = 0) makes 3.
+    res = simulate(tiny({"algorithm": algo}, algorithms=["diloco", "streaming_diloco"], steps=6), record_steps=True)
+    sent = res.steps.groupby("algorithm")["bytes"].sum()
+    assert sent["diloco"] > 0 and abs(3 * sent["streaming_diloco"] - 2 * sent["diloco"]) < 1e-6 * sent["diloco"]
     # Eager updates change what the outer step computes, not its cost here (docs/algorithms.md).
     eager = tiny({"algorithm": {**algo, "streaming_diloco": {**algo["streaming_diloco"], "eager_outer": True}}},
                  algorithms=["streaming_diloco"], steps=6)

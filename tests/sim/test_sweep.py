@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from palsgd.core.config import load
+from palsgd.core.config import load, with_changes
 from palsgd.core.errors import ConfigError
 from palsgd.harness.machinery.sweep import crossovers, parse_vary, sweep
 
@@ -94,3 +94,26 @@ def test_a_whole_round_of_delay_and_eager_outer_are_sweep_axes():
     # rule, not the timing.
     assert exposed[(8, False)] < 0.1 * exposed[(0, False)]
     assert exposed[(8, True)] == exposed[(8, False)] and exposed[(0, True)] == exposed[(0, False)]
+
+
+def test_noisy_small_points_give_the_exact_engines_runs():
+    """Points small enough to draw every step take the fast path in a sweep (``fast.equals_exact``), built
+    in the worker process (``sweep._Points``): each run is the exact engine's run of the same seed."""
+    from palsgd.sim import fast
+    from palsgd.sim.engine import simulate
+
+    base = load(workload="gpt-neo-8m", cluster="a100-4x8-ib100", steps=60, algorithms=["ddp", "local_sgd", "palsgd"],
+                overrides=["cluster.nodes=1", "algorithm.sync_every=6", "algorithm.warmup_steps=3", "repeats=2",
+                           "cluster.variability.jitter_cv=0.1", "cluster.variability.straggler_prob=0.05",
+                           "cluster.failures.mtbf_s=30", "cluster.failures.restart_s=0.5"])
+    assert fast.equals_exact(base)
+    bandwidths = [10.0, 100.0]
+    table = sweep(base, [("cluster.intra_node.bandwidth_gbps", bandwidths)], jobs=2).table
+    for value in bandwidths:
+        exp = with_changes(base, [("test", {"cluster": {"intra_node": {"bandwidth_gbps": value}}})])
+        keys = ["algorithm", "run"]
+        exact = simulate(exp, record_steps=False, keep_totals=False, engine="exact").runs.sort_values(keys)
+        got = table[table["cluster.intra_node.bandwidth_gbps"] == value].sort_values(keys)
+        assert (got["failure_s"] > 0).any()
+        np.testing.assert_allclose(got["wall_clock_s"], exact["wall_clock_s"], rtol=1e-9)
+        np.testing.assert_allclose(got["failure_s"], exact["failure_s"], rtol=1e-9)

@@ -37,9 +37,9 @@ def test_first_bucket_follows_pytorchs_rule():
     assert ddp_bucket_bytes([MIB // 4] * 5, 2.0, 2.0, 4) == [2 * MIB, 2 * MIB, MIB]
     exp = case_experiment(Case("gpt-tiny", 2, "unshaped", 12))
     default = exp.algorithm("ddp")
-    assert default.torch_bucket_cap_mb is None and default.first_bucket_mb == 1.0  # PyTorch's default layout
-    capped = load(workload="gpt-tiny", overrides=["algorithm.bucket_mb=4"]).algorithm("ddp")
-    assert capped.torch_bucket_cap_mb == 4.0 and capped.first_bucket_mb == 4.0  # an explicit cap: all alike
+    assert default.torch_bucket_cap_mb is None and default.first_bucket_mib == 1.0  # PyTorch's default layout
+    capped = load(workload="gpt-tiny", overrides=["algorithm.bucket_mib=4"]).algorithm("ddp")
+    assert capped.torch_bucket_cap_mb == 4.0 and capped.first_bucket_mib == 4.0  # an explicit cap: all alike
     costs = step_costs(exp, exp.algorithm("ddp"))
     payload = 4 * exp.workload.params
     assert len(costs.bucket_s) == 2 and costs.bucket_ready[0] < costs.bucket_ready[1] == pytest.approx(1.0)
