@@ -4,9 +4,10 @@ Two gloo ranks, each an emulated host (``--emulate-network`` spec, default 1 Gbi
 Rank 0 times ``--reps`` all-reduces of ``--size-mb`` back to back, then ``--reps`` each after ``--idle-s``
 of silence, while a thread samples ``ss -tin`` on its gloo connection (every other TCP connection is the
 rendezvous store's): the congestion window, smoothed RTT and retransmits seen during each call. Each rank
-first sets ``net.ipv4.tcp_slow_start_after_idle`` in its own namespace to ``--slow-start-after-idle``, and
-``tcp_congestion_control`` to ``--congestion`` if given (the namespaces are the run's own: the machine's
-settings are untouched), and reports what they were.
+runs in a namespace whose ``net.ipv4.tcp_slow_start_after_idle`` (``--slow-start-after-idle``) and
+``tcp_congestion_control`` (``--congestion``, if given) the emulated network pins (``tcp_cc=`` and
+``slow_start_after_idle=`` of its spec; the machine's own settings are untouched), and reports them.
+Beside the measured difference it prints what the simulator charges for it (``sim/tcp.py``).
 
     sudo .venv/bin/python benchmarks/bench_tcp_idle.py [--slow-start-after-idle 0|1]
 
@@ -93,11 +94,8 @@ def rank_main(args) -> int:
     import torch
     import torch.distributed as dist
 
-    before = {k: subprocess.run(["sysctl", "-n", k], capture_output=True, text=True).stdout.strip()
-              for k in (SYSCTL, CONGESTION)}
-    subprocess.run(["sysctl", "-qw", f"{SYSCTL}={args.slow_start_after_idle}"], check=True)
-    if args.congestion:
-        subprocess.run(["sysctl", "-qw", f"{CONGESTION}={args.congestion}"], check=True)
+    state = {k: subprocess.run(["sysctl", "-n", k], capture_output=True, text=True).stdout.strip()
+             for k in (SYSCTL, CONGESTION)}
     dist.init_process_group("gloo")
     x = torch.ones(int(args.size_mb * 2**20 / 4))
     for _ in range(3):  # the connection's first window ramp belongs to neither phase
@@ -117,20 +115,18 @@ def rank_main(args) -> int:
             rows.append({"phase": phase, "time_s": time.perf_counter() - t0,
                          **(sampler.summary() if sampler is not None else {})})
     if dist.get_rank() == 0:
-        Path(args.out).write_text(json.dumps({"sysctl_before": before, "sysctl_set": args.slow_start_after_idle,
-                                              "congestion": _congestion(), "rows": rows}))
+        Path(args.out).write_text(json.dumps({"sysctl": state, "congestion": _congestion(), "rows": rows}))
     dist.destroy_process_group()
     return 0
 
 
 def launch(args) -> dict:
-    from palsgd.harness.machinery.netem import EmulatedNetwork, NetemSpec
+    from palsgd.harness.machinery.netem import EmulatedNetwork
 
     out = Path(tempfile.mkdtemp(prefix="palsgd-tcp-idle-")) / "rank0.json"
     argv = [sys.executable, str(Path(__file__).resolve()), "--rank-mode", "--out", str(out),
-            "--size-mb", str(args.size_mb), "--reps", str(args.reps), "--idle-s", str(args.idle_s),
-            "--slow-start-after-idle", str(args.slow_start_after_idle), "--congestion", args.congestion]
-    with EmulatedNetwork(2, NetemSpec.parse(args.network)) as net:
+            "--size-mb", str(args.size_mb), "--reps", str(args.reps), "--idle-s", str(args.idle_s)]
+    with EmulatedNetwork(2, spec_of(args)) as net:
         procs = []
         for rank in range(2):
             env = dict(os.environ, RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR=net.addresses[0],
@@ -142,18 +138,49 @@ def launch(args) -> dict:
     return json.loads(out.read_text())
 
 
+def spec_of(args):
+    """The emulated link with the TCP state pinned in both hosts' namespaces (``netem.py``)."""
+    from palsgd.harness.machinery.netem import NetemSpec
+
+    extra = f",slow_start_after_idle={args.slow_start_after_idle}" + (f",tcp_cc={args.congestion}"
+                                                                       if args.congestion else "")
+    return NetemSpec.parse(args.network + extra)
+
+
+def predicted_extra_s(args) -> float:
+    """What the simulator charges a 2-rank all-reduce of ``--size-mb`` after ``--idle-s`` of silence beyond
+    one back to back (``sim/tcp.py``), on the emulated link's rate and one-way delay with the TCP state
+    the emulation pins (``netem.tcp_transport``): each rank's one connection sends the whole payload."""
+    from palsgd.core.cluster import ClusterSpec, LinkSpec, TransportSpec
+    from palsgd.harness.machinery.netem import tcp_transport
+    from palsgd.sim.tcp import idle_restart_s
+
+    spec = spec_of(args)
+    tcp = tcp_transport(spec)
+    tcp.pop("congestion_control")
+    cluster = ClusterSpec(nodes=2, gpus_per_node=1, inter_node=LinkSpec(spec.rate_mbit / 1e3, spec.delay_ms * 1e3),
+                          transport=TransportSpec(kind="gloo", efficiency=1.0, **tcp))
+    return idle_restart_s(cluster, args.size_mb * 2**20, args.idle_s)
+
+
 def report(result: dict, args) -> str:
-    lines = [f"{args.network}, {args.size_mb:g} MB all-reduce, 2 gloo ranks; in the namespaces before: "
-             f"{result['sysctl_before']}; {SYSCTL} set to {result['sysctl_set']}; connection's congestion "
-             f"control: {result['congestion']}"]
+    lines = [f"{spec_of(args)}, {args.size_mb:g} MB all-reduce, 2 gloo ranks; in the namespaces: "
+             f"{result['sysctl']}; connection's congestion control: {result['congestion']}"]
+    medians = {}
     for phase in ("back_to_back", "after_idle"):
         rows = [r for r in result["rows"] if r["phase"] == phase]
         times = [r["time_s"] * 1e3 for r in rows]
-        lines.append(f"{phase:>12}: median {statistics.median(times):.1f} ms (min {min(times):.1f}, max "
+        medians[phase] = statistics.median(times)
+        lines.append(f"{phase:>12}: median {medians[phase]:.1f} ms (min {min(times):.1f}, max "
                      f"{max(times):.1f}); cwnd before the call {[r['cwnd_before'] for r in rows]}, min during "
-                     f"{[r['cwnd_min'] for r in rows]}, max {[r['cwnd_max'] for r in rows]}; retransmits "
+                     f"{[r['cwnd_min'] for r in rows]}, max {[r['cwnd_max'] for r in rows]}; srtt max "
+                     f"{[r['rtt_ms_max'] for r in rows]} ms; retransmits "
                      f"{sum(r['retrans_added'] or 0 for r in rows):g}; ss samples/call "
                      f"{statistics.median(r['ss_samples'] for r in rows):g}")
+    extra = predicted_extra_s(args) * 1e3
+    lines.append(f"after idle - back to back: measured {medians['after_idle'] - medians['back_to_back']:+.1f} ms, "
+                 f"simulator {extra:+.1f} ms (predicted after idle {medians['back_to_back'] + extra:.1f} ms, "
+                 f"measured {medians['after_idle']:.1f} ms)")
     return "\n".join(lines)
 
 

@@ -64,6 +64,19 @@ class TransportSpec:
     bytes gets (``docs/model.md``, "DDP's buckets"): its all-reduce runs beside the backward's kernels and
     starts as soon as the bucket is ready. 1: charged as a flat all-reduce. Fitted from a profiler trace
     by ``palsgd calibrate --from-trace``."""
+    slow_start_after_idle: bool = False
+    """TCP transports (gloo, NCCL's sockets): a link idle for longer than its RTO restarts from a smaller
+    window and ramps up again (Linux ``net.ipv4.tcp_slow_start_after_idle = 1`` with CUBIC or Reno; not
+    BBR; ``sim/tcp.py``). Off: every call gets the full rate from its first byte, as on RDMA or BBR."""
+    initial_window_segments: int = 10
+    """TCP's initial window, the floor of a restart (RFC 6928; Linux's ``TCP_INIT_CWND``)."""
+    mss_bytes: int = 1448
+    """TCP segment: 1448 B for a 1500 B MTU with timestamps, 8948 B for 9000 B jumbo frames."""
+    rto_min_ms: float = 200.0
+    """Minimum retransmission timeout (Linux ``TCP_RTO_MIN``; a route's ``rto_min``)."""
+    queue_bytes: int = 0
+    """The bottleneck's queue, which a loss-based window fills above the bandwidth-delay product before
+    the link falls idle (the window then restarts from that, halved)."""
 
     def __post_init__(self):
         check(0 < self.efficiency <= 1, "efficiency", self.efficiency, "must be in (0, 1]")
@@ -73,6 +86,11 @@ class TransportSpec:
         check(self.segment_bytes >= 0, "segment_bytes", self.segment_bytes, "must be >= 0")
         check(0 < self.ddp_bucket_efficiency <= 10, "ddp_bucket_efficiency", self.ddp_bucket_efficiency,
               "must be in (0, 10]")
+        check(self.initial_window_segments >= 1, "initial_window_segments", self.initial_window_segments,
+              "must be >= 1")
+        check(self.mss_bytes >= 1, "mss_bytes", self.mss_bytes, "must be >= 1")
+        check(self.rto_min_ms > 0, "rto_min_ms", self.rto_min_ms, "must be > 0")
+        check(self.queue_bytes >= 0, "queue_bytes", self.queue_bytes, "must be >= 0")
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from ..core.algorithms import FACTS
 from ..core.cluster import ClusterSpec
 from ..core.config import AlgorithmSpec, Experiment
 from ..core.workload import WorkloadSpec
-from . import collectives
+from . import collectives, tcp
 
 QUANTIZE_PASSES = 3.0
 """Memory passes over 4n bytes that a quantized mean of n elements costs (``real/dist._QuantizedMean``):
@@ -88,22 +88,39 @@ def step_costs(exp: Experiment, algo: AlgorithmSpec) -> StepCosts:
         calls = buckets.sync_call_bytes(flat_numels(wl), buffers, elem, per_tensor=algo.per_tensor_allreduce)
         sync_s, sync_bytes = _sync(sync_cluster, calls)
         sync_s += quantize_time(exp, algo, sum(params) + sum(buffers))
+    if algo.is_local:  # the link was silent for the H steps (and outer step) since the last sync
+        idle_s = algo.sync_every * (c + o + data) + (u if FACTS[algo.name].outer_step else 0.0)
+        sync_s += tcp.idle_restart_s(sync_cluster, sync_bytes, idle_s)
     ddp_elem = buckets.ddp_elem_bytes(algo.dense_payload_dtype)
     sizes = np.array(buckets.ddp_bucket_bytes(params, algo.bucket_mib, algo.first_bucket_mib, ddp_elem))
-    bucket_s = bucket_times(cluster, sizes)
+    ready = bucket_ready(sizes, wl.grad_accum)
+    bucket_s = ddp_idle_restart(cluster, bucket_times(cluster, sizes), sizes, c, o + data, ready)
     # The real warm-up all-reduces the inner optimizer state in one flat call (real/algorithms/base.py).
     extra = exp.train.optimizer_state_tensors * dense if algo.warmup_syncs_optimizer_state and algo.is_local else 0
     broadcast_s, broadcast_bytes = buffer_broadcast(cluster, buffer_broadcast_calls(wl))
     return StepCosts(
         compute_s=c, optimizer_s=o, outer_s=u, pseudo_sync_s=m, data_s=data, payload_bytes=payload,
         sync_s=sync_s, sync_bytes=sync_bytes, barrier_s=collectives.barrier_time(sync_cluster), bucket_s=bucket_s,
-        bucket_ready=bucket_ready(sizes, wl.grad_accum),
+        bucket_ready=ready,
         bucket_bytes_sent=sum(collectives.bytes_sent(cluster, b) for b in sizes),
         warmup_extra_s=collectives.allreduce_time(cluster, extra) if extra else 0.0,
         warmup_extra_bytes=collectives.bytes_sent(cluster, extra) if extra else 0.0,
         buffer_broadcast_s=broadcast_s, buffer_broadcast_bytes=broadcast_bytes,
         group=group_costs(exp, size, sizes) if size > 1 else None,
     )
+
+
+def ddp_idle_restart(cluster: ClusterSpec, bucket_s: np.ndarray, sizes: np.ndarray, c: float, between_s: float,
+                     ready: np.ndarray) -> np.ndarray:
+    """DDP's bucket times with TCP's restart after idle (``sim/tcp.py``) charged to a step's first bucket:
+    its links were silent from the last bucket of the step before (roughly at the backward's end) through
+    the optimizer step, the data and the forward until that bucket was ready; the ramp goes on over the
+    step's other buckets, sent back to back."""
+    if not len(bucket_s) or not cluster.transport.slow_start_after_idle:
+        return bucket_s
+    idle_s = between_s + float(ready[0]) * c
+    sent = sum(collectives.bytes_sent(cluster, b) for b in sizes)
+    return np.concatenate([[bucket_s[0] + tcp.idle_restart_s(cluster, sent, idle_s)], bucket_s[1:]])
 
 
 def group_costs(exp: Experiment, size: int, sizes: np.ndarray) -> GroupCosts:

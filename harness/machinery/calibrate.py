@@ -37,6 +37,7 @@ import tomli_w
 from ...core import io
 from ...core.config import Experiment, load
 from ...core.errors import ConfigError
+from . import netem
 from .fit_transport import Series, TiersFit, fit_tiers
 from .netem import EmulatedNetwork, NetemSpec
 from .progress import Progress
@@ -258,6 +259,12 @@ def profile_toml(tiers: list[Tier], result: TiersFit, compute: dict | None, *, n
     fitted = [f"{link}.{f}" for link in ("intra_node", "inter_node") for f in ("bandwidth_gbps", "latency_us")]
     fitted += [f"transport.{f}" for f in cluster["transport"]]
     cluster["provenance"] = {k: by for k in ["nodes", "gpus_per_node", *fitted]}
+    if network is not None:  # TCP's state is what the emulation set, not fitted
+        tcp = netem.tcp_transport(network)
+        congestion = tcp.pop("congestion_control")
+        cluster["transport"].update(tcp)
+        cluster["provenance"].update({f"transport.{k}": f"given: --emulate-network {network} (congestion control "
+                                      f"{congestion}, MTU {netem.MTU}, tbf queue)" for k in tcp})
     if compute:
         cluster["compute"] = {k: float(compute[k]) for k in COMPUTE_FIELDS if k in compute}
         cluster["provenance"].update({f"compute.{k}": by for k in cluster["compute"]})

@@ -70,12 +70,19 @@ class EmulationError(ConfigError):
 
 
 RULE = ("expected rate=<n>{kbit,mbit,gbit}[,delay=<t>][,jitter=<t>][,nodes=<K>[,intra_rate=<r>]"
-        "[,intra_delay=<t>][,groups=<G>,wan_rate=<r>[,wan_delay=<t>]]], times <t> in us/ms/s")
+        "[,intra_delay=<t>][,groups=<G>,wan_rate=<r>[,wan_delay=<t>]]][,tcp_cc=<name>]"
+        "[,slow_start_after_idle=0|1][,rto_min=<t>], times <t> in us/ms/s")
 _KEYS = {"rate": ("rate_mbit", _UNITS_RATE), "delay": ("delay_ms", _UNITS_TIME),
          "jitter": ("jitter_ms", _UNITS_TIME), "nodes": ("nodes", None),
          "intra_rate": ("intra_rate_mbit", _UNITS_RATE), "intra_delay": ("intra_delay_ms", _UNITS_TIME),
          "groups": ("groups", None), "wan_rate": ("wan_rate_mbit", _UNITS_RATE),
-         "wan_delay": ("wan_delay_ms", _UNITS_TIME)}
+         "wan_delay": ("wan_delay_ms", _UNITS_TIME), "tcp_cc": ("tcp_cc", str),
+         "slow_start_after_idle": ("slow_start_after_idle", bool), "rto_min": ("rto_min_ms", _UNITS_TIME)}
+SYSCTL_CC = "net.ipv4.tcp_congestion_control"
+SYSCTL_IDLE = "net.ipv4.tcp_slow_start_after_idle"
+RTO_MIN_MS = 200.0
+"""Linux's minimum retransmission timeout (``TCP_RTO_MIN``, include/net/tcp.h): a route's ``rto_min``
+replaces it."""
 
 
 @dataclass(frozen=True)
@@ -96,10 +103,19 @@ class NetemSpec:
     wan_rate_mbit: float = 0.0
     """Each group's WAN uplink, each way."""
     wan_delay_ms: float = 0.0
+    tcp_cc: str = ""
+    """TCP congestion control set in every node's namespace (``net.ipv4.tcp_congestion_control``); "": the
+    machine's own, which a new namespace inherits."""
+    slow_start_after_idle: bool = True
+    """``net.ipv4.tcp_slow_start_after_idle`` set in every node's namespace (Linux's default: 1)."""
+    rto_min_ms: float = 0.0
+    """Minimum retransmission timeout of the routes between nodes; 0: the kernel's RTO_MIN_MS. Time
+    dilation sets it K times the kernel's, so an idle link restarts after as many RTOs as undilated."""
 
     def __post_init__(self):
         for name, low in (("rate_mbit", 1e-3), ("delay_ms", 0.0), ("jitter_ms", 0.0), ("intra_rate_mbit", 0.0),
-                          ("intra_delay_ms", 0.0), ("wan_rate_mbit", 0.0), ("wan_delay_ms", 0.0)):
+                          ("intra_delay_ms", 0.0), ("wan_rate_mbit", 0.0), ("wan_delay_ms", 0.0),
+                          ("rto_min_ms", 0.0)):
             value = getattr(self, name)
             if not value >= low or value != value or value == float("inf"):
                 raise ConfigError(f"{name} must be a finite number >= {low}", key=KEY, value=value)
@@ -144,7 +160,7 @@ class NetemSpec:
             fields[name] = value
         if "rate_mbit" not in fields:
             raise ConfigError(f"rate is required: {RULE}", key=KEY, value=text)
-        return cls(**fields)
+        return cls(**fields)  # type: ignore[arg-type]
 
     def __str__(self) -> str:
         out = [f"rate={self.rate_mbit:g}mbit", f"delay={self.delay_ms:g}ms"]
@@ -152,7 +168,7 @@ class NetemSpec:
         for key, (name, units) in _KEYS.items():
             value = getattr(self, name)
             if key not in ("rate", "delay") and value != getattr(defaults, name):
-                out.append(f"{key}={value:g}" + ("" if units is None else "mbit" if units is _UNITS_RATE else "ms"))
+                out.append(f"{key}={_format(value, units)}")
         return ",".join(out)
 
     def dilated(self, factor: float) -> NetemSpec:
@@ -164,7 +180,8 @@ class NetemSpec:
         rates = ("rate_mbit", "intra_rate_mbit", "wan_rate_mbit")
         times = ("delay_ms", "jitter_ms", "intra_delay_ms", "wan_delay_ms")
         return dataclasses.replace(self, **{n: getattr(self, n) / factor for n in rates},
-                                   **{n: getattr(self, n) * factor for n in times})
+                                   **{n: getattr(self, n) * factor for n in times},
+                                   rto_min_ms=(self.rto_min_ms or RTO_MIN_MS) * factor)
 
     @property
     def delayed(self) -> bool:
@@ -172,13 +189,36 @@ class NetemSpec:
         return max(self.delay_ms, self.intra_delay_ms, self.wan_delay_ms) > 0
 
 
-def _number(raw: str, units: dict[str, float] | None) -> float | int | None:
-    """``raw`` as a count >= 1 (``units`` None) or a number with one of ``units``, in its base unit; None if
-    bad."""
+def tcp_transport(spec: NetemSpec) -> dict:
+    """The simulator's TCP fields (``core.cluster.TransportSpec``, ``sim/tcp.py``) that the emulated links
+    set: slow start after idle where the namespaces run a loss-based congestion control with the sysctl on
+    (BBR is not restarted), the segment of the jumbo MTU, the minimum RTO of the routes, and the node's
+    receive queue (tbf's limit) that such a window fills above the bandwidth-delay product."""
+    congestion = spec.tcp_cc or _proc_sys("net/ipv4/tcp_congestion_control")
+    restarts = spec.slow_start_after_idle and not congestion.startswith("bbr")
+    return {"slow_start_after_idle": bool(restarts), "mss_bytes": MTU - 52, "rto_min_ms": spec.rto_min_ms or RTO_MIN_MS,
+            "queue_bytes": int(tbf_args(spec.rate_mbit, spec.delay_ms)[6]), "congestion_control": congestion}
+
+
+def _number(raw: str, units) -> float | int | str | bool | None:
+    """``raw`` as a count >= 1 (``units`` None), a name (``str``: letters, digits, ``_``), 0 or 1 (``bool``) or
+    a number with one of ``units``, in its base unit; None if bad."""
+    if units is str:
+        return raw if re.fullmatch(r"[a-z][a-z0-9_]*", raw) else None
+    if units is bool:
+        return {"0": False, "1": True}.get(raw)
     if units is None:
         return int(raw) if raw.isdigit() and int(raw) >= 1 else None
     m = re.fullmatch(r"([0-9]*\.?[0-9]+(?:e[+-]?\d+)?)\s*([a-z]+)", raw.lower())
     return float(m.group(1)) * units[m.group(2)] if m and m.group(2) in units else None
+
+
+def _format(value, units) -> str:
+    if units is str:
+        return str(value)
+    if units is bool:
+        return str(int(value))
+    return f"{value:g}" + ("" if units is None else "mbit" if units is _UNITS_RATE else "ms")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +279,8 @@ def preflight(spec: NetemSpec | None = None, *, need_delay_program: bool | None 
     for tool in ("ip", "tc"):
         if shutil.which(tool) is None:
             raise EmulationError(f"`{tool}` not found: apt-get install -y iproute2")
+    if spec is not None and spec.tcp_cc:
+        check_congestion_control(spec.tcp_cc)
     if need_delay_program is None:
         need_delay_program = spec is not None and delay_mode(spec) == "netdelay"
     if need_delay_program:
@@ -247,6 +289,27 @@ def preflight(spec: NetemSpec | None = None, *, need_delay_program: bool | None 
         if not _has_netfilterqueue():
             raise EmulationError("delay without netem needs the NetfilterQueue module: apt-get install -y "
                                  "libnetfilter-queue-dev && pip install NetfilterQueue")
+
+
+def check_congestion_control(name: str) -> None:
+    """A namespace other than the machine's own may only default to a congestion control the machine allows
+    (``tcp_allowed_congestion_control``; the kernel answers EPERM otherwise)."""
+    allowed = _proc_sys("net/ipv4/tcp_allowed_congestion_control").split()
+    if name not in allowed:
+        available = _proc_sys("net/ipv4/tcp_available_congestion_control").split()
+        wider = " ".join([*allowed, name])
+        how = (f"allow it once with `sysctl -w net.ipv4.tcp_allowed_congestion_control=\"{wider}\"`"
+               if name in available else f"this kernel has {' '.join(available)}")
+        raise EmulationError(f"tcp_cc={name} cannot be set in an emulated node: the machine allows "
+                             f"{' '.join(allowed) or 'none'}; {how}")
+
+
+def _proc_sys(path: str) -> str:
+    try:
+        with open(f"/proc/sys/{path}") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 _NETEM: bool | None = None
@@ -407,6 +470,7 @@ class EmulatedNetwork:
         _run(["ip", "-n", br, "link", "set", port, "master", "br0", "up"])
         _run(["ip", "-n", ns, "link", "set", IFNAME, "mtu", str(MTU), "up"])
         _run(["ip", "-n", ns, "addr", "add", f"{self.addresses[node]}/24", "dev", IFNAME])
+        self._tcp(node)
         _run(["tc", "-n", br, "qdisc", "add", "dev", port, "root",  # what the node receives
               *tbf_args(spec.rate_mbit, spec.delay_ms)])
         self._shape(ns, IFNAME, spec.rate_mbit, spec.delay_ms, spec.jitter_ms)  # what the node sends
@@ -422,6 +486,19 @@ class EmulatedNetwork:
                     self._start_delay(node, queue, delay_ms, jitter_ms)
                 for match in matches:
                     _run(self.command(node, ["iptables-legacy", "-A", "INPUT", *match, "-j", *target]))
+
+    def _tcp(self, node: int) -> None:
+        """Pin the node's TCP state (``docs/network-emulation.md``, "TCP state"): congestion control and slow
+        start after idle are per namespace; the minimum RTO is the route's to the other nodes."""
+        ns, spec = self.namespaces[node], self.spec
+        sysctls = [f"{SYSCTL_IDLE}={int(spec.slow_start_after_idle)}"]
+        if spec.tcp_cc:
+            sysctls.append(f"{SYSCTL_CC}={spec.tcp_cc}")
+        _run(self.command(node, ["sysctl", "-q", "-w", *sysctls]))
+        if spec.rto_min_ms:
+            subnet = self.addresses[node].rsplit(".", 1)[0] + ".0/24"
+            _run(["ip", "-n", ns, "route", "replace", subnet, "dev", IFNAME, "proto", "kernel", "scope", "link",
+                  "src", self.addresses[node], "rto_min", f"{spec.rto_min_ms:g}ms"])
 
     def _shape(self, ns: str, dev: str, rate_mbit: float, delay_ms: float, jitter_ms: float) -> None:
         """Egress of ``dev``: netem delay (where it is used) above a tbf at ``rate_mbit`` (0: no tbf)."""

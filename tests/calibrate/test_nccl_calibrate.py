@@ -124,6 +124,25 @@ def test_harness_calibration_profile_states_what_it_measured(tmp_path):
     assert prov["compute.step_time_s"].startswith("measured: palsgd calibrate")
 
 
+def test_an_emulated_profile_carries_the_tcp_state_the_emulation_set(tmp_path):
+    """With Reno and slow start after idle pinned, the profile's transport restarts after idle (sim/tcp.py)."""
+    from palsgd.harness.machinery.calibrate import Tier, profile_toml
+    from palsgd.harness.machinery.fit_transport import fit_tiers
+    from palsgd.harness.machinery.netem import NetemSpec
+
+    sizes = [2.0**k for k in range(12, 22)]
+    table = pd.DataFrame({"size_bytes": sizes, "time_s": [4e-4 + s / 1e8 for s in sizes], "ranks": 2})
+    tier = Tier("link", table, 1e-2)
+    text = profile_toml([tier], fit_tiers([tier.series]), None, nodes=1, gpus_per_node=2,
+                        network=NetemSpec.parse("rate=1gbit,delay=5ms,tcp_cc=reno"), command="palsgd calibrate")
+    (tmp_path / "p.toml").write_text(text)
+    cluster = load(cluster=str(tmp_path / "p.toml")).cluster
+    t = cluster.transport
+    assert (t.slow_start_after_idle, t.mss_bytes, t.rto_min_ms, t.queue_bytes) == (True, 8948, 200.0, 2_500_000)
+    assert cluster.provenance["transport.slow_start_after_idle"].startswith("given: --emulate-network")
+    assert "congestion control reno" in cluster.provenance["transport.queue_bytes"]
+
+
 @pytest.mark.parametrize("args, what", [
     (["--fit-min-bytes", "1024"], "applies only with --from-nccl-tests"),
     (["--from-nccl-tests", str(DATA / "alps-2x1-gh200-ofi.txt"), "--emulate-network", "rate=1gbit,delay=5ms"],

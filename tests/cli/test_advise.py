@@ -61,20 +61,9 @@ def test_cli_prints_best_runner_up_ddp_bands_and_why(tmp_path):
     assert r.returncode == 2 and "workload.convergence.ddp_steps = -1" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_advise_searches_streaming_diloco_fragments_inside_the_measured_range(tmp_path):
-    path = tmp_path / "convergence.toml"
-    path.write_text("""
-[workload.convergence]
-target_loss = 3.0
-ddp_steps = 400
-source = "hand-made"
-""" + "".join(f"""
-[[workload.convergence.points]]
-algorithm = "streaming_diloco"
-fragments = {f}
-steps_vs_ddp = {ratio}
-source = "hand-made"
-""" for f, ratio in ((1, 1.0), (4, 3.0))))
+def test_advise_searches_streaming_diloco_fragments_inside_the_measured_range(convergence_table):
+    path = convergence_table([{"algorithm": "streaming_diloco", "fragments": f, "steps_vs_ddp": ratio}
+                              for f, ratio in ((1, 1.0), (4, 3.0))])
     exp = config.load(workload="gpt-neo-8m", cluster="a100-8x1-eth10", algorithms=["ddp", "streaming_diloco"],
                       overrides=["algorithm.sync_every=8"])
     advice = advise(exp, convergence.load(path))
@@ -84,24 +73,13 @@ source = "hand-made"
     assert advice.searched == 4 and not any("fragments = 8" in r for r in advice.refused)
 
 
-def test_advise_searches_the_replica_group_size_where_it_was_measured(tmp_path):
+def test_advise_searches_the_replica_group_size_where_it_was_measured(convergence_table):
     # DiLoCo measured with every worker a replica and with a node (8 workers) per replica, at H = 8 and 16:
     # group sizes 1, 2, 4, 8 are searched (powers of two between); a replica of a node needs fewer steps
     # here (a made-up table), so where the sync is cheap enough the node groups win.
-    path = tmp_path / "convergence.toml"
-    path.write_text("""
-[workload.convergence]
-target_loss = 3.0
-ddp_steps = 200
-source = "hand-made"
-""" + "".join(f"""
-[[workload.convergence.points]]
-algorithm = "diloco"
-sync_every = {h}
-replica_group = {g}
-steps_vs_ddp = {ratio}
-source = "hand-made"
-""" for h, g, ratio in [(8, 1, 2.0), (16, 1, 3.0), (8, 8, 1.0), (16, 8, 1.2)]))
+    path = convergence_table([{"algorithm": "diloco", "sync_every": h, "replica_group": g, "steps_vs_ddp": ratio}
+                              for h, g, ratio in [(8, 1, 2.0), (16, 1, 3.0), (8, 8, 1.0), (16, 8, 1.2)]],
+                             ddp_steps=200)
     exp = config.load(workload="gpt-neo-8m", algorithms=["ddp", "diloco"])
     assert exp.cluster.gpus_per_node == 8
     advice = advise(exp, convergence.load(path))
@@ -112,20 +90,9 @@ source = "hand-made"
     assert row["best"]["replica_group"] == 8 and row["ddp"]["replica_group"] is None
 
 
-def test_advise_ranks_sparseloco_from_its_int2_points(tmp_path):
-    path = tmp_path / "convergence.toml"
-    path.write_text("""
-[workload.convergence]
-target_loss = 3.0
-ddp_steps = 400
-source = "hand-made"
-""" + "".join(f"""
-[[workload.convergence.points]]
-algorithm = "sparseloco"
-sync_every = {h}
-steps_vs_ddp = {ratio}
-source = "hand-made"
-""" for h, ratio in ((8, 1.1), (32, 1.5))))
+def test_advise_ranks_sparseloco_from_its_int2_points(convergence_table):
+    path = convergence_table([{"algorithm": "sparseloco", "sync_every": h, "steps_vs_ddp": ratio}
+                              for h, ratio in ((8, 1.1), (32, 1.5))])
     conv = convergence.load(path)
     assert conv.payload_dtypes("sparseloco") == ["int2"]  # its default dtype when a point names none
     exp = config.load(workload="gpt-neo-8m", cluster="a100-8x1-eth10", algorithms=["ddp", "sparseloco"])
@@ -135,23 +102,12 @@ source = "hand-made"
     assert 8 <= best.spec.sync_every <= 32
 
 
-def test_advise_searches_the_sync_delay_and_eager_outer_steps_where_measured(tmp_path):
+def test_advise_searches_the_sync_delay_and_eager_outer_steps_where_measured(convergence_table):
     # Streaming DiLoCo with P = 1, H = 8 measured at tau = 0 and tau = H, plain and eager (a made-up table:
     # the delay costs steps, eager updates win most of them back). Only the measured values are searched.
-    path = tmp_path / "convergence.toml"
-    path.write_text("""
-[workload.convergence]
-target_loss = 3.0
-ddp_steps = 400
-source = "hand-made"
-""" + "".join(f"""
-[[workload.convergence.points]]
-algorithm = "streaming_diloco"
-fragment_sync_delay = {tau}
-eager_outer = {eager}
-steps_vs_ddp = {ratio}
-source = "hand-made"
-""" for tau, eager, ratio in ((0, "false", 1.0), (0, "true", 1.0), (8, "false", 1.5), (8, "true", 1.02))))
+    measured = ((0, False, 1.0), (0, True, 1.0), (8, False, 1.5), (8, True, 1.02))
+    path = convergence_table([{"algorithm": "streaming_diloco", "fragment_sync_delay": tau, "eager_outer": eager,
+                               "steps_vs_ddp": ratio} for tau, eager, ratio in measured])
     exp = config.load(workload="gpt-neo-8m", cluster="a100-8x1-eth10", algorithms=["ddp", "streaming_diloco"],
                       overrides=["algorithm.sync_every=8", "algorithm.warmup_steps=0",
                                  "cluster.inter_node.bandwidth_gbps=1"])

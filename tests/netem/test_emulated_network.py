@@ -132,3 +132,18 @@ def test_exception_tears_down():
     with pytest.raises(RuntimeError), EmulatedNetwork(1, NetemSpec(100.0, 1.0)):
         raise RuntimeError("boom")
     assert leftovers(os.getpid()) == []
+
+
+def test_tcp_state_is_pinned_in_every_node():
+    """tcp_cc, slow_start_after_idle and rto_min set in each node's namespace; the machine's untouched."""
+    root_idle = Path("/proc/sys/net/ipv4/tcp_slow_start_after_idle").read_text()
+    spec = NetemSpec.parse("nodes=2,rate=100mbit,tcp_cc=reno,slow_start_after_idle=0,rto_min=50ms")
+    with EmulatedNetwork(2, spec) as net:
+        for node in range(2):
+            got = subprocess.run(net.command(node, ["sysctl", "-n", "net.ipv4.tcp_congestion_control",
+                                                    "net.ipv4.tcp_slow_start_after_idle"]),
+                                 capture_output=True, text=True, check=True).stdout.split()
+            assert got == ["reno", "0"]
+            routes = subprocess.run(net.command(node, ["ip", "route"]), capture_output=True, text=True).stdout
+            assert "rto_min lock 50ms" in routes
+    assert Path("/proc/sys/net/ipv4/tcp_slow_start_after_idle").read_text() == root_idle

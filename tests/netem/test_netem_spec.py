@@ -1,10 +1,12 @@
 """NetemSpec parsing and the delay program's release rule (no root needed)."""
 
 import random
+import re
 
 import pytest
 
 from palsgd.core.errors import ConfigError
+from palsgd.harness.machinery import netem
 from palsgd.harness.machinery.netdelay import Delayer, release_time
 from palsgd.harness.machinery.netem import NetemSpec, tbf_args
 
@@ -99,3 +101,48 @@ def test_delayer_holds_for_delay():
     assert d.release_due() == pytest.approx(0.004) and log == ["a"]
     now[0] = 0.020
     assert d.release_due() is None and log == ["a", "b"]
+
+
+def test_parse_tcp_state():
+    spec = NetemSpec.parse("rate=1gbit,delay=5ms,tcp_cc=reno,slow_start_after_idle=0,rto_min=50ms")
+    assert (spec.tcp_cc, spec.slow_start_after_idle, spec.rto_min_ms) == ("reno", False, 50.0)
+    assert NetemSpec.parse(str(spec)) == spec
+    # defaults: the machine's congestion control, slow start after idle on, the kernel's minimum RTO
+    assert NetemSpec.parse("rate=1gbit") == NetemSpec(1000.0, tcp_cc="", slow_start_after_idle=True, rto_min_ms=0.0)
+
+
+@pytest.mark.parametrize("text", ["rate=1gbit,tcp_cc=", "rate=1gbit,tcp_cc=Cubic!", "rate=1gbit,rto_min=5",
+                                  "rate=1gbit,slow_start_after_idle=2", "rate=1gbit,slow_start_after_idle=yes"])
+def test_parse_rejects_tcp_state(text):
+    with pytest.raises(ConfigError, match="bad part"):
+        NetemSpec.parse(text)
+
+
+def test_dilation_stretches_the_minimum_rto():
+    """K times the kernel's 200 ms, so an idle link halves its window as often as undilated."""
+    assert NetemSpec.parse("rate=1gbit,delay=5ms").dilated(4).rto_min_ms == 800.0
+    assert NetemSpec.parse("rate=1gbit,rto_min=50ms").dilated(2).rto_min_ms == 100.0
+    assert NetemSpec.parse("rate=1gbit").dilated(1).rto_min_ms == 0.0
+
+
+def test_congestion_control_the_machine_does_not_allow_is_one_line(monkeypatch):
+    sysctls = {"net/ipv4/tcp_allowed_congestion_control": "reno bbr",
+               "net/ipv4/tcp_available_congestion_control": "reno bbr cubic"}
+    monkeypatch.setattr(netem, "_proc_sys", sysctls.__getitem__)
+    netem.check_congestion_control("reno")
+    with pytest.raises(ConfigError, match=re.escape('allows reno bbr; allow it once with `sysctl -w '
+                                                    'net.ipv4.tcp_allowed_congestion_control="reno bbr cubic"`')):
+        netem.check_congestion_control("cubic")
+    with pytest.raises(ConfigError, match="this kernel has reno bbr cubic"):
+        netem.check_congestion_control("vegas")
+
+
+def test_the_simulator_gets_the_tcp_state_the_emulation_sets():
+    """calibrate writes these into the profile's transport (sim/tcp.py prices them)."""
+    reno = netem.tcp_transport(NetemSpec.parse("rate=1gbit,delay=5ms,tcp_cc=reno"))
+    # tbf's queue at 1 Gbit/s and 5 ms: 125e6 B/s x (2 x 5 + 10) ms; MSS of the 9000 B MTU
+    assert reno == {"slow_start_after_idle": True, "mss_bytes": 8948, "rto_min_ms": 200.0, "queue_bytes": 2_500_000,
+                    "congestion_control": "reno"}
+    assert not netem.tcp_transport(NetemSpec.parse("rate=1gbit,tcp_cc=bbr"))["slow_start_after_idle"]
+    off = netem.tcp_transport(NetemSpec.parse("rate=1gbit,tcp_cc=reno,slow_start_after_idle=0,rto_min=50ms"))
+    assert (off["slow_start_after_idle"], off["rto_min_ms"]) == (False, 50.0)
