@@ -13,19 +13,15 @@ import math
 import sys
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from gloo_ranks import save_from_all_ranks, spawn
-from scenarios import TRAINS, batch, gathered, loss_fn, model_fn, trajectory
+from scenarios import TRAINS, batch, gathered, harness_run, loss_fn, model_fn
 from torch import nn
 from torch.distributed.algorithms.model_averaging.utils import average_parameters
 
 from palsgd.core.algorithms import plan
 from palsgd.core.config import AlgorithmSpec
-from palsgd.real.algorithms import ALGORITHM_CLASSES, Setup
-from palsgd.real.dist import DistContext, TorchComm, flatten_
 from palsgd.real.optim import build_optimizer
-from palsgd.real.timing import DDPCommTimer, StepTimer, ddp_timed_hook
 
 H, W = 4, 2
 STEPS = W + 3 * H  # three whole intervals: no tail after the last sync
@@ -34,21 +30,9 @@ SLOW = (1.0, 1.5)  # slow_k of rank 0 and rank 1
 
 def ours(rank, world, name, train, **algo):
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=W, averager="torchft", sync_balanced=True, **algo)
-    model = model_fn()
-    flatten_(model)
-    opt = build_optimizer(model.parameters(), train)
-    ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
-    comm = TorchComm(ctx, payload=spec.dense_payload_dtype)
-    timer = StepTimer(algorithm=name, worker=rank, zero=comm.common_clock(), device=ctx.device)
-    ddp = nn.parallel.DistributedDataParallel(model)
-    hook = DDPCommTimer(timer, torch.float32)
-    ddp.register_comm_hook(hook, ddp_timed_hook)
     p = plan(name, workers=world, steps=STEPS, seed=0, warmup_steps=W, sync_every=H, averager="torchft",
              slow=np.array(SLOW))
-    algorithm = ALGORITHM_CLASSES[name](Setup(
-        model=model, optimizer=opt, spec=spec, train=train, kinds=p.worker_kinds(rank), sync_after=p.sync_after,
-        comm=comm, timer=timer, loss_fn=loss_fn, ddp=ddp, ddp_timer=hook))
-    return trajectory(algorithm, model, rank, STEPS), p.kinds, timer.rows
+    return harness_run(rank, world, spec, p, train, STEPS)
 
 
 def reference(rank, train):

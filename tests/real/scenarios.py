@@ -69,21 +69,27 @@ def gathered(model) -> list[torch.Tensor]:
 
 def ours(rank, world, name, train, **algo):
     spec = AlgorithmSpec(name=name, sync_every=H, warmup_steps=W, **algo)
+    p = plan(name, workers=world, steps=STEPS, seed=0, warmup_steps=W, sync_every=H, p=spec.effective_p,
+             skip_draws=spec.skip_draws)
+    return harness_run(rank, world, spec, p, train, STEPS)
+
+
+def harness_run(rank, world, spec, p, train, steps):
+    """The harness's algorithm ``spec`` on this rank, taking the plan ``p``: (its trajectory over ``steps``,
+    the plan's step kinds, the step timer's rows)."""
     model = model_fn()
     flatten_(model)  # the worker's layout: syncs all-reduce the parameters in place
     opt = build_optimizer(model.parameters(), train)
     ctx = DistContext(rank, world, rank, world, torch.device("cpu"), "gloo")
     comm = TorchComm(ctx, payload=spec.dense_payload_dtype)
-    timer = StepTimer(algorithm=name, worker=rank, zero=comm.common_clock(), device=ctx.device)
+    timer = StepTimer(algorithm=spec.name, worker=rank, zero=comm.common_clock(), device=ctx.device)
     ddp = nn.parallel.DistributedDataParallel(model)
     hook = DDPCommTimer(timer, torch.float32)
     ddp.register_comm_hook(hook, ddp_timed_hook)
-    p = plan(name, workers=world, steps=STEPS, seed=0, warmup_steps=W, sync_every=H, p=spec.effective_p,
-             skip_draws=spec.skip_draws)
-    algorithm = ALGORITHM_CLASSES[name](Setup(
+    algorithm = ALGORITHM_CLASSES[spec.name](Setup(
         model=model, optimizer=opt, spec=spec, train=train, kinds=p.worker_kinds(rank), sync_after=p.sync_after,
         comm=comm, timer=timer, loss_fn=loss_fn, ddp=ddp, ddp_timer=hook))
-    return trajectory(algorithm, model, rank, STEPS), p.kinds, timer.rows
+    return trajectory(algorithm, model, rank, steps), p.kinds, timer.rows
 
 
 def reference_local_sgd(rank, world, train, first_average=W):
