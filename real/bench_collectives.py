@@ -1,5 +1,6 @@
 """Time ``all_reduce`` over message sizes on the process group the environment describes (gloo on CPU,
-nccl on GPU), and one TCP round trip between ranks 0 and 1: the measurements ``harness/machinery/calibrate.py`` fits.
+nccl on GPU), and one TCP round trip between rank 0 and ``--rtt-peer`` (rank 1 unless told): the
+measurements ``harness/machinery/calibrate.py`` fits.
 
 Run one process per rank with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set (torchrun sets them):
 
@@ -50,8 +51,9 @@ def time_allreduce(nbytes: int, reps: int, warmup: int, device: torch.device) ->
 
 
 def tcp_rtt(rank: int, pings: int) -> float:
-    """Median 1-byte TCP ping-pong between ranks 0 and 1 (over the same link as the collectives), seconds.
-    Rank 0 listens on MASTER_ADDR:MASTER_PORT+1; ``ping`` would under-report an ingress-only delay."""
+    """Median 1-byte TCP ping-pong between rank 0 and the rank that calls it with ``rank != 0`` (over the same
+    link as the collectives), seconds. Rank 0 listens on MASTER_ADDR:MASTER_PORT+1; ``ping`` would under-report
+    an ingress-only delay."""
     addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]) + 1
     times = []
     if rank == 0:
@@ -77,7 +79,9 @@ def tcp_rtt(rank: int, pings: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m palsgd.real.bench_collectives", description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="CSV of timings (written by rank 0)")
-    ap.add_argument("--rtt-out", default="", help="JSON with the TCP round trip (written by rank 1)")
+    ap.add_argument("--rtt-out", default="", help="JSON with the TCP round trip (written by the peer)")
+    ap.add_argument("--rtt-peer", type=int, default=1,
+                    help="the rank whose round trip to rank 0 is measured (on emulated nodes: one on another node)")
     ap.add_argument("--min-bytes", type=int, default=4096)
     ap.add_argument("--max-bytes", type=int, default=64 * 2**20)
     ap.add_argument("--per-octave", type=float, default=0.5)
@@ -85,14 +89,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--pings", type=int, default=30)
     args = ap.parse_args(argv)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not 0 < args.rtt_peer < world:
+        ap.error(f"--rtt-peer must be a rank from 1 to {world - 1}, got {args.rtt_peer}")
     ctx = dist.init(threads=1)
     try:
-        if ctx.world_size > 1 and ctx.rank in (0, 1) and args.rtt_out:
+        if ctx.world_size > 1 and ctx.rank in (0, args.rtt_peer) and args.rtt_out:
             rtt = tcp_rtt(ctx.rank, args.pings)
-            if ctx.rank == 1:
+            if ctx.rank == args.rtt_peer:
                 io.write_json(args.rtt_out, {"tcp_rtt_s": rtt, "pings": args.pings})
         elif ctx.world_size > 2 and args.rtt_out:
-            tdist.barrier()  # the barrier ranks 0 and 1 enter in tcp_rtt: collectives must match on every rank
+            tdist.barrier()  # the barrier the two pinging ranks enter in tcp_rtt: collectives match on every rank
         rows = []
         for size in sizes_between(args.min_bytes, args.max_bytes, args.per_octave):
             times = torch.tensor(time_allreduce(size, args.reps, args.warmup, ctx.device), dtype=torch.float64)

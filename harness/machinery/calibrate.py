@@ -7,7 +7,8 @@ Steps (files are written next to the profile, atomically):
    WORLD_SIZE, MASTER_ADDR, MASTER_PORT), each in its own emulated host when ``network`` is given
    (``harness/machinery/netem.py``), else on loopback; plus ``tcp_rtt.json``, one TCP round trip between ranks 0, 1.
    On emulated nodes (``nodes=K``) two tiers instead: the ranks of node 0 over its loopback
-   (``collectives_intra.csv``, ``tcp_rtt_intra.json``) and one rank per node (``..._inter``).
+   (``collectives_intra.csv``, ``tcp_rtt_intra.json``) and every rank, node by node (``..._inter``): the
+   flat ring the run's all-reduces take, each of whose steps waits for an inter-node hop.
 2. ``fit.csv``: the fit of the simulator's own cost function to those times (``harness/machinery/fit_transport.py``;
    the tiers together, one link each, one transport) with the residual per size and tier.
 3. ``compute.json``: ``real/bench_compute.py`` on N concurrent processes (the cores are shared, as they
@@ -125,8 +126,8 @@ def run_ranks(argvs: list[list[str]], envs: list[dict], timeout_s: float, what: 
 
 @dataclass(frozen=True)
 class Tier:
-    """One measured tier: ``link`` (the only one), ``intra`` (ranks of one node) or ``inter`` (one rank per
-    node); its all-reduce table and the TCP round trip between its ranks 0 and 1."""
+    """One measured tier: ``link`` (the only one), ``intra`` (ranks of one node) or ``inter`` (every rank of
+    every node); its all-reduce table and the TCP round trip between its rank 0 and a rank over its link."""
 
     name: str
     table: pd.DataFrame
@@ -144,7 +145,11 @@ class Tier:
 def run_collectives(n: int, network: NetemSpec | None, folder: Path, bench: list[str],
                     timeout_s: float, time_dilation: float = 1.0) -> list[Tier]:
     """Benchmark each tier: loopback, or one rank per emulated host (one link); on emulated nodes the ranks
-    of node 0 (``intra``, if more than one) and one rank per node (``inter``, if more than one node).
+    of node 0 (``intra``, if more than one) and all ``n`` ranks, node by node (``inter``, if more than one
+    node). The inter tier is the run's own ring rather than one rank per node: a 2-rank gloo all-reduce,
+    whose one connection carries both directions, got only ~60 % of a 1 Gbit/s + 5 ms link where the
+    run's 8-rank ring got close to its line rate (docs/validation.md), so a one-rank-per-node tier made
+    every 2-node DDP prediction 15-28 % slow. Its round trip is measured from rank 0 to node 1's first rank.
     Under ``time_dilation`` K the links are K times slower and every time measured is divided by K."""
     if time_dilation != 1 and network is not None:  # loopback cannot be slowed down (dilation.check)
         tiers = run_collectives(n, network.dilated(time_dilation), folder, bench, timeout_s)
@@ -156,23 +161,25 @@ def run_collectives(n: int, network: NetemSpec | None, folder: Path, bench: list
             in_host = [lambda argv, r=r: net.command(r, argv) for r in range(n)]
             return [_bench("link", folder, bench, in_host, net.addresses[0], net.ifname, 29500, timeout_s)]
         tiers = []
-        if net.ranks_per_node > 1:  # node 0's ranks reach its address over loopback
-            in_node = [lambda argv: net.command(0, argv)] * net.ranks_per_node
+        rpn = net.ranks_per_node
+        if rpn > 1:  # node 0's ranks reach its address over loopback
+            in_node = [lambda argv: net.command(0, argv)] * rpn
             tiers.append(_bench("intra", folder, bench, in_node, net.addresses[0], net.ifname, 29500, timeout_s))
         if net.nodes > 1:
-            per_node = [lambda argv, r=r: net.command(r, argv) for r in range(net.nodes)]
-            tiers.append(_bench("inter", folder, bench, per_node, net.addresses[0], net.ifname, 29510, timeout_s))
+            every_rank = [lambda argv, r=r: net.command(r // rpn, argv) for r in range(n)]
+            tiers.append(_bench("inter", folder, bench, every_rank, net.addresses[0], net.ifname, 29510, timeout_s,
+                                rtt_peer=rpn))
         return tiers
 
 
 def _bench(tier: str, folder: Path, bench: list[str], places: list, addr: str, ifname: str, port: int,
-           timeout_s: float) -> Tier:
-    """``bench_collectives`` on one rank per entry of ``places`` (each wraps the rank's argv); its files
-    carry the tier's name unless it is the only ``link``."""
+           timeout_s: float, rtt_peer: int = 1) -> Tier:
+    """``bench_collectives`` on one rank per entry of ``places`` (each wraps the rank's argv), the round trip
+    between ranks 0 and ``rtt_peer``; its files carry the tier's name unless it is the only ``link``."""
     suffix = "" if tier == "link" else f"_{tier}"
     csv, rtt_json = folder / f"collectives{suffix}.csv", folder / f"tcp_rtt{suffix}.json"
     argv = [sys.executable, "-m", "palsgd.real.bench_collectives", "--out", str(csv), "--rtt-out", str(rtt_json),
-            *bench]
+            "--rtt-peer", str(rtt_peer), *bench]
     n = len(places)
     envs = [_rank_env(r, n, addr, port, ifname) for r in range(n)]
     run_ranks([place(argv) for place in places], envs, timeout_s, f"collective benchmark ({tier})")
@@ -236,7 +243,8 @@ def profile_toml(tiers: list[Tier], result: TiersFit, compute: dict | None, *, n
                  network: NetemSpec | None, command: str, time_dilation: float = 1.0) -> str:
     links = {t.name: dataclasses.asdict(link) for t, link in zip(tiers, result.links, strict=True)}
     # A tier that was not measured repeats the other: with one node (or one rank per node) the
-    # simulator never prices it.
+    # simulator never prices it. The inter tier's ring of every rank is priced, as the simulator prices
+    # a flat ring, at its slowest hop, the inter-node link (loopback is many times faster).
     intra = links.get("intra") or links.get("link") or links["inter"]
     inter = links.get("inter") or intra
     host = platform.node() or "unknown host"

@@ -50,7 +50,7 @@ WINDOWS = (0, 2**18, 2**20, 2**22)
 @dataclass(frozen=True)
 class Series:
     """All-reduce times of one tier: ``sizes`` bytes on ``ranks`` ranks, whose ring runs over one kind of
-    link with TCP round trip ``rtt_s`` (the ranks of one node, or one rank per node)."""
+    link with TCP round trip ``rtt_s`` (the ranks of one node, or a ring over nodes priced at its inter-node hop)."""
 
     sizes: tuple[float, ...]
     times: tuple[float, ...]

@@ -22,9 +22,8 @@ def _check_outputs(out, files=("collectives.csv", "tcp_rtt.json")):
     exp = load(cluster=str(out))  # loads as a cluster preset
     fitted = pd.read_csv(folder / "fit.csv")
     # The profile reproduces, in the simulator, the predictions the fit reported: a tier is the ring of
-    # one node (intra, or the one link) or of one rank per node (inter).
-    tier_cluster = {"link": exp.cluster, "intra": dataclasses.replace(exp.cluster, nodes=1),
-                    "inter": dataclasses.replace(exp.cluster, gpus_per_node=1)}
+    # one node (intra, or the one link) or the whole cluster's flat ring (inter).
+    tier_cluster = {"link": exp.cluster, "intra": dataclasses.replace(exp.cluster, nodes=1), "inter": exp.cluster}
     sim = [allreduce_time(tier_cluster[t], s) for t, s in zip(fitted["tier"], fitted["size_bytes"], strict=True)]
     assert sim == pytest.approx(list(fitted["predicted_s"]), rel=1e-6)
     return exp, fitted
@@ -107,6 +106,7 @@ def test_two_tiers_on_emulated_nodes(tmp_path):
     assert (exp.cluster.nodes, exp.cluster.gpus_per_node) == (2, 2)
     assert sorted(set(fitted["tier"])) == ["inter", "intra"]
     assert set(fitted.loc[fitted["tier"] == "intra", "ranks"]) == {2}
+    assert set(fitted.loc[fitted["tier"] == "inter", "ranks"]) == {4}  # the run's own ring, not 1 per node
     inter, intra = exp.cluster.inter_node, exp.cluster.intra_node
     # Effective, not line rate: gloo reached 180-185 Mbit/s on the idle VM, less on a slower machine
     # (see test_recovers_emulated_link), and the tiers share one fitted step overhead; a link at a wrong
