@@ -25,8 +25,9 @@ from ...core.schema import COMPARED_METRICS
 SUMMARISED = (*COMPARED_METRICS, "wait_s")
 """``wait_s`` (time idle at barriers) is compared where the workers' speeds vary (the cluster suite)."""
 PAIRED = ("wait_s",)
-"""Compared with the simulated run of the same seed: the waits at barriers depend on which worker drew a
-slow step when, and the real run's emulated accelerators draw exactly the simulator's run-0 factors."""
+"""Compared with the simulated run of the same seed even with real compute: the waits at barriers depend on
+which worker drew a slow step when, and emulated accelerators draw exactly the simulator's run-0 factors
+(with emulated accelerators every metric is paired: ``pipeline.paired_metrics``)."""
 BYTES = "bytes_sent_per_worker"
 BYTES_TOLERANCE = 0.01
 """Relative difference of bytes sent beyond which sim and run do not model the same communication."""
@@ -38,8 +39,8 @@ def compare(predicted: pd.DataFrame, measured: pd.DataFrame, *, case: str = "", 
             network: str = "", ranks: int = 0, metrics: tuple[str, ...] = COMPARED_METRICS,
             paired: tuple[str, ...] = PAIRED) -> pd.DataFrame:
     """Rows of the comparison table for one experiment; Monte-Carlo runs are averaged first, except for
-    the ``paired`` metrics: those come from the simulated run of the real run's seed (run 0), whose
-    workers drew the same compute factors as the real run's emulated accelerators (``core/variability.py``)."""
+    the ``paired`` metrics: those come from the simulated run of the real run's seed (run 0), which drew the
+    real run's plan and, with emulated accelerators, its compute factors (``core/variability.py``)."""
     columns = [*metrics, BYTES]
     pred = predicted.groupby("algorithm", sort=False)[columns].mean()
     same_seed = predicted[predicted["run"] == 0] if "run" in predicted else predicted.iloc[:0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 import pytest
 
@@ -73,3 +75,28 @@ def test_waits_are_compared_with_the_simulated_run_of_the_same_seed():
     assert table.loc[("diloco", "wait_s"), "predicted"] == pytest.approx(1.0)
     assert table.loc[("diloco", "wait_s"), "error_pct"] == pytest.approx(-20.0)
     assert table.loc[("diloco", "wall_clock_s"), "predicted"] == pytest.approx(11.0)
+
+
+def test_with_emulated_accelerators_every_metric_is_compared_with_the_run_of_the_same_seed(tmp_path):
+    """An emulated run's randomness is all the simulator's run 0's (its plan from exp.seed, its compute
+    factors): a run that went exactly as run 0 has no error, though PALSGD's pseudo-sync steps differ between
+    the seeds averaged. With real compute the mean over seeds is compared, waits apart."""
+    from palsgd.core import io
+    from palsgd.harness.commands import validate_cluster
+    from palsgd.harness.machinery import pipeline, store
+    from palsgd.sim import engine
+
+    case = dataclasses.replace(validate_cluster.BASE, algorithms=("ddp", "palsgd"))
+    exp = validate_cluster.case_experiment(case)
+    sim = engine.simulate(exp, engine="exact").runs
+    palsgd = sim[sim["algorithm"] == "palsgd"]
+    assert palsgd["pseudo_sync_steps"].nunique() > 1  # the seeds drew differently
+    as_measured = sim[sim["run"] == 0].assign(source="real")
+    run_0, mean = palsgd["step_time_mean_s"].iloc[0], palsgd["step_time_mean_s"].mean()
+    for compute, expected in (("emulated", run_0), ("real", mean)):
+        folder = tmp_path / compute
+        store.write_table(folder, io.RUNS, as_measured)
+        table = pipeline.predict(exp.replace(train=dataclasses.replace(exp.train, compute=compute)), folder)
+        rows = table.set_index(["algorithm", "metric"])
+        assert rows.loc[("palsgd", "step_time_mean_s"), "predicted"] == pytest.approx(expected, rel=1e-12)
+    assert rows.loc[("palsgd", "step_time_mean_s"), "error_pct"] != pytest.approx(0.0, abs=1.0)
