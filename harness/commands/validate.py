@@ -230,15 +230,19 @@ def replay_prediction(exp: Experiment, run: Path, *, network: str = "", case: st
 
 
 def format_accuracy_targets(comparison: pd.DataFrame, targets: dict = validate_cpu.TARGETS) -> str:
-    """One line per target: reached or missed, with the figures (reported, not enforced)."""
+    """One line per target: reached or missed, with the figures (reported, not enforced). A target is
+    (median, max) of |error| in the metric's unit, or (median, max, "relative") of |predicted / measured - 1|."""
     lines = []
     table = summary(comparison).set_index("metric") if len(comparison) else pd.DataFrame()
-    for metric, (median_max, max_max) in targets.items():
+    for metric, (median_max, max_max, *scale) in targets.items():
         if metric not in table.index:
             continue
         r = table.loc[metric]
-        ok = r["median_abs_error"] <= median_max and r["max_abs_error"] <= max_max
-        lines.append(f"target {metric}: median |error| <= {median_max:g} {r['unit']}, max <= {max_max:g} "
-                     f"{r['unit']}: {'met' if ok else 'MISSED'} (median {r['median_abs_error']:.1f}, "
-                     f"max {r['max_abs_error']:.1f})")
+        relative = scale == ["relative"]
+        median, worst = (r["median_rel_error_pct"], r["max_rel_error_pct"]) if relative else \
+            (r["median_abs_error"], r["max_abs_error"])
+        unit = "% relative" if relative else r["unit"]
+        ok = median <= median_max and worst <= max_max
+        lines.append(f"target {metric}: median |error| <= {median_max:g} {unit}, max <= {max_max:g} "
+                     f"{unit}: {'met' if ok else 'MISSED'} (median {median:.1f}, max {worst:.1f})")
     return "\n".join(lines)

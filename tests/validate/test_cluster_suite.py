@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 import sys
@@ -70,8 +71,10 @@ def test_quick_cluster_case_end_to_end(tmp_path):
     except ConfigError as err:
         pytest.skip(str(err))
     out = tmp_path / "v"
+    # time-dilated, as the full suite is run (docs/validation.md): the case CI keeps of it
     proc = subprocess.run([sys.executable, "-m", "palsgd.cli", "validate", "--suite", "cluster", "--quick",
-                           "--out", str(out)], capture_output=True, text=True, timeout=900, env=dict(os.environ))
+                           "--time-dilation", "2", "--out", str(out)], capture_output=True, text=True, timeout=900,
+                          env=dict(os.environ))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     table = pd.read_csv(out / "comparison.csv")
     assert set(table["algorithm"]) == {"ddp", "diloco"} and (table["measured"] > 0).all()
@@ -83,7 +86,8 @@ def test_quick_cluster_case_end_to_end(tmp_path):
     assert 0.19 < (compute["end_s"] - compute["start_s"]).median() < 0.3
     profile = (out / "cases" / "quick-2x2-1gbit" / "profile" / "cluster.toml").read_text()
     assert "[cluster.intra_node]" in profile and "[cluster.inter_node]" in profile
-    assert "target step_time_mean_s" in proc.stdout
+    assert "target step_time_mean_s" in proc.stdout and "time dilation 2x" in proc.stdout
+    assert json.loads((run / "manifest.json").read_text())["time_dilation"] == 2.0
 
 
 def test_eager_delay_case_runs_diloco_beside_a_whole_round_of_delay():

@@ -51,6 +51,11 @@ def test_format_targets_reports_met_and_missed():
     # step time: median |error| of 4 and 20 is 12 > 5, max 20 > 15; speedup: 3 pp <= 5.
     assert "step_time_mean_s" in text and "MISSED (median 12.0, max 20.0)" in text
     assert "speedup_vs_ddp: median |error| <= 5 pp, max <= 5 pp: met (median 3.0, max 3.0)" in text
+    # the cluster suite aims at the speedup's relative error: 1.3 against 1.27 is 2.4 %
+    text = validate.format_accuracy_targets(pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS)),
+                                            {"speedup_vs_ddp": (2.0, 8.0, "relative")})
+    assert text == ("target speedup_vs_ddp: median |error| <= 2 % relative, max <= 8 % relative: "
+                    "MISSED (median 2.4, max 2.4)")
 
 
 def test_explain_names_compute_drift_when_the_runs_own_compute_removes_the_error():
