@@ -11,7 +11,9 @@ and jitter, slow workers and stragglers meeting each algorithm's barriers.
 Each case changes one thing from a base case (2 nodes x 4 ranks, 1 Gbit/s and 5 ms between nodes, the
 GPT-Neo-8M payload, H = 4, no variability). Its cluster profile is a fresh two-tier calibration of the
 links (``machinery/calibrate.py``: fitted per tier), with the device times c, o, u and m that the emulated
-accelerators sleep and the case's variability. The prediction is the simulator's mean over ``SEEDS`` seeds.
+accelerators sleep and the case's variability. The simulator runs ``SEEDS`` seeds; every metric is compared
+with the run of the real run's seed, which drew the real run's plan and compute factors
+(``pipeline.paired_metrics``), and the mean over the seeds is what ``palsgd simulate`` would print.
 """
 
 from __future__ import annotations
