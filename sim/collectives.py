@@ -241,7 +241,7 @@ def allgather_time(cluster: ClusterSpec, message_bytes: float) -> float:
     """A ring all-gather where every one of the n ranks contributes ``message_bytes`` (SparseLoCo's sparse
     message; gloo's ``allgather`` and NCCL's are rings): n-1 steps, each forwarding one whole message over
     every hop of the ring at once, so a step lasts as long as its slowest tier takes for it:
-    T = base + (n-1)·max_tier(α_tier + m/B_tier) (``ring_tiers``; pipelined in segments as ``_step``).
+    T = base + (n-1)·max_tier(α_tier + m/B_tier) (``ring_tiers``; pipelined as ``_step``).
 
     Unlike a ring all-reduce of S bytes, whose transfer 2(n-1)/n·S/B hardly grows with n, every rank
     here receives all n-1 other messages: the time grows linearly with the workers."""
@@ -249,8 +249,18 @@ def allgather_time(cluster: ClusterSpec, message_bytes: float) -> float:
     if n <= 1 or message_bytes <= 0:
         return 0.0
     t = cluster.transport
-    step = max(_step(message_bytes, tier, _alpha(tier.latency_s, t), t.segment_bytes) for tier in ring_tiers(cluster))
+    segment = allgather_segment(t, message_bytes)
+    step = max(_step(message_bytes, tier, _alpha(tier.latency_s, t), segment) for tier in ring_tiers(cluster))
     return _base(t, True) + (n - 1) * step
+
+
+def allgather_segment(transport: TransportSpec, message_bytes: float) -> int:
+    """The pieces an all-gather's ring step is pipelined in. gloo's ``allgather`` sends every block as two
+    halves with both in flight (``gloo/allgather.cc``), whatever the all-reduce's segment is; NCCL chunks
+    an all-gather as it chunks an all-reduce (the transport's segment)."""
+    if transport.kind == "gloo":
+        return math.ceil(message_bytes / 2)
+    return transport.segment_bytes
 
 
 def allgather_bytes_sent(cluster: ClusterSpec, message_bytes: float) -> float:

@@ -27,6 +27,16 @@ class SparseLoCo(Algorithm):
 
     name = "sparseloco"
 
+    def __init__(self, setup):
+        super().__init__(setup)
+        # On an emulated accelerator the parameters never move: z - x and the error feedback stay 0, so every
+        # sync sends the same message. Built once, before the timed steps, so that the host's top-k (a
+        # device's work, slept as part of u) does not lengthen the syncs it would otherwise delay.
+        self.emulated_message = None
+        if setup.device_s is not None:
+            zeros = torch.zeros_like(self.flat)
+            self.emulated_message = encode_(zeros, self.numels, setup.spec.topk_density, setup.spec.payload_dtype)
+
     def begin_local(self) -> None:
         self.z = self.flat.clone()
         self.error = torch.zeros_like(self.z)
@@ -35,8 +45,7 @@ class SparseLoCo(Algorithm):
         self.wait_for_all()
         out: list[torch.Tensor] = []
         self.on_device("outer_step", lambda: out.append(self.encode()), DELTA_SHARE)
-        # On an emulated accelerator the parameters never move, yet the message still travels: built here.
-        message = out[0] if out else self.encode()
+        message = out[0] if out else self.emulated_message
         with self.setup.timer.phase("allreduce") as box:
             gathered = self.sync_comm.allgather(message)  # all workers, or the peers across replica groups
             box[0] = allgather_bytes_sent(message.numel(), self.sync_comm.world_size)

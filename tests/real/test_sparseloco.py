@@ -7,15 +7,20 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from palsgd.core import sparse
+from palsgd.core.algorithms import GRADIENT_STEP
 from palsgd.core.config import load
+from palsgd.real.algorithms import Setup, sparseloco
+from palsgd.real.algorithms.sparseloco import SparseLoCo
 from palsgd.real.dist import flatten_
 from palsgd.real.models import build_model
 from palsgd.real.optim import flat_order
 from palsgd.real.sparse import decode_sum, encode_
+from palsgd.real.timing import StepTimer
 from palsgd.sim import collectives
 from palsgd.sim.costs import step_costs
 
@@ -107,3 +112,43 @@ def test_a_warm_up_that_syncs_the_optimizer_state_is_charged_dense_fp32():
                overrides=["algorithm.warmup_syncs_optimizer_state=true"])
     sparse_costs, dense_costs = (step_costs(exp, exp.algorithm(n)) for n in ("sparseloco", "diloco"))
     assert sparse_costs.warmup_extra_bytes == dense_costs.warmup_extra_bytes > 0
+
+
+class GatheringComm:
+    """Two workers whose all-gather hands each message back twice, recording what was sent."""
+
+    world_size = 2
+
+    def __init__(self):
+        self.sent: list[torch.Tensor] = []
+
+    def barrier(self) -> None:
+        pass
+
+    def allgather(self, message: torch.Tensor) -> list[torch.Tensor]:
+        self.sent.append(message.clone())
+        return [message, message]
+
+
+def test_an_emulated_accelerator_sends_its_message_without_a_host_top_k(monkeypatch):
+    # Its parameters never move, so every sync's message is the zero buffer's: built once, before the
+    # timed steps, it keeps the host's top-k (0.15 s a sync on the cluster suite's 8 ranks) out of them.
+    exp = load(workload="gpt-tiny", cluster="cpu-2core-gloo", algorithms=["sparseloco"],
+               overrides=["algorithm.warmup_steps=0"])
+    spec = exp.algorithm("sparseloco")
+    model = build_model(exp.workload.model)
+    flatten_(model)
+    numels = [p.numel() for p in flat_order(model)]
+    comm = GatheringComm()
+    algo = SparseLoCo(Setup(
+        model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), spec=spec, train=exp.train,
+        kinds=np.full(2, GRADIENT_STEP), sync_after=np.array([True, True]), comm=comm,
+        timer=StepTimer(algorithm="sparseloco", worker=0, zero=0.0, device=torch.device("cpu")),
+        loss_fn=None, device_s={"outer_step": 0.0, "pseudo_sync": 0.0}))
+    monkeypatch.setattr(sparseloco, "encode_", lambda *args: pytest.fail("a sync ran top-k on the host"))
+    for step in range(2):
+        algo.setup.timer.begin_step(step)
+        algo.sync(step)
+    assert len(comm.sent) == 2 and torch.equal(comm.sent[0], comm.sent[1])
+    assert comm.sent[0].numel() == sparse.sync_bytes(numels, spec.topk_density, spec.payload_dtype)
+    assert not decode_sum(comm.sent[:1], numels, spec.topk_density, spec.payload_dtype).any()

@@ -157,3 +157,16 @@ def test_an_allgather_step_waits_for_its_slowest_tier():
     w = cluster(nodes=8, gpus=8, intra=(800.0, 1.0), inter=(100.0, 5.0), wan=WanSpec(groups=2, bandwidth_gbps=10.0,
                                                                                       latency_us=20_000.0))
     assert co.allgather_time(w, m) == pytest.approx(63 * (20e-3 + m / (10e9 / 8)))
+
+
+def test_gloo_pipelines_an_allgather_in_two_halves_nccl_in_its_segment():
+    # 2 x 4 over 100 Mbit/s with a 20 ms round trip, as the cluster suite's slow link: a 620 KB message
+    # per rank, 7 ring steps. gloo's allgather keeps two halves of each block in flight (gloo/allgather.cc),
+    # whatever segment its all-reduce was fitted with; NCCL chunks it in the transport's segment.
+    m, b, rtt = 620e3, 100e6 / 8, 20e-3
+    gloo = cluster(nodes=2, gpus=4, inter=(0.1, rtt / 2 * 1e6), kind="gloo", step_latency="rtt",
+                   segment_bytes=65536)
+    half_in_flight = max(m / b + rtt / 2, rtt + m / 2 / b)
+    assert co.allgather_time(gloo, m) == pytest.approx(7 * half_in_flight, rel=1e-12)
+    nccl = cluster(nodes=2, gpus=4, inter=(0.1, rtt * 1e6), segment_bytes=65536)
+    assert co.allgather_time(nccl, m) == pytest.approx(7 * (m / b + rtt / math.ceil(m / 65536)), rel=1e-12)
