@@ -4,15 +4,11 @@ describes: what ``harness/machinery/calibrate_ddp.py`` sets beside the flat all-
 Run one process per rank with RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT set:
 
     python -m palsgd.real.bench_ddp_buckets --out ddp_buckets.json [--width 512 --layers 8 --bucket-mib 1]
-    python -m palsgd.real.bench_ddp_buckets --out ddp_buckets.json --param-numels 1000,24,... [--bucket-mib 25]
 
-A stack of ``--layers`` square Linear layers, or parameters of a workload's own sizes in its registration
-order (``--param-numels``: its buckets are the workload's, the backward a cheap one, as an emulated
-accelerator's is a sleep), is wrapped in PyTorch's DDP with ``bucket_cap_mb`` (the first bucket too;
-without ``--bucket-mib`` PyTorch's default layout), and a communication hook
-(``DistributedDataParallel.register_comm_hook``) does what DDP's default hook does, an all-reduce of the
-bucket and a division by the world size, while recording when each bucket's all-reduce was launched and
-when its future completed. Per step the communication time is the
+A stack of ``--layers`` square Linear layers is wrapped in PyTorch's DDP with ``bucket_cap_mb`` (the first
+bucket too), and a communication hook (``DistributedDataParallel.register_comm_hook``) does what DDP's
+default hook does, an all-reduce of the bucket and a division by the world size, while recording when each
+bucket's all-reduce was launched and when its future completed. Per step the communication time is the
 union of those intervals (gloo runs two buckets at once, so their sum would count the overlap twice).
 Rank 0 writes the bucket sizes and the median union over the timed steps.
 """
@@ -46,26 +42,6 @@ def timed_hook(records: list):
     return hook
 
 
-class Tensors(nn.Module):
-    """Parameters of the given sizes, registered in that order; every one gets a gradient from a backward that
-    costs almost nothing next to the all-reduce of its bucket."""
-
-    def __init__(self, numels: list[int]):
-        super().__init__()
-        self.tensors = nn.ParameterList(nn.Parameter(torch.zeros(n)) for n in numels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sum(p.sum() for p in self.tensors) * x.mean()
-
-
-def build(args) -> tuple[nn.Module, torch.Tensor]:
-    """The model the buckets are laid out on, and its input."""
-    if args.param_numels:
-        return Tensors([int(n) for n in args.param_numels.split(",")]), torch.randn(args.batch)
-    model = nn.Sequential(*[nn.Linear(args.width, args.width) for _ in range(args.layers)])
-    return model, torch.randn(args.batch, args.width)
-
-
 def union_s(spans: list[tuple[float, float]]) -> float:
     total, end = 0.0, float("-inf")
     for a, b in sorted(spans):
@@ -80,18 +56,17 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=512)
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=32)
-    parser.add_argument("--param-numels", default="", help="comma-separated sizes, instead of --width/--layers")
-    parser.add_argument("--bucket-mib", type=float, default=None)
+    parser.add_argument("--bucket-mib", type=float, default=1.0)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=3)
     args = parser.parse_args()
     dist.init(threads=1)
     torch.manual_seed(0)
-    model, x = build(args)
-    cap = {} if args.bucket_mib is None else {"bucket_cap_mb": args.bucket_mib}
-    ddp = DistributedDataParallel(model, **cap)
+    model = nn.Sequential(*[nn.Linear(args.width, args.width) for _ in range(args.layers)])
+    ddp = DistributedDataParallel(model, bucket_cap_mb=args.bucket_mib)
     records: list = []
     ddp.register_comm_hook(None, timed_hook(records))
+    x = torch.randn(args.batch, args.width)
     unions, sizes = [], {}
     for step in range(args.warmup + args.steps):
         records.clear()

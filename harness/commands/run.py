@@ -90,8 +90,8 @@ CALIBRATE_TIMEOUT_S = 1800.0  # calibrate.calibrate's own default for its benchm
 def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulate_network: str | None,
                       echo: Callable[[str], None] = print, time_dilation: float = 1.0) -> Path:
     """Calibrate here into ``out``. Under ``time_dilation`` K the links and compute are K times slower and
-    the fitted times divided by K (``dilation.py``), DDP's bucket benchmark too (its backward is a cheap
-    one on the workload's own parameter sizes)."""
+    the fitted times divided by K (``dilation.py``); DDP's bucket benchmark runs undilated (its backward
+    is real CPU work)."""
     spec = netem.NetemSpec.parse(emulate_network) if emulate_network is not None else None
     time_dilation = dilation.check(time_dilation, emulated_compute=exp.train.compute == "emulated",
                                    emulated_network=spec is not None)
@@ -102,8 +102,7 @@ def calibrate_to_file(exp: Experiment, out: Path, *, nproc_per_node: int, emulat
     path = calibrate.calibrate(exp, out, nproc_per_node=nproc_per_node, network=spec, command=" ".join(sys.argv),
                                time_dilation=time_dilation)
     # then DDP's bucketed all-reduces beside a backward, fitted to the profile's ddp_bucket_efficiency
-    measured = calibrate_ddp.run_ddp_buckets(nproc_per_node, spec, path.parent, CALIBRATE_TIMEOUT_S,
-                                             calibrate_ddp.workload_bench(exp), time_dilation)
-    echo(calibrate_ddp.add_efficiency(path, measured))
+    echo(calibrate_ddp.add_efficiency(path, calibrate_ddp.run_ddp_buckets(nproc_per_node, spec, path.parent,
+                                                                          CALIBRATE_TIMEOUT_S)))
     echo(f"{dilation.label(time_dilation)}; wrote {path} (use it with `palsgd simulate --cluster {path}`)")
     return path

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ...core.algorithms import ALGORITHMS
 from ...core.config import Experiment, load
-from ..machinery import calibrate, calibrate_ddp
+from ..machinery import calibrate
 from ..machinery.pipeline import Launch
 from .validate_cpu import STREAMING
 
@@ -95,8 +95,6 @@ class ClusterCase:
 
 
 BASE = ClusterCase("base-2x4-1gbit")
-DDP_TIMEOUT_S = 600.0
-"""The DDP bucket benchmark's bound for a hang (ResNet-50's 102 MB over 100 Mbit/s, 11 steps: about 100 s)."""
 
 
 def cases(*, quick: bool, emulate: bool = True) -> list[ClusterCase]:
@@ -161,13 +159,8 @@ def prepare(case: ClusterCase, folder: Path, out: Path, profiles: dict, time_dil
     launch = Launch(case.ranks_per_node, case.nodes, network=case.network, time_dilation=time_dilation)
     if case.calibration_key not in profiles:
         base = case_experiment(dataclasses.replace(case, variability=()))
-        profile = calibrate.calibrate(
+        profiles[case.calibration_key] = calibrate.calibrate(
             base, folder / "profile" / "cluster.toml", nproc_per_node=case.ranks, network=launch.netem_spec,
             command=f"palsgd validate --suite cluster ({case.name})", compute=False, time_dilation=time_dilation,
             **calibration_sizes(base))
-        # then the workload's own DDP buckets beside a backward, as `palsgd calibrate` fits them
-        measured = calibrate_ddp.run_ddp_buckets(case.ranks, launch.netem_spec, profile.parent, DDP_TIMEOUT_S,
-                                                 calibrate_ddp.workload_bench(base), time_dilation)
-        print(calibrate_ddp.add_efficiency(profile, measured))
-        profiles[case.calibration_key] = profile
     return case_experiment(case), launch, Path(profiles[case.calibration_key])

@@ -20,35 +20,23 @@ import tomli_w
 
 from ...core import io
 from ...core.cluster import ClusterSpec
-from ...core.config import Experiment, load
-from ...sim.costs import bucket_times, tensor_numels
+from ...core.config import load
+from ...sim.costs import bucket_times
 from .calibrate import _free_port, _rank_env, run_ranks
 from .netem import EmulatedNetwork, NetemSpec
 from .trace_calibrate import bucket_efficiency
 
-
-def workload_bench(exp: Experiment, steps: int = 8) -> dict:
-    """The benchmark on the workload's own parameter sizes and DDP bucket layout (its DDP's ``bucket_mib``),
-    so that the factor is fitted on the buckets the run will all-reduce: a bucket's share of the link
-    depends on its size (1 MiB buckets do not stand for 25 MiB ones)."""
-    spec = next((a for a in exp.algorithms if a.name == "ddp"), exp.algorithms[0])
-    numels = [int(n) for n in tensor_numels(exp.workload)[0]]
-    cap = {} if spec.torch_bucket_cap_mb is None else {"bucket_mib": spec.torch_bucket_cap_mb}
-    return {"param_numels": ",".join(map(str, numels)), **cap, "steps": steps}
+BENCH = {"width": 512, "layers": 8, "bucket_mib": 1.0, "steps": 12}
+"""8 Linear(512, 512) layers: 8.4 MB of fp32 gradients in 8 buckets of 1 MiB (one per layer)."""
 
 
-def run_ddp_buckets(n: int, network: NetemSpec | None, folder: Path, timeout_s: float, bench: dict,
-                    time_dilation: float = 1.0) -> dict:
+def run_ddp_buckets(n: int, network: NetemSpec | None, folder: Path, timeout_s: float,
+                    bench: dict | None = None) -> dict:
     """``bench_ddp_buckets`` on n ranks, placed as the calibration's collectives were (loopback, one rank per
-    emulated host, or ranks filling emulated nodes); returns what rank 0 wrote to ``ddp_buckets.json``. Under
-    ``time_dilation`` K the links are K times slower and the times it returns divided by K."""
-    if time_dilation != 1 and network is not None:  # loopback cannot be slowed down (dilation.check)
-        measured = run_ddp_buckets(n, network.dilated(time_dilation), folder, timeout_s * time_dilation, bench)
-        return {**measured, "comm_s": measured["comm_s"] / time_dilation,
-                "comm_s_per_step": [t / time_dilation for t in measured["comm_s_per_step"]]}
+    emulated host, or ranks filling emulated nodes); returns what rank 0 wrote to ``ddp_buckets.json``."""
     out = folder / "ddp_buckets.json"
     argv = [sys.executable, "-m", "palsgd.real.bench_ddp_buckets", "--out", str(out),
-            *[x for k, v in bench.items() for x in (f"--{k.replace('_', '-')}", str(v))]]
+            *[x for k, v in (bench or BENCH).items() for x in (f"--{k.replace('_', '-')}", str(v))]]
     if network is None:
         envs = [_rank_env(r, n, "127.0.0.1", _free_port(), "lo") for r in range(n)]
         envs = [dict(e, MASTER_PORT=envs[0]["MASTER_PORT"]) for e in envs]
@@ -72,9 +60,9 @@ def add_efficiency(profile: Path, measured: dict) -> str:
     data = tomllib.loads(Path(profile).read_text())
     data["cluster"]["transport"]["ddp_bucket_efficiency"] = f
     data["cluster"]["source"] += (f" DDP's buckets ({len(sizes)} of {sizes.sum() / 2**20:.1f} MiB in all, beside "
-                                  f"a backward) took {measured['comm_s'] * 1e3:.1f} ms per step (median), the "
-                                  f"same buckets as flat all-reduces {flat_s * 1e3:.1f} ms: "
-                                  f"ddp_bucket_efficiency {f}.")
+                                  f"the backward of {BENCH['layers']} Linear({BENCH['width']}) layers) took "
+                                  f"{measured['comm_s'] * 1e3:.1f} ms per step (median), the same buckets "
+                                  f"as flat all-reduces {flat_s * 1e3:.1f} ms: ddp_bucket_efficiency {f}.")
     io.write_text(Path(profile), tomli_w.dumps(data))
     load(cluster=str(profile))
     return (f"DDP buckets: {len(sizes)} of {sizes.sum() / 2**20:.1f} MiB in {measured['comm_s'] * 1e3:.1f} ms per "

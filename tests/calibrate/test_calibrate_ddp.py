@@ -6,7 +6,6 @@ import tomli_w
 from palsgd.core import buckets
 from palsgd.core.config import load
 from palsgd.harness.machinery import calibrate_ddp
-from palsgd.sim.costs import tensor_numels
 
 MIB = 1 << 20
 
@@ -20,20 +19,6 @@ def test_the_benchmark_times_pytorchs_buckets_which_are_ours(tmp_path):
     assert measured["bucket_bytes"] == buckets.ddp_bucket_bytes(measured["param_numels"], bench["bucket_mib"],
                                                                 bench["bucket_mib"], 4)
     assert len(measured["comm_s_per_step"]) == bench["steps"] and measured["comm_s"] > 0
-
-
-@pytest.mark.slow  # two torch processes, as above
-@pytest.mark.parametrize("overrides", [[], ["algorithm.bucket_mib=0.05"]])
-def test_the_workload_benchmark_has_the_workloads_own_buckets(tmp_path, overrides):
-    # gpt-tiny's parameters in their registration order, PyTorch's default layout or a 0.05 MiB cap: DDP
-    # hands the hook the buckets the simulator charges that workload (one truth for both sides).
-    exp = load(workload="gpt-tiny", cluster="cpu-2core-gloo", algorithms=["ddp"], overrides=overrides)
-    spec = exp.algorithm("ddp")
-    measured = calibrate_ddp.run_ddp_buckets(2, None, tmp_path, 300, calibrate_ddp.workload_bench(exp, steps=2))
-    params = tensor_numels(exp.workload)[0]
-    assert measured["param_numels"] == list(params)
-    assert measured["bucket_bytes"] == buckets.ddp_bucket_bytes(params, spec.bucket_mib, spec.first_bucket_mib, 4)
-    assert len(measured["bucket_bytes"]) == (2 if not overrides else 13)  # a 1 MiB first bucket, or 0.05 MiB ones
 
 
 def test_efficiency_written_into_the_profile(tmp_path):

@@ -7,16 +7,13 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
 
 import pandas as pd
 import pytest
 
-from palsgd.core.buckets import ddp_bucket_bytes
 from palsgd.core.errors import ConfigError
 from palsgd.harness.commands import validate_cluster
 from palsgd.harness.machinery.netem import preflight
-from palsgd.sim.costs import tensor_numels
 
 
 def test_full_suite_changes_one_thing_at_a_time_from_the_base():
@@ -89,11 +86,6 @@ def test_quick_cluster_case_end_to_end(tmp_path):
     assert 0.19 < (compute["end_s"] - compute["start_s"]).median() < 0.3
     profile = (out / "cases" / "quick-2x2-1gbit" / "profile" / "cluster.toml").read_text()
     assert "[cluster.intra_node]" in profile and "[cluster.inter_node]" in profile
-    # DDP's factor fitted on gpt-neo-8m's own buckets (PyTorch's default layout: 1 MiB, then 25 MiB caps)
-    buckets = json.loads((out / "cases" / "quick-2x2-1gbit" / "profile" / "ddp_buckets.json").read_text())
-    exp = validate_cluster.case_experiment(validate_cluster.cases(quick=True)[0])
-    assert buckets["bucket_bytes"] == ddp_bucket_bytes(tensor_numels(exp.workload)[0], 25.0, 1.0, 4)
-    assert f"ddp_bucket_efficiency {tomllib.loads(profile)['cluster']['transport']['ddp_bucket_efficiency']}" in profile
     assert "target step_time_mean_s" in proc.stdout and "time dilation 2x" in proc.stdout
     assert json.loads((run / "manifest.json").read_text())["time_dilation"] == 2.0
 
