@@ -30,8 +30,8 @@ class SparseLoCo(Algorithm):
     def __init__(self, setup):
         super().__init__(setup)
         # On an emulated accelerator the parameters never move: z - x and the error feedback stay 0, so every
-        # sync sends the same message. Built once, before the timed steps, so that the host's top-k (a
-        # device's work, slept as part of u) does not lengthen the syncs it would otherwise delay.
+        # sync sends the same message. Built once, before the timed steps: the host's top-k is a device's
+        # work (slept as part of u) and must not lengthen the syncs.
         self.emulated_message = None
         if setup.device_s is not None:
             zeros = torch.zeros_like(self.flat)
